@@ -1,0 +1,14 @@
+//! rtinfer: a real-time CNN inference daemon for embedded Linux boards, and the tooling of the
+//! study it grew out of (Gealy & George, ACM TECS 2024).
+//!
+//! The crate is a library so integration tests and benchmarks drive the very code the binary
+//! runs; `src/main.rs` is only the CLI edge. `unsafe` is denied here and allowed only inside the
+//! FFI modules that mount foreign code.
+#![deny(unsafe_code)]
+
+pub mod preprocess;
+pub mod source;
+pub mod status;
+pub mod study;
+pub mod tensor;
+pub mod time;

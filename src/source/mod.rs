@@ -1,0 +1,109 @@
+//! Frame sources, named by URI the way jetson-inference names them.
+//!
+//! Every source fills a caller-owned [`Frame`] so buffers are recycled between the source thread,
+//! the latest-frame slot and the pipeline: in steady state no frame allocates. Sources pace
+//! themselves against absolute monotonic deadlines (see [`Pacer`]) and stamp `captured_at` with
+//! the moment the frame became available (the last byte read for pipes and files, the generation
+//! time for synthetic frames, the driver's buffer time for cameras).
+//!
+//! URIs: `synthetic://WxH@FPS`, `file:///x.y4m`, `file:///dir/` (PNG/JPEG sorted by name),
+//! `pipe://` or `-` (YUV4MPEG2 on stdin), `v4l2:///dev/video0` (later issue); a bare
+//! `/dev/videoN` means v4l2 and any other bare path means file. Query options: `?loop=true`,
+//! `?fps=30`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::time::MonoTime;
+
+pub mod color;
+pub mod images;
+pub mod pacer;
+pub mod synthetic;
+pub mod uri;
+pub mod y4m;
+
+pub use pacer::Pacer;
+pub use uri::{SourceKind, SourceSpec};
+
+/// One captured frame, packed RGB8. The buffer is reused: sources resize it only when the
+/// stream's geometry changes.
+#[derive(Debug, Default)]
+pub struct Frame {
+    /// Assigned by the capture loop, 1-based, never reused.
+    pub seq: u64,
+    pub captured_at: MonoTime,
+    pub width: u32,
+    pub height: u32,
+    /// `width * height * 3` bytes of R, G, B.
+    pub rgb: Vec<u8>,
+}
+
+impl Frame {
+    /// An empty frame whose buffer can hold `width x height` RGB without reallocating.
+    pub fn with_capacity(width: u32, height: u32) -> Frame {
+        Frame { rgb: Vec::with_capacity(width as usize * height as usize * 3), ..Frame::default() }
+    }
+
+    /// Sets the geometry and sizes `rgb` to match; allocates only when the frame grows past the
+    /// buffer's capacity.
+    pub fn set_size(&mut self, width: u32, height: u32) {
+        self.width = width;
+        self.height = height;
+        self.rgb.resize(width as usize * height as usize * 3, 0);
+    }
+}
+
+/// The outcome of one capture attempt, explicit as in jetson-utils' `videoSource::Capture`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Capture {
+    /// `frame` holds a new frame.
+    Frame,
+    /// Nothing arrived within the timeout; the source is still open.
+    Timeout,
+    /// The stream ended cleanly on a frame boundary.
+    EndOfStream,
+}
+
+/// What a source reports about itself for `/status` (`source` key).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SourceInfo {
+    pub uri: String,
+    pub width: u32,
+    pub height: u32,
+    /// Nominal frame rate (header rate, `?fps=`, or the synthetic rate); `None` for an unpaced
+    /// live pipe whose header gives no rate.
+    pub fps: Option<f64>,
+}
+
+/// A frame producer. Implementations block inside [`Source::next`] (pacing, reading) at most
+/// about `timeout` before returning [`Capture::Timeout`], so the capture thread can notice a stop.
+pub trait Source: Send {
+    fn info(&self) -> SourceInfo;
+    /// Fills `frame` (its `rgb`, size and `captured_at`; `seq` is the caller's) with the next frame.
+    fn next(&mut self, frame: &mut Frame, timeout: Duration) -> Result<Capture, SourceError>;
+}
+
+/// Errors of opening and reading sources. Every variant names the URI or path it concerns.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("unknown source scheme in '{uri}' (expected synthetic://, file://, pipe://, v4l2:// or a path)")]
+    UnknownScheme { uri: String },
+    #[error("bad source URI '{uri}': {reason}")]
+    BadUri { uri: String, reason: String },
+    #[error("cannot open source {path}: {source}")]
+    Open { path: PathBuf, source: std::io::Error },
+    #[error("source {uri}: {reason}")]
+    Format { uri: String, reason: String },
+    #[error("source {uri}: stream truncated mid-frame ({got} of {expected} bytes of frame {frame})")]
+    Truncated { uri: String, frame: u64, got: usize, expected: usize },
+    #[error("source {uri}: read failed: {source}")]
+    Io { uri: String, source: std::io::Error },
+    #[error("source {uri}: {what} is not compiled into this build")]
+    NotCompiled { uri: String, what: &'static str },
+}
+
+/// Opens the source a spec names.
+pub fn open(spec: &SourceSpec) -> Result<Box<dyn Source>, SourceError> {
+    uri::open(spec)
+}

@@ -1,0 +1,10 @@
+//! One integration test binary (ripgrep's layout): each module tests one area through the real
+//! `rtinfer` binary or the library it is built from.
+
+mod util;
+
+mod daemon; // the run loop end to end: socket, counters, deadlines, exit codes
+mod preprocess; // resize modes and normalisation into engine buffers
+mod sources; // URIs, Y4M colourspaces against ffmpeg, image folders, pacing
+mod status_socket; // HTTP on a Unix socket: routes, errors, stale sockets, the client table
+mod zoo; // generated models: ONNX Runtime loads them, counts match the architecture text
