@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# Sets up everything rtinfer's build, demo and tests need on a fresh Debian 12 machine whose only
+# network is the package registries (Debian, PyPI, crates.io). Idempotent and fast when cached.
+#
+#   scripts/setup.sh            # Debian packages (when missing) + ONNX Runtime for this host
+#   scripts/setup.sh --aarch64  # also the aarch64 library (for cross builds and qemu tests)
+#   scripts/setup.sh --ort-only # only the ONNX Runtime libraries (no apt)
+#
+# ONNX Runtime comes from the `onnxruntime==1.31.1` PyPI wheel (it carries
+# onnxruntime/capi/libonnxruntime.so.1.31.1) into .cache/onnxruntime/<arch>/, which git ignores.
+set -euo pipefail
+
+ORT_VERSION=1.31.1
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+CACHE="$ROOT/.cache"
+WANT_AARCH64=0
+APT=1
+for arg in "$@"; do
+  case "$arg" in
+    --aarch64) WANT_AARCH64=1 ;;
+    --ort-only) APT=0 ;;
+    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+    *) echo "setup.sh: unknown option $arg" >&2; exit 2 ;;
+  esac
+done
+
+log() { echo "setup: $*" >&2; }
+
+# Debian packages the demo and tests use: ffmpeg (a real Y4M client), curl (a real socket client),
+# unzip (to open the wheel). Installed only when a command is missing.
+install_debs() {
+  local missing=()
+  command -v ffmpeg >/dev/null || missing+=(ffmpeg)
+  command -v curl >/dev/null || missing+=(curl)
+  command -v unzip >/dev/null || missing+=(unzip)
+  if [ "$WANT_AARCH64" = 1 ]; then
+    command -v aarch64-linux-gnu-gcc >/dev/null || missing+=(gcc-aarch64-linux-gnu g++-aarch64-linux-gnu)
+    command -v qemu-aarch64-static >/dev/null || missing+=(qemu-user-static)
+  fi
+  if [ ${#missing[@]} -gt 0 ]; then
+    log "installing Debian packages: ${missing[*]}"
+    local sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  fi
+}
+
+# fetch_ort ARCH PIP_PLATFORM: the wheel's shared library into .cache/onnxruntime/ARCH/.
+fetch_ort() {
+  local arch="$1" platform="$2"
+  local dest="$CACHE/onnxruntime/$arch"
+  local lib="$dest/libonnxruntime.so.$ORT_VERSION"
+  if [ -s "$lib" ]; then
+    log "ONNX Runtime $ORT_VERSION ($arch) cached: $lib"
+    return
+  fi
+  mkdir -p "$dest" "$CACHE/wheels"
+  local wheel
+  wheel="$(ls "$CACHE"/wheels/onnxruntime-"$ORT_VERSION"-*"$platform"*.whl 2>/dev/null | head -n1 || true)"
+  if [ -z "$wheel" ]; then
+    log "downloading onnxruntime==$ORT_VERSION wheel for $platform from PyPI"
+    python3 -m pip download --quiet --no-deps --only-binary=:all: \
+      --platform "$platform" --python-version 3.11 \
+      -d "$CACHE/wheels" "onnxruntime==$ORT_VERSION"
+    wheel="$(ls "$CACHE"/wheels/onnxruntime-"$ORT_VERSION"-*"$platform"*.whl | head -n1)"
+  fi
+  local tmp; tmp="$(mktemp -d)"
+  unzip -q -o "$wheel" "onnxruntime/capi/libonnxruntime.so.$ORT_VERSION" -d "$tmp"
+  mv "$tmp/onnxruntime/capi/libonnxruntime.so.$ORT_VERSION" "$lib.part"
+  mv "$lib.part" "$lib"
+  rm -rf "$tmp"
+  log "ONNX Runtime $ORT_VERSION ($arch): $lib"
+}
+
+[ "$APT" = 1 ] && install_debs
+case "$(uname -m)" in
+  x86_64) fetch_ort x86_64 manylinux_2_28_x86_64 ;;
+  aarch64) fetch_ort aarch64 manylinux_2_28_aarch64 ;;
+  *) log "no onnxruntime wheel for $(uname -m); set onnxruntime.library to your own build" ;;
+esac
+if [ "$WANT_AARCH64" = 1 ] && [ "$(uname -m)" != aarch64 ]; then
+  fetch_ort aarch64 manylinux_2_28_aarch64
+fi
