@@ -23,6 +23,8 @@ pub const IR_VERSION: i64 = 7;
 pub const OPSET: i64 = 13;
 /// A protobuf message cannot exceed 2 GiB; refuse layouts whose weights alone approach it.
 const MAX_PARAMS: u64 = 500_000_000;
+/// Widest layer accepted; keeps every channel product (expansion x 6, bottleneck x 4) in `u32`.
+pub const MAX_WIDTH: u32 = 1 << 16;
 
 /// Which network.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -80,6 +82,12 @@ pub enum ZooError {
     },
     #[error("{arch}: width {index} is 0")]
     ZeroWidth { arch: Arch, index: usize },
+    #[error("{arch}: width {index} is {width}, above the maximum {MAX_WIDTH}")]
+    WidthTooLarge {
+        arch: Arch,
+        index: usize,
+        width: u64,
+    },
     #[error("{arch}: {params} parameters exceed the {MAX_PARAMS} an ONNX file can hold")]
     TooLarge { arch: Arch, params: u64 },
 }
@@ -227,6 +235,13 @@ pub fn resolved_widths(spec: &ZooSpec) -> Result<Vec<u32>, ZooError> {
         }
         None => scale_widths(arch, spec.ratio)?,
     };
+    if let Some(index) = widths.iter().position(|&x| x > MAX_WIDTH) {
+        return Err(ZooError::WidthTooLarge {
+            arch,
+            index,
+            width: u64::from(widths[index]),
+        });
+    }
     Ok(widths)
 }
 
@@ -243,10 +258,11 @@ fn scale_widths(arch: Arch, ratio: f64) -> Result<Vec<u32>, ZooError> {
                     base,
                     index,
                 })
-            } else if w > f64::from(u32::MAX) {
-                Err(ZooError::TooLarge {
+            } else if w > f64::from(MAX_WIDTH) {
+                Err(ZooError::WidthTooLarge {
                     arch,
-                    params: u64::MAX,
+                    index,
+                    width: w as u64,
                 })
             } else {
                 Ok(w as u32)
