@@ -37,7 +37,8 @@ pub enum SourceKind {
 pub struct SourceOptions {
     /// `loop=true`: restart a file or folder at its end.
     pub looping: bool,
-    /// `fps=N`: pace at this rate instead of the file's own (or the folder default).
+    /// `fps=N`: pace at this rate instead of the file's own (or the folder default). For
+    /// `synthetic://` the rate is folded into [`SourceKind::Synthetic`] and this is `None`.
     pub fps: Option<f64>,
 }
 
@@ -62,7 +63,7 @@ impl SourceSpec {
             return Err(bad("empty source URI".into()));
         }
         let (body, query) = text.split_once('?').unwrap_or((text, ""));
-        let options = parse_query(query).map_err(bad)?;
+        let mut options = parse_query(query).map_err(bad)?;
         let kind = match body.split_once("://") {
             Some((scheme, rest)) => match scheme.to_ascii_lowercase().as_str() {
                 "synthetic" => synthetic_kind(rest, options.fps).map_err(bad)?,
@@ -92,6 +93,9 @@ impl SourceSpec {
             None => file_kind(body).map_err(bad)?,
         };
         check_options(&kind, &options).map_err(bad)?;
+        if let SourceKind::Synthetic { .. } = kind {
+            options.fps = None; // folded into the kind
+        }
         Ok(SourceSpec {
             uri: uri.to_owned(),
             kind,
@@ -194,11 +198,9 @@ fn check_options(kind: &SourceKind, options: &SourceOptions) -> Result<(), Strin
 impl fmt::Display for SourceSpec {
     /// The canonical form: `parse(spec.to_string())` gives back the same kind and options.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut query_fps = self.options.fps;
         match &self.kind {
             SourceKind::Synthetic { width, height, fps } => {
-                query_fps = None; // the rate lives in the @FPS part
-                write!(f, "synthetic://{width}x{height}@{fps}")?;
+                write!(f, "synthetic://{width}x{height}@{fps}")?
             }
             SourceKind::Y4mFile { path } => write!(f, "file://{}", path.display())?,
             SourceKind::ImageFolder { path } => write_folder(f, path)?,
@@ -210,7 +212,7 @@ impl fmt::Display for SourceSpec {
             write!(f, "{sep}loop=true")?;
             sep = '&';
         }
-        if let Some(fps) = query_fps {
+        if let Some(fps) = self.options.fps {
             write!(f, "{sep}fps={fps}")?;
         }
         Ok(())
