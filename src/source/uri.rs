@@ -4,7 +4,8 @@
 //! Parsing is pure (it never touches the device) so `check-config` validates a URI on a machine
 //! without the camera, and an error says what is wrong with the text. The one exception is a
 //! `file://` path without a trailing slash: whether it names an image folder or a Y4M clip is
-//! decided by looking at the file system, at parse time and again when opening.
+//! decided by looking at the file system, at parse time and again when opening. The first `?`
+//! always starts the query, and paths are taken literally (no percent-decoding).
 
 use std::fmt;
 use std::path::{Path, PathBuf};
