@@ -24,7 +24,7 @@ pub mod uri;
 pub mod y4m;
 
 pub use pacer::Pacer;
-pub use uri::{SourceKind, SourceSpec};
+pub use uri::{SourceKind, SourceOptions, SourceSpec};
 
 /// One captured frame, packed RGB8. The buffer is reused: sources resize it only when the
 /// stream's geometry changes.
@@ -42,7 +42,10 @@ pub struct Frame {
 impl Frame {
     /// An empty frame whose buffer can hold `width x height` RGB without reallocating.
     pub fn with_capacity(width: u32, height: u32) -> Frame {
-        Frame { rgb: Vec::with_capacity(width as usize * height as usize * 3), ..Frame::default() }
+        Frame {
+            rgb: Vec::with_capacity(width as usize * height as usize * 3),
+            ..Frame::default()
+        }
     }
 
     /// Sets the geometry and sizes `rgb` to match; allocates only when the frame grows past the
@@ -87,16 +90,28 @@ pub trait Source: Send {
 /// Errors of opening and reading sources. Every variant names the URI or path it concerns.
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
-    #[error("unknown source scheme in '{uri}' (expected synthetic://, file://, pipe://, v4l2:// or a path)")]
+    #[error(
+        "unknown source scheme in '{uri}' (expected synthetic://, file://, pipe://, v4l2:// or a path)"
+    )]
     UnknownScheme { uri: String },
     #[error("bad source URI '{uri}': {reason}")]
     BadUri { uri: String, reason: String },
     #[error("cannot open source {path}: {source}")]
-    Open { path: PathBuf, source: std::io::Error },
+    Open {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("source {uri}: {reason}")]
     Format { uri: String, reason: String },
-    #[error("source {uri}: stream truncated mid-frame ({got} of {expected} bytes of frame {frame})")]
-    Truncated { uri: String, frame: u64, got: usize, expected: usize },
+    #[error(
+        "source {uri}: stream truncated mid-frame ({got} of {expected} bytes of frame {frame})"
+    )]
+    Truncated {
+        uri: String,
+        frame: u64,
+        got: usize,
+        expected: usize,
+    },
     #[error("source {uri}: read failed: {source}")]
     Io { uri: String, source: std::io::Error },
     #[error("source {uri}: {what} is not compiled into this build")]

@@ -1,11 +1,276 @@
-//! placeholder
-use super::{Source, SourceError};
-#[derive(Debug, Clone)]
-pub enum SourceKind {}
-#[derive(Debug, Clone)]
-pub struct SourceSpec {
-    pub kind: SourceKind,
+//! Source URIs, jetson-inference style: one string names any input on the command line, in the
+//! config file and in `/status`.
+//!
+//! Parsing is pure (it never touches the device) so `check-config` validates a URI on a machine
+//! without the camera, and an error says what is wrong with the text. The one exception is a
+//! `file://` path without a trailing slash: whether it names an image folder or a Y4M clip is
+//! decided by looking at the file system, at parse time and again when opening. The first `?`
+//! always starts the query, and paths are taken literally (no percent-decoding).
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use super::{Source, SourceError, images, synthetic, y4m};
+
+/// Largest synthetic frame side and highest rate we accept (anything beyond is a typo).
+const MAX_SIDE: u32 = 16_384;
+const MAX_FPS: f64 = 1000.0;
+/// Rate of `synthetic://WxH` without `@FPS` or `?fps=`.
+pub const DEFAULT_SYNTHETIC_FPS: f64 = 60.0;
+
+/// What kind of input a URI names.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SourceKind {
+    /// `synthetic://WxH@FPS`: a generated moving pattern.
+    Synthetic { width: u32, height: u32, fps: f64 },
+    /// `file:///x.y4m` or a bare path to a file: YUV4MPEG2.
+    Y4mFile { path: PathBuf },
+    /// `file:///dir/` or a bare path to a directory: PNG/JPEG sorted by name.
+    ImageFolder { path: PathBuf },
+    /// `pipe://` or `-`: YUV4MPEG2 on stdin.
+    Stdin,
+    /// `v4l2:///dev/video0` or a bare `/dev/videoN`.
+    V4l2 { device: PathBuf },
 }
+
+/// Query options (`?loop=true&fps=30`).
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct SourceOptions {
+    /// `loop=true`: restart a file or folder at its end.
+    pub looping: bool,
+    /// `fps=N`: pace at this rate instead of the file's own (or the folder default). For
+    /// `synthetic://` the rate is folded into [`SourceKind::Synthetic`] and this is `None`.
+    pub fps: Option<f64>,
+}
+
+/// A parsed source URI.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SourceSpec {
+    /// The URI as the user wrote it (reported in `/status`).
+    pub uri: String,
+    pub kind: SourceKind,
+    pub options: SourceOptions,
+}
+
+impl SourceSpec {
+    /// Parses a source URI or shorthand (see the module docs of [`crate::source`]).
+    pub fn parse(uri: &str) -> Result<SourceSpec, SourceError> {
+        let bad = |reason: String| SourceError::BadUri {
+            uri: uri.to_owned(),
+            reason,
+        };
+        let text = uri.trim();
+        if text.is_empty() {
+            return Err(bad("empty source URI".into()));
+        }
+        let (body, query) = text.split_once('?').unwrap_or((text, ""));
+        let mut options = parse_query(query).map_err(bad)?;
+        let kind = match body.split_once("://") {
+            Some((scheme, rest)) => match scheme.to_ascii_lowercase().as_str() {
+                "synthetic" => synthetic_kind(rest, options.fps).map_err(bad)?,
+                "file" => file_kind(rest).map_err(bad)?,
+                "pipe" if rest.is_empty() => SourceKind::Stdin,
+                "pipe" => {
+                    return Err(bad(
+                        "pipe:// reads stdin and takes no path (use file:// for a FIFO)".into(),
+                    ));
+                }
+                "v4l2" if rest.is_empty() => {
+                    return Err(bad("v4l2:// needs a device, e.g. v4l2:///dev/video0".into()));
+                }
+                "v4l2" => SourceKind::V4l2 {
+                    device: PathBuf::from(rest),
+                },
+                _ => {
+                    return Err(SourceError::UnknownScheme {
+                        uri: uri.to_owned(),
+                    });
+                }
+            },
+            None if body == "-" => SourceKind::Stdin,
+            None if is_video_device(body) => SourceKind::V4l2 {
+                device: PathBuf::from(body),
+            },
+            None => file_kind(body).map_err(bad)?,
+        };
+        check_options(&kind, &options).map_err(bad)?;
+        if let SourceKind::Synthetic { .. } = kind {
+            options.fps = None; // folded into the kind
+        }
+        Ok(SourceSpec {
+            uri: uri.to_owned(),
+            kind,
+            options,
+        })
+    }
+}
+
+/// `/dev/video0`, `/dev/video12`.
+fn is_video_device(path: &str) -> bool {
+    path.strip_prefix("/dev/video")
+        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// `loop=true&fps=30`; both optional, nothing else allowed.
+fn parse_query(query: &str) -> Result<SourceOptions, String> {
+    let mut options = SourceOptions::default();
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, "true"));
+        match key {
+            "loop" => {
+                options.looping =
+                    parse_bool(value).ok_or(format!("loop must be true or false, not '{value}'"))?
+            }
+            "fps" => options.fps = Some(parse_fps(value)?),
+            _ => return Err(format!("unknown option '{key}' (expected loop or fps)")),
+        }
+    }
+    Ok(options)
+}
+
+fn parse_bool(value: &str) -> Option<bool> {
+    match value.to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Some(true),
+        "false" | "0" | "no" | "off" => Some(false),
+        _ => None,
+    }
+}
+
+fn parse_fps(value: &str) -> Result<f64, String> {
+    match value.parse::<f64>() {
+        Ok(f) if f.is_finite() && f > 0.0 && f <= MAX_FPS => Ok(f),
+        _ => Err(format!(
+            "fps must be a number in (0, {MAX_FPS}], not '{value}'"
+        )),
+    }
+}
+
+/// `WxH@FPS` or `WxH` (rate from `?fps=` or the default).
+fn synthetic_kind(rest: &str, query_fps: Option<f64>) -> Result<SourceKind, String> {
+    let (size, fps) = match rest.split_once('@') {
+        Some(_) if query_fps.is_some() => {
+            return Err("the rate is given twice (@FPS and ?fps=)".into());
+        }
+        Some((size, fps)) => (size, parse_fps(fps)?),
+        None => (rest, query_fps.unwrap_or(DEFAULT_SYNTHETIC_FPS)),
+    };
+    let bad_size =
+        || format!("size must be WIDTHxHEIGHT with sides in 1..={MAX_SIDE}, not '{size}'");
+    let (w, h) = size.split_once(['x', 'X']).ok_or_else(bad_size)?;
+    let side = |s: &str| {
+        s.parse::<u32>()
+            .ok()
+            .filter(|v| (1..=MAX_SIDE).contains(v))
+            .ok_or_else(bad_size)
+    };
+    Ok(SourceKind::Synthetic {
+        width: side(w)?,
+        height: side(h)?,
+        fps,
+    })
+}
+
+/// A `file://` remainder or bare path: a directory (or a trailing slash) means an image folder.
+fn file_kind(path: &str) -> Result<SourceKind, String> {
+    if path.is_empty() {
+        return Err("no path given".into());
+    }
+    let p = PathBuf::from(path);
+    if path.ends_with('/') || p.is_dir() {
+        Ok(SourceKind::ImageFolder { path: p })
+    } else {
+        Ok(SourceKind::Y4mFile { path: p })
+    }
+}
+
+/// Options that make no sense for a kind are errors rather than silently ignored.
+fn check_options(kind: &SourceKind, options: &SourceOptions) -> Result<(), String> {
+    match kind {
+        SourceKind::Stdin if options.looping => {
+            Err("loop needs a file; stdin cannot be rewound".into())
+        }
+        SourceKind::Synthetic { .. } | SourceKind::V4l2 { .. } if options.looping => {
+            Err("loop applies to files and image folders only".into())
+        }
+        _ => Ok(()),
+    }
+}
+
+impl fmt::Display for SourceSpec {
+    /// The canonical form: `parse(spec.to_string())` gives back the same kind and options.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.kind {
+            SourceKind::Synthetic { width, height, fps } => {
+                write!(f, "synthetic://{width}x{height}@{fps}")?
+            }
+            SourceKind::Y4mFile { path } => write!(f, "file://{}", path.display())?,
+            SourceKind::ImageFolder { path } => write_folder(f, path)?,
+            SourceKind::Stdin => f.write_str("pipe://")?,
+            SourceKind::V4l2 { device } => write!(f, "v4l2://{}", device.display())?,
+        }
+        let mut sep = '?';
+        if self.options.looping {
+            write!(f, "{sep}loop=true")?;
+            sep = '&';
+        }
+        if let Some(fps) = self.options.fps {
+            write!(f, "{sep}fps={fps}")?;
+        }
+        Ok(())
+    }
+}
+
+/// `file://DIR/` with exactly one trailing slash, so the kind survives a round trip even when
+/// the folder does not exist.
+fn write_folder(f: &mut fmt::Formatter<'_>, path: &Path) -> fmt::Result {
+    let s = path.display().to_string();
+    write!(f, "file://{}/", s.trim_end_matches('/'))
+}
+
+/// Opens the source a spec names.
 pub fn open(spec: &SourceSpec) -> Result<Box<dyn Source>, SourceError> {
-    match spec.kind {}
+    let (uri, fps, looping) = (spec.uri.as_str(), spec.options.fps, spec.options.looping);
+    match &spec.kind {
+        SourceKind::Synthetic { width, height, fps } => Ok(Box::new(
+            synthetic::SyntheticSource::new(uri, *width, *height, *fps),
+        )),
+        // The path may have become a directory since parsing: look again.
+        SourceKind::Y4mFile { path } | SourceKind::ImageFolder { path } if path.is_dir() => Ok(
+            Box::new(images::ImageFolderSource::open(path, uri, fps, looping)?),
+        ),
+        SourceKind::ImageFolder { path } => Err(SourceError::Open {
+            path: path.clone(),
+            source: std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "image folder does not exist",
+            ),
+        }),
+        SourceKind::Y4mFile { path } => y4m::open_file(path, uri, fps, looping),
+        SourceKind::Stdin => y4m::open_stdin(uri, fps),
+        SourceKind::V4l2 { .. } => Err(SourceError::NotCompiled {
+            uri: uri.to_owned(),
+            what: "v4l2 capture (not implemented yet)",
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn video_device_shorthand_needs_digits() {
+        assert!(is_video_device("/dev/video0"));
+        assert!(is_video_device("/dev/video12"));
+        assert!(!is_video_device("/dev/video"));
+        assert!(!is_video_device("/dev/videox"));
+        assert!(!is_video_device("/dev/video0/x"));
+    }
+
+    #[test]
+    fn bool_spellings() {
+        assert_eq!(parse_bool("TRUE"), Some(true));
+        assert_eq!(parse_bool("0"), Some(false));
+        assert_eq!(parse_bool("maybe"), None);
+    }
 }
