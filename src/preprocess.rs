@@ -481,6 +481,8 @@ fn check_frame(frame: &Frame) -> Result<(), PreprocessError> {
 struct Norm {
     grey: bool,
     lut: [[f32; 256]; 3],
+    /// `lut` quantised to int8 with `scale`.
+    lut_i8: [[i8; 256]; 3],
     /// `(mean[0], std[0])` for grey.
     grey_mean_std: (f32, f32),
     /// Normalised padding value per output channel.
@@ -508,9 +510,11 @@ impl Norm {
             ],
             (Fill::Rgb(rgb), true) => [normalise_luma(rgb[0], rgb[1], rgb[2], grey_mean_std); 3],
         };
+        let lut_i8 = lut.map(|table| table.map(|x| i8::encode(x, scale)));
         Norm {
             grey,
             lut,
+            lut_i8,
             grey_mean_std,
             fill,
             scale,
@@ -534,12 +538,18 @@ fn normalise_luma(r: u8, g: u8, b: u8, (mean, std): (f32, f32)) -> f32 {
 trait Element: Copy {
     /// From a normalised value; `scale` is the int8 quantisation scale.
     fn encode(x: f32, scale: f32) -> Self;
+    /// The per-channel tables from RGB8 values to encoded elements.
+    fn table(norm: &Norm) -> &[[Self; 256]; 3];
 }
 
 impl Element for f32 {
     #[inline]
     fn encode(x: f32, _scale: f32) -> f32 {
         x
+    }
+
+    fn table(norm: &Norm) -> &[[f32; 256]; 3] {
+        &norm.lut
     }
 }
 
@@ -548,6 +558,10 @@ impl Element for i8 {
     #[inline]
     fn encode(x: f32, scale: f32) -> i8 {
         (x * scale).round().clamp(-128.0, 127.0) as i8
+    }
+
+    fn table(norm: &Norm) -> &[[i8; 256]; 3] {
+        &norm.lut_i8
     }
 }
 
@@ -625,12 +639,12 @@ fn write_fill<T: Element>(out: &mut [T], dst: &Dest, norm: &Norm) {
 fn write_nchw<T: Element>(out: &mut [T], dst: &Dest, view: &View<'_>, norm: &Norm) {
     let r = dst.region;
     for (c, plane) in out.chunks_exact_mut(dst.width * dst.height).enumerate() {
-        let lut = &norm.lut[c];
+        let lut = &T::table(norm)[c];
         for y in 0..r.h {
             let start = (r.y + y) * dst.width + r.x;
             let row = &mut plane[start..start + r.w];
             for (d, px) in row.iter_mut().zip(view.row(y).chunks_exact(3)) {
-                *d = T::encode(lut[px[c] as usize], norm.scale);
+                *d = lut[px[c] as usize];
             }
         }
     }
@@ -638,12 +652,13 @@ fn write_nchw<T: Element>(out: &mut [T], dst: &Dest, view: &View<'_>, norm: &Nor
 
 fn write_nhwc<T: Element>(out: &mut [T], dst: &Dest, view: &View<'_>, norm: &Norm) {
     let r = dst.region;
+    let lut = T::table(norm);
     for y in 0..r.h {
         let start = ((r.y + y) * dst.width + r.x) * 3;
         let row = &mut out[start..start + r.w * 3];
         for (d, px) in row.chunks_exact_mut(3).zip(view.row(y).chunks_exact(3)) {
             for c in 0..3 {
-                d[c] = T::encode(norm.lut[c][px[c] as usize], norm.scale);
+                d[c] = lut[c][px[c] as usize];
             }
         }
     }
@@ -970,9 +985,10 @@ impl Resample {
         for (src, dst) in rows {
             for (ox, px) in dst.chunks_exact_mut(3).enumerate() {
                 let base = (self.horiz.start[ox] - self.x_first) * 3;
+                let weights = self.horiz.weights(ox);
+                let taps = &src[base..base + weights.len() * 3];
                 let mut acc = [0.0f32; 3];
-                for (k, &w) in self.horiz.weights(ox).iter().enumerate() {
-                    let s = &src[base + k * 3..base + k * 3 + 3];
+                for (s, &w) in taps.chunks_exact(3).zip(weights) {
                     acc[0] += w * s[0];
                     acc[1] += w * s[1];
                     acc[2] += w * s[2];
