@@ -6,9 +6,12 @@
 //! FFI modules that mount foreign code.
 #![deny(unsafe_code)]
 
+pub mod misslog;
 pub mod preprocess;
 pub mod source;
+pub mod stats;
 pub mod status;
 pub mod study;
+pub mod system;
 pub mod tensor;
 pub mod time;
