@@ -6,8 +6,15 @@
 //! FFI modules that mount foreign code.
 #![deny(unsafe_code)]
 
+pub mod backend;
+pub mod config;
+pub mod daemon;
 pub mod misslog;
+pub mod pipeline;
 pub mod preprocess;
+pub mod report;
+pub mod signals;
+pub mod slot;
 pub mod source;
 pub mod stats;
 pub mod status;

@@ -1,1 +1,271 @@
-fn main() {}
+//! The `rtinfer` command line: parses arguments, sets up logging, runs a subcommand and maps its
+//! outcome to DESIGN.md's exit codes (0 clean, 1 run-time failure, 2 usage/config, 3 start-up).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+
+use rtinfer::config::{self, Config, RawConfig};
+use rtinfer::daemon;
+use rtinfer::slot::End;
+use rtinfer::study::zoo;
+
+const SOURCES_HELP: &str = "Sources (URIs): synthetic://WxH@FPS, file:///clip.y4m, file:///frames/ (PNG/JPEG), \
+pipe:// or - (Y4M on stdin, e.g. ffmpeg ... -f yuv4mpegpipe -); options ?loop=true, ?fps=N.";
+
+#[derive(Parser)]
+#[command(name = "rtinfer", version = concat!(env!("CARGO_PKG_VERSION"), " (", env!("RTINFER_TARGET"), ")"),
+    about = "Real-time CNN inference daemon for embedded Linux boards", after_help = SOURCES_HELP)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the inference loop on a source, serving the status socket.
+    Run(RunArgs),
+    /// Query a running daemon's status socket (a table, or --json).
+    Status {
+        #[arg(long)]
+        socket: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+        /// Read the socket path from this config file.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Generate a study CNN (random He-initialised weights) as an ONNX file.
+    Zoo(ZooArgs),
+    /// Validate a configuration file with the daemon's own code (exit 0 when valid).
+    CheckConfig { file: PathBuf },
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// TOML configuration file (CLI flags override its values).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Frame source URI.
+    #[arg(long)]
+    source: Option<String>,
+    /// Model file (.onnx).
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// auto | onnxruntime | tensorrt | vitis
+    #[arg(long)]
+    backend: Option<String>,
+    /// Target frame rate; the budget defaults to 1000/fps ms.
+    #[arg(long)]
+    fps: Option<f64>,
+    /// Per-frame budget in milliseconds (end to end, from capture to result).
+    #[arg(long)]
+    budget_ms: Option<f64>,
+    /// Status socket path.
+    #[arg(long)]
+    socket: Option<PathBuf>,
+    /// Stop after this many seconds.
+    #[arg(long)]
+    duration: Option<f64>,
+    /// Intra-op threads of the runtime.
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Warm-up runs before the loop starts.
+    #[arg(long)]
+    warmup: Option<u32>,
+    /// Path of libonnxruntime.so (searched first).
+    #[arg(long)]
+    ort_library: Option<PathBuf>,
+    /// stretch | center-crop | letterbox
+    #[arg(long)]
+    resize: Option<String>,
+}
+
+#[derive(Args)]
+struct ZooArgs {
+    /// vgg11 | mobilenetv2 | resnet50
+    #[arg(long)]
+    arch: String,
+    /// cifar10 (1x3x32x32, 10 classes) | tinyimagenet (1x3x64x64, 200 classes)
+    #[arg(long, default_value = "cifar10")]
+    dataset: String,
+    /// Uniform width ratio: every width w becomes floor(w * R).
+    #[arg(long, default_value_t = 1.0)]
+    ratio: f64,
+    /// Per-layer widths (comma-separated), overriding --ratio.
+    #[arg(long, value_delimiter = ',')]
+    widths: Option<Vec<u32>>,
+    /// Seed of the weight initialisation.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Output file.
+    #[arg(short, long)]
+    output: PathBuf,
+}
+
+/// An error with the exit code it deserves.
+struct Failure {
+    code: u8,
+    error: anyhow::Error,
+}
+
+fn fail(code: u8) -> impl FnOnce(anyhow::Error) -> Failure {
+    move |error| Failure { code, error }
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
+        }
+    };
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+        .format_timestamp_millis()
+        .init();
+    let result = match cli.cmd {
+        Cmd::Run(args) => run(args),
+        Cmd::Status {
+            socket,
+            json,
+            config,
+        } => status(socket, json, config),
+        Cmd::Zoo(args) => zoo_cmd(args).map_err(fail(1)),
+        Cmd::CheckConfig { file } => check_config(&file),
+    };
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(f) => {
+            eprintln!("rtinfer: error: {:#}", f.error);
+            ExitCode::from(f.code)
+        }
+    }
+}
+
+fn run(args: RunArgs) -> Result<u8, Failure> {
+    // Before any other thread exists, so every thread inherits the signal mask.
+    let signals = rtinfer::signals::install().map_err(|e| fail(1)(e.into()))?;
+    let mut raw = match &args.config {
+        Some(p) => config::read_raw(p).map_err(|e| fail(2)(e.into()))?,
+        None => RawConfig::default(),
+    };
+    overlay(&mut raw, &args);
+    let cfg = Config::from_raw(raw, args.config.as_deref()).map_err(|e| {
+        // A source that cannot be named is a source that cannot open: a start-up failure (3),
+        // like a missing model; every other invalid key is a configuration error (2).
+        let code = if matches!(
+            e,
+            config::ConfigError::Invalid {
+                key: "run.source",
+                ..
+            }
+        ) {
+            3
+        } else {
+            2
+        };
+        fail(code)(e.into())
+    })?;
+    let duration = cfg.duration;
+    let d = daemon::start(cfg, std::sync::Arc::clone(&signals)).map_err(|e| fail(3)(e.into()))?;
+    let shared = std::sync::Arc::clone(&d.shared);
+    let finished = d.wait(&signals, duration);
+    println!("{}", rtinfer::report::final_summary(&shared));
+    match finished.end {
+        End::Clean => Ok(0),
+        End::Error(e) => Err(Failure {
+            code: 1,
+            error: anyhow::anyhow!(e),
+        }),
+    }
+}
+
+/// CLI flags override the file's values.
+fn overlay(raw: &mut RawConfig, a: &RunArgs) {
+    let r = &mut raw.run;
+    if a.source.is_some() {
+        r.source.clone_from(&a.source);
+    }
+    if a.model.is_some() {
+        r.model.clone_from(&a.model);
+    }
+    if a.backend.is_some() {
+        r.backend.clone_from(&a.backend);
+    }
+    r.fps = a.fps.or(r.fps);
+    r.budget_ms = a.budget_ms.or(r.budget_ms);
+    r.duration_s = a.duration.or(r.duration_s);
+    r.threads = a.threads.or(r.threads);
+    r.warmup = a.warmup.or(r.warmup);
+    if a.socket.is_some() {
+        raw.status.socket.clone_from(&a.socket);
+    }
+    if a.ort_library.is_some() {
+        raw.onnxruntime.library.clone_from(&a.ort_library);
+    }
+    if a.resize.is_some() {
+        raw.preprocess.resize.clone_from(&a.resize);
+    }
+}
+
+fn status(socket: Option<PathBuf>, json: bool, config: Option<PathBuf>) -> Result<u8, Failure> {
+    let socket = match (socket, config) {
+        (Some(s), _) => s,
+        (None, Some(c)) => Config::from_file(&c).map_err(|e| fail(2)(e.into()))?.socket,
+        (None, None) => PathBuf::from(config::DEFAULT_SOCKET),
+    };
+    let (code, body) =
+        rtinfer::status::client::get(&socket, "/status", std::time::Duration::from_secs(5))
+            .map_err(|e| fail(1)(e.into()))?;
+    if code != 200 {
+        return Err(fail(1)(anyhow::anyhow!(
+            "{} answered {code}: {body}",
+            socket.display()
+        )));
+    }
+    if json {
+        println!("{body}");
+    } else {
+        let v: serde_json::Value = serde_json::from_str(&body)
+            .with_context(|| format!("{} sent invalid JSON", socket.display()))
+            .map_err(fail(1))?;
+        print!("{}", rtinfer::status::table::render(&v));
+    }
+    Ok(0)
+}
+
+fn zoo_cmd(a: ZooArgs) -> anyhow::Result<u8> {
+    let spec = zoo::ZooSpec {
+        arch: a.arch.parse().map_err(|e| anyhow::anyhow!("--arch: {e}"))?,
+        dataset: a
+            .dataset
+            .parse()
+            .map_err(|e| anyhow::anyhow!("--dataset: {e}"))?,
+        ratio: a.ratio,
+        widths: a.widths,
+        seed: a.seed,
+    };
+    let model = zoo::generate(&spec)?;
+    rtinfer::study::onnx_pb::write_model(&a.output, &model)?;
+    let params = rtinfer::study::onnx_pb::model_params(&model);
+    println!("wrote {} ({params} parameters)", a.output.display());
+    Ok(0)
+}
+
+fn check_config(file: &std::path::Path) -> Result<u8, Failure> {
+    let cfg = Config::from_file(file).map_err(|e| fail(2)(e.into()))?;
+    println!(
+        "{}: valid (source {}, model {}, budget {:.2} ms, socket {})",
+        file.display(),
+        cfg.source,
+        cfg.model
+            .as_ref()
+            .map_or("-".into(), |m| m.display().to_string()),
+        cfg.budget.as_secs_f64() * 1000.0,
+        cfg.socket.display()
+    );
+    Ok(0)
+}

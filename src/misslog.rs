@@ -124,7 +124,7 @@ impl MissLog {
         self.close();
         self.open = Some(Tally {
             start: now,
-            end: now.add(self.period),
+            end: now.plus(self.period),
             count: 1,
         });
         Some(MissLine::Detailed {

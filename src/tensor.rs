@@ -20,7 +20,9 @@ pub enum InputElement {
     F32,
     /// Signed 8-bit: `q = clamp(round(x * scale), -128, 127)` where `x` is the normalised value
     /// (the DPU's `scale = 2^fix_point`).
-    I8 { scale: f32 },
+    I8 {
+        scale: f32,
+    },
 }
 
 /// What preprocessing must produce for an engine.

@@ -17,13 +17,15 @@ impl MonoTime {
     /// The current CLOCK_MONOTONIC reading.
     pub fn now() -> MonoTime {
         // CLOCK_MONOTONIC cannot fail on Linux; a zero reading would only make one frame look old.
-        let ts = clock_gettime(ClockId::CLOCK_MONOTONIC).unwrap_or_else(|_| nix::sys::time::TimeSpec::new(0, 0));
+        let ts = clock_gettime(ClockId::CLOCK_MONOTONIC)
+            .unwrap_or_else(|_| nix::sys::time::TimeSpec::new(0, 0));
         MonoTime::from_timespec(ts.tv_sec() as i64, ts.tv_nsec() as i64)
     }
 
     /// From a `timespec`/`timeval`-style pair (V4L2 buffer timestamps are CLOCK_MONOTONIC).
     pub fn from_timespec(sec: i64, nsec: i64) -> MonoTime {
-        let ns = (sec.max(0) as u64).saturating_mul(1_000_000_000) + nsec.clamp(0, 999_999_999) as u64;
+        let ns =
+            (sec.max(0) as u64).saturating_mul(1_000_000_000) + nsec.clamp(0, 999_999_999) as u64;
         MonoTime(ns)
     }
 
@@ -40,8 +42,11 @@ impl MonoTime {
         Duration::from_nanos(self.0.saturating_sub(earlier.0))
     }
 
-    pub fn add(self, d: Duration) -> MonoTime {
-        MonoTime(self.0.saturating_add(d.as_nanos().min(u64::MAX as u128) as u64))
+    pub fn plus(self, d: Duration) -> MonoTime {
+        MonoTime(
+            self.0
+                .saturating_add(d.as_nanos().min(u64::MAX as u128) as u64),
+        )
     }
 
     /// Sleeps until this time is reached (no-op when it already passed). Absolute deadlines keep a
@@ -113,6 +118,9 @@ mod tests {
         let b = MonoTime::now();
         assert!(b >= a);
         assert_eq!(MonoTime::from_timespec(2, 5).as_nanos(), 2_000_000_005);
-        assert_eq!(a.saturating_since(b.add(Duration::from_secs(1))), Duration::ZERO);
+        assert_eq!(
+            a.saturating_since(b.plus(Duration::from_secs(1))),
+            Duration::ZERO
+        );
     }
 }

@@ -663,7 +663,7 @@ fn timeout_is_respected_before_the_next_deadline() {
 fn frames_in(src: &mut dyn Source, window: Duration, work: Duration) -> (u64, Vec<MonoTime>) {
     let mut frame = Frame::default();
     let start = MonoTime::now();
-    let end = start.add(window);
+    let end = start.plus(window);
     let mut stamps = Vec::new();
     while MonoTime::now() < end {
         let left = end.saturating_since(MonoTime::now());

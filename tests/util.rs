@@ -8,13 +8,19 @@ use std::process::Command;
 /// The `rtinfer` binary cargo built for these tests.
 pub fn rtinfer() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_rtinfer"));
-    c.env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()));
+    c.env(
+        "RUST_LOG",
+        std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+    );
     c
 }
 
 /// A fresh temporary directory removed when dropped.
 pub fn tempdir() -> tempfile::TempDir {
-    tempfile::Builder::new().prefix("rtinfer-test-").tempdir().expect("create temp dir")
+    tempfile::Builder::new()
+        .prefix("rtinfer-test-")
+        .tempdir()
+        .expect("create temp dir")
 }
 
 /// Path of the ONNX Runtime shared library for this host, as fetched by `scripts/setup.sh`
@@ -28,6 +34,90 @@ pub fn ort_library() -> PathBuf {
         .join(".cache/onnxruntime")
         .join(arch)
         .join("libonnxruntime.so.1.31.1");
-    assert!(p.exists(), "{} missing: run scripts/setup.sh first", p.display());
+    assert!(
+        p.exists(),
+        "{} missing: run scripts/setup.sh first",
+        p.display()
+    );
     p
+}
+
+/// `rtinfer` with `ORT_DYLIB_PATH` pointing at the fetched library.
+pub fn rtinfer_ort() -> Command {
+    let mut c = rtinfer();
+    c.env("ORT_DYLIB_PATH", ort_library());
+    c
+}
+
+/// Generates a zoo model into `dir` with the real binary and returns its path.
+pub fn zoo_model(dir: &std::path::Path, arch: &str, dataset: &str, ratio: f64) -> PathBuf {
+    let out = dir.join(format!("{arch}-{dataset}-{ratio}.onnx"));
+    let o = rtinfer()
+        .args([
+            "zoo",
+            "--arch",
+            arch,
+            "--dataset",
+            dataset,
+            "--ratio",
+            &ratio.to_string(),
+            "-o",
+        ])
+        .arg(&out)
+        .output()
+        .expect("run rtinfer zoo");
+    assert!(
+        o.status.success(),
+        "zoo failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    out
+}
+
+/// `curl --unix-socket SOCK http://localhost/PATH`: (HTTP status, body).
+pub fn curl(socket: &std::path::Path, path: &str) -> (u16, String) {
+    let o = Command::new("curl")
+        .args([
+            "-sS",
+            "--max-time",
+            "5",
+            "-w",
+            "\n%{http_code}",
+            "--unix-socket",
+        ])
+        .arg(socket)
+        .arg(format!("http://localhost{path}"))
+        .output()
+        .expect("curl is installed (scripts/setup.sh)");
+    let text = String::from_utf8_lossy(&o.stdout).to_string();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (code.trim().parse().unwrap_or(0), body.to_string())
+}
+
+/// Waits until `path` exists (a socket being bound), up to `secs`.
+pub fn wait_for(path: &std::path::Path, secs: f64) -> bool {
+    let end = std::time::Instant::now() + std::time::Duration::from_secs_f64(secs);
+    while std::time::Instant::now() < end {
+        if path.exists() {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    false
+}
+
+/// A number after `key` in the final summary, e.g. `summary_field(out, "processed")`.
+pub fn summary_field(stdout: &str, key: &str) -> Option<u64> {
+    let words: Vec<&str> = stdout.split_whitespace().collect();
+    words
+        .windows(2)
+        .find(|w| w[0] == key)
+        .and_then(|w| w[1].parse().ok())
+}
+
+/// The process's ONNX Runtime environment, loaded through rtinfer's own library search (ort
+/// allows one environment per process, so every in-process test shares it).
+pub fn ort_env() -> &'static ort::environment::Environment {
+    rtinfer::backend::ort_library::load(Some(&ort_library())).expect("load ONNX Runtime");
+    rtinfer::backend::ort_library::environment().expect("environment after load")
 }

@@ -3,7 +3,6 @@
 //! generator's code).
 
 use std::path::Path;
-use std::sync::OnceLock;
 
 use rtinfer::study::onnx_pb::{self, ModelProto, OnnxError};
 use rtinfer::study::zoo::{self, Arch, Dataset, ZooError, ZooSpec};
@@ -12,17 +11,6 @@ use crate::util;
 
 const RATIOS: [f64; 4] = [0.25, 0.5, 0.75, 1.0];
 const DATASETS: [Dataset; 2] = [Dataset::Cifar10, Dataset::TinyImageNet];
-
-/// One ONNX Runtime environment per process (ort allows no second one).
-fn ort_env() -> &'static ort::environment::Environment {
-    static ENV: OnceLock<ort::environment::Environment> = OnceLock::new();
-    ENV.get_or_init(|| {
-        ort::init_from(util::ort_library())
-            .expect("load ONNX Runtime")
-            .build()
-            .expect("ONNX Runtime environment")
-    })
-}
 
 /// (input side, classes) straight from the dataset definitions.
 fn geometry(dataset: Dataset) -> (u64, u64) {
@@ -198,7 +186,7 @@ fn meta_u64(model: &ModelProto, key: &str) -> u64 {
 
 /// Runs a zero image through ONNX Runtime; returns the output's shape and values.
 fn run_zero_input(path: &Path, side: usize) -> (Vec<i64>, Vec<f32>) {
-    let mut session = ort::session::Session::builder(ort_env())
+    let mut session = ort::session::Session::builder(util::ort_env())
         .expect("session builder")
         .with_intra_threads(1)
         .expect("intra threads")

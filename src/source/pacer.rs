@@ -76,7 +76,7 @@ impl Pacer {
             due = now;
         }
         if due.saturating_since(now) > timeout {
-            now.add(timeout).sleep_until();
+            now.plus(timeout).sleep_until();
             return None;
         }
         due.sleep_until();

@@ -1,0 +1,236 @@
+//! One abstraction over every inference runtime rtinfer drives.
+//!
+//! Modelled on tract's `Runtime → Runnable → State`: a [`Backend`] is the runtime (ONNX Runtime,
+//! TensorRT, Vitis AI VART), [`Backend::load`] turns a model file into an [`Engine`] (for TensorRT
+//! that is where an engine gets built; for the DPU where an `.xmodel` subgraph gets a runner), and
+//! the engine owns everything one frame needs: its host input buffer (which preprocessing fills in
+//! place, in the layout and element type the engine declares in [`ModelInfo::input`]), any device
+//! buffers, and its output buffer. Nothing is allocated per frame; a loaded engine is moved to the
+//! pipeline thread and used by that thread alone.
+//!
+//! A backend that is not compiled into a build still exists as a value: its `load` returns
+//! [`BackendError::NotCompiled`], so `--backend tensorrt` on a CPU-only build says so instead of
+//! failing to link.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::Arc;
+
+use crate::tensor::{InputBufMut, InputSpec};
+
+pub mod onnx;
+pub mod ort_library;
+
+/// Which runtime a backend wraps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum BackendKind {
+    OnnxRuntime,
+    TensorRt,
+    Vitis,
+}
+
+impl BackendKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            BackendKind::OnnxRuntime => "onnxruntime",
+            BackendKind::TensorRt => "tensorrt",
+            BackendKind::Vitis => "vitis",
+        }
+    }
+
+    /// The backend a model file's extension selects (DESIGN.md: `.onnx` → ONNX Runtime,
+    /// `.engine`/`.plan` → TensorRT, `.xmodel` → Vitis AI).
+    pub fn for_path(path: &Path) -> Option<BackendKind> {
+        match path.extension()?.to_str()? {
+            "onnx" => Some(BackendKind::OnnxRuntime),
+            "engine" | "plan" => Some(BackendKind::TensorRt),
+            "xmodel" => Some(BackendKind::Vitis),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for BackendKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// `--backend` choice: one runtime strictly, or `auto` (by model extension, falling back to the CPU).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendChoice {
+    Auto,
+    Only(BackendKind),
+}
+
+impl FromStr for BackendChoice {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(BackendChoice::Auto),
+            "onnxruntime" | "onnx" | "ort" => Ok(BackendChoice::Only(BackendKind::OnnxRuntime)),
+            "tensorrt" | "trt" => Ok(BackendChoice::Only(BackendKind::TensorRt)),
+            "vitis" | "vart" => Ok(BackendChoice::Only(BackendKind::Vitis)),
+            other => Err(format!(
+                "unknown backend '{other}' (expected auto, onnxruntime, tensorrt or vitis)"
+            )),
+        }
+    }
+}
+
+/// Numeric precision the engine runs at (the contract's `model.precision`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Precision {
+    Fp32,
+    Fp16,
+    Int8,
+    /// float32 and int8 layers in one engine (TensorRT from a calibration cache, ORT QDQ models
+    /// with float islands).
+    Mixed,
+}
+
+impl Precision {
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::Fp32 => "fp32",
+            Precision::Fp16 => "fp16",
+            Precision::Int8 => "int8",
+            Precision::Mixed => "mixed",
+        }
+    }
+}
+
+/// One input or output tensor as the runtime reports it. Dynamic dimensions are `-1`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TensorInfo {
+    pub name: String,
+    pub shape: Vec<i64>,
+    /// The runtime's element type name (`float32`, `int8`, `uint8`, ...).
+    pub element: String,
+}
+
+/// What a loaded engine is, for the pipeline (input spec, classes) and for `/status` (`model`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelInfo {
+    pub name: String,
+    pub path: PathBuf,
+    pub backend: BackendKind,
+    pub precision: Precision,
+    pub inputs: Vec<TensorInfo>,
+    pub outputs: Vec<TensorInfo>,
+    /// The image input preprocessing must fill.
+    pub input: InputSpec,
+    /// Number of scores in [`Engine::output`].
+    pub classes: usize,
+    /// Weight/bias elements, when the backend can count them.
+    pub params: Option<u64>,
+    /// Whether an inference can be aborted from another thread (see [`Engine::canceller`]).
+    pub can_cancel: bool,
+}
+
+/// Options every backend understands; backend-specific ones live in their own config sections.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoadOptions {
+    /// Intra-op threads (0 = the runtime's default).
+    pub threads: usize,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        LoadOptions { threads: 1 }
+    }
+}
+
+/// Aborts the inference currently running on an engine, from another thread.
+pub trait Canceller: Send + Sync {
+    fn cancel(&self);
+    /// Re-arms the engine after a cancelled run (ONNX Runtime's `unterminate`).
+    fn reset(&self);
+}
+
+/// A loaded model, ready to run one frame at a time. Owned by one thread at a time.
+pub trait Engine: Send {
+    fn info(&self) -> &ModelInfo;
+    /// The host input buffer preprocessing fills, laid out as `info().input` says.
+    fn input(&mut self) -> InputBufMut<'_>;
+    /// Runs one inference on the current input. Must not allocate in steady state.
+    fn run(&mut self) -> Result<(), BackendError>;
+    /// Scores of the last run (the first output, dequantised to f32), `info().classes` long.
+    fn output(&self) -> &[f32];
+    /// A handle to abort a run from a watchdog thread, when the runtime supports it.
+    fn canceller(&self) -> Option<Arc<dyn Canceller>> {
+        None
+    }
+}
+
+/// A runtime that turns model files into engines.
+pub trait Backend: Send + Sync {
+    fn kind(&self) -> BackendKind;
+    /// Opens, validates and prepares a model. May take long (engine builds); never called on the
+    /// pipeline thread.
+    fn load(&self, path: &Path, opts: &LoadOptions) -> Result<Box<dyn Engine>, BackendError>;
+}
+
+/// Why a backend could not load or run a model. Every variant names the model or library.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    #[error("the {backend} backend is not compiled into this build")]
+    NotCompiled { backend: BackendKind },
+    #[error("{0}")]
+    Library(#[from] ort_library::LibraryError),
+    #[error("model {path}: file not found")]
+    ModelMissing { path: PathBuf },
+    #[error("model {path}: {backend} cannot load it: {reason}")]
+    Load {
+        path: PathBuf,
+        backend: BackendKind,
+        reason: String,
+    },
+    #[error("model {path}: unsupported: {reason}")]
+    Unsupported { path: PathBuf, reason: String },
+    #[error("model {name}: inference failed: {reason}")]
+    Run { name: String, reason: String },
+    #[error("model {name}: inference cancelled")]
+    Cancelled { name: String },
+}
+
+/// Turns an engine's first-input shape (NCHW or NHWC, batch 1) into an [`InputSpec`], or explains
+/// why it is not an image input.
+pub fn image_input_spec(
+    path: &Path,
+    shape: &[i64],
+    layout: crate::tensor::Layout,
+    element: crate::tensor::InputElement,
+) -> Result<InputSpec, BackendError> {
+    use crate::tensor::Layout;
+    let bad = |why: &str| BackendError::Unsupported {
+        path: path.to_path_buf(),
+        reason: format!("input shape {shape:?} is not an image input: {why}"),
+    };
+    if shape.len() != 4 {
+        return Err(bad(
+            "expected 4 dimensions (batch, channels, height, width)",
+        ));
+    }
+    if shape[0] != 1 && shape[0] != -1 {
+        return Err(bad("batch must be 1 (or dynamic)"));
+    }
+    let (c, h, w) = match layout {
+        Layout::Nchw => (shape[1], shape[2], shape[3]),
+        Layout::Nhwc => (shape[3], shape[1], shape[2]),
+    };
+    if c != 3 && c != 1 {
+        return Err(bad("channels must be 3 (RGB) or 1 (grey)"));
+    }
+    if h <= 0 || w <= 0 {
+        return Err(bad("height and width must be fixed"));
+    }
+    Ok(InputSpec {
+        width: w as u32,
+        height: h as u32,
+        channels: c as u32,
+        layout,
+        element,
+    })
+}

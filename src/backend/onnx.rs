@@ -1,0 +1,361 @@
+//! The ONNX Runtime backend (the study's CPU platform: a Cortex-A72 running ORT fp32 and int8).
+//!
+//! Per frame the engine does exactly one `Run`: the input tensor and the output tensor are made
+//! once per loaded model and reused, the output is preallocated through ort's `OutputSelector` so
+//! ONNX Runtime writes into it rather than handing back a fresh value, and the scores are copied
+//! into a fixed buffer. Spinning of the intra-op pool is off by default: on a board paced at
+//! 60 FPS a spinning pool burns a core between frames for nothing.
+
+use std::path::{Path, PathBuf};
+
+use ort::memory::Allocator;
+use ort::session::builder::GraphOptimizationLevel;
+use ort::session::{HasSelectedOutputs, OutputSelector, RunOptions, Session};
+use ort::value::{Tensor, TensorElementType, ValueType};
+
+use super::{
+    Backend, BackendError, BackendKind, Engine, LoadOptions, ModelInfo, Precision, TensorInfo,
+    image_input_spec, ort_library,
+};
+use crate::tensor::{InputBufMut, InputElement, Layout};
+
+/// Graph optimisation level (`onnxruntime.optimization`): `disable`, `basic`, `extended`, `all`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OptLevel {
+    Disable,
+    Basic,
+    Extended,
+    #[default]
+    All,
+}
+
+impl std::str::FromStr for OptLevel {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "disable" => Ok(OptLevel::Disable),
+            "basic" => Ok(OptLevel::Basic),
+            "extended" => Ok(OptLevel::Extended),
+            "all" => Ok(OptLevel::All),
+            o => Err(format!(
+                "unknown optimization level '{o}' (disable, basic, extended, all)"
+            )),
+        }
+    }
+}
+
+/// ONNX Runtime settings (config section `[onnxruntime]`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct OrtOptions {
+    /// Explicit path of `libonnxruntime.so` (searched first).
+    pub library: Option<PathBuf>,
+    pub optimization: OptLevel,
+    /// Intra-op pool spinning; off by default.
+    pub spinning: bool,
+}
+
+impl Default for OrtOptions {
+    fn default() -> Self {
+        OrtOptions {
+            library: None,
+            optimization: OptLevel::All,
+            spinning: false,
+        }
+    }
+}
+
+/// The ONNX Runtime backend; holds the loaded library's environment.
+pub struct OnnxBackend {
+    opts: OrtOptions,
+    loaded: ort_library::Loaded,
+}
+
+impl OnnxBackend {
+    /// Finds and loads `libonnxruntime.so` (see [`ort_library`]); fails with every place tried.
+    pub fn new(opts: OrtOptions) -> Result<OnnxBackend, BackendError> {
+        let loaded = ort_library::load(opts.library.as_deref())?;
+        Ok(OnnxBackend { opts, loaded })
+    }
+
+    /// Which library file this backend runs on.
+    pub fn library(&self) -> &ort_library::Loaded {
+        &self.loaded
+    }
+}
+
+impl Backend for OnnxBackend {
+    fn kind(&self) -> BackendKind {
+        BackendKind::OnnxRuntime
+    }
+
+    fn load(&self, path: &Path, opts: &LoadOptions) -> Result<Box<dyn Engine>, BackendError> {
+        Ok(Box::new(OnnxEngine::load(path, &self.opts, opts)?))
+    }
+}
+
+/// A loaded ONNX model with its reused input/output tensors.
+pub struct OnnxEngine {
+    info: ModelInfo,
+    session: Session,
+    input: Tensor<f32>,
+    /// Owned, not shared: ort makes `RunOptions` with preallocated outputs `!Sync`, so a
+    /// watchdog cannot call `terminate()` on it from another thread (see `can_cancel`).
+    run_options: RunOptions<HasSelectedOutputs>,
+    scores: Vec<f32>,
+}
+
+impl OnnxEngine {
+    fn load(
+        path: &Path,
+        ort_opts: &OrtOptions,
+        opts: &LoadOptions,
+    ) -> Result<OnnxEngine, BackendError> {
+        if !path.is_file() {
+            return Err(BackendError::ModelMissing {
+                path: path.to_path_buf(),
+            });
+        }
+        let env = ort_library::environment()
+            .ok_or_else(|| load_err(path, "ONNX Runtime is not loaded"))?;
+        let level = match ort_opts.optimization {
+            OptLevel::Disable => GraphOptimizationLevel::Disable,
+            OptLevel::Basic => GraphOptimizationLevel::Level1,
+            OptLevel::Extended => GraphOptimizationLevel::Level2,
+            OptLevel::All => GraphOptimizationLevel::All,
+        };
+        let mut builder = Session::builder(env)
+            .and_then(|b| b.with_optimization_level(level).map_err(Into::into))
+            .and_then(|b| b.with_intra_threads(opts.threads).map_err(Into::into))
+            .and_then(|b| b.with_inter_threads(1).map_err(Into::into))
+            .and_then(|b| {
+                b.with_intra_op_spinning(ort_opts.spinning)
+                    .map_err(Into::into)
+            })
+            .and_then(|b| {
+                b.with_inter_op_spinning(ort_opts.spinning)
+                    .map_err(Into::into)
+            })
+            .map_err(|e: ort::Error| load_err(path, e))?;
+        let session = builder
+            .commit_from_file(path)
+            .map_err(|e| load_err(path, e))?;
+
+        let inputs: Vec<TensorInfo> = session
+            .inputs()
+            .iter()
+            .map(|o| tensor_info(o.name(), o.dtype()))
+            .collect();
+        let outputs: Vec<TensorInfo> = session
+            .outputs()
+            .iter()
+            .map(|o| tensor_info(o.name(), o.dtype()))
+            .collect();
+        let unsupported = |reason: String| BackendError::Unsupported {
+            path: path.to_path_buf(),
+            reason,
+        };
+        if inputs.len() != 1 {
+            return Err(unsupported(format!(
+                "expected one image input, found {} ({})",
+                inputs.len(),
+                names(&inputs)
+            )));
+        }
+        let first_in = &inputs[0];
+        if first_in.element != "float32" {
+            return Err(unsupported(format!(
+                "input '{}' is {} {:?}, expected a float32 image tensor",
+                first_in.name, first_in.element, first_in.shape
+            )));
+        }
+        let spec = image_input_spec(path, &first_in.shape, Layout::Nchw, InputElement::F32)?;
+        let first_out = outputs
+            .first()
+            .ok_or_else(|| unsupported("the model has no output".into()))?;
+        if first_out.element != "float32" {
+            return Err(unsupported(format!(
+                "output '{}' is {}, expected float32",
+                first_out.name, first_out.element
+            )));
+        }
+        let out_shape = concrete_output_shape(&first_out.shape).ok_or_else(|| {
+            unsupported(format!(
+                "output '{}' has dynamic shape {:?}",
+                first_out.name, first_out.shape
+            ))
+        })?;
+        let classes: usize = out_shape.iter().skip(1).product::<i64>().max(1) as usize;
+
+        let allocator = Allocator::default();
+        let in_shape = [
+            1i64,
+            spec.channels as i64,
+            spec.height as i64,
+            spec.width as i64,
+        ];
+        let input = Tensor::<f32>::new(&allocator, in_shape).map_err(|e| load_err(path, e))?;
+        let output =
+            Tensor::<f32>::new(&allocator, out_shape.clone()).map_err(|e| load_err(path, e))?;
+        let selector = OutputSelector::no_default()
+            .with(first_out.name.clone())
+            .preallocate(first_out.name.clone(), output);
+        let run_options = RunOptions::new()
+            .map_err(|e| load_err(path, e))?
+            .with_outputs(selector);
+
+        let params = crate::study::onnx_pb::read_model(path)
+            .ok()
+            .map(|m| crate::study::onnx_pb::model_params(&m));
+        let precision = if inputs
+            .iter()
+            .chain(&outputs)
+            .any(|t| t.element == "int8" || t.element == "uint8")
+        {
+            Precision::Int8
+        } else {
+            guess_precision(path)
+        };
+        let info = ModelInfo {
+            name: model_name(path),
+            path: path.to_path_buf(),
+            backend: BackendKind::OnnxRuntime,
+            precision,
+            inputs,
+            outputs,
+            input: spec,
+            classes,
+            params,
+            // Cancelling needs `RunOptions::terminate` from a watchdog thread, which ort only
+            // allows on options without preallocated outputs; the zero-allocation path wins here.
+            can_cancel: false,
+        };
+        let mut engine = OnnxEngine {
+            info,
+            session,
+            input,
+            run_options,
+            scores: vec![0.0; classes],
+        };
+        // One run proves the model executes with this input before anyone relies on it.
+        engine.run()?;
+        Ok(engine)
+    }
+}
+
+impl Engine for OnnxEngine {
+    fn info(&self) -> &ModelInfo {
+        &self.info
+    }
+
+    fn input(&mut self) -> InputBufMut<'_> {
+        InputBufMut::F32(self.input.extract_tensor_mut().1)
+    }
+
+    fn run(&mut self) -> Result<(), BackendError> {
+        let outputs = self
+            .session
+            .run_with_options(ort::inputs![&self.input], &self.run_options)
+            .map_err(|e| run_error(&self.info.name, e))?;
+        let (_, data) = outputs[0]
+            .try_extract_tensor::<f32>()
+            .map_err(|e| run_error(&self.info.name, e))?;
+        let n = data.len().min(self.scores.len());
+        self.scores[..n].copy_from_slice(&data[..n]);
+        Ok(())
+    }
+
+    fn output(&self) -> &[f32] {
+        &self.scores
+    }
+}
+
+fn run_error(name: &str, e: ort::Error) -> BackendError {
+    let reason = e.to_string();
+    if reason.contains("terminate flag") {
+        BackendError::Cancelled {
+            name: name.to_string(),
+        }
+    } else {
+        BackendError::Run {
+            name: name.to_string(),
+            reason,
+        }
+    }
+}
+
+fn load_err(path: &Path, e: impl std::fmt::Display) -> BackendError {
+    BackendError::Load {
+        path: path.to_path_buf(),
+        backend: BackendKind::OnnxRuntime,
+        reason: e.to_string(),
+    }
+}
+
+fn names(t: &[TensorInfo]) -> String {
+    t.iter()
+        .map(|t| format!("{} {:?}", t.name, t.shape))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The batch dimension may be dynamic (it becomes 1); any other dynamic dimension is refused.
+fn concrete_output_shape(shape: &[i64]) -> Option<Vec<i64>> {
+    let mut s = shape.to_vec();
+    if let Some(b) = s.first_mut().filter(|b| **b < 0) {
+        *b = 1;
+    }
+    if s.is_empty() || s.iter().any(|d| *d <= 0) {
+        None
+    } else {
+        Some(s)
+    }
+}
+
+fn tensor_info(name: &str, ty: &ValueType) -> TensorInfo {
+    let shape = ty
+        .tensor_shape()
+        .map(|s| s.iter().copied().collect())
+        .unwrap_or_default();
+    let element = ty
+        .tensor_type()
+        .map(element_name)
+        .unwrap_or("non-tensor")
+        .to_string();
+    TensorInfo {
+        name: name.to_string(),
+        shape,
+        element,
+    }
+}
+
+fn element_name(t: TensorElementType) -> &'static str {
+    match t {
+        TensorElementType::Float32 => "float32",
+        TensorElementType::Float16 => "float16",
+        TensorElementType::Float64 => "float64",
+        TensorElementType::Int8 => "int8",
+        TensorElementType::Uint8 => "uint8",
+        TensorElementType::Int32 => "int32",
+        TensorElementType::Int64 => "int64",
+        _ => "other",
+    }
+}
+
+/// `NAME.int8.onnx` is the int8 variant of `NAME.onnx` (DESIGN.md naming rule).
+fn guess_precision(path: &Path) -> Precision {
+    let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("");
+    if stem.ends_with(".int8") {
+        Precision::Int8
+    } else {
+        Precision::Fp32
+    }
+}
+
+/// The model's name: the file name without its extension.
+pub fn model_name(path: &Path) -> String {
+    path.file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or("model")
+        .to_string()
+}

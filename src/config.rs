@@ -1,0 +1,279 @@
+//! Configuration: a TOML file and CLI overrides become one validated [`Config`].
+//!
+//! Two levels, as in the style guide: `Raw*` structs mirror the file (serde, unknown keys are
+//! errors with line and column), and [`Config`] holds only checked values. `check-config`, start-up
+//! and (later) SIGHUP reload all go through [`Config::from_file`] / [`Config::from_raw`], so a
+//! file that `check-config` accepts is a file the daemon accepts.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::backend::BackendChoice;
+use crate::backend::onnx::{OptLevel, OrtOptions};
+use crate::preprocess::{PreprocessOptions, ResizeMode};
+use crate::source::SourceSpec;
+
+/// Default socket path when run by systemd (`RuntimeDirectory=rtinfer`).
+pub const DEFAULT_SOCKET: &str = "/run/rtinfer/status.sock";
+/// Default configuration file.
+pub const DEFAULT_CONFIG: &str = "/etc/rtinfer/rtinfer.toml";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("config {path}: {key}: {message}")]
+    Invalid {
+        path: PathBuf,
+        key: &'static str,
+        message: String,
+    },
+}
+
+/// The file as written. Every key optional; CLI flags override.
+#[derive(Debug, Default, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    #[serde(default)]
+    pub run: RawRun,
+    #[serde(default)]
+    pub status: RawStatus,
+    #[serde(default)]
+    pub onnxruntime: RawOrt,
+    #[serde(default)]
+    pub preprocess: RawPreprocess,
+}
+
+#[derive(Debug, Default, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RawRun {
+    pub source: Option<String>,
+    pub model: Option<PathBuf>,
+    pub backend: Option<String>,
+    pub fps: Option<f64>,
+    pub budget_ms: Option<f64>,
+    pub duration_s: Option<f64>,
+    pub threads: Option<usize>,
+    pub warmup: Option<u32>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RawStatus {
+    pub socket: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RawOrt {
+    pub library: Option<PathBuf>,
+    pub optimization: Option<String>,
+    pub spinning: Option<bool>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RawPreprocess {
+    pub resize: Option<String>,
+    pub mean: Option<[f32; 3]>,
+    pub std: Option<[f32; 3]>,
+}
+
+/// A checked configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it came from, if any.
+    pub path: Option<PathBuf>,
+    pub source: SourceSpec,
+    pub model: Option<PathBuf>,
+    pub backend: BackendChoice,
+    pub target_fps: f64,
+    pub budget: Duration,
+    pub duration: Option<Duration>,
+    pub threads: usize,
+    pub warmup: u32,
+    pub socket: PathBuf,
+    pub ort: OrtOptions,
+    pub preprocess: PreprocessOptions,
+}
+
+impl Config {
+    /// Reads and validates a file.
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let raw = read_raw(path)?;
+        Config::from_raw(raw, Some(path))
+    }
+
+    /// Validates a raw configuration (file values already overlaid with CLI flags).
+    pub fn from_raw(raw: RawConfig, path: Option<&Path>) -> Result<Config, ConfigError> {
+        let p = path
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("<command line>"));
+        let invalid = |key: &'static str, message: String| ConfigError::Invalid {
+            path: p.clone(),
+            key,
+            message,
+        };
+        let r = raw.run;
+        let source_uri = r.source.unwrap_or_else(|| "synthetic://320x240@60".into());
+        let source =
+            SourceSpec::parse(&source_uri).map_err(|e| invalid("run.source", e.to_string()))?;
+        let backend = r
+            .backend
+            .as_deref()
+            .unwrap_or("auto")
+            .parse()
+            .map_err(|e| invalid("run.backend", e))?;
+        let target_fps = r.fps.unwrap_or(60.0);
+        if !(target_fps.is_finite() && target_fps > 0.0 && target_fps <= 10_000.0) {
+            return Err(invalid(
+                "run.fps",
+                format!("{target_fps} is not a frame rate in (0, 10000]"),
+            ));
+        }
+        let budget_ms = r.budget_ms.unwrap_or(1000.0 / target_fps);
+        if !(budget_ms.is_finite() && budget_ms > 0.0 && budget_ms <= 60_000.0) {
+            return Err(invalid(
+                "run.budget_ms",
+                format!("{budget_ms} is not a budget in (0, 60000] ms"),
+            ));
+        }
+        let duration = match r.duration_s {
+            None => None,
+            Some(d) if d.is_finite() && d > 0.0 => Some(Duration::from_secs_f64(d)),
+            Some(0.0) => None,
+            Some(d) => {
+                return Err(invalid(
+                    "run.duration_s",
+                    format!("{d} is not a duration in seconds"),
+                ));
+            }
+        };
+        let threads = r.threads.unwrap_or(1);
+        if threads > 256 {
+            return Err(invalid(
+                "run.threads",
+                format!("{threads} threads is more than 256"),
+            ));
+        }
+        let optimization: OptLevel = match raw.onnxruntime.optimization.as_deref() {
+            None => OptLevel::All,
+            Some(s) => s
+                .parse()
+                .map_err(|e| invalid("onnxruntime.optimization", e))?,
+        };
+        let defaults = PreprocessOptions::default();
+        let resize: ResizeMode = match raw.preprocess.resize.as_deref() {
+            None => defaults.resize,
+            Some(s) => s.parse().map_err(|e: crate::preprocess::PreprocessError| {
+                invalid("preprocess.resize", e.to_string())
+            })?,
+        };
+        let std = raw.preprocess.std.unwrap_or(defaults.std);
+        if std.iter().any(|s| !(s.is_finite() && *s > 0.0)) {
+            return Err(invalid(
+                "preprocess.std",
+                format!("{std:?}: every value must be > 0"),
+            ));
+        }
+        Ok(Config {
+            path: path.map(Path::to_path_buf),
+            source,
+            model: r.model,
+            backend,
+            target_fps,
+            budget: Duration::from_secs_f64(budget_ms / 1000.0),
+            duration,
+            threads,
+            warmup: r.warmup.unwrap_or(20),
+            socket: raw
+                .status
+                .socket
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_SOCKET)),
+            ort: OrtOptions {
+                library: raw.onnxruntime.library,
+                optimization,
+                spinning: raw.onnxruntime.spinning.unwrap_or(false),
+            },
+            preprocess: PreprocessOptions {
+                resize,
+                mean: raw.preprocess.mean.unwrap_or(defaults.mean),
+                std,
+                ..defaults
+            },
+        })
+    }
+}
+
+/// Parses a file into its raw form; syntax errors and unknown keys carry line and column.
+pub fn read_raw(path: &Path) -> Result<RawConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    parse_raw(&text, path)
+}
+
+/// Parses TOML text into its raw form.
+pub fn parse_raw(text: &str, path: &Path) -> Result<RawConfig, ConfigError> {
+    toml::from_str(text).map_err(|e| {
+        let (line, col) = e.span().map(|s| line_col(text, s.start)).unwrap_or((0, 0));
+        ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: format!("line {line}, column {col}: {}", e.message()),
+        }
+    })
+}
+
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, col)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_budget_from_fps() {
+        let c = Config::from_raw(RawConfig::default(), None).expect("defaults are valid");
+        assert!((c.budget.as_secs_f64() * 1000.0 - 16.6667).abs() < 1e-3);
+        let mut raw = RawConfig::default();
+        raw.run.fps = Some(30.0);
+        let c = Config::from_raw(raw, None).expect("valid");
+        assert!((c.budget.as_secs_f64() * 1000.0 - 33.333).abs() < 1e-2);
+        assert!(!c.ort.spinning, "spinning must be off by default");
+    }
+
+    #[test]
+    fn unknown_key_reports_line_and_column() {
+        let e = parse_raw("[run]\nfps = 60\nbugdet_ms = 5\n", Path::new("x.toml")).unwrap_err();
+        let s = e.to_string();
+        assert!(s.contains("line 3, column 1"), "{s}");
+        assert!(s.contains("bugdet_ms"), "{s}");
+    }
+
+    #[test]
+    fn invalid_values_name_their_key() {
+        let raw = parse_raw("[run]\nbudget_ms = -1\n", Path::new("x.toml")).expect("parses");
+        let e = Config::from_raw(raw, Some(Path::new("x.toml"))).unwrap_err();
+        assert!(e.to_string().contains("run.budget_ms"), "{e}");
+        let raw =
+            parse_raw("[run]\nsource = \"bogus://x\"\n", Path::new("x.toml")).expect("parses");
+        assert!(
+            Config::from_raw(raw, None)
+                .unwrap_err()
+                .to_string()
+                .contains("run.source")
+        );
+    }
+}

@@ -1,0 +1,240 @@
+//! The real-time loop: take the newest frame, preprocess it into the engine's own input buffer,
+//! run, postprocess, check the deadline, hand a record to the statistics thread.
+//!
+//! This thread never blocks on I/O, on the status server or on a reader: statistics, miss logging
+//! and reporting happen on the stats thread, fed through a bounded channel with `try_send` (a full
+//! channel loses a record and counts it; it never stalls a frame). Nothing here allocates per
+//! frame: frames circulate through the slot, the engine owns its tensors, the softmax and top-k
+//! buffers are made once.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::SyncSender;
+use std::time::Duration;
+
+use crate::backend::{BackendError, Engine};
+use crate::preprocess::Preprocessor;
+use crate::slot::{End, FrameSlot, Outcome, Take};
+use crate::stats::FrameTimes;
+use crate::time::MonoTime;
+
+/// How many classes a result keeps.
+pub const TOP_K: usize = 5;
+
+/// Everything the stats thread needs to know about one frame. `Copy`, so sending it allocates
+/// nothing.
+#[derive(Debug, Clone, Copy)]
+pub struct FrameRecord {
+    pub seq: u64,
+    pub captured_at: MonoTime,
+    pub done_at: MonoTime,
+    pub times: FrameTimes,
+    pub outcome: Outcome,
+    pub budget: Duration,
+    /// (class, probability) best first; `top_len` entries are valid.
+    pub top: [(u32, f32); TOP_K],
+    pub top_len: u8,
+}
+
+/// Knobs and shared state the loop reads while it runs.
+pub struct LoopControl {
+    /// The per-frame budget in nanoseconds; adjustable live (SIGHUP reload).
+    pub budget_ns: AtomicU64,
+    /// Set to stop the loop after the current frame.
+    pub stop: AtomicBool,
+    /// Bumped on every iteration, including idle waits: the systemd watchdog's evidence of life.
+    pub heartbeat: AtomicU64,
+    /// Records lost because the stats thread lagged.
+    pub records_lost: AtomicU64,
+}
+
+impl LoopControl {
+    pub fn new(budget: Duration) -> LoopControl {
+        LoopControl {
+            budget_ns: AtomicU64::new(budget.as_nanos() as u64),
+            stop: AtomicBool::new(false),
+            heartbeat: AtomicU64::new(0),
+            records_lost: AtomicU64::new(0),
+        }
+    }
+
+    pub fn budget(&self) -> Duration {
+        Duration::from_nanos(self.budget_ns.load(Ordering::Relaxed))
+    }
+}
+
+/// The pipeline's working set for one engine.
+pub struct Pipeline {
+    pub engine: Box<dyn Engine>,
+    pub pre: Preprocessor,
+    probs: Vec<f32>,
+}
+
+impl Pipeline {
+    pub fn new(engine: Box<dyn Engine>, pre: Preprocessor) -> Pipeline {
+        let classes = engine.info().classes;
+        Pipeline {
+            engine,
+            pre,
+            probs: vec![0.0; classes],
+        }
+    }
+}
+
+/// How long one wait for a frame may last before the loop checks `stop` and beats its heart.
+const IDLE_TICK: Duration = Duration::from_millis(100);
+
+/// Runs until the source ends or `stop` is set. Returns how the stream ended.
+pub fn run(
+    p: &mut Pipeline,
+    slot: &FrameSlot,
+    ctl: &LoopControl,
+    records: &SyncSender<FrameRecord>,
+) -> End {
+    let mut held = None;
+    loop {
+        ctl.heartbeat.fetch_add(1, Ordering::Relaxed);
+        if ctl.stop.load(Ordering::Relaxed) {
+            return End::Clean;
+        }
+        let frame = match slot.take(held.take(), IDLE_TICK) {
+            Take::Frame(f) => f,
+            Take::Timeout => continue,
+            Take::Ended(end) => return end,
+        };
+        let record = process(p, &frame, ctl.budget());
+        slot.finish(record.outcome);
+        if records.try_send(record).is_err() {
+            ctl.records_lost.fetch_add(1, Ordering::Relaxed);
+        }
+        held = Some(frame);
+    }
+}
+
+/// One frame through preprocess → inference → postprocess, timed.
+pub fn process(p: &mut Pipeline, frame: &crate::source::Frame, budget: Duration) -> FrameRecord {
+    let t0 = MonoTime::now();
+    let mut outcome = match p.pre.run(frame, p.engine.input()) {
+        Ok(()) => None,
+        Err(e) => {
+            log::debug!(target: "rtinfer::pipeline", "frame {}: preprocessing failed: {e}", frame.seq);
+            Some(Outcome::Failed)
+        }
+    };
+    let t1 = MonoTime::now();
+    if outcome.is_none() {
+        outcome = match p.engine.run() {
+            Ok(()) => None,
+            Err(BackendError::Cancelled { .. }) => Some(Outcome::Cancelled),
+            Err(e) => {
+                log::debug!(target: "rtinfer::pipeline", "frame {}: {e}", frame.seq);
+                Some(Outcome::Failed)
+            }
+        };
+    }
+    let t2 = MonoTime::now();
+    let mut top = [(0u32, 0f32); TOP_K];
+    let mut top_len = 0u8;
+    if outcome.is_none() {
+        top_len = postprocess(p.engine.output(), &mut p.probs, &mut top);
+    }
+    let done = MonoTime::now();
+    let end_to_end = done.saturating_since(frame.captured_at);
+    let outcome = outcome.unwrap_or(if end_to_end > budget {
+        Outcome::Late
+    } else {
+        Outcome::OnTime
+    });
+    FrameRecord {
+        seq: frame.seq,
+        captured_at: frame.captured_at,
+        done_at: done,
+        times: FrameTimes {
+            end_to_end,
+            preprocess: t1.saturating_since(t0),
+            inference: t2.saturating_since(t1),
+            postprocess: done.saturating_since(t2),
+        },
+        outcome,
+        budget,
+        top,
+        top_len,
+    }
+}
+
+/// Softmax of `scores` into `probs` and the `TOP_K` best classes into `top`, best first. Returns
+/// how many entries of `top` are valid. No allocation.
+pub fn postprocess(scores: &[f32], probs: &mut [f32], top: &mut [(u32, f32); TOP_K]) -> u8 {
+    let n = scores.len().min(probs.len());
+    if n == 0 {
+        return 0;
+    }
+    let max = scores[..n]
+        .iter()
+        .copied()
+        .fold(f32::NEG_INFINITY, f32::max);
+    let mut sum = 0.0f32;
+    for (p, s) in probs[..n].iter_mut().zip(&scores[..n]) {
+        *p = (s - max).exp();
+        sum += *p;
+    }
+    let inv = if sum > 0.0 && sum.is_finite() {
+        1.0 / sum
+    } else {
+        0.0
+    };
+    let mut len = 0usize;
+    for (i, p) in probs[..n].iter_mut().enumerate() {
+        *p *= inv;
+        let v = *p;
+        if len < TOP_K {
+            top[len] = (i as u32, v);
+            len += 1;
+        } else if v > top[TOP_K - 1].1 {
+            top[TOP_K - 1] = (i as u32, v);
+        } else {
+            continue;
+        }
+        // Bubble the new entry up to keep `top[..len]` sorted, best first.
+        let mut j = len - 1;
+        while j > 0 && top[j].1 > top[j - 1].1 {
+            top.swap(j, j - 1);
+            j -= 1;
+        }
+    }
+    len as u8
+}
+
+/// Shared handle type for the loop control.
+pub type Control = Arc<LoopControl>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn softmax_and_top_k_match_a_sort() {
+        let scores: Vec<f32> = (0..37)
+            .map(|i| ((i * 7919) % 37) as f32 * 0.3 - 4.0)
+            .collect();
+        let mut probs = vec![0.0; scores.len()];
+        let mut top = [(0, 0.0); TOP_K];
+        assert_eq!(postprocess(&scores, &mut probs, &mut top), 5);
+        let sum: f32 = probs.iter().sum();
+        assert!((sum - 1.0).abs() < 1e-4, "probabilities sum to {sum}");
+        let mut order: Vec<usize> = (0..scores.len()).collect();
+        order.sort_by(|a, b| scores[*b].total_cmp(&scores[*a]));
+        let expect: Vec<u32> = order[..5].iter().map(|i| *i as u32).collect();
+        let got: Vec<u32> = top.iter().map(|t| t.0).collect();
+        assert_eq!(got, expect);
+        assert!(top.windows(2).all(|w| w[0].1 >= w[1].1));
+    }
+
+    #[test]
+    fn fewer_classes_than_k() {
+        let mut probs = vec![0.0; 3];
+        let mut top = [(0, 0.0); TOP_K];
+        assert_eq!(postprocess(&[1.0, 3.0, 2.0], &mut probs, &mut top), 3);
+        assert_eq!([top[0].0, top[1].0, top[2].0], [1, 2, 0]);
+    }
+}

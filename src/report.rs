@@ -1,0 +1,175 @@
+//! What the daemon says about itself: the `/status` document (DESIGN.md's contract: every key
+//! present, null when it does not apply yet), `/healthz`, and the summary printed at exit.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::daemon::{Shared, State};
+use crate::status::http::{Request, Response};
+use crate::status::router::{Route, route};
+use crate::status::server::{Handler, Origin};
+use crate::time::{MonoTime, ms};
+
+/// Answers the status socket's routes from the daemon's shared state.
+pub struct StatusHandler {
+    shared: Arc<Shared>,
+}
+
+impl StatusHandler {
+    pub fn new(shared: Arc<Shared>) -> StatusHandler {
+        StatusHandler { shared }
+    }
+}
+
+impl Handler for StatusHandler {
+    fn handle(&self, req: &Request, _origin: Origin) -> Response {
+        match route(req) {
+            Ok(Route::Status) => Response::json(200, &status_json(&self.shared)),
+            Ok(Route::Healthz) => {
+                let (ok, why) = health(&self.shared);
+                Response::json(
+                    if ok { 200 } else { 503 },
+                    &json!({"healthy": ok, "reason": why}),
+                )
+            }
+            // Prometheus metrics (issue 5) and the watch folder (issue 4) are not built yet.
+            Ok(Route::Metrics | Route::Models | Route::Activate { .. }) => Response::error(
+                404,
+                &format!("{} is not available in this version", req.path),
+            ),
+            Err(resp) => resp,
+        }
+    }
+}
+
+/// Frames flow within budget: something was processed in the last second (or five frame periods,
+/// if longer) and the last processed frame met its deadline.
+pub fn health(s: &Shared) -> (bool, String) {
+    let state = s.state();
+    if state != State::Running {
+        return (false, format!("state is {}", state.name()));
+    }
+    let st = s.stats();
+    let now = MonoTime::now();
+    let period = Duration::from_secs_f64(1.0 / s.config.target_fps);
+    let window = (period * 5).max(Duration::from_secs(1));
+    match (st.last_done, &st.last_result) {
+        (Some(t), Some(last)) if now.saturating_since(t) <= window => {
+            if last.times.end_to_end <= last.budget {
+                (true, "frames flow within budget".into())
+            } else {
+                (
+                    false,
+                    format!(
+                        "last frame took {:.2} ms, budget {:.2} ms",
+                        ms(last.times.end_to_end),
+                        ms(last.budget)
+                    ),
+                )
+            }
+        }
+        _ => (false, "no frame processed recently".into()),
+    }
+}
+
+/// The `/status` document.
+pub fn status_json(s: &Shared) -> Value {
+    let now = MonoTime::now();
+    let counters = s.slot.counters();
+    let sys = s.system();
+    let mut st = s.stats();
+    let summary = st.latency.summary(now);
+    let m = &s.model;
+    let last_miss = st.last_miss.as_ref().map(|l| {
+        json!({"seq": l.seq, "latency_ms": ms(l.latency), "overshoot_ms": ms(l.overshoot), "at": l.at})
+    });
+    let last_result = st.last_result.as_ref().map(|r| {
+        let top: Vec<Value> = r.top[..r.top_len as usize]
+            .iter()
+            .map(|(c, p)| json!({"class": c, "score": p}))
+            .collect();
+        json!({"seq": r.seq, "top": top})
+    });
+    json!({
+        "uptime_s": now.saturating_since(s.started).as_secs_f64(),
+        "state": s.state().name(),
+        "budget_ms": ms(s.ctl.budget()),
+        "target_fps": s.config.target_fps,
+        "fps": summary.fps,
+        "model": {
+            "name": m.name,
+            "path": m.path,
+            "file_present": m.path.is_file(),
+            "backend": m.backend.name(),
+            "precision": m.precision.name(),
+            "input_shape": [1, m.input.channels, m.input.height, m.input.width],
+            "params": m.params,
+            "can_cancel": m.can_cancel,
+        },
+        "frames": {
+            "captured": counters.captured,
+            "processed": counters.processed,
+            "missed_deadline": counters.missed_deadline,
+            "dropped": counters.dropped,
+            "failed": counters.failed,
+            "cancelled": counters.cancelled,
+            "in_flight": counters.in_flight,
+            "records_lost": s.ctl.records_lost.load(Ordering::Relaxed),
+        },
+        "latency_ms": summary.window,
+        "latency_ms_lifetime": summary.lifetime,
+        "last_miss": last_miss,
+        "source": {
+            "uri": s.source.uri,
+            "connected": s.source_connected.load(Ordering::Relaxed),
+            "width": s.source.width,
+            "height": s.source.height,
+            "fps": s.source.fps,
+            "interval_jitter_ms_p99": Value::Null,
+        },
+        "realtime": {"priority": Value::Null, "cpus": Value::Null, "memory_locked": false},
+        "system": {"rss_bytes": sys.rss_bytes, "cpu_load": sys.cpu_load, "temperature_c": sys.temperature_c},
+        "memory": {"rss_bytes": sys.rss_bytes},
+        "power": Value::Null,
+        "swaps": [],
+        "config": {
+            "path": s.config.path,
+            "loaded_at": s.config_loaded_at,
+            "restart_required": [],
+        },
+        "last_result": last_result,
+    })
+}
+
+/// The lines printed when a run ends: frames, misses, end-to-end percentiles over the lifetime.
+pub fn final_summary(s: &Shared) -> String {
+    let c = s.slot.counters();
+    let mut st = s.stats();
+    let sum = st.latency.summary(MonoTime::now());
+    let e2e = &sum.lifetime.end_to_end;
+    let inf = &sum.lifetime.inference;
+    let f = |v: Option<f64>| v.map_or_else(|| "-".to_string(), |v| format!("{v:.3}"));
+    format!(
+        "frames: captured {} processed {} missed_deadline {} dropped {} cancelled {} in_flight {}\n\
+         end-to-end ms: p50 {} p99 {} max {}\n\
+         inference ms:  p50 {} p99 {} max {}\n\
+         budget {:.2} ms, uptime {:.1} s",
+        c.captured,
+        c.processed,
+        c.missed_deadline,
+        c.dropped,
+        c.cancelled,
+        c.in_flight,
+        f(e2e.p50),
+        f(e2e.p99),
+        f(e2e.max),
+        f(inf.p50),
+        f(inf.p99),
+        f(inf.max),
+        ms(s.ctl.budget()),
+        MonoTime::now().saturating_since(s.started).as_secs_f64(),
+    )
+}
