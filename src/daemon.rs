@@ -215,11 +215,11 @@ pub fn start(config: Config, signals: Arc<SignalFlags>) -> Result<Daemon, StartE
     let src = source::open(&config.source)?;
     let src_info = src.info();
     log::info!(
-        "source {}: {}x{} at {:?} FPS",
+        "source {}: {}x{} at {}",
         src_info.uri,
         src_info.width,
         src_info.height,
-        src_info.fps
+        src_info.fps.map_or_else(|| "its own rate (unpaced)".to_string(), |f| format!("{f} FPS"))
     );
     let server = StatusServer::bind_unix(&config.socket)?;
     log::info!("status socket {}", config.socket.display());
