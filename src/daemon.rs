@@ -219,7 +219,10 @@ pub fn start(config: Config, signals: Arc<SignalFlags>) -> Result<Daemon, StartE
         src_info.uri,
         src_info.width,
         src_info.height,
-        src_info.fps.map_or_else(|| "its own rate (unpaced)".to_string(), |f| format!("{f} FPS"))
+        src_info.fps.map_or_else(
+            || "its own rate (unpaced)".to_string(),
+            |f| format!("{f} FPS")
+        )
     );
     let server = StatusServer::bind_unix(&config.socket)?;
     log::info!("status socket {}", config.socket.display());
