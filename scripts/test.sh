@@ -8,4 +8,4 @@ scripts/setup.sh
 export ORT_DYLIB_PATH="$ROOT/.cache/onnxruntime/$(uname -m)/libonnxruntime.so.1.31.1"
 cargo fmt --all -- --check
 cargo clippy --all-targets --quiet -- -D warnings
-cargo test --all-targets -- --test-threads=2
+cargo test -- --test-threads=2
