@@ -177,7 +177,8 @@ pub fn backend_for(
     };
     match kind {
         BackendKind::OnnxRuntime => Ok(Box::new(OnnxBackend::new(cfg.ort.clone())?)),
-        other => Err(BackendError::NotCompiled { backend: other }),
+        BackendKind::TensorRt => crate::backend::tensorrt::backend(cfg),
+        BackendKind::Vitis => crate::backend::vitis::backend(cfg),
     }
 }
 

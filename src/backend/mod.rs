@@ -21,6 +21,8 @@ use crate::tensor::{InputBufMut, InputSpec};
 
 pub mod onnx;
 pub mod ort_library;
+pub mod tensorrt;
+pub mod vitis;
 
 /// Which runtime a backend wraps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
