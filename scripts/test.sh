@@ -8,4 +8,7 @@ scripts/setup.sh
 export ORT_DYLIB_PATH="$ROOT/.cache/onnxruntime/$(uname -m)/libonnxruntime.so.1.31.1"
 cargo fmt --all -- --check
 cargo clippy --all-targets --quiet -- -D warnings
+# Timing-sensitive tests (hot swap gaps) run against the release binary, one at a time.
+cargo build --release --quiet
+export RTINFER_RELEASE_BIN="$ROOT/target/release/rtinfer"
 cargo test -- --test-threads=2

@@ -12,6 +12,7 @@ use serde::Deserialize;
 
 use crate::backend::BackendChoice;
 use crate::backend::onnx::{OptLevel, OrtOptions};
+use crate::models::ModelsConfig;
 use crate::preprocess::{PreprocessOptions, ResizeMode};
 use crate::source::SourceSpec;
 
@@ -49,6 +50,8 @@ pub struct RawConfig {
     pub onnxruntime: RawOrt,
     #[serde(default)]
     pub preprocess: RawPreprocess,
+    #[serde(default)]
+    pub models: RawModels,
 }
 
 #[derive(Debug, Default, Clone, Deserialize, PartialEq)]
@@ -61,6 +64,16 @@ pub struct RawRun {
     pub budget_ms: Option<f64>,
     pub duration_s: Option<f64>,
     pub threads: Option<usize>,
+    pub warmup: Option<u32>,
+    pub results: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RawModels {
+    pub watch_dir: Option<PathBuf>,
+    pub active: Option<String>,
+    pub load_timeout_s: Option<f64>,
     pub warmup: Option<u32>,
 }
 
@@ -100,6 +113,10 @@ pub struct Config {
     pub threads: usize,
     pub warmup: u32,
     pub socket: PathBuf,
+    /// The watch folder, when models are swapped by dropping files.
+    pub models: Option<ModelsConfig>,
+    /// JSON-lines file of every result, when set.
+    pub results: Option<PathBuf>,
     pub ort: OrtOptions,
     pub preprocess: PreprocessOptions,
 }
@@ -183,6 +200,7 @@ impl Config {
                 format!("{std:?}: every value must be > 0"),
             ));
         }
+        let models = models_config(raw.models, &p, r.warmup.unwrap_or(20))?;
         Ok(Config {
             path: path.map(Path::to_path_buf),
             source,
@@ -193,6 +211,8 @@ impl Config {
             duration,
             threads,
             warmup: r.warmup.unwrap_or(20),
+            models,
+            results: r.results,
             socket: raw
                 .status
                 .socket
@@ -210,6 +230,48 @@ impl Config {
             },
         })
     }
+}
+
+/// `[models]`: the watch folder is on when `watch_dir` is set. The warm-up count defaults to
+/// `run.warmup`; the load timeout to 60 s (an ONNX Runtime load; a TensorRT engine build wants
+/// more, e.g. 1800).
+fn models_config(
+    raw: RawModels,
+    path: &Path,
+    warmup: u32,
+) -> Result<Option<ModelsConfig>, ConfigError> {
+    let invalid = |key: &'static str, message: String| ConfigError::Invalid {
+        path: path.to_path_buf(),
+        key,
+        message,
+    };
+    let Some(watch_dir) = raw.watch_dir else {
+        if raw.active.is_some() {
+            return Err(invalid("models.active", "needs models.watch_dir".into()));
+        }
+        return Ok(None);
+    };
+    let timeout = raw.load_timeout_s.unwrap_or(60.0);
+    if !(timeout.is_finite() && timeout > 0.0 && timeout <= 86_400.0) {
+        return Err(invalid(
+            "models.load_timeout_s",
+            format!("{timeout} is not a timeout in (0, 86400] s"),
+        ));
+    }
+    if let Some(a) = &raw.active
+        && (a.contains('/') || a.is_empty())
+    {
+        return Err(invalid(
+            "models.active",
+            format!("'{a}' must be a file name in the watch folder"),
+        ));
+    }
+    Ok(Some(ModelsConfig {
+        watch_dir,
+        active: raw.active,
+        load_timeout: Duration::from_secs_f64(timeout),
+        warmup: raw.warmup.unwrap_or(warmup),
+    }))
 }
 
 /// Parses a file into its raw form; syntax errors and unknown keys carry line and column.

@@ -8,7 +8,7 @@
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, sync_channel};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, sync_channel};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime};
@@ -19,7 +19,10 @@ use crate::backend::{
 };
 use crate::config::Config;
 use crate::misslog::MissLog;
-use crate::pipeline::{self, FrameRecord, LoopControl, Pipeline};
+use crate::models::Registry;
+use crate::models::loader::{Loader, LoaderMsg};
+use crate::models::watch::WatchEvent;
+use crate::pipeline::{self, FrameRecord, LoopControl, Pipeline, SwapSlot};
 use crate::preprocess::Preprocessor;
 use crate::signals::SignalFlags;
 use crate::slot::{End, FrameSlot, Outcome};
@@ -115,7 +118,16 @@ pub struct Shared {
     pub slot: Arc<FrameSlot>,
     pub stats: Mutex<StatsState>,
     pub system: Mutex<SystemFigures>,
-    pub model: ModelInfo,
+    /// The model serving now (`None` while waiting for the watch folder).
+    model: Mutex<Option<ModelInfo>>,
+    /// Names of the engines that went live, by generation (index = generation - 1).
+    generations: Mutex<Vec<String>>,
+    /// Watch-folder bookkeeping and swap history.
+    registry: Mutex<Registry>,
+    /// The engine hand-over between the loader and the pipeline thread.
+    pub swap: SwapSlot,
+    /// Requests to the loader (`POST /models/NAME/activate`), when a watch folder is configured.
+    loader_tx: Mutex<Option<Sender<LoaderMsg>>>,
     pub source: SourceInfo,
     pub source_connected: AtomicBool,
     state: AtomicU8,
@@ -137,6 +149,56 @@ impl Shared {
     pub fn system(&self) -> SystemFigures {
         *self.system.lock().unwrap_or_else(|p| p.into_inner())
     }
+
+    /// The model serving now.
+    pub fn model(&self) -> Option<ModelInfo> {
+        self.model.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub fn set_model(&self, info: Option<ModelInfo>) {
+        *self.model.lock().unwrap_or_else(|p| p.into_inner()) = info;
+    }
+
+    pub fn registry(&self) -> MutexGuard<'_, Registry> {
+        self.registry.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The model name of an engine generation.
+    pub fn generation_name(&self, generation: u32) -> Option<String> {
+        let g = self.generations.lock().unwrap_or_else(|p| p.into_inner());
+        g.get((generation as usize).checked_sub(1)?).cloned()
+    }
+
+    /// Numbers a pipeline with the next generation.
+    fn number(&self, p: &mut Pipeline) {
+        let mut g = self.generations.lock().unwrap_or_else(|p| p.into_inner());
+        g.push(p.engine.info().name.clone());
+        p.generation = g.len() as u32;
+    }
+
+    /// Hands `p` to the pipeline thread and returns the pipeline it replaced, once the pipeline
+    /// thread has taken it (between two frames; it looks at least every 100 ms).
+    pub fn swap_in(&self, mut p: Pipeline) -> Result<Option<Pipeline>, String> {
+        self.number(&mut p);
+        self.swap.stage(p);
+        match self.swap.wait_retired(Duration::from_secs(5)) {
+            Some(old) => Ok(old),
+            None => {
+                drop(self.swap.unstage());
+                Err("the pipeline thread did not take the model within 5 s".into())
+            }
+        }
+    }
+
+    /// Asks the loader to (re)load a file of the watch folder.
+    pub fn request_activate(&self, name: &str) -> Result<(), String> {
+        let g = self.loader_tx.lock().unwrap_or_else(|p| p.into_inner());
+        let tx = g
+            .as_ref()
+            .ok_or("no watch folder is configured (--models DIR)")?;
+        tx.send(LoaderMsg::Activate(name.to_string()))
+            .map_err(|_| "the loader has stopped".to_string())
+    }
 }
 
 /// A running daemon.
@@ -147,6 +209,7 @@ pub struct Daemon {
     capture: JoinHandle<()>,
     sampler: JoinHandle<()>,
     status: Option<JoinHandle<()>>,
+    models: Vec<JoinHandle<()>>,
     aux_stop: Arc<AtomicBool>,
 }
 
@@ -182,13 +245,15 @@ pub fn backend_for(
     }
 }
 
-/// Loads the model, opens the source, binds the socket and starts every thread.
-pub fn start(config: Config, signals: Arc<SignalFlags>) -> Result<Daemon, StartError> {
-    let started = MonoTime::now();
-    let model_path = config.model.clone().ok_or(StartError::NoModel)?;
-    let backend = backend_for(config.backend, &model_path, &config)?;
+/// Loads the `--model` file synchronously (a broken one is a start-up failure).
+fn initial_pipeline(
+    config: &Config,
+    model_path: &std::path::Path,
+    frame_size: (u32, u32),
+) -> Result<Pipeline, StartError> {
+    let backend = backend_for(config.backend, model_path, config)?;
     let engine = backend.load(
-        &model_path,
+        model_path,
         &LoadOptions {
             threads: config.threads,
         },
@@ -204,17 +269,41 @@ pub fn start(config: Config, signals: Arc<SignalFlags>) -> Result<Daemon, StartE
         info.input.width,
         info.classes
     );
-    let pre = Preprocessor::new(info.input, config.preprocess).map_err(|source| {
+    let mut pre = Preprocessor::new(info.input, config.preprocess).map_err(|source| {
         StartError::Preprocess {
             model: info.name.clone(),
             source,
         }
     })?;
+    if frame_size.0 > 0 && frame_size.1 > 0 {
+        pre.prepare(frame_size.0, frame_size.1)
+            .map_err(|source| StartError::Preprocess {
+                model: info.name.clone(),
+                source,
+            })?;
+    }
     let mut pipe = Pipeline::new(engine, pre);
     warm_up(&mut pipe.engine, config.warmup)?;
+    Ok(pipe)
+}
 
+/// Loads the model (or prepares to wait for the watch folder), opens the source, binds the socket
+/// and starts every thread.
+pub fn start(config: Config, signals: Arc<SignalFlags>) -> Result<Daemon, StartError> {
+    let started = MonoTime::now();
+    if config.model.is_none() && config.models.is_none() {
+        return Err(StartError::NoModel);
+    }
     let src = source::open(&config.source)?;
     let src_info = src.info();
+    let mut pipe = match &config.model {
+        Some(path) => Some(initial_pipeline(
+            &config,
+            path,
+            (src_info.width, src_info.height),
+        )?),
+        None => None,
+    };
     log::info!(
         "source {}: {}x{} at {}",
         src_info.uri,
@@ -244,13 +333,38 @@ pub fn start(config: Config, signals: Arc<SignalFlags>) -> Result<Daemon, StartE
             misslog: MissLog::new(),
         }),
         system: Mutex::new(SystemFigures::default()),
-        model: info,
+        model: Mutex::new(None),
+        generations: Mutex::new(Vec::new()),
+        registry: Mutex::new(Registry::default()),
+        swap: SwapSlot::default(),
+        loader_tx: Mutex::new(None),
         source: src_info,
         source_connected: AtomicBool::new(true),
         state: AtomicU8::new(State::Waiting as u8),
     });
+    if let Some(p) = pipe.as_mut() {
+        shared.number(p);
+        shared.set_model(Some(p.engine.info().clone()));
+        if let Some(dir) = &shared.config.models {
+            let name = p
+                .engine
+                .info()
+                .path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned());
+            if let Some(name) =
+                name.filter(|_| p.engine.info().path.parent() == Some(dir.watch_dir.as_path()))
+            {
+                let v = crate::models::Version::of(&p.engine.info().path);
+                shared
+                    .registry()
+                    .set(&name, crate::models::FileState::Active, v);
+            }
+        }
+    }
     let aux_stop = Arc::new(AtomicBool::new(false));
     let (tx, rx) = sync_channel::<FrameRecord>(RECORD_QUEUE);
+    let models = start_models(&shared, &aux_stop)?;
 
     let stats = spawn("rtinfer-stats", {
         let shared = Arc::clone(&shared);
@@ -271,9 +385,8 @@ pub fn start(config: Config, signals: Arc<SignalFlags>) -> Result<Daemon, StartE
             })?,
     );
     let pipeline = spawn("rtinfer-pipeline", {
-        let slot = Arc::clone(&slot);
-        let ctl = Arc::clone(&ctl);
-        move || pipeline::run(&mut pipe, &slot, &ctl, &tx)
+        let shared = Arc::clone(&shared);
+        move || pipeline::run(&mut pipe, &shared.swap, &shared.slot, &shared.ctl, &tx)
     })?;
     let capture = spawn("rtinfer-capture", {
         let shared = Arc::clone(&shared);
@@ -288,8 +401,41 @@ pub fn start(config: Config, signals: Arc<SignalFlags>) -> Result<Daemon, StartE
         capture,
         sampler,
         status,
+        models,
         aux_stop,
     })
+}
+
+/// Starts the watcher and the loader when a watch folder is configured.
+fn start_models(
+    shared: &Arc<Shared>,
+    stop: &Arc<AtomicBool>,
+) -> Result<Vec<JoinHandle<()>>, StartError> {
+    let Some(cfg) = shared.config.models.clone() else {
+        return Ok(Vec::new());
+    };
+    let (tx, rx) = std::sync::mpsc::channel::<LoaderMsg>();
+    let (wtx, wrx) = std::sync::mpsc::channel::<WatchEvent>();
+    *shared.loader_tx.lock().unwrap_or_else(|p| p.into_inner()) = Some(tx.clone());
+    let dir = cfg.watch_dir.clone();
+    let watcher = spawn("rtinfer-watch", {
+        let stop = Arc::clone(stop);
+        move || crate::models::watch::run(&dir, &wtx, &stop)
+    })?;
+    // Forwards watcher events into the loader's queue (one queue serves the socket too).
+    let forward = spawn("rtinfer-watch-fwd", move || {
+        for ev in wrx {
+            if tx.send(LoaderMsg::Watch(ev)).is_err() {
+                return;
+            }
+        }
+    })?;
+    let loader = spawn("rtinfer-loader", {
+        let shared = Arc::clone(shared);
+        let stop = Arc::clone(stop);
+        move || Loader::new(Arc::clone(&shared), cfg).run(&rx, &stop)
+    })?;
+    Ok(vec![watcher, forward, loader])
 }
 
 impl Daemon {
@@ -325,6 +471,14 @@ impl Daemon {
             let _ = s.join();
         }
         let _ = self.sampler.join();
+        *self
+            .shared
+            .loader_tx
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = None;
+        for h in self.models {
+            let _ = h.join();
+        }
         // A capture thread blocked in a read of a silent pipe cannot be interrupted; it is left
         // behind (the process exits) rather than hanging the shutdown.
         for _ in 0..50 {
@@ -397,6 +551,17 @@ fn capture_thread(src: &mut dyn source::Source, shared: &Shared) {
 }
 
 fn stats_thread(shared: &Shared, rx: &Receiver<FrameRecord>) {
+    let mut results = shared
+        .config
+        .results
+        .as_ref()
+        .and_then(|p| match ResultsLog::create(p) {
+            Ok(r) => Some(r),
+            Err(e) => {
+                log::error!("results file {}: {e}; results are not written", p.display());
+                None
+            }
+        });
     loop {
         let first = match rx.recv_timeout(Duration::from_millis(250)) {
             Ok(r) => Some(r),
@@ -407,6 +572,12 @@ fn stats_thread(shared: &Shared, rx: &Receiver<FrameRecord>) {
         let now = MonoTime::now();
         for rec in first.into_iter().chain(rx.try_iter()) {
             absorb(&mut st, shared, &rec);
+            if let Some(r) = results.as_mut() {
+                r.write(shared, &rec);
+            }
+        }
+        if let Some(r) = results.as_mut() {
+            r.flush();
         }
         if let Some(line) = st.misslog.tick(now) {
             log::warn!(target: "rtinfer::pipeline", "{line}");
@@ -430,7 +601,7 @@ fn absorb(st: &mut StatsState, shared: &Shared, rec: &FrameRecord) {
                 shared.set_state(State::Running);
             }
         }
-        Outcome::Cancelled | Outcome::Failed => {}
+        Outcome::Cancelled | Outcome::Failed | Outcome::NoModel => {}
     }
     if matches!(rec.outcome, Outcome::Late | Outcome::Cancelled) {
         let latency = rec.times.end_to_end;
@@ -465,4 +636,57 @@ fn sampler_thread(shared: &Shared, stop: &AtomicBool) {
 pub fn socket_path(cfg: Option<&Config>) -> PathBuf {
     cfg.map(|c| c.socket.clone())
         .unwrap_or_else(|| PathBuf::from(crate::config::DEFAULT_SOCKET))
+}
+
+/// `run.results`: one JSON line per completed frame (seq, model, capture and completion times on
+/// CLOCK_MONOTONIC in ms, latency, outcome, top classes), written by the stats thread.
+struct ResultsLog {
+    out: std::io::BufWriter<std::fs::File>,
+    path: PathBuf,
+    failed: bool,
+}
+
+impl ResultsLog {
+    fn create(path: &std::path::Path) -> std::io::Result<ResultsLog> {
+        let f = std::fs::File::create(path)?;
+        Ok(ResultsLog {
+            out: std::io::BufWriter::new(f),
+            path: path.to_path_buf(),
+            failed: false,
+        })
+    }
+
+    fn write(&mut self, shared: &Shared, rec: &FrameRecord) {
+        use std::io::Write;
+        if !matches!(rec.outcome, Outcome::OnTime | Outcome::Late) || self.failed {
+            return;
+        }
+        let top: Vec<serde_json::Value> = rec.top[..rec.top_len as usize]
+            .iter()
+            .map(|(c, p)| serde_json::json!([c, p]))
+            .collect();
+        let line = serde_json::json!({
+            "seq": rec.seq,
+            "model": shared.generation_name(rec.model_gen),
+            "captured_ms": rec.captured_at.as_nanos() as f64 / 1e6,
+            "done_ms": rec.done_at.as_nanos() as f64 / 1e6,
+            "latency_ms": ms(rec.times.end_to_end),
+            "late": rec.outcome == Outcome::Late,
+            "top": top,
+        });
+        if let Err(e) = writeln!(self.out, "{line}") {
+            log::error!(
+                "results file {}: {e}; no more results are written",
+                self.path.display()
+            );
+            self.failed = true;
+        }
+    }
+
+    fn flush(&mut self) {
+        use std::io::Write;
+        if !self.failed && self.out.flush().is_err() {
+            self.failed = true;
+        }
+    }
 }

@@ -10,6 +10,7 @@ pub mod backend;
 pub mod config;
 pub mod daemon;
 pub mod misslog;
+pub mod models;
 pub mod pipeline;
 pub mod preprocess;
 pub mod report;

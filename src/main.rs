@@ -54,6 +54,12 @@ struct RunArgs {
     /// Model file (.onnx).
     #[arg(long)]
     model: Option<PathBuf>,
+    /// Watch folder: the newest model in it starts; files dropped in later are swapped in.
+    #[arg(long)]
+    models: Option<PathBuf>,
+    /// Write every result as a JSON line to this file.
+    #[arg(long)]
+    results: Option<PathBuf>,
     /// auto | onnxruntime | tensorrt | vitis
     #[arg(long)]
     backend: Option<String>,
@@ -192,6 +198,13 @@ fn overlay(raw: &mut RawConfig, a: &RunArgs) {
     if a.model.is_some() {
         r.model.clone_from(&a.model);
     }
+    if a.results.is_some() {
+        r.results.clone_from(&a.results);
+    }
+    if a.models.is_some() {
+        raw.models.watch_dir.clone_from(&a.models);
+    }
+    let r = &mut raw.run;
     if a.backend.is_some() {
         r.backend.clone_from(&a.backend);
     }

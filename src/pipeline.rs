@@ -7,9 +7,9 @@
 //! frame: frames circulate through the slot, the engine owns its tensors, the softmax and top-k
 //! buffers are made once.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::SyncSender;
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use crate::backend::{BackendError, Engine};
@@ -26,6 +26,8 @@ pub const TOP_K: usize = 5;
 #[derive(Debug, Clone, Copy)]
 pub struct FrameRecord {
     pub seq: u64,
+    /// Which engine produced it ([`Pipeline::generation`]); 0 when no model was loaded.
+    pub model_gen: u32,
     pub captured_at: MonoTime,
     pub done_at: MonoTime,
     pub times: FrameTimes,
@@ -68,6 +70,8 @@ pub struct Pipeline {
     pub engine: Box<dyn Engine>,
     pub pre: Preprocessor,
     probs: Vec<f32>,
+    /// Numbers the engines that went live, 1-based, so results name the model they came from.
+    pub generation: u32,
 }
 
 impl Pipeline {
@@ -77,16 +81,75 @@ impl Pipeline {
             engine,
             pre,
             probs: vec![0.0; classes],
+            generation: 0,
         }
+    }
+}
+
+/// Hands a new engine to the pipeline thread and the replaced one back, between two frames.
+///
+/// The pipeline thread only ever `try_lock`s the staged side after seeing `pending`, so the loader
+/// can never make it wait; it swaps an `Option<Pipeline>` (a pointer move, no allocation) and
+/// returns the old one for the loader to drop.
+#[derive(Default)]
+pub struct SwapSlot {
+    pending: AtomicBool,
+    staged: Mutex<Option<Pipeline>>,
+    retired: Mutex<Option<Option<Pipeline>>>,
+    cv: Condvar,
+}
+
+impl SwapSlot {
+    /// Offers `p` to the pipeline thread.
+    pub fn stage(&self, p: Pipeline) {
+        *self.staged.lock().unwrap_or_else(|e| e.into_inner()) = Some(p);
+        self.pending.store(true, Ordering::Release);
+    }
+
+    /// Takes the staged pipeline back if the pipeline thread has not picked it up.
+    pub fn unstage(&self) -> Option<Pipeline> {
+        self.pending.store(false, Ordering::Release);
+        self.staged.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+
+    /// Waits until the pipeline thread took the staged pipeline; returns the one it replaced.
+    pub fn wait_retired(&self, timeout: Duration) -> Option<Option<Pipeline>> {
+        let g = self.retired.lock().unwrap_or_else(|e| e.into_inner());
+        let (mut g, _) = self
+            .cv
+            .wait_timeout_while(g, timeout, |r| r.is_none())
+            .unwrap_or_else(|e| e.into_inner());
+        g.take()
+    }
+
+    /// On the pipeline thread, between frames: installs a staged pipeline, if any, without
+    /// ever blocking.
+    fn swap_if_staged(&self, current: &mut Option<Pipeline>) {
+        if !self.pending.load(Ordering::Acquire) {
+            return;
+        }
+        let Ok(mut staged) = self.staged.try_lock() else {
+            return;
+        };
+        let Some(new) = staged.take() else {
+            return;
+        };
+        self.pending.store(false, Ordering::Release);
+        drop(staged);
+        let old = current.replace(new);
+        *self.retired.lock().unwrap_or_else(|e| e.into_inner()) = Some(old);
+        self.cv.notify_all();
     }
 }
 
 /// How long one wait for a frame may last before the loop checks `stop` and beats its heart.
 const IDLE_TICK: Duration = Duration::from_millis(100);
 
-/// Runs until the source ends or `stop` is set. Returns how the stream ended.
+/// Runs until the source ends or `stop` is set. Returns how the stream ended. Without a model
+/// (waiting for the watch folder) frames are taken and counted as dropped.
 pub fn run(
-    p: &mut Pipeline,
+    current: &mut Option<Pipeline>,
+    swap: &SwapSlot,
     slot: &FrameSlot,
     ctl: &LoopControl,
     records: &SyncSender<FrameRecord>,
@@ -97,10 +160,16 @@ pub fn run(
         if ctl.stop.load(Ordering::Relaxed) {
             return End::Clean;
         }
+        swap.swap_if_staged(current);
         let frame = match slot.take(held.take(), IDLE_TICK) {
             Take::Frame(f) => f,
             Take::Timeout => continue,
             Take::Ended(end) => return end,
+        };
+        let Some(p) = current.as_mut() else {
+            slot.finish(Outcome::NoModel);
+            held = Some(frame);
+            continue;
         };
         let record = process(p, &frame, ctl.budget());
         slot.finish(record.outcome);
@@ -147,6 +216,7 @@ pub fn process(p: &mut Pipeline, frame: &crate::source::Frame, budget: Duration)
     });
     FrameRecord {
         seq: frame.seq,
+        model_gen: p.generation,
         captured_at: frame.captured_at,
         done_at: done,
         times: FrameTimes {

@@ -25,7 +25,7 @@ impl StatusHandler {
 }
 
 impl Handler for StatusHandler {
-    fn handle(&self, req: &Request, _origin: Origin) -> Response {
+    fn handle(&self, req: &Request, origin: Origin) -> Response {
         match route(req) {
             Ok(Route::Status) => Response::json(200, &status_json(&self.shared)),
             Ok(Route::Healthz) => {
@@ -35,13 +35,36 @@ impl Handler for StatusHandler {
                     &json!({"healthy": ok, "reason": why}),
                 )
             }
-            // Prometheus metrics (issue 5) and the watch folder (issue 4) are not built yet.
-            Ok(Route::Metrics | Route::Models | Route::Activate { .. }) => Response::error(
+            Ok(Route::Models) => match &self.shared.config.models {
+                Some(m) => Response::json(200, &self.shared.registry().listing(&m.watch_dir)),
+                None => Response::error(404, "no watch folder is configured (--models DIR)"),
+            },
+            Ok(Route::Activate { model }) => activate(&self.shared, &model, origin),
+            // Prometheus metrics (issue 5) are not built yet.
+            Ok(Route::Metrics) => Response::error(
                 404,
                 &format!("{} is not available in this version", req.path),
             ),
             Err(resp) => resp,
         }
+    }
+}
+
+/// `POST /models/NAME/activate`: queue a (re)load of a file in the watch folder. Control is only
+/// offered on the Unix socket, never over TCP.
+fn activate(s: &Shared, name: &str, origin: Origin) -> Response {
+    if origin != Origin::Unix {
+        return Response::error(403, "model control is only available on the Unix socket");
+    }
+    let Some(m) = &s.config.models else {
+        return Response::error(404, "no watch folder is configured (--models DIR)");
+    };
+    if !m.watch_dir.join(name).is_file() {
+        return Response::error(404, &format!("no file {name} in {}", m.watch_dir.display()));
+    }
+    match s.request_activate(name) {
+        Ok(()) => Response::json(202, &json!({"queued": name})),
+        Err(e) => Response::error(503, &e),
     }
 }
 
@@ -82,7 +105,7 @@ pub fn status_json(s: &Shared) -> Value {
     let sys = s.system();
     let mut st = s.stats();
     let summary = st.latency.summary(now);
-    let m = &s.model;
+    let swaps: Vec<Value> = s.registry().swaps().map(|w| w.to_json()).collect();
     let last_miss = st.last_miss.as_ref().map(|l| {
         json!({"seq": l.seq, "latency_ms": ms(l.latency), "overshoot_ms": ms(l.overshoot), "at": l.at})
     });
@@ -91,7 +114,7 @@ pub fn status_json(s: &Shared) -> Value {
             .iter()
             .map(|(c, p)| json!({"class": c, "score": p}))
             .collect();
-        json!({"seq": r.seq, "top": top})
+        json!({"seq": r.seq, "model": s.generation_name(r.model_gen), "top": top})
     });
     json!({
         "uptime_s": now.saturating_since(s.started).as_secs_f64(),
@@ -99,7 +122,7 @@ pub fn status_json(s: &Shared) -> Value {
         "budget_ms": ms(s.ctl.budget()),
         "target_fps": s.config.target_fps,
         "fps": summary.fps,
-        "model": {
+        "model": s.model().map(|m| json!({
             "name": m.name,
             "path": m.path,
             "file_present": m.path.is_file(),
@@ -108,7 +131,7 @@ pub fn status_json(s: &Shared) -> Value {
             "input_shape": [1, m.input.channels, m.input.height, m.input.width],
             "params": m.params,
             "can_cancel": m.can_cancel,
-        },
+        })),
         "frames": {
             "captured": counters.captured,
             "processed": counters.processed,
@@ -134,7 +157,7 @@ pub fn status_json(s: &Shared) -> Value {
         "system": {"rss_bytes": sys.rss_bytes, "cpu_load": sys.cpu_load, "temperature_c": sys.temperature_c},
         "memory": {"rss_bytes": sys.rss_bytes},
         "power": Value::Null,
-        "swaps": [],
+        "swaps": swaps,
         "config": {
             "path": s.config.path,
             "loaded_at": s.config_loaded_at,

@@ -36,6 +36,8 @@ pub enum Outcome {
     Late,
     Cancelled,
     Failed,
+    /// Taken while no model was loaded (waiting for the watch folder): counted as dropped.
+    NoModel,
 }
 
 /// Why no more frames will come.
@@ -154,6 +156,7 @@ impl FrameSlot {
                 c.dropped += 1;
                 c.failed += 1;
             }
+            Outcome::NoModel => c.dropped += 1,
         }
     }
 

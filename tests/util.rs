@@ -121,3 +121,45 @@ pub fn ort_env() -> &'static ort::environment::Environment {
     rtinfer::backend::ort_library::load(Some(&ort_library())).expect("load ONNX Runtime");
     rtinfer::backend::ort_library::environment().expect("environment after load")
 }
+
+/// The binary for timing-sensitive tests: the release build when `RTINFER_RELEASE_BIN` names it
+/// (scripts/test.sh builds it), else the debug build. Take [`serial`] around such tests.
+pub fn rtinfer_timed() -> Command {
+    let mut c = match std::env::var_os("RTINFER_RELEASE_BIN").filter(|p| !p.is_empty()) {
+        Some(p) => Command::new(p),
+        None => Command::new(env!("CARGO_BIN_EXE_rtinfer")),
+    };
+    c.env(
+        "RUST_LOG",
+        std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+    );
+    c.env("ORT_DYLIB_PATH", ort_library());
+    c
+}
+
+/// Serialises timing-sensitive tests within the test binary.
+pub fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// `GET path` as JSON, retrying until `pred` holds or `secs` pass; returns the last document.
+pub fn status_until(
+    socket: &std::path::Path,
+    secs: f64,
+    pred: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let end = std::time::Instant::now() + std::time::Duration::from_secs_f64(secs);
+    let mut last = serde_json::Value::Null;
+    while std::time::Instant::now() < end {
+        let (code, body) = curl(socket, "/status");
+        if code == 200 {
+            last = serde_json::from_str(&body).unwrap_or(serde_json::Value::Null);
+            if pred(&last) {
+                return last;
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    last
+}

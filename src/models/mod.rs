@@ -1,0 +1,311 @@
+//! The watch folder: which files are models, what became of each, and the history of swaps.
+//!
+//! Users swap models on a running board by dropping files into a folder. Two rules keep that safe:
+//! a file is considered only once it is complete (a close after writing, or a rename into the
+//! folder — the atomic way), and a candidate that fails to load, validate or warm up changes
+//! nothing but the history: the current model keeps serving. The watcher ([`watch`]) turns kernel
+//! events into candidates; the loader ([`loader`]) loads, warms up and hands engines to the
+//! pipeline between two frames; this module holds the shared bookkeeping both report through
+//! `/status` (`swaps`) and `GET /models`.
+
+use std::collections::{HashMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use serde_json::{Value, json};
+
+use crate::backend::BackendKind;
+
+pub mod loader;
+pub mod watch;
+
+/// Swaps kept in the history (newest last).
+pub const HISTORY: usize = 100;
+
+/// Watch-folder settings (config section `[models]`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelsConfig {
+    pub watch_dir: PathBuf,
+    /// A file name pinned as the active model at start (instead of the newest by mtime).
+    pub active: Option<String>,
+    /// How long a load (open, validate, warm up) may take before it is abandoned.
+    pub load_timeout: Duration,
+    /// Warm-up runs before a model goes live.
+    pub warmup: u32,
+}
+
+/// What a file in the folder is to the daemon.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FileState {
+    /// Serving frames now.
+    Active,
+    /// Served before, replaced since.
+    LoadedBefore,
+    /// Being loaded and warmed up.
+    Loading,
+    /// Tried and refused; the reason says why.
+    Rejected(String),
+    /// Not a model file (dotfile, temporary, unknown extension).
+    Ignored(String),
+    /// A model file not tried yet.
+    Candidate,
+}
+
+impl FileState {
+    fn name(&self) -> &'static str {
+        match self {
+            FileState::Active => "active",
+            FileState::LoadedBefore => "loaded-before",
+            FileState::Loading => "loading",
+            FileState::Rejected(_) => "rejected",
+            FileState::Ignored(_) => "ignored",
+            FileState::Candidate => "candidate",
+        }
+    }
+}
+
+/// Whether a file name can be a model.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Kind {
+    Model(BackendKind),
+    Ignored(&'static str),
+}
+
+/// Dotfiles, `*.tmp`, `*.part` (files still being written) and unknown extensions are not models.
+pub fn classify(path: &Path) -> Kind {
+    let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+        return Kind::Ignored("file name is not UTF-8");
+    };
+    if name.starts_with('.') {
+        return Kind::Ignored("hidden file (write to a dotfile, then rename into place)");
+    }
+    if name.ends_with(".tmp") || name.ends_with(".part") {
+        return Kind::Ignored("temporary file");
+    }
+    match BackendKind::for_path(path) {
+        Some(k) => Kind::Model(k),
+        None => Kind::Ignored("not a model extension (.onnx, .engine, .plan, .xmodel)"),
+    }
+}
+
+/// One entry of the `swaps` history.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SwapRecord {
+    pub at: String,
+    pub from: Option<String>,
+    pub to: String,
+    pub ok: bool,
+    pub reason: Option<String>,
+    pub load_ms: Option<f64>,
+    pub warmup_p50_ms: Option<f64>,
+}
+
+impl SwapRecord {
+    pub fn to_json(&self) -> Value {
+        json!({
+            "at": self.at,
+            "from": self.from,
+            "to": self.to,
+            "result": if self.ok { "ok" } else { "rejected" },
+            "reason": self.reason,
+            "load_ms": self.load_ms,
+            "warmup_p50_ms": self.warmup_p50_ms,
+        })
+    }
+}
+
+/// The identity of a file version: a candidate is tried again only when this changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Version {
+    pub mtime: Option<SystemTime>,
+    pub len: u64,
+}
+
+impl Version {
+    pub fn of(path: &Path) -> Option<Version> {
+        let m = std::fs::metadata(path).ok()?;
+        m.is_file().then(|| Version {
+            mtime: m.modified().ok(),
+            len: m.len(),
+        })
+    }
+}
+
+/// Per-file states and the swap history.
+#[derive(Debug, Default)]
+pub struct Registry {
+    /// Whether the folder is being watched now (it exists and inotify follows it).
+    pub watching: bool,
+    states: HashMap<String, (FileState, Option<Version>)>,
+    swaps: VecDeque<SwapRecord>,
+    swaps_ok: u64,
+    swaps_rejected: u64,
+}
+
+impl Registry {
+    pub fn set(&mut self, name: &str, state: FileState, version: Option<Version>) {
+        if state == FileState::Active {
+            for (s, _) in self.states.values_mut() {
+                if *s == FileState::Active {
+                    *s = FileState::LoadedBefore;
+                }
+            }
+        }
+        self.states.insert(name.to_string(), (state, version));
+    }
+
+    pub fn state(&self, name: &str) -> Option<&FileState> {
+        self.states.get(name).map(|(s, _)| s)
+    }
+
+    /// Whether this version of `name` was already tried (loaded or rejected).
+    pub fn tried(&self, name: &str, version: Option<Version>) -> bool {
+        matches!(self.states.get(name), Some((s, v)) if *v == version
+            && !matches!(s, FileState::Candidate | FileState::Ignored(_)))
+    }
+
+    pub fn record(&mut self, swap: SwapRecord) {
+        if swap.ok {
+            self.swaps_ok += 1;
+        } else {
+            self.swaps_rejected += 1;
+        }
+        if self.swaps.len() == HISTORY {
+            self.swaps.pop_front();
+        }
+        self.swaps.push_back(swap);
+    }
+
+    pub fn swaps(&self) -> impl Iterator<Item = &SwapRecord> {
+        self.swaps.iter()
+    }
+
+    /// Swaps since start: (ok, rejected), beyond the kept history.
+    pub fn swap_totals(&self) -> (u64, u64) {
+        (self.swaps_ok, self.swaps_rejected)
+    }
+
+    /// `GET /models`: every file in the folder now, with its state.
+    pub fn listing(&self, dir: &Path) -> Value {
+        let mut files: Vec<Value> = Vec::new();
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .map(|rd| {
+                rd.flatten()
+                    .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+                    .filter_map(|e| e.file_name().into_string().ok())
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        for name in names {
+            let path = dir.join(&name);
+            let state = match (classify(&path), self.states.get(&name)) {
+                (Kind::Ignored(why), _) => FileState::Ignored(why.to_string()),
+                (_, Some((s, _))) => s.clone(),
+                (Kind::Model(_), None) => FileState::Candidate,
+            };
+            let reason = match &state {
+                FileState::Rejected(r) | FileState::Ignored(r) => Some(r.clone()),
+                _ => None,
+            };
+            let backend = match classify(&path) {
+                Kind::Model(k) => Some(k.name()),
+                Kind::Ignored(_) => None,
+            };
+            let size = std::fs::metadata(&path).map(|m| m.len()).ok();
+            files.push(
+                json!({"name": name, "state": state.name(), "reason": reason,
+                "backend": backend, "bytes": size}),
+            );
+        }
+        json!({"watch_dir": dir, "exists": dir.is_dir(), "watching": self.watching, "files": files})
+    }
+}
+
+/// The newest model file in `dir` by modification time (the model to start with).
+pub fn newest_model(dir: &Path) -> Option<PathBuf> {
+    let rd = std::fs::read_dir(dir).ok()?;
+    rd.flatten()
+        .map(|e| e.path())
+        .filter(|p| matches!(classify(p), Kind::Model(_)))
+        .filter_map(|p| Version::of(&p).map(|v| (v.mtime, p)))
+        .max_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(&b.1)))
+        .map(|(_, p)| p)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classify_ignores_temporary_hidden_and_unknown_files() {
+        assert_eq!(
+            classify(Path::new("/m/a.onnx")),
+            Kind::Model(BackendKind::OnnxRuntime)
+        );
+        assert_eq!(
+            classify(Path::new("/m/a.int8.onnx")),
+            Kind::Model(BackendKind::OnnxRuntime)
+        );
+        assert_eq!(
+            classify(Path::new("/m/a.plan")),
+            Kind::Model(BackendKind::TensorRt)
+        );
+        assert_eq!(
+            classify(Path::new("/m/a.xmodel")),
+            Kind::Model(BackendKind::Vitis)
+        );
+        for p in [
+            "/m/.a.onnx",
+            "/m/a.onnx.tmp",
+            "/m/a.onnx.part",
+            "/m/readme.txt",
+        ] {
+            assert!(matches!(classify(Path::new(p)), Kind::Ignored(_)), "{p}");
+        }
+    }
+
+    #[test]
+    fn one_active_at_a_time_and_history_is_bounded() {
+        let mut r = Registry::default();
+        r.set("a.onnx", FileState::Active, None);
+        r.set("b.onnx", FileState::Active, None);
+        assert_eq!(r.state("a.onnx"), Some(&FileState::LoadedBefore));
+        assert_eq!(r.state("b.onnx"), Some(&FileState::Active));
+        for i in 0..(HISTORY + 5) {
+            r.record(SwapRecord {
+                at: String::new(),
+                from: None,
+                to: format!("{i}"),
+                ok: i % 2 == 0,
+                reason: None,
+                load_ms: None,
+                warmup_p50_ms: None,
+            });
+        }
+        assert_eq!(r.swaps().count(), HISTORY);
+        assert_eq!(
+            r.swaps().last().map(|s| s.to.clone()),
+            Some(format!("{}", HISTORY + 4))
+        );
+        let (ok, rej) = r.swap_totals();
+        assert_eq!(ok + rej, HISTORY as u64 + 5);
+    }
+
+    #[test]
+    fn tried_depends_on_the_file_version() {
+        let mut r = Registry::default();
+        let v1 = Some(Version {
+            mtime: None,
+            len: 1,
+        });
+        let v2 = Some(Version {
+            mtime: None,
+            len: 2,
+        });
+        r.set("a.onnx", FileState::Rejected("bad".into()), v1);
+        assert!(r.tried("a.onnx", v1));
+        assert!(!r.tried("a.onnx", v2));
+        assert!(!r.tried("b.onnx", v1));
+    }
+}
