@@ -671,6 +671,7 @@ impl ResultsLog {
             "captured_ms": rec.captured_at.as_nanos() as f64 / 1e6,
             "done_ms": rec.done_at.as_nanos() as f64 / 1e6,
             "latency_ms": ms(rec.times.end_to_end),
+            "inference_ms": ms(rec.times.inference),
             "late": rec.outcome == Outcome::Late,
             "top": top,
         });
