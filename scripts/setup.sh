@@ -33,6 +33,8 @@ install_debs() {
   command -v ffmpeg >/dev/null || missing+=(ffmpeg)
   command -v curl >/dev/null || missing+=(curl)
   command -v unzip >/dev/null || missing+=(unzip)
+  command -v systemd-analyze >/dev/null || missing+=(systemd)
+  python3 -m venv --help >/dev/null 2>&1 || missing+=(python3-venv)
   if [ "$WANT_AARCH64" = 1 ]; then
     command -v aarch64-linux-gnu-gcc >/dev/null || missing+=(gcc-aarch64-linux-gnu g++-aarch64-linux-gnu)
     command -v qemu-aarch64-static >/dev/null || missing+=(qemu-user-static)
@@ -72,7 +74,18 @@ fetch_ort() {
   log "ONNX Runtime $ORT_VERSION ($arch): $lib"
 }
 
+# A private Python venv for test tools: prometheus_client's parser checks /metrics.
+python_tools() {
+  local venv="$CACHE/venv"
+  if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import prometheus_client' 2>/dev/null; then
+    log "creating $venv with prometheus_client"
+    python3 -m venv "$venv"
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check prometheus_client==0.21.1
+  fi
+}
+
 [ "$APT" = 1 ] && install_debs
+[ "$APT" = 1 ] && python_tools
 case "$(uname -m)" in
   x86_64) fetch_ort x86_64 manylinux_2_28_x86_64 ;;
   aarch64) fetch_ort aarch64 manylinux_2_28_aarch64 ;;

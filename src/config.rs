@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::backend::BackendChoice;
 use crate::backend::onnx::{OptLevel, OrtOptions};
@@ -39,7 +39,7 @@ pub enum ConfigError {
 }
 
 /// The file as written. Every key optional; CLI flags override.
-#[derive(Debug, Default, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Default, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
     #[serde(default)]
@@ -52,9 +52,11 @@ pub struct RawConfig {
     pub preprocess: RawPreprocess,
     #[serde(default)]
     pub models: RawModels,
+    #[serde(default)]
+    pub log: RawLog,
 }
 
-#[derive(Debug, Default, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Default, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct RawRun {
     pub source: Option<String>,
@@ -68,7 +70,7 @@ pub struct RawRun {
     pub results: Option<PathBuf>,
 }
 
-#[derive(Debug, Default, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Default, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct RawModels {
     pub watch_dir: Option<PathBuf>,
@@ -77,13 +79,22 @@ pub struct RawModels {
     pub warmup: Option<u32>,
 }
 
-#[derive(Debug, Default, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Default, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct RawStatus {
     pub socket: Option<PathBuf>,
+    /// Optional read-only TCP listener (`GET /status`, `/metrics`, `/healthz` only).
+    pub tcp: Option<String>,
 }
 
-#[derive(Debug, Default, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Default, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RawLog {
+    /// error | warn | info | debug | trace (`RUST_LOG`, when set, wins).
+    pub level: Option<String>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct RawOrt {
     pub library: Option<PathBuf>,
@@ -91,7 +102,7 @@ pub struct RawOrt {
     pub spinning: Option<bool>,
 }
 
-#[derive(Debug, Default, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Default, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct RawPreprocess {
     pub resize: Option<String>,
@@ -113,6 +124,10 @@ pub struct Config {
     pub threads: usize,
     pub warmup: u32,
     pub socket: PathBuf,
+    /// The read-only TCP status listener, off by default.
+    pub tcp: Option<std::net::SocketAddr>,
+    /// Log level from the config (`RUST_LOG` overrides it).
+    pub log_level: log::LevelFilter,
     /// The watch folder, when models are swapped by dropping files.
     pub models: Option<ModelsConfig>,
     /// JSON-lines file of every result, when set.
@@ -201,6 +216,21 @@ impl Config {
             ));
         }
         let models = models_config(raw.models, &p, r.warmup.unwrap_or(20))?;
+        let tcp = match raw.status.tcp.as_deref() {
+            None | Some("") => None,
+            Some(a) => Some(a.parse().map_err(|e| {
+                invalid("status.tcp", format!("'{a}' is not an address:port ({e})"))
+            })?),
+        };
+        let log_level = match raw.log.level.as_deref() {
+            None => log::LevelFilter::Info,
+            Some(l) => l.parse().map_err(|_| {
+                invalid(
+                    "log.level",
+                    format!("'{l}' is not one of off, error, warn, info, debug, trace"),
+                )
+            })?,
+        };
         Ok(Config {
             path: path.map(Path::to_path_buf),
             source,
@@ -212,6 +242,8 @@ impl Config {
             threads,
             warmup: r.warmup.unwrap_or(20),
             models,
+            tcp,
+            log_level,
             results: r.results,
             socket: raw
                 .status
@@ -274,6 +306,30 @@ fn models_config(
     }))
 }
 
+/// The `section.key` names whose values differ between two raw configurations (what a reload
+/// changes).
+pub fn changed_keys(old: &RawConfig, new: &RawConfig) -> Vec<String> {
+    let (Ok(a), Ok(b)) = (serde_json::to_value(old), serde_json::to_value(new)) else {
+        return vec!["<config>".into()];
+    };
+    let mut out = Vec::new();
+    if let (Some(a), Some(b)) = (a.as_object(), b.as_object()) {
+        for (section, av) in a {
+            let bv = b.get(section).cloned().unwrap_or_default();
+            let (Some(ao), Some(bo)) = (av.as_object(), bv.as_object()) else {
+                continue;
+            };
+            for (key, x) in ao {
+                if bo.get(key) != Some(x) {
+                    out.push(format!("{section}.{key}"));
+                }
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
 /// Parses a file into its raw form; syntax errors and unknown keys carry line and column.
 pub fn read_raw(path: &Path) -> Result<RawConfig, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
@@ -314,6 +370,25 @@ mod tests {
         let c = Config::from_raw(raw, None).expect("valid");
         assert!((c.budget.as_secs_f64() * 1000.0 - 33.333).abs() < 1e-2);
         assert!(!c.ort.spinning, "spinning must be off by default");
+    }
+
+    #[test]
+    fn changed_keys_names_each_changed_leaf() {
+        let a = parse_raw(
+            "[run]\nfps = 60\n[status]\nsocket = \"/a\"\n",
+            Path::new("a"),
+        )
+        .expect("a");
+        let b = parse_raw(
+            "[run]\nfps = 30\nbudget_ms = 5\n[status]\nsocket = \"/a\"\n",
+            Path::new("b"),
+        )
+        .expect("b");
+        assert_eq!(
+            changed_keys(&a, &b),
+            vec!["run.budget_ms".to_string(), "run.fps".to_string()]
+        );
+        assert!(changed_keys(&a, &a).is_empty());
     }
 
     #[test]

@@ -17,7 +17,7 @@ use crate::backend::onnx::OnnxBackend;
 use crate::backend::{
     Backend, BackendChoice, BackendError, BackendKind, Engine, LoadOptions, ModelInfo,
 };
-use crate::config::Config;
+use crate::config::{Config, RawConfig};
 use crate::misslog::MissLog;
 use crate::models::Registry;
 use crate::models::loader::{Loader, LoaderMsg};
@@ -30,6 +30,7 @@ use crate::source::{self, Capture, SourceInfo};
 use crate::stats::LatencyStats;
 use crate::status::server::StatusServer;
 use crate::system::{SystemFigures, SystemSampler};
+use crate::systemd::Notifier;
 use crate::time::{MonoTime, ms, rfc3339, rfc3339_now};
 
 /// Records queued between the pipeline and the stats thread before one is lost.
@@ -113,7 +114,10 @@ pub struct StatsState {
 pub struct Shared {
     pub started: MonoTime,
     pub config: Config,
-    pub config_loaded_at: String,
+    /// What a reload may change while running.
+    live: Mutex<Live>,
+    /// The service manager, when run by systemd.
+    pub notifier: Arc<Notifier>,
     pub ctl: Arc<LoopControl>,
     pub slot: Arc<FrameSlot>,
     pub stats: Mutex<StatsState>,
@@ -159,6 +163,27 @@ impl Shared {
         *self.model.lock().unwrap_or_else(|p| p.into_inner()) = info;
     }
 
+    pub fn live(&self) -> MutexGuard<'_, Live> {
+        self.live.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// One line for systemd's `STATUS=`: state, rate, p99 and misses.
+    pub fn status_line(&self) -> String {
+        let c = self.slot.counters();
+        let sum = self.stats().latency.summary(MonoTime::now());
+        format!(
+            "{} {} fps, p99 {} ms, {} missed of {} processed",
+            self.state().name(),
+            sum.fps.map_or("-".into(), |f| format!("{f:.1}")),
+            sum.window
+                .end_to_end
+                .p99
+                .map_or("-".into(), |p| format!("{p:.2}")),
+            c.missed_deadline,
+            c.processed
+        )
+    }
+
     pub fn registry(&self) -> MutexGuard<'_, Registry> {
         self.registry.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -201,6 +226,20 @@ impl Shared {
     }
 }
 
+/// The reloadable part of the configuration.
+#[derive(Debug, Clone)]
+pub struct Live {
+    pub loaded_at: String,
+    /// Keys changed by a reload that only a restart applies.
+    pub restart_required: Vec<String>,
+    /// The raw configuration (file + CLI) now in force.
+    pub raw: RawConfig,
+    pub target_fps: f64,
+}
+
+/// Keys a reload applies while running.
+pub const LIVE_KEYS: &[&str] = &["run.budget_ms", "run.fps", "log.level", "status.tcp"];
+
 /// A running daemon.
 pub struct Daemon {
     pub shared: Arc<Shared>,
@@ -210,6 +249,8 @@ pub struct Daemon {
     sampler: JoinHandle<()>,
     status: Option<JoinHandle<()>>,
     models: Vec<JoinHandle<()>>,
+    notify: Option<JoinHandle<()>>,
+    tcp: Option<(JoinHandle<()>, Arc<AtomicBool>)>,
     aux_stop: Arc<AtomicBool>,
 }
 
@@ -289,7 +330,12 @@ fn initial_pipeline(
 
 /// Loads the model (or prepares to wait for the watch folder), opens the source, binds the socket
 /// and starts every thread.
-pub fn start(config: Config, signals: Arc<SignalFlags>) -> Result<Daemon, StartError> {
+pub fn start(
+    config: Config,
+    raw: RawConfig,
+    notifier: Arc<Notifier>,
+    signals: Arc<SignalFlags>,
+) -> Result<Daemon, StartError> {
     let started = MonoTime::now();
     if config.model.is_none() && config.models.is_none() {
         return Err(StartError::NoModel);
@@ -321,7 +367,13 @@ pub fn start(config: Config, signals: Arc<SignalFlags>) -> Result<Daemon, StartE
     let slot = Arc::new(FrameSlot::new(src_info.width, src_info.height));
     let shared = Arc::new(Shared {
         started,
-        config_loaded_at: rfc3339_now(),
+        live: Mutex::new(Live {
+            loaded_at: rfc3339_now(),
+            restart_required: Vec::new(),
+            raw,
+            target_fps: config.target_fps,
+        }),
+        notifier: Arc::clone(&notifier),
         config,
         ctl: Arc::clone(&ctl),
         slot: Arc::clone(&slot),
@@ -384,6 +436,26 @@ pub fn start(config: Config, signals: Arc<SignalFlags>) -> Result<Daemon, StartE
                 source,
             })?,
     );
+    let tcp = match shared.config.tcp {
+        Some(addr) => Some(start_tcp(&shared, addr)?),
+        None => None,
+    };
+    let notify = spawn("rtinfer-notify", {
+        let shared = Arc::clone(&shared);
+        let stop = Arc::clone(&aux_stop);
+        move || {
+            let status = || shared.status_line();
+            crate::systemd::watchdog_loop(
+                &shared.notifier,
+                &shared.ctl.heartbeat,
+                crate::systemd::watchdog_interval(),
+                Duration::from_secs(5),
+                &status,
+                &stop,
+            )
+        }
+    })?;
+    let notify = Some(notify);
     let pipeline = spawn("rtinfer-pipeline", {
         let shared = Arc::clone(&shared);
         move || pipeline::run(&mut pipe, &shared.swap, &shared.slot, &shared.ctl, &tx)
@@ -402,8 +474,28 @@ pub fn start(config: Config, signals: Arc<SignalFlags>) -> Result<Daemon, StartE
         sampler,
         status,
         models,
+        notify,
+        tcp,
         aux_stop,
     })
+}
+
+/// Binds and starts the read-only TCP status listener.
+fn start_tcp(
+    shared: &Arc<Shared>,
+    addr: std::net::SocketAddr,
+) -> Result<(JoinHandle<()>, Arc<AtomicBool>), StartError> {
+    let server = StatusServer::bind_tcp(addr)?;
+    log::info!("status over TCP on {addr} (GET /status, /metrics, /healthz only)");
+    let stop = Arc::new(AtomicBool::new(false));
+    let handler = Arc::new(crate::report::StatusHandler::new(Arc::clone(shared)));
+    let h = server
+        .spawn(handler, Arc::clone(&stop))
+        .map_err(|source| StartError::Thread {
+            name: "rtinfer-status-tcp",
+            source,
+        })?;
+    Ok((h, stop))
 }
 
 /// Starts the watcher and the loader when a watch folder is configured.
@@ -439,11 +531,87 @@ fn start_models(
 }
 
 impl Daemon {
+    /// SIGHUP: re-read and validate; on error keep everything; apply the live keys at once and
+    /// list the others as needing a restart (log line and `/status` `config.restart_required`).
+    fn reload(&mut self, reload: &dyn Fn() -> Result<(RawConfig, Config), String>) {
+        let n = &self.shared.notifier;
+        n.send(&format!(
+            "RELOADING=1\nMONOTONIC_USEC={}",
+            MonoTime::now().as_nanos() / 1000
+        ));
+        match reload() {
+            Err(e) => log::error!("reload failed, keeping the running configuration: {e}"),
+            Ok((raw, cfg)) => {
+                let old_raw = self.shared.live().raw.clone();
+                let changed = crate::config::changed_keys(&old_raw, &raw);
+                let (live, restart): (Vec<String>, Vec<String>) = changed
+                    .into_iter()
+                    .partition(|k| LIVE_KEYS.contains(&k.as_str()));
+                self.shared
+                    .ctl
+                    .budget_ns
+                    .store(cfg.budget.as_nanos() as u64, Ordering::SeqCst);
+                if std::env::var_os("RUST_LOG").is_none() {
+                    log::set_max_level(cfg.log_level);
+                }
+                if live.iter().any(|k| k == "status.tcp") {
+                    if let Some((h, stop)) = self.tcp.take() {
+                        stop.store(true, Ordering::SeqCst);
+                        let _ = h.join();
+                    }
+                    if let Some(addr) = cfg.tcp {
+                        match start_tcp(&self.shared, addr) {
+                            Ok(t) => self.tcp = Some(t),
+                            Err(e) => log::error!("reload: status.tcp: {e}"),
+                        }
+                    }
+                }
+                let mut l = self.shared.live();
+                l.loaded_at = rfc3339_now();
+                l.raw = raw;
+                l.target_fps = cfg.target_fps;
+                for k in &restart {
+                    if !l.restart_required.contains(k) {
+                        l.restart_required.push(k.clone());
+                    }
+                }
+                drop(l);
+                log::info!(
+                    "reloaded: budget {:.2} ms; applied {}; restart required for {}",
+                    ms(cfg.budget),
+                    if live.is_empty() {
+                        "nothing".into()
+                    } else {
+                        live.join(", ")
+                    },
+                    if restart.is_empty() {
+                        "nothing".into()
+                    } else {
+                        restart.join(", ")
+                    }
+                );
+            }
+        }
+        n.send(&format!("READY=1\nSTATUS={}", self.shared.status_line()));
+    }
+
     /// Waits until the stream ends, `duration` elapses or a signal asks to stop; then stops every
     /// thread and returns how the run ended.
-    pub fn wait(self, signals: &SignalFlags, duration: Option<Duration>) -> Finished {
+    pub fn wait(
+        mut self,
+        signals: &SignalFlags,
+        duration: Option<Duration>,
+        reload: &dyn Fn() -> Result<(RawConfig, Config), String>,
+    ) -> Finished {
         let deadline = duration.map(|d| MonoTime::now().plus(d));
+        // From zero: a SIGHUP that arrived during start-up is still honoured.
+        let mut reloads_seen = 0;
         loop {
+            let reloads = signals.reloads.load(Ordering::SeqCst);
+            if reloads != reloads_seen {
+                reloads_seen = reloads;
+                self.reload(reload);
+            }
             if signals.stop.load(Ordering::SeqCst) {
                 let sig = crate::signals::stop_signal_name(signals).unwrap_or("signal");
                 log::info!("{sig}: stopping");
@@ -459,6 +627,7 @@ impl Daemon {
             std::thread::sleep(Duration::from_millis(20));
         }
         self.shared.set_state(State::Stopping);
+        self.shared.notifier.send("STOPPING=1");
         self.shared.ctl.stop.store(true, Ordering::SeqCst);
         let end = self
             .pipeline
@@ -471,6 +640,13 @@ impl Daemon {
             let _ = s.join();
         }
         let _ = self.sampler.join();
+        if let Some(h) = self.notify {
+            let _ = h.join();
+        }
+        if let Some((h, stop)) = self.tcp {
+            stop.store(true, Ordering::SeqCst);
+            let _ = h.join();
+        }
         *self
             .shared
             .loader_tx

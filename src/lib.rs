@@ -9,6 +9,7 @@
 pub mod backend;
 pub mod config;
 pub mod daemon;
+pub mod metrics;
 pub mod misslog;
 pub mod models;
 pub mod pipeline;
@@ -21,5 +22,6 @@ pub mod stats;
 pub mod status;
 pub mod study;
 pub mod system;
+pub mod systemd;
 pub mod tensor;
 pub mod time;

@@ -129,9 +129,10 @@ fn main() -> ExitCode {
             return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
         }
     };
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
-        .format_timestamp_millis()
-        .init();
+    let is_run = matches!(cli.cmd, Cmd::Run(_));
+    if !is_run {
+        init_logging(log::LevelFilter::Info);
+    }
     let result = match cli.cmd {
         Cmd::Run(args) => run(args),
         Cmd::Status {
@@ -151,15 +152,62 @@ fn main() -> ExitCode {
     }
 }
 
+/// Logging: `RUST_LOG` when set (per-module targets, e.g. `RUST_LOG=rtinfer::power=debug`), else
+/// the configured level. Under systemd (`JOURNAL_STREAM` set) lines carry `<N>` syslog priority
+/// prefixes and no timestamps, so `journalctl -p warning -u rtinfer` shows exactly the warnings
+/// (deadline misses among them).
+fn init_logging(level: log::LevelFilter) {
+    use std::io::Write;
+    let mut b = env_logger::Builder::new();
+    match std::env::var("RUST_LOG") {
+        Ok(spec) if !spec.is_empty() => {
+            b.parse_filters(&spec);
+        }
+        // Everything passes the builder; `log::set_max_level` is the live knob (SIGHUP reload).
+        _ => {
+            b.filter_level(log::LevelFilter::Trace);
+        }
+    }
+    if std::env::var_os("JOURNAL_STREAM").is_some() {
+        b.format(|buf, r| {
+            let prio = match r.level() {
+                log::Level::Error => 3,
+                log::Level::Warn => 4,
+                log::Level::Info => 6,
+                log::Level::Debug | log::Level::Trace => 7,
+            };
+            writeln!(buf, "<{prio}>{}: {}", r.target(), r.args())
+        });
+    } else {
+        b.format_timestamp_millis();
+    }
+    b.init();
+    if std::env::var_os("RUST_LOG").is_none() {
+        log::set_max_level(level);
+    }
+}
+
+/// Reads the config file (if any) and overlays the CLI flags: start-up and SIGHUP reload alike.
+fn load_config(args: &RunArgs) -> Result<(RawConfig, Config), config::ConfigError> {
+    let mut raw = match &args.config {
+        Some(p) => config::read_raw(p)?,
+        None => RawConfig::default(),
+    };
+    overlay(&mut raw, args);
+    let cfg = Config::from_raw(raw.clone(), args.config.as_deref())?;
+    Ok((raw, cfg))
+}
+
 fn run(args: RunArgs) -> Result<u8, Failure> {
     // Before any other thread exists, so every thread inherits the signal mask.
     let signals = rtinfer::signals::install().map_err(|e| fail(1)(e.into()))?;
-    let mut raw = match &args.config {
-        Some(p) => config::read_raw(p).map_err(|e| fail(2)(e.into()))?,
-        None => RawConfig::default(),
-    };
-    overlay(&mut raw, &args);
-    let cfg = Config::from_raw(raw, args.config.as_deref()).map_err(|e| {
+    let loaded = load_config(&args);
+    init_logging(
+        loaded
+            .as_ref()
+            .map_or(log::LevelFilter::Info, |(_, c)| c.log_level),
+    );
+    let (raw, cfg) = loaded.map_err(|e| {
         // A source that cannot be named is a source that cannot open: a start-up failure (3),
         // like a missing model; every other invalid key is a configuration error (2).
         let code = if matches!(
@@ -176,9 +224,25 @@ fn run(args: RunArgs) -> Result<u8, Failure> {
         fail(code)(e.into())
     })?;
     let duration = cfg.duration;
-    let d = daemon::start(cfg, std::sync::Arc::clone(&signals)).map_err(|e| fail(3)(e.into()))?;
+    let notifier = std::sync::Arc::new(rtinfer::systemd::Notifier::from_env());
+    let d = {
+        // A start-up load (a TensorRT engine build) may outlast TimeoutStartSec: ask for more.
+        let _extend = rtinfer::systemd::ExtendTimeout::start(
+            std::sync::Arc::clone(&notifier),
+            std::time::Duration::from_secs(60),
+        );
+        daemon::start(
+            cfg,
+            raw,
+            std::sync::Arc::clone(&notifier),
+            std::sync::Arc::clone(&signals),
+        )
+        .map_err(|e| fail(3)(e.into()))?
+    };
+    notifier.send(&format!("READY=1\nSTATUS={}", d.shared.status_line()));
     let shared = std::sync::Arc::clone(&d.shared);
-    let finished = d.wait(&signals, duration);
+    let reload = || load_config(&args).map_err(|e| e.to_string());
+    let finished = d.wait(&signals, duration, &reload);
     println!("{}", rtinfer::report::final_summary(&shared));
     match finished.end {
         End::Clean => Ok(0),

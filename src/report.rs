@@ -40,10 +40,10 @@ impl Handler for StatusHandler {
                 None => Response::error(404, "no watch folder is configured (--models DIR)"),
             },
             Ok(Route::Activate { model }) => activate(&self.shared, &model, origin),
-            // Prometheus metrics (issue 5) are not built yet.
-            Ok(Route::Metrics) => Response::error(
-                404,
-                &format!("{} is not available in this version", req.path),
+            Ok(Route::Metrics) => Response::text(
+                200,
+                crate::metrics::CONTENT_TYPE,
+                crate::metrics::render(&self.shared),
             ),
             Err(resp) => resp,
         }
@@ -77,7 +77,7 @@ pub fn health(s: &Shared) -> (bool, String) {
     }
     let st = s.stats();
     let now = MonoTime::now();
-    let period = Duration::from_secs_f64(1.0 / s.config.target_fps);
+    let period = Duration::from_secs_f64(1.0 / s.live().target_fps);
     let window = (period * 5).max(Duration::from_secs(1));
     match (st.last_done, &st.last_result) {
         (Some(t), Some(last)) if now.saturating_since(t) <= window => {
@@ -106,6 +106,7 @@ pub fn status_json(s: &Shared) -> Value {
     let mut st = s.stats();
     let summary = st.latency.summary(now);
     let swaps: Vec<Value> = s.registry().swaps().map(|w| w.to_json()).collect();
+    let live = s.live().clone();
     let last_miss = st.last_miss.as_ref().map(|l| {
         json!({"seq": l.seq, "latency_ms": ms(l.latency), "overshoot_ms": ms(l.overshoot), "at": l.at})
     });
@@ -120,7 +121,7 @@ pub fn status_json(s: &Shared) -> Value {
         "uptime_s": now.saturating_since(s.started).as_secs_f64(),
         "state": s.state().name(),
         "budget_ms": ms(s.ctl.budget()),
-        "target_fps": s.config.target_fps,
+        "target_fps": live.target_fps,
         "fps": summary.fps,
         "model": s.model().map(|m| json!({
             "name": m.name,
@@ -160,8 +161,8 @@ pub fn status_json(s: &Shared) -> Value {
         "swaps": swaps,
         "config": {
             "path": s.config.path,
-            "loaded_at": s.config_loaded_at,
-            "restart_required": [],
+            "loaded_at": live.loaded_at,
+            "restart_required": live.restart_required,
         },
         "last_result": last_result,
     })

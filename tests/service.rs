@@ -1,0 +1,458 @@
+//! Behaving as a systemd service: sd_notify datagrams on a fake NOTIFY_SOCKET, SIGHUP reload,
+//! Prometheus /metrics checked with a real parser, the read-only TCP listener, journald-style log
+//! lines, and the unit file checked by systemd-analyze.
+
+use std::io::Write;
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use serde_json::Value;
+
+use crate::util::{self, curl, rtinfer_ort, status_until, wait_for, zoo_model};
+
+fn signal(child: &Child, sig: Signal) {
+    kill(Pid::from_raw(child.id() as i32), sig).expect("signal the daemon");
+}
+
+/// Collects datagrams until `until` matches one or `secs` pass.
+fn collect(sock: &UnixDatagram, secs: f64, until: impl Fn(&str) -> bool) -> Vec<String> {
+    let end = Instant::now() + Duration::from_secs_f64(secs);
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while Instant::now() < end {
+        if let Ok(n) = sock.recv(&mut buf) {
+            let m = String::from_utf8_lossy(&buf[..n]).to_string();
+            let stop = until(&m);
+            got.push(m);
+            if stop {
+                break;
+            }
+        }
+    }
+    got
+}
+
+#[test]
+fn sd_notify_ready_watchdog_reload_and_stopping() {
+    let dir = util::tempdir();
+    let model = zoo_model(dir.path(), "mobilenetv2", "cifar10", 0.25);
+    let notify_path = dir.path().join("notify");
+    let notify = UnixDatagram::bind(&notify_path).expect("bind notify socket");
+    notify
+        .set_read_timeout(Some(Duration::from_millis(50)))
+        .expect("timeout");
+    let cfg = dir.path().join("rtinfer.toml");
+    std::fs::write(&cfg, "[run]\nbudget_ms = 50\n").expect("write config");
+    let sock = dir.path().join("s.sock");
+    let child = rtinfer_ort()
+        .args([
+            "run",
+            "--source",
+            "synthetic://64x48@60",
+            "--warmup",
+            "1",
+            "--config",
+        ])
+        .arg(&cfg)
+        .arg("--model")
+        .arg(&model)
+        .arg("--socket")
+        .arg(&sock)
+        .env("NOTIFY_SOCKET", &notify_path)
+        .env("WATCHDOG_USEC", "400000")
+        .env("WATCHDOG_PID", "")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start");
+    let start = collect(&notify, 20.0, |m| m.contains("READY=1"));
+    assert!(
+        start
+            .last()
+            .is_some_and(|m| m.lines().any(|l| l == "READY=1")),
+        "{start:?}"
+    );
+    assert!(sock.exists(), "READY=1 only once the socket serves");
+    // About one WATCHDOG=1 every 200 ms while frames flow.
+    let run = collect(&notify, 2.0, |_| false);
+    let pings = run.iter().filter(|m| *m == "WATCHDOG=1").count();
+    assert!((5..=14).contains(&pings), "{pings} pings in 2 s: {run:?}");
+    assert!(
+        !run.iter().any(|m| m.contains("READY=1")),
+        "READY=1 is sent once: {run:?}"
+    );
+    assert!(
+        run.iter().chain(&start).any(|m| m.starts_with("STATUS=")),
+        "STATUS= lines: {run:?}"
+    );
+
+    std::fs::write(&cfg, "[run]\nbudget_ms = 5\n").expect("rewrite config");
+    signal(&child, Signal::SIGHUP);
+    let reload = collect(&notify, 10.0, |m| m.contains("READY=1"));
+    let r = reload
+        .iter()
+        .position(|m| m.starts_with("RELOADING=1"))
+        .expect("RELOADING=1");
+    let ready = reload
+        .iter()
+        .position(|m| m.starts_with("READY=1"))
+        .expect("READY=1 after reload");
+    assert!(r < ready, "{reload:?}");
+    let v = status_until(&sock, 5.0, |v| v["budget_ms"].as_f64() == Some(5.0));
+    assert_eq!(
+        v["budget_ms"].as_f64(),
+        Some(5.0),
+        "the new budget applies live"
+    );
+
+    signal(&child, Signal::SIGTERM);
+    let stop = collect(&notify, 10.0, |m| m == "STOPPING=1");
+    assert_eq!(
+        stop.last().map(String::as_str),
+        Some("STOPPING=1"),
+        "{stop:?}"
+    );
+    let out = child.wait_with_output().expect("exit");
+    assert!(out.status.success(), "SIGTERM is a clean stop");
+}
+
+#[test]
+fn watchdog_pings_continue_while_waiting_for_a_model() {
+    let dir = util::tempdir();
+    let notify_path = dir.path().join("notify");
+    let notify = UnixDatagram::bind(&notify_path).expect("bind");
+    notify
+        .set_read_timeout(Some(Duration::from_millis(50)))
+        .expect("timeout");
+    let sock = dir.path().join("s.sock");
+    let mut child = rtinfer_ort()
+        .args(["run", "--source", "synthetic://64x48@60", "--models"])
+        .arg(dir.path().join("empty"))
+        .arg("--socket")
+        .arg(&sock)
+        .env("NOTIFY_SOCKET", &notify_path)
+        .env("WATCHDOG_USEC", "400000")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start");
+    let start = collect(&notify, 20.0, |m| m.contains("READY=1"));
+    assert!(
+        start.iter().any(|m| m.contains("READY=1")),
+        "READY=1 while waiting: {start:?}"
+    );
+    let waiting = collect(&notify, 1.5, |_| false);
+    let pings = waiting.iter().filter(|m| *m == "WATCHDOG=1").count();
+    assert!(pings >= 4, "the idle loop still beats: {waiting:?}");
+    let v = status_until(&sock, 2.0, |v| v["state"] == "waiting");
+    assert_eq!(v["state"], "waiting");
+    signal(&child, Signal::SIGINT);
+    assert!(child.wait().expect("exit").success());
+}
+
+#[test]
+fn sighup_with_a_broken_file_keeps_the_old_config_and_lists_restart_keys() {
+    let dir = util::tempdir();
+    let model = zoo_model(dir.path(), "mobilenetv2", "cifar10", 0.25);
+    let cfg = dir.path().join("rtinfer.toml");
+    let sock = dir.path().join("s.sock");
+    let write_cfg = |text: &str| std::fs::write(&cfg, text).expect("write config");
+    write_cfg("[run]\nbudget_ms = 40\n");
+    let child = rtinfer_ort()
+        .args([
+            "run",
+            "--source",
+            "synthetic://64x48@60",
+            "--warmup",
+            "1",
+            "--config",
+        ])
+        .arg(&cfg)
+        .arg("--model")
+        .arg(&model)
+        .arg("--socket")
+        .arg(&sock)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start");
+    assert!(wait_for(&sock, 20.0));
+    write_cfg("[run]\nbudget_ms = 40\nbogus = 1\n");
+    signal(&child, Signal::SIGHUP);
+    std::thread::sleep(Duration::from_millis(500));
+    let v = status_until(&sock, 1.0, |_| true);
+    assert_eq!(
+        v["budget_ms"].as_f64(),
+        Some(40.0),
+        "a broken file changes nothing: {v}"
+    );
+    write_cfg("[run]\nbudget_ms = 7\nthreads = 2\n");
+    signal(&child, Signal::SIGHUP);
+    let v = status_until(&sock, 5.0, |v| v["budget_ms"].as_f64() == Some(7.0));
+    assert_eq!(v["budget_ms"].as_f64(), Some(7.0));
+    assert_eq!(
+        v["config"]["restart_required"],
+        serde_json::json!(["run.threads"]),
+        "{v}"
+    );
+    signal(&child, Signal::SIGINT);
+    let out = child.wait_with_output().expect("exit");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("reload failed") && err.contains("bogus"),
+        "{err}"
+    );
+    assert!(err.contains("restart required for run.threads"), "{err}");
+}
+
+/// Parses Prometheus text with `prometheus_client`'s parser (the venv scripts/setup.sh makes) and
+/// returns {"name{labels}": value}.
+fn parse_prometheus(text: &str) -> serde_json::Map<String, Value> {
+    let py = Path::new(env!("CARGO_MANIFEST_DIR")).join(".cache/venv/bin/python");
+    assert!(
+        py.exists(),
+        "{} missing: run scripts/setup.sh",
+        py.display()
+    );
+    let script = r#"
+import json, sys
+from prometheus_client.parser import text_string_to_metric_families
+out = {}
+for fam in text_string_to_metric_families(sys.stdin.read()):
+    for s in fam.samples:
+        labels = ",".join(f"{k}={v}" for k, v in sorted(s.labels.items()))
+        out[f"{s.name}{{{labels}}}"] = s.value
+print(json.dumps(out))
+"#;
+    let mut child = Command::new(py)
+        .args(["-c", script])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(text.as_bytes())
+        .expect("write");
+    let out = child.wait_with_output().expect("parser runs");
+    assert!(
+        out.status.success(),
+        "parser rejected the text: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    v.as_object().cloned().expect("object")
+}
+
+/// Writes a Y4M header and `frames` grey frames to `w`.
+fn y4m(w: &mut impl Write, frames: usize) {
+    w.write_all(b"YUV4MPEG2 W64 H48 F60:1 Ip A1:1 C444\n")
+        .expect("header");
+    let frame = vec![128u8; 64 * 48 * 3];
+    for _ in 0..frames {
+        w.write_all(b"FRAME\n").expect("frame header");
+        w.write_all(&frame).expect("frame");
+    }
+    w.flush().expect("flush");
+}
+
+#[test]
+fn metrics_parse_and_agree_with_status_and_tcp_is_read_only() {
+    let dir = util::tempdir();
+    let model = zoo_model(dir.path(), "mobilenetv2", "cifar10", 0.25);
+    let sock = dir.path().join("s.sock");
+    let port = 20000 + (std::process::id() % 20000) as u16;
+    let cfg = dir.path().join("c.toml");
+    std::fs::write(&cfg, format!("[status]\ntcp = \"127.0.0.1:{port}\"\n")).expect("config");
+    let mut child = rtinfer_ort()
+        .args([
+            "run",
+            "--source",
+            "pipe://",
+            "--warmup",
+            "1",
+            "--budget-ms",
+            "1000",
+            "--config",
+        ])
+        .arg(&cfg)
+        .arg("--model")
+        .arg(&model)
+        .arg("--socket")
+        .arg(&sock)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start");
+    let mut stdin = child.stdin.take().expect("stdin");
+    // Frames arrive, then the pipe stays open and silent: the counters stop moving.
+    y4m(&mut stdin, 40);
+    assert!(wait_for(&sock, 20.0));
+    let v = status_until(&sock, 10.0, |v| {
+        let f = &v["frames"];
+        f["in_flight"] == 0 && f["captured"].as_u64().unwrap_or(0) == 40
+    });
+    let (code, text) = curl(&sock, "/metrics");
+    assert_eq!(code, 200);
+    let m = parse_prometheus(&text);
+    let f = &v["frames"];
+    let get = |k: &str| {
+        m.get(k)
+            .and_then(Value::as_f64)
+            .unwrap_or_else(|| panic!("{k} missing in\n{text}"))
+    };
+    let processed = f["processed"].as_u64().expect("processed") as f64;
+    assert_eq!(
+        get("rtinfer_frames_total{result=on_time}") + get("rtinfer_frames_total{result=late}"),
+        processed
+    );
+    assert_eq!(
+        get("rtinfer_frames_total{result=dropped}"),
+        f["dropped"].as_f64().expect("dropped")
+    );
+    assert_eq!(get("rtinfer_frames_captured_total{}"), 40.0);
+    assert_eq!(get("rtinfer_latency_ms_count{stage=end_to_end}"), processed);
+    assert_eq!(get("rtinfer_up{}"), 1.0);
+    assert_eq!(get("rtinfer_budget_ms{}"), 1000.0);
+    let name = v["model"]["name"].as_str().expect("name");
+    assert_eq!(
+        get(&format!(
+            "rtinfer_model_info{{backend=onnxruntime,name={name},precision=fp32}}"
+        )),
+        1.0
+    );
+    let p50 = v["latency_ms"]["inference"]["p50"].as_f64().expect("p50");
+    assert!((get("rtinfer_latency_ms{quantile=0.5,stage=inference}") - p50).abs() < 1e-9);
+
+    // Over TCP: reads only.
+    let tcp = |args: &[&str], path: &str| {
+        let o = Command::new("curl")
+            .args([
+                "-s",
+                "--max-time",
+                "5",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+            ])
+            .args(args)
+            .arg(format!("http://127.0.0.1:{port}{path}"))
+            .output()
+            .expect("curl");
+        String::from_utf8_lossy(&o.stdout).to_string()
+    };
+    assert_eq!(tcp(&[], "/metrics"), "200");
+    assert_eq!(tcp(&[], "/status"), "200");
+    assert_eq!(tcp(&["-X", "POST"], "/models/x.onnx/activate"), "403");
+    assert_eq!(tcp(&[], "/models"), "404");
+    drop(stdin);
+    assert!(
+        child.wait().expect("exit").success(),
+        "the pipe's EOF is a clean stop"
+    );
+}
+
+#[test]
+fn under_journald_lines_carry_syslog_priorities() {
+    let dir = util::tempdir();
+    let model = zoo_model(dir.path(), "mobilenetv2", "cifar10", 0.25);
+    let out = rtinfer_ort()
+        .args([
+            "run",
+            "--source",
+            "synthetic://64x48@60",
+            "--duration",
+            "1.5",
+            "--budget-ms",
+            "0.001",
+        ])
+        .arg("--model")
+        .arg(&model)
+        .arg("--socket")
+        .arg(dir.path().join("s.sock"))
+        .env("JOURNAL_STREAM", "8:12345")
+        .output()
+        .expect("run");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.lines()
+            .any(|l| l.starts_with("<4>rtinfer::pipeline: deadline missed")),
+        "{err}"
+    );
+    assert!(err.lines().any(|l| l.starts_with("<6>rtinfer::")), "{err}");
+    assert!(
+        !err.lines().any(|l| l.starts_with('[')),
+        "no timestamps under journald: {err}"
+    );
+}
+
+#[test]
+fn the_unit_verifies_and_its_exposure_is_at_most_2_5() {
+    let unit = Path::new(env!("CARGO_MANIFEST_DIR")).join("systemd/rtinfer.service");
+    let sa = PathBuf::from("/usr/bin/systemd-analyze");
+    assert!(sa.exists(), "systemd-analyze missing: run scripts/setup.sh");
+    // verify wants ExecStart's binary to exist: check a copy pointing at the built binary.
+    let dir = util::tempdir();
+    let text = std::fs::read_to_string(&unit).expect("unit");
+    let copy = dir.path().join("rtinfer.service");
+    std::fs::write(
+        &copy,
+        text.replace("/usr/bin/rtinfer", env!("CARGO_BIN_EXE_rtinfer")),
+    )
+    .expect("copy");
+    let o = Command::new(&sa)
+        .arg("verify")
+        .arg(&copy)
+        .output()
+        .expect("verify");
+    let msg = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success() && msg.trim().is_empty(), "verify: {msg}");
+    let o = Command::new(&sa)
+        .args(["security", "--offline=yes", "--no-pager", "--threshold=25"])
+        .arg(&unit)
+        .output()
+        .expect("security");
+    let report = String::from_utf8_lossy(&o.stdout);
+    let overall = report
+        .lines()
+        .find(|l| l.contains("Overall exposure level"))
+        .unwrap_or("");
+    assert!(o.status.success(), "exposure above 2.5: {overall}");
+    assert!(overall.contains("exposure level"), "{report}");
+}
+
+#[test]
+fn check_config_errors_name_the_key_or_position() {
+    let dir = util::tempdir();
+    let cases = [
+        ("[run]\nfps = \"sixty\"\n", "line 2"),
+        ("[run]\nsource = \"nope://x\"\n", "run.source"),
+        ("[status]\ntcp = \"localhost\"\n", "status.tcp"),
+        ("[log]\nlevel = \"loud\"\n", "log.level"),
+        (
+            "[models]\nload_timeout_s = -1\nwatch_dir = \"/x\"\n",
+            "models.load_timeout_s",
+        ),
+    ];
+    for (text, want) in cases {
+        let f = dir.path().join("c.toml");
+        std::fs::write(&f, text).expect("write");
+        let o = util::rtinfer()
+            .arg("check-config")
+            .arg(&f)
+            .output()
+            .expect("run");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{text}: {err}");
+        assert!(err.contains(want), "{text}: expected {want} in {err}");
+    }
+}
