@@ -11,4 +11,6 @@ cargo clippy --all-targets --quiet -- -D warnings
 # Timing-sensitive tests (hot swap gaps) run against the release binary, one at a time.
 cargo build --release --quiet
 export RTINFER_RELEASE_BIN="$ROOT/target/release/rtinfer"
-cargo test -- --test-threads=2
+cargo test -- --test-threads=2 --skip timed_
+# Tests named timed_* measure gaps between frames: alone, one at a time.
+cargo test timed_ -- --test-threads=1

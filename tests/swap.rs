@@ -61,7 +61,7 @@ fn swaps(v: &Value) -> Vec<Value> {
 }
 
 #[test]
-fn ten_renames_swap_between_two_frames_with_no_gap() {
+fn timed_ten_renames_swap_between_two_frames_with_no_gap() {
     let _serial = util::serial();
     let dir = util::tempdir();
     let small = zoo_model(dir.path(), "mobilenetv2", "cifar10", 0.25);
