@@ -12,6 +12,7 @@ use serde::Deserialize;
 
 use crate::backend::BackendChoice;
 use crate::backend::onnx::{OptLevel, OrtOptions};
+use crate::backend::vitis::VitisOptions;
 use crate::preprocess::{PreprocessOptions, ResizeMode};
 use crate::source::SourceSpec;
 
@@ -49,6 +50,8 @@ pub struct RawConfig {
     pub onnxruntime: RawOrt,
     #[serde(default)]
     pub preprocess: RawPreprocess,
+    #[serde(default)]
+    pub vitis: RawVitis,
 }
 
 #[derive(Debug, Default, Clone, Deserialize, PartialEq)]
@@ -86,6 +89,14 @@ pub struct RawPreprocess {
     pub std: Option<[f32; 3]>,
 }
 
+/// `[vitis]`: the VART shim library and the runner's wait timeout.
+#[derive(Debug, Default, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RawVitis {
+    pub library: Option<PathBuf>,
+    pub timeout_ms: Option<u64>,
+}
+
 /// A checked configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -102,6 +113,7 @@ pub struct Config {
     pub socket: PathBuf,
     pub ort: OrtOptions,
     pub preprocess: PreprocessOptions,
+    pub vitis: VitisOptions,
 }
 
 impl Config {
@@ -183,6 +195,13 @@ impl Config {
                 format!("{std:?}: every value must be > 0"),
             ));
         }
+        let vitis_timeout_ms = raw.vitis.timeout_ms.unwrap_or(1000);
+        if !(1..=600_000).contains(&vitis_timeout_ms) {
+            return Err(invalid(
+                "vitis.timeout_ms",
+                format!("{vitis_timeout_ms} is not a timeout in [1, 600000] ms"),
+            ));
+        }
         Ok(Config {
             path: path.map(Path::to_path_buf),
             source,
@@ -207,6 +226,10 @@ impl Config {
                 mean: raw.preprocess.mean.unwrap_or(defaults.mean),
                 std,
                 ..defaults
+            },
+            vitis: VitisOptions {
+                library: raw.vitis.library,
+                timeout: Duration::from_millis(vitis_timeout_ms),
             },
         })
     }
