@@ -57,6 +57,8 @@ fn slow_dpu_jobs_are_missed_not_cancelled_in_a_real_run() {
     assert_eq!(m["precision"], "int8", "{m}");
     assert_eq!(m["can_cancel"], false, "{m}");
     assert_eq!(m["name"], "slow", "{m}");
+    // The DPU's own order: NHWC.
+    assert_eq!(m["input_shape"], serde_json::json!([1, 32, 32, 3]), "{m}");
 
     let processed = summary_field(&stdout, "processed").expect("processed");
     let missed = summary_field(&stdout, "missed_deadline").expect("missed_deadline");
