@@ -35,6 +35,9 @@ install_debs() {
   command -v unzip >/dev/null || missing+=(unzip)
   command -v systemd-analyze >/dev/null || missing+=(systemd)
   python3 -m venv --help >/dev/null 2>&1 || missing+=(python3-venv)
+  # The Vitis tests compile the fake DPU library (cc) and check the committed bindings (libclang).
+  command -v cc >/dev/null || missing+=(gcc)
+  compgen -G "/usr/lib/llvm-*/lib/libclang.so" >/dev/null || missing+=(libclang-dev)
   if [ "$WANT_AARCH64" = 1 ]; then
     command -v aarch64-linux-gnu-gcc >/dev/null || missing+=(gcc-aarch64-linux-gnu g++-aarch64-linux-gnu)
     command -v qemu-aarch64-static >/dev/null || missing+=(qemu-user-static)

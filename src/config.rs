@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::backend::BackendChoice;
 use crate::backend::onnx::{OptLevel, OrtOptions};
+use crate::backend::vitis::VitisOptions;
 use crate::models::ModelsConfig;
 use crate::preprocess::{PreprocessOptions, ResizeMode};
 use crate::source::SourceSpec;
@@ -54,6 +55,8 @@ pub struct RawConfig {
     pub models: RawModels,
     #[serde(default)]
     pub log: RawLog,
+    #[serde(default)]
+    pub vitis: RawVitis,
 }
 
 #[derive(Debug, Default, Clone, Deserialize, Serialize, PartialEq)]
@@ -110,6 +113,14 @@ pub struct RawPreprocess {
     pub std: Option<[f32; 3]>,
 }
 
+/// `[vitis]`: the VART shim library and the runner's wait timeout.
+#[derive(Debug, Default, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RawVitis {
+    pub library: Option<PathBuf>,
+    pub timeout_ms: Option<u64>,
+}
+
 /// A checked configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -134,6 +145,7 @@ pub struct Config {
     pub results: Option<PathBuf>,
     pub ort: OrtOptions,
     pub preprocess: PreprocessOptions,
+    pub vitis: VitisOptions,
 }
 
 impl Config {
@@ -231,6 +243,13 @@ impl Config {
                 )
             })?,
         };
+        let vitis_timeout_ms = raw.vitis.timeout_ms.unwrap_or(1000);
+        if !(1..=600_000).contains(&vitis_timeout_ms) {
+            return Err(invalid(
+                "vitis.timeout_ms",
+                format!("{vitis_timeout_ms} is not a timeout in [1, 600000] ms"),
+            ));
+        }
         Ok(Config {
             path: path.map(Path::to_path_buf),
             source,
@@ -259,6 +278,10 @@ impl Config {
                 mean: raw.preprocess.mean.unwrap_or(defaults.mean),
                 std,
                 ..defaults
+            },
+            vitis: VitisOptions {
+                library: raw.vitis.library,
+                timeout: Duration::from_millis(vitis_timeout_ms),
             },
         })
     }

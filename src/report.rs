@@ -129,7 +129,10 @@ pub fn status_json(s: &Shared) -> Value {
             "file_present": m.path.is_file(),
             "backend": m.backend.name(),
             "precision": m.precision.name(),
-            "input_shape": [1, m.input.channels, m.input.height, m.input.width],
+            "input_shape": match m.input.layout {
+                crate::tensor::Layout::Nchw => [1, m.input.channels, m.input.height, m.input.width],
+                crate::tensor::Layout::Nhwc => [1, m.input.height, m.input.width, m.input.channels],
+            },
             "params": m.params,
             "can_cancel": m.can_cancel,
         })),

@@ -181,6 +181,8 @@ pub enum BackendError {
     NotCompiled { backend: BackendKind },
     #[error("{0}")]
     Library(#[from] ort_library::LibraryError),
+    #[error("{0}")]
+    VitisLibrary(#[from] vitis::LibraryError),
     #[error("model {path}: file not found")]
     ModelMissing { path: PathBuf },
     #[error("model {path}: {backend} cannot load it: {reason}")]

@@ -1,0 +1,131 @@
+//! The real daemon with `--backend vitis` on the fake DPU: status keys, a slow DPU job counted as
+//! missed (never cancelled), and the start-up failure of a missing shim.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use super::fake::{self, Variant};
+use crate::util::{self, curl, rtinfer, summary_field, wait_for};
+
+#[test]
+fn slow_dpu_jobs_are_missed_not_cancelled_in_a_real_run() {
+    let dir = util::tempdir();
+    // 30 ms per job against a 16.67 ms budget: every processed frame is late.
+    let model = fake::model(
+        dir.path(),
+        "slow",
+        "input data int8 1 32 32 3 fix 6\noutput scores int8 1 10 fix 4\nop affine 1 0\nlatency_ms 30\n",
+    );
+    let config = fake::config(dir.path(), &fake::library(Variant::Full));
+    let sock = dir.path().join("status.sock");
+    let child = rtinfer()
+        .args([
+            "run",
+            "--backend",
+            "vitis",
+            "--source",
+            "synthetic://64x48@60",
+            "--duration",
+            "3",
+            "--warmup",
+            "2",
+            "--config",
+        ])
+        .arg(&config)
+        .arg("--model")
+        .arg(&model)
+        .arg("--socket")
+        .arg(&sock)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start daemon");
+    assert!(wait_for(&sock, 20.0), "socket never appeared");
+    std::thread::sleep(Duration::from_millis(1500));
+    let (code, body) = curl(&sock, "/status");
+    let out = child.wait_with_output().expect("daemon exits");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "exit {:?}: {stderr}", out.status);
+
+    assert_eq!(code, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).expect("status is JSON");
+    let m = &v["model"];
+    assert_eq!(m["backend"], "vitis", "{m}");
+    assert_eq!(m["precision"], "int8", "{m}");
+    assert_eq!(m["can_cancel"], false, "{m}");
+    assert_eq!(m["name"], "slow", "{m}");
+    // The DPU's own order: NHWC.
+    assert_eq!(m["input_shape"], serde_json::json!([1, 32, 32, 3]), "{m}");
+
+    let processed = summary_field(&stdout, "processed").expect("processed");
+    let missed = summary_field(&stdout, "missed_deadline").expect("missed_deadline");
+    let cancelled = summary_field(&stdout, "cancelled").expect("cancelled");
+    assert!(processed > 0, "{stdout}");
+    assert_eq!(missed, processed, "every DPU job overruns: {stdout}");
+    assert_eq!(cancelled, 0, "a DPU job is never cancelled: {stdout}");
+    assert!(
+        stderr.contains("fake DPU (rtinfer test double)"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_missing_shim_is_a_start_up_failure_listing_the_paths() {
+    let dir = util::tempdir();
+    let model = fake::model(
+        dir.path(),
+        "m",
+        "input data int8 1 4 4 3 fix 6\noutput y int8 1 10 fix 2\n",
+    );
+    let missing = dir.path().join("no/librtinfer_vart.so");
+    let config = fake::config(dir.path(), &missing);
+    let out = rtinfer()
+        .args(["run", "--source", "synthetic://64x48@60", "--duration", "1"])
+        .arg("--config")
+        .arg(&config)
+        .arg("--model")
+        .arg(&model)
+        .arg("--socket")
+        .arg(dir.path().join("s.sock"))
+        .output()
+        .expect("run rtinfer");
+    // `auto` picks Vitis by the .xmodel extension.
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("{} (config vitis.library)", missing.display())),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("/usr/lib/rtinfer/librtinfer_vart.so"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn check_config_validates_the_vitis_section() {
+    let dir = util::tempdir();
+    let good = dir.path().join("good.toml");
+    std::fs::write(
+        &good,
+        "[vitis]\nlibrary = \"/usr/lib/rtinfer/librtinfer_vart.so\"\ntimeout_ms = 2000\n",
+    )
+    .unwrap();
+    let o = rtinfer().arg("check-config").arg(&good).output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{o:?}");
+
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "[vitis]\ntimeout_ms = 0\n").unwrap();
+    let o = rtinfer().arg("check-config").arg(&bad).output().unwrap();
+    assert_eq!(o.status.code(), Some(2), "{o:?}");
+    assert!(String::from_utf8_lossy(&o.stderr).contains("vitis.timeout_ms"));
+
+    let typo = dir.path().join("typo.toml");
+    std::fs::write(&typo, "[vitis]\nlibary = \"/x.so\"\n").unwrap();
+    let o = rtinfer().arg("check-config").arg(&typo).output().unwrap();
+    assert_eq!(o.status.code(), Some(2), "{o:?}");
+    assert!(String::from_utf8_lossy(&o.stderr).contains("libary"));
+}
