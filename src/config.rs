@@ -49,6 +49,8 @@ pub struct RawConfig {
     pub onnxruntime: RawOrt,
     #[serde(default)]
     pub preprocess: RawPreprocess,
+    #[serde(default)]
+    pub tensorrt: crate::backend::tensorrt::config::RawTensorRt,
 }
 
 #[derive(Debug, Default, Clone, Deserialize, PartialEq)]
@@ -102,6 +104,7 @@ pub struct Config {
     pub socket: PathBuf,
     pub ort: OrtOptions,
     pub preprocess: PreprocessOptions,
+    pub tensorrt: crate::backend::tensorrt::TensorRtOptions,
 }
 
 impl Config {
@@ -169,6 +172,10 @@ impl Config {
                 .parse()
                 .map_err(|e| invalid("onnxruntime.optimization", e))?,
         };
+        let tensorrt = raw
+            .tensorrt
+            .check()
+            .map_err(|(key, message)| invalid(key, message))?;
         let defaults = PreprocessOptions::default();
         let resize: ResizeMode = match raw.preprocess.resize.as_deref() {
             None => defaults.resize,
@@ -208,6 +215,7 @@ impl Config {
                 std,
                 ..defaults
             },
+            tensorrt,
         })
     }
 }
