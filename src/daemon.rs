@@ -116,6 +116,8 @@ pub struct Shared {
     pub stats: Mutex<StatsState>,
     pub system: Mutex<SystemFigures>,
     pub model: ModelInfo,
+    /// The engine's memory (serialized + persistent + activation), when the backend reports it.
+    pub engine_memory: Option<crate::backend::EngineMemory>,
     pub source: SourceInfo,
     pub source_connected: AtomicBool,
     state: AtomicU8,
@@ -194,6 +196,7 @@ pub fn start(config: Config, signals: Arc<SignalFlags>) -> Result<Daemon, StartE
         },
     )?;
     let info = engine.info().clone();
+    let engine_memory = engine.memory();
     log::info!(
         "model {} ({}, {}): input {}x{}x{}, {} classes",
         info.name,
@@ -245,6 +248,7 @@ pub fn start(config: Config, signals: Arc<SignalFlags>) -> Result<Daemon, StartE
         }),
         system: Mutex::new(SystemFigures::default()),
         model: info,
+        engine_memory,
         source: src_info,
         source_connected: AtomicBool::new(true),
         state: AtomicU8::new(State::Waiting as u8),

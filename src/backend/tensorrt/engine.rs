@@ -228,12 +228,17 @@ pub fn build_engine(
         read_cache,
     };
     let plan = ffi::build_engine(&bytes, &bo, &mut calib).map_err(|e| load_err(onnx, e.what()))?;
-    if let (Some(hash), Some(c)) = (images_hash, cache) {
-        if calib.used() > 0 {
-            log::info!(target: LOG, "calibrated on {} images; cache {}", calib.used(), c.display());
-            if let Err(e) = std::fs::write(stamp_path(c), format!("{hash}\n")) {
-                log::warn!(target: LOG, "calibration cache stamp {}: {e}", c.display());
-            }
+    if let (Some(hash), Some(c)) = (images_hash, cache)
+        && calib.used() > 0
+    {
+        log::info!(
+            target: LOG,
+            "calibrated on {} images; cache {}",
+            calib.used(),
+            c.display()
+        );
+        if let Err(e) = std::fs::write(stamp_path(c), format!("{hash}\n")) {
+            log::warn!(target: LOG, "calibration cache stamp {}: {e}", c.display());
         }
     }
     Ok(plan)
