@@ -9,3 +9,4 @@ export ORT_DYLIB_PATH="$ROOT/.cache/onnxruntime/$(uname -m)/libonnxruntime.so.1.
 cargo fmt --all -- --check
 cargo clippy --all-targets --quiet -- -D warnings
 cargo test -- --test-threads=2
+bash scripts/test_tensorrt_double.sh
