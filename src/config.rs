@@ -57,6 +57,8 @@ pub struct RawConfig {
     pub log: RawLog,
     #[serde(default)]
     pub vitis: RawVitis,
+    #[serde(default)]
+    pub tensorrt: crate::backend::tensorrt::config::RawTensorRt,
 }
 
 #[derive(Debug, Default, Clone, Deserialize, Serialize, PartialEq)]
@@ -146,6 +148,7 @@ pub struct Config {
     pub ort: OrtOptions,
     pub preprocess: PreprocessOptions,
     pub vitis: VitisOptions,
+    pub tensorrt: crate::backend::tensorrt::TensorRtOptions,
 }
 
 impl Config {
@@ -213,6 +216,10 @@ impl Config {
                 .parse()
                 .map_err(|e| invalid("onnxruntime.optimization", e))?,
         };
+        let tensorrt = raw
+            .tensorrt
+            .check()
+            .map_err(|(key, message)| invalid(key, message))?;
         let defaults = PreprocessOptions::default();
         let resize: ResizeMode = match raw.preprocess.resize.as_deref() {
             None => defaults.resize,
@@ -283,6 +290,7 @@ impl Config {
                 library: raw.vitis.library,
                 timeout: Duration::from_millis(vitis_timeout_ms),
             },
+            tensorrt,
         })
     }
 }

@@ -132,6 +132,9 @@ pub struct Shared {
     pub swap: SwapSlot,
     /// Requests to the loader (`POST /models/NAME/activate`), when a watch folder is configured.
     loader_tx: Mutex<Option<Sender<LoaderMsg>>>,
+    /// The serving engine's memory (serialized + persistent + activation), when its backend
+    /// reports it (TensorRT).
+    engine_memory: Mutex<Option<crate::backend::EngineMemory>>,
     pub source: SourceInfo,
     pub source_connected: AtomicBool,
     state: AtomicU8,
@@ -159,8 +162,18 @@ impl Shared {
         self.model.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    pub fn set_model(&self, info: Option<ModelInfo>) {
+    /// Records the model that went live, with its engine memory when the backend reports it.
+    pub fn set_model(&self, info: Option<ModelInfo>, memory: Option<crate::backend::EngineMemory>) {
         *self.model.lock().unwrap_or_else(|p| p.into_inner()) = info;
+        *self.engine_memory.lock().unwrap_or_else(|p| p.into_inner()) = memory;
+    }
+
+    /// The serving engine's memory figures.
+    pub fn engine_memory(&self) -> Option<crate::backend::EngineMemory> {
+        self.engine_memory
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     pub fn live(&self) -> MutexGuard<'_, Live> {
@@ -390,13 +403,14 @@ pub fn start(
         registry: Mutex::new(Registry::default()),
         swap: SwapSlot::default(),
         loader_tx: Mutex::new(None),
+        engine_memory: Mutex::new(None),
         source: src_info,
         source_connected: AtomicBool::new(true),
         state: AtomicU8::new(State::Waiting as u8),
     });
     if let Some(p) = pipe.as_mut() {
         shared.number(p);
-        shared.set_model(Some(p.engine.info().clone()));
+        shared.set_model(Some(p.engine.info().clone()), p.engine.memory());
         if let Some(dir) = &shared.config.models {
             let name = p
                 .engine

@@ -135,6 +135,10 @@ pub fn status_json(s: &Shared) -> Value {
             },
             "params": m.params,
             "can_cancel": m.can_cancel,
+            "memory": s.engine_memory().map(|e| json!({
+                "serialized_bytes": e.serialized_bytes, "persistent_bytes": e.persistent_bytes,
+                "activation_bytes": e.activation_bytes, "total_bytes": e.total_bytes(),
+                "persistent_source": e.persistent_source})),
         })),
         "frames": {
             "captured": counters.captured,

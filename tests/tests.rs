@@ -10,5 +10,6 @@ mod service; // systemd: sd_notify, SIGHUP reload, /metrics, TCP, journald, the 
 mod sources; // URIs, Y4M colourspaces against ffmpeg, image folders, pacing
 mod status_socket; // HTTP on a Unix socket: routes, errors, stale sockets, the client table
 mod swap; // hot swap through a real watch folder: renames, bad files, slow writers
+mod tensorrt; // the TensorRT layer against the CPU test double: I/O, errors, calibration, cache
 mod vitis; // the Vitis AI backend through libloading on a fake DPU library
 mod zoo; // generated models: ONNX Runtime loads them, counts match the architecture text

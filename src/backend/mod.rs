@@ -164,6 +164,30 @@ pub trait Engine: Send {
     fn canceller(&self) -> Option<Arc<dyn Canceller>> {
         None
     }
+    /// The engine's memory as the study counted it, when the runtime can tell (TensorRT).
+    fn memory(&self) -> Option<EngineMemory> {
+        None
+    }
+    /// Accelerator time of the last run (CUDA events around the enqueue), beside host latency.
+    fn device_time(&self) -> Option<std::time::Duration> {
+        None
+    }
+}
+
+/// Engine memory the way the study reported it: serialized engine + persistent + activation.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct EngineMemory {
+    pub serialized_bytes: u64,
+    pub persistent_bytes: u64,
+    pub activation_bytes: u64,
+    /// How `persistent_bytes` was measured.
+    pub persistent_source: String,
+}
+
+impl EngineMemory {
+    pub fn total_bytes(&self) -> u64 {
+        self.serialized_bytes + self.persistent_bytes + self.activation_bytes
+    }
 }
 
 /// A runtime that turns model files into engines.

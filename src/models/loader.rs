@@ -233,11 +233,12 @@ impl Loader {
     fn go_live(&mut self, name: &str, version: Option<Version>, p: Prepared) {
         let from = self.shared.model().map(|m| m.name.clone());
         let info = p.info.clone();
+        let memory = p.pipeline.engine.memory();
         let retired = match self.shared.swap_in(p.pipeline) {
             Ok(old) => old,
             Err(reason) => return self.reject(name, reason, version),
         };
-        self.shared.set_model(Some(info.clone()));
+        self.shared.set_model(Some(info.clone()), memory);
         self.shared.registry().set(name, FileState::Active, version);
         self.shared.registry().record(SwapRecord {
             at: rfc3339_now(),
