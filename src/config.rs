@@ -49,6 +49,8 @@ pub struct RawConfig {
     pub onnxruntime: RawOrt,
     #[serde(default)]
     pub preprocess: RawPreprocess,
+    #[serde(default)]
+    pub power: crate::power::RawPower,
 }
 
 #[derive(Debug, Default, Clone, Deserialize, PartialEq)]
@@ -102,6 +104,8 @@ pub struct Config {
     pub socket: PathBuf,
     pub ort: OrtOptions,
     pub preprocess: PreprocessOptions,
+    /// `[power]`: the meter, or `None` without one.
+    pub power: Option<crate::power::PowerOptions>,
 }
 
 impl Config {
@@ -183,6 +187,8 @@ impl Config {
                 format!("{std:?}: every value must be > 0"),
             ));
         }
+        let power = crate::power::PowerOptions::from_raw(raw.power)
+            .map_err(|(key, message)| invalid(key, message))?;
         Ok(Config {
             path: path.map(Path::to_path_buf),
             source,
@@ -208,6 +214,7 @@ impl Config {
                 std,
                 ..defaults
             },
+            power,
         })
     }
 }

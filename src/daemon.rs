@@ -118,6 +118,8 @@ pub struct Shared {
     pub model: ModelInfo,
     pub source: SourceInfo,
     pub source_connected: AtomicBool,
+    /// The power meter's thread and figures (`[power]`), if configured.
+    pub power: Option<crate::power::PowerMonitor>,
     state: AtomicU8,
 }
 
@@ -186,6 +188,14 @@ pub fn backend_for(
 pub fn start(config: Config, signals: Arc<SignalFlags>) -> Result<Daemon, StartError> {
     let started = MonoTime::now();
     let model_path = config.model.clone().ok_or(StartError::NoModel)?;
+    // Idle power is measured before any model is loaded or run.
+    let power =
+        crate::power::monitor::start_with_idle(config.power.as_ref()).map_err(|source| {
+            StartError::Thread {
+                name: "rtinfer-power",
+                source,
+            }
+        })?;
     let backend = backend_for(config.backend, &model_path, &config)?;
     let engine = backend.load(
         &model_path,
@@ -247,6 +257,7 @@ pub fn start(config: Config, signals: Arc<SignalFlags>) -> Result<Daemon, StartE
         model: info,
         source: src_info,
         source_connected: AtomicBool::new(true),
+        power,
         state: AtomicU8::new(State::Waiting as u8),
     });
     let aux_stop = Arc::new(AtomicBool::new(false));
@@ -325,6 +336,9 @@ impl Daemon {
             let _ = s.join();
         }
         let _ = self.sampler.join();
+        if let Some(p) = &self.shared.power {
+            p.stop();
+        }
         // A capture thread blocked in a read of a silent pipe cannot be interrupted; it is left
         // behind (the process exits) rather than hanging the shutdown.
         for _ in 0..50 {

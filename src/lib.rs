@@ -11,6 +11,7 @@ pub mod config;
 pub mod daemon;
 pub mod misslog;
 pub mod pipeline;
+pub mod power;
 pub mod preprocess;
 pub mod report;
 pub mod signals;
