@@ -130,13 +130,8 @@ impl PowerMonitor {
         let f = |v: Option<f64>| v.map_or_else(|| "-".to_string(), |v| format!("{v:.3}"));
         let jpf = (frames > 0 && l.energy_j > 0.0).then(|| l.energy_j / frames as f64);
         format!(
-            "power ({}{}): idle {} W, mean {} W, peak {} W, dynamic {} W, energy {:.3} J ({} J/frame), bad frames {}",
+            "power ({}): idle {} W, mean {} W, peak {} W, dynamic {} W, energy {:.3} J ({} J/frame), bad frames {}",
             self.opts.uri,
-            if self.connected() {
-                ""
-            } else {
-                ", disconnected"
-            },
             f(l.idle_watts),
             f(l.mean_watts),
             f(l.peak_watts),
