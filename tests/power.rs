@@ -616,6 +616,30 @@ fn exec_meter_parses_stdout_and_restarts_a_command_that_exits() {
 }
 
 #[test]
+fn exec_command_that_never_delivers_backs_off() {
+    let dir = util::tempdir();
+    let starts = dir.path().join("starts");
+    let m = PowerMonitor::start(options("exec://", |r| {
+        r.command = Some(vec![
+            "sh".into(),
+            "-c".into(),
+            format!("echo start >> {}", starts.display()),
+        ])
+    }))
+    .expect("start");
+    // Retries at about 0, 1, 3 and 7 s: four starts in 7.5 s. Restarting every second (a
+    // backoff reset by a start that delivered nothing) would make seven or more.
+    std::thread::sleep(Duration::from_millis(7500));
+    m.stop();
+    let n = std::fs::read_to_string(&starts)
+        .unwrap_or_default()
+        .lines()
+        .count();
+    assert!((2..=5).contains(&n), "{n} starts");
+    assert!(!m.connected());
+}
+
+#[test]
 fn absent_meter_keeps_retrying_without_samples() {
     let dir = util::tempdir();
     let m = PowerMonitor::start(options(

@@ -1,7 +1,8 @@
 //! The meter thread: connect, read, reconnect; never seen by the pipeline.
 //!
 //! A meter absent at start or unplugged mid-run must not stop inference, so every failure here
-//! only flips `connected` and schedules a retry (1 s, doubling to 30 s). Bad frames are counted
+//! only flips `connected` and schedules a retry (1 s, doubling to 30 s; back to 1 s once the
+//! meter delivers a sample). Bad frames are counted
 //! and logged at debug level; state changes (connected, lost, first failure to connect) are
 //! logged once each. Readers take the stats lock only to copy figures out.
 
@@ -185,7 +186,6 @@ fn run(opts: &PowerOptions, inner: &Inner) {
                 Ok(m) => {
                     log::info!("meter {uri}: connected");
                     meter = Some(m);
-                    backoff = BACKOFF_MIN;
                     warned = false;
                     inner.connected.store(true, Ordering::Relaxed);
                 }
@@ -206,12 +206,17 @@ fn run(opts: &PowerOptions, inner: &Inner) {
         };
         let t0 = MonoTime::now();
         match m.read() {
-            Ok(Some(r)) => stats().record(Sample {
-                at: MonoTime::now(),
-                watts: r.watts,
-                volts: r.volts,
-                amps: r.amps,
-            }),
+            Ok(Some(r)) => {
+                stats().record(Sample {
+                    at: MonoTime::now(),
+                    watts: r.watts,
+                    volts: r.volts,
+                    amps: r.amps,
+                });
+                // Only a meter that delivers resets the backoff: a command that exits at once,
+                // or a device that opens and then fails, keeps backing off to 30 s.
+                backoff = BACKOFF_MIN;
+            }
             Ok(None) => {}
             Err(e) if e.is_bad_frame() => {
                 let n = {
