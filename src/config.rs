@@ -59,6 +59,8 @@ pub struct RawConfig {
     pub vitis: RawVitis,
     #[serde(default)]
     pub tensorrt: crate::backend::tensorrt::config::RawTensorRt,
+    #[serde(default)]
+    pub power: crate::power::RawPower,
 }
 
 #[derive(Debug, Default, Clone, Deserialize, Serialize, PartialEq)]
@@ -149,6 +151,8 @@ pub struct Config {
     pub preprocess: PreprocessOptions,
     pub vitis: VitisOptions,
     pub tensorrt: crate::backend::tensorrt::TensorRtOptions,
+    /// `[power]`: the meter, or `None` without one.
+    pub power: Option<crate::power::PowerOptions>,
 }
 
 impl Config {
@@ -257,6 +261,8 @@ impl Config {
                 format!("{vitis_timeout_ms} is not a timeout in [1, 600000] ms"),
             ));
         }
+        let power = crate::power::PowerOptions::from_raw(raw.power)
+            .map_err(|(key, message)| invalid(key, message))?;
         Ok(Config {
             path: path.map(Path::to_path_buf),
             source,
@@ -291,6 +297,7 @@ impl Config {
                 timeout: Duration::from_millis(vitis_timeout_ms),
             },
             tensorrt,
+            power,
         })
     }
 }

@@ -137,6 +137,8 @@ pub struct Shared {
     engine_memory: Mutex<Option<crate::backend::EngineMemory>>,
     pub source: SourceInfo,
     pub source_connected: AtomicBool,
+    /// The power meter's thread and figures (`[power]`), if configured.
+    pub power: Option<crate::power::PowerMonitor>,
     state: AtomicU8,
 }
 
@@ -353,6 +355,14 @@ pub fn start(
     if config.model.is_none() && config.models.is_none() {
         return Err(StartError::NoModel);
     }
+    // Idle power is measured before any model is loaded or run.
+    let power =
+        crate::power::monitor::start_with_idle(config.power.as_ref()).map_err(|source| {
+            StartError::Thread {
+                name: "rtinfer-power",
+                source,
+            }
+        })?;
     let src = source::open(&config.source)?;
     let src_info = src.info();
     let mut pipe = match &config.model {
@@ -406,6 +416,7 @@ pub fn start(
         engine_memory: Mutex::new(None),
         source: src_info,
         source_connected: AtomicBool::new(true),
+        power,
         state: AtomicU8::new(State::Waiting as u8),
     });
     if let Some(p) = pipe.as_mut() {
@@ -668,6 +679,9 @@ impl Daemon {
             .unwrap_or_else(|p| p.into_inner()) = None;
         for h in self.models {
             let _ = h.join();
+        }
+        if let Some(p) = &self.shared.power {
+            p.stop();
         }
         // A capture thread blocked in a read of a silent pipe cannot be interrupted; it is left
         // behind (the process exits) rather than hanging the shutdown.

@@ -13,6 +13,7 @@ pub mod metrics;
 pub mod misslog;
 pub mod models;
 pub mod pipeline;
+pub mod power;
 pub mod preprocess;
 pub mod report;
 pub mod signals;

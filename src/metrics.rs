@@ -97,6 +97,63 @@ pub fn render(s: &Shared) -> String {
     let _ = writeln!(out, "# TYPE rtinfer_swaps_total counter");
     let _ = writeln!(out, "rtinfer_swaps_total{{result=\"ok\"}} {ok}");
     let _ = writeln!(out, "rtinfer_swaps_total{{result=\"rejected\"}} {rejected}");
+    if let Some(p) = s.power.as_ref().map(|p| p.snapshot(MonoTime::now(), fps)) {
+        let _ = writeln!(
+            out,
+            "# HELP rtinfer_power_connected 1 while the power meter delivers samples."
+        );
+        let _ = writeln!(out, "# TYPE rtinfer_power_connected gauge");
+        let _ = writeln!(out, "rtinfer_power_connected {}", u8::from(p.connected));
+        for (name, help, v) in [
+            ("rtinfer_power_watts", "Power now (W).", p.watts),
+            (
+                "rtinfer_power_mean_watts",
+                "Mean power over the recent window (W).",
+                p.mean_watts,
+            ),
+            (
+                "rtinfer_power_idle_watts",
+                "Idle power measured before the model ran (W).",
+                p.idle_watts,
+            ),
+            (
+                "rtinfer_power_peak_watts",
+                "Peak power over the recent window (W).",
+                p.peak_watts,
+            ),
+            (
+                "rtinfer_power_dynamic_watts",
+                "Peak minus idle power (W).",
+                p.dynamic_watts,
+            ),
+            (
+                "rtinfer_throughput_per_watt",
+                "Processed fps per watt of peak power.",
+                p.throughput_per_watt,
+            ),
+            (
+                "rtinfer_joules_per_frame",
+                "Mean watts / processed fps over the window (J).",
+                p.joules_per_frame,
+            ),
+        ] {
+            if let Some(v) = v {
+                gauge(&mut out, name, help, v);
+            }
+        }
+        counter(
+            &mut out,
+            "rtinfer_energy_joules_total",
+            "Energy measured since start (J).",
+            p.energy_j,
+        );
+        counter(
+            &mut out,
+            "rtinfer_power_bad_frames_total",
+            "Meter frames dropped as garbage.",
+            p.bad_frames as f64,
+        );
+    }
     if let Some(rss) = sys.rss_bytes {
         gauge(
             &mut out,

@@ -119,7 +119,7 @@ pub fn status_json(s: &Shared) -> Value {
     });
     json!({
         "uptime_s": now.saturating_since(s.started).as_secs_f64(),
-        "state": s.state().name(),
+        "state": crate::power::report::state(s).name(),
         "budget_ms": ms(s.ctl.budget()),
         "target_fps": live.target_fps,
         "fps": summary.fps,
@@ -164,7 +164,7 @@ pub fn status_json(s: &Shared) -> Value {
         "realtime": {"priority": Value::Null, "cpus": Value::Null, "memory_locked": false},
         "system": {"rss_bytes": sys.rss_bytes, "cpu_load": sys.cpu_load, "temperature_c": sys.temperature_c},
         "memory": {"rss_bytes": sys.rss_bytes},
-        "power": Value::Null,
+        "power": s.power.as_ref().map(|p| p.snapshot(now, summary.fps)),
         "swaps": swaps,
         "config": {
             "path": s.config.path,
@@ -202,5 +202,5 @@ pub fn final_summary(s: &Shared) -> String {
         f(inf.max),
         ms(s.ctl.budget()),
         MonoTime::now().saturating_since(s.started).as_secs_f64(),
-    )
+    ) + &crate::power::report::summary_line(s, c.processed)
 }
