@@ -41,6 +41,8 @@ enum Cmd {
     Zoo(ZooArgs),
     /// Validate a configuration file with the daemon's own code (exit 0 when valid).
     CheckConfig { file: PathBuf },
+    /// Parameters, MACs/FLOPs, critical datapath length and width profile of an ONNX model.
+    Inspect(rtinfer::study::inspect::InspectArgs),
 }
 
 #[derive(Args)]
@@ -135,6 +137,7 @@ fn main() -> ExitCode {
         } => status(socket, json, config),
         Cmd::Zoo(args) => zoo_cmd(args).map_err(fail(1)),
         Cmd::CheckConfig { file } => check_config(&file),
+        Cmd::Inspect(args) => rtinfer::study::inspect::run(args).map_err(fail(1)),
     };
     match result {
         Ok(code) => ExitCode::from(code),
