@@ -43,6 +43,8 @@ enum Cmd {
     CheckConfig { file: PathBuf },
     /// Parameters, MACs/FLOPs, critical datapath length and width profile of an ONNX model.
     Inspect(rtinfer::study::inspect::InspectArgs),
+    /// Latency (mean, std, percentiles) and memory of a model under the study's protocol.
+    Bench(rtinfer::study::bench::BenchArgs),
 }
 
 #[derive(Args)]
@@ -138,6 +140,7 @@ fn main() -> ExitCode {
         Cmd::Zoo(args) => zoo_cmd(args).map_err(fail(1)),
         Cmd::CheckConfig { file } => check_config(&file),
         Cmd::Inspect(args) => rtinfer::study::inspect::run(args).map_err(fail(1)),
+        Cmd::Bench(args) => rtinfer::study::bench::run(args).map_err(fail(1)),
     };
     match result {
         Ok(code) => ExitCode::from(code),
