@@ -104,6 +104,10 @@ struct ZooArgs {
     /// Seed of the weight initialisation.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// NeuralScale layout: per-layer widths from these power-law fits, with the parameters of
+    /// the uniform model at --ratio (e.g. data/neuralscale_fits.json).
+    #[arg(long, value_name = "FITS.json", conflicts_with = "widths")]
+    neuralscale: Option<PathBuf>,
     /// Output file.
     #[arg(short, long)]
     output: PathBuf,
@@ -244,7 +248,7 @@ fn status(socket: Option<PathBuf>, json: bool, config: Option<PathBuf>) -> Resul
 }
 
 fn zoo_cmd(a: ZooArgs) -> anyhow::Result<u8> {
-    let spec = zoo::ZooSpec {
+    let mut spec = zoo::ZooSpec {
         arch: a.arch.parse().map_err(|e| anyhow::anyhow!("--arch: {e}"))?,
         dataset: a
             .dataset
@@ -254,6 +258,9 @@ fn zoo_cmd(a: ZooArgs) -> anyhow::Result<u8> {
         widths: a.widths,
         seed: a.seed,
     };
+    if let Some(fits) = &a.neuralscale {
+        spec.widths = Some(rtinfer::study::neuralscale::zoo_cmd_widths(fits, &spec)?);
+    }
     let model = zoo::generate(&spec)?;
     rtinfer::study::onnx_pb::write_model(&a.output, &model)?;
     let params = rtinfer::study::onnx_pb::model_params(&model);

@@ -4,6 +4,7 @@
 pub mod bench;
 pub mod fit;
 pub mod inspect;
+pub mod neuralscale;
 pub mod onnx_pb;
 pub mod plot;
 pub mod shapes;
