@@ -45,6 +45,8 @@ enum Cmd {
     Inspect(rtinfer::study::inspect::InspectArgs),
     /// Latency (mean, std, percentiles) and memory of a model under the study's protocol.
     Bench(rtinfer::study::bench::BenchArgs),
+    /// Which width ratio meets a latency or memory target (Eq. 1, a fit, or a measured search).
+    Advise(rtinfer::study::advise::AdviseArgs),
 }
 
 #[derive(Args)]
@@ -145,6 +147,7 @@ fn main() -> ExitCode {
         Cmd::CheckConfig { file } => check_config(&file),
         Cmd::Inspect(args) => rtinfer::study::inspect::run(args).map_err(fail(1)),
         Cmd::Bench(args) => rtinfer::study::bench::run(args).map_err(fail(1)),
+        Cmd::Advise(args) => rtinfer::study::advise::run(args).map_err(fail(1)),
     };
     match result {
         Ok(code) => ExitCode::from(code),

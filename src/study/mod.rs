@@ -1,6 +1,7 @@
 //! Tooling of the study the daemon grew out of: models are generated and inspected here rather
 //! than exported from PyTorch, so every benchmark input can be rebuilt from a one-line spec.
 
+pub mod advise;
 pub mod bench;
 pub mod fit;
 pub mod inspect;
