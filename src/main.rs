@@ -47,6 +47,10 @@ enum Cmd {
     Bench(rtinfer::study::bench::BenchArgs),
     /// Which width ratio meets a latency or memory target (Eq. 1, a fit, or a measured search).
     Advise(rtinfer::study::advise::AdviseArgs),
+    /// Top-1/top-5 accuracy and per-class recall on a labelled image set.
+    Eval(rtinfer::study::eval::EvalArgs),
+    /// Bench many models (a folder or a generated grid) in fresh processes: one CSV, SVG charts.
+    Sweep(rtinfer::study::sweep::SweepArgs),
 }
 
 #[derive(Args)]
@@ -148,6 +152,8 @@ fn main() -> ExitCode {
         Cmd::Inspect(args) => rtinfer::study::inspect::run(args).map_err(fail(1)),
         Cmd::Bench(args) => rtinfer::study::bench::run(args).map_err(fail(1)),
         Cmd::Advise(args) => rtinfer::study::advise::run(args).map_err(fail(1)),
+        Cmd::Eval(args) => rtinfer::study::eval::run(args).map_err(fail(1)),
+        Cmd::Sweep(args) => rtinfer::study::sweep::run(args).map_err(fail(1)),
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -3,10 +3,12 @@
 
 pub mod advise;
 pub mod bench;
+pub mod eval;
 pub mod fit;
 pub mod inspect;
 pub mod neuralscale;
 pub mod onnx_pb;
 pub mod plot;
 pub mod shapes;
+pub mod sweep;
 pub mod zoo;

@@ -128,3 +128,45 @@ pub fn width_profile(path: &Path, title: &str, widths: &[u64]) -> Result<(), Plo
         },
     )
 }
+
+/// Points `(latency, accuracy)` with a vertical budget line at `x = budget`.
+pub fn vline_scatter(
+    path: &Path,
+    title: &str,
+    points: &[(f64, f64)],
+    budget: f64,
+    label: &str,
+) -> Result<(), PlotError> {
+    let e = err(path);
+    let root = SVGBackend::new(path, SIZE).into_drawing_area();
+    root.fill(&WHITE).map_err(|x| e(x.to_string()))?;
+    let xr = span(points.iter().map(|p| p.0).chain([budget]), true);
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 20))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(60)
+        .build_cartesian_2d(xr, 0.0..1.05)
+        .map_err(|x| e(x.to_string()))?;
+    chart
+        .configure_mesh()
+        .x_desc("mean latency (ms)")
+        .y_desc("top-1 accuracy")
+        .draw()
+        .map_err(|x| e(x.to_string()))?;
+    chart
+        .draw_series(points.iter().map(|&p| Circle::new(p, 3, BLUE.filled())))
+        .map_err(|x| e(x.to_string()))?;
+    chart
+        .draw_series(LineSeries::new([(budget, 0.0), (budget, 1.05)], &RED))
+        .map_err(|x| e(x.to_string()))?
+        .label(label)
+        .legend(|(x, y)| PathElement::new([(x, y), (x + 20, y)], RED));
+    chart
+        .configure_series_labels()
+        .border_style(BLACK)
+        .background_style(WHITE)
+        .draw()
+        .map_err(|x| e(x.to_string()))?;
+    root.present().map_err(|x| e(x.to_string()))
+}
