@@ -8,4 +8,5 @@ mod hot_loop; // zero heap allocations per frame in steady state (counting alloc
 mod preprocess; // resize modes and normalisation into engine buffers
 mod sources; // URIs, Y4M colourspaces against ffmpeg, image folders, pacing
 mod status_socket; // HTTP on a Unix socket: routes, errors, stale sockets, the client table
+mod study; // study tooling: inspect, bench, sweep, advise, NeuralScale, eval
 mod zoo; // generated models: ONNX Runtime loads them, counts match the architecture text

@@ -262,7 +262,7 @@ pub fn fit_csv(path: &Path, x_col: &str, y_col: &str) -> anyhow::Result<LinearFi
             Some((x, y))
         })
         .unzip();
-    Ok(fit::linear_fit(&xs, &ys).with_context(|| format!("fit {}", path.display()))?)
+    fit::linear_fit(&xs, &ys).with_context(|| format!("fit {}", path.display()))
 }
 
 /// Runs `rtinfer advise`.
