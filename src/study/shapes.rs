@@ -628,11 +628,79 @@ pub fn int_or(node: &NodeProto, name: &str, default: i64) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::study::onnx_pb::AttributeProto;
 
     #[test]
     fn broadcasting_follows_numpy() {
         assert_eq!(broadcast_shapes(&[1, 3, 4], &[4]), Some(vec![1, 3, 4]));
         assert_eq!(broadcast_shapes(&[2, 1], &[1, 5]), Some(vec![2, 5]));
         assert_eq!(broadcast_shapes(&[2, 3], &[4]), None);
+    }
+
+    fn node(op: &str, inputs: &[&str], attrs: Vec<AttributeProto>) -> NodeProto {
+        NodeProto {
+            op_type: op.into(),
+            input: inputs.iter().map(|s| s.to_string()).collect(),
+            output: vec!["y".into()],
+            attribute: attrs,
+            ..Default::default()
+        }
+    }
+
+    fn map(shapes: &[(&str, &[i64])]) -> ShapeMap {
+        let mut m = ShapeMap::default();
+        for (n, s) in shapes {
+            m.shapes.insert(n.to_string(), s.to_vec());
+        }
+        m
+    }
+
+    /// SAME_UPPER on 7x7 with stride 2: ceil(7/2) = 4 outputs per axis; 16 outputs x 3 x 3 x 3.
+    #[test]
+    fn conv_same_upper() {
+        let mut m = map(&[("x", &[1, 3, 7, 7]), ("w", &[16, 3, 3, 3])]);
+        let mut pad = AttributeProto::int("x", 0);
+        pad.name = "auto_pad".into();
+        pad.i = None;
+        pad.s = Some(b"SAME_UPPER".to_vec());
+        let n = node(
+            "Conv",
+            &["x", "w"],
+            vec![pad, AttributeProto::ints("strides", &[2, 2])],
+        );
+        assert_eq!(m.infer(&n), Ok(16 * 16 * 27));
+        assert_eq!(m.shapes["y"], vec![1, 16, 4, 4]);
+    }
+
+    /// 3x3/2 max pool on 8x8: floor((8 - 3) / 2) + 1 = 3, with ceil_mode ceil(5 / 2) + 1 = 4.
+    #[test]
+    fn pool_ceil_mode() {
+        for (ceil, side) in [(0, 3), (1, 4)] {
+            let mut m = map(&[("x", &[1, 2, 8, 8])]);
+            let attrs = vec![
+                AttributeProto::ints("kernel_shape", &[3, 3]),
+                AttributeProto::ints("strides", &[2, 2]),
+                AttributeProto::int("ceil_mode", ceil),
+            ];
+            assert_eq!(m.infer(&node("MaxPool", &["x"], attrs)), Ok(0));
+            assert_eq!(m.shapes["y"], vec![1, 2, side, side]);
+        }
+    }
+
+    /// Reshape (0, -1) keeps the batch and infers the rest; an unknown op is reported as such.
+    #[test]
+    fn reshape_and_unknown() {
+        let mut m = map(&[("x", &[1, 4, 2, 2])]);
+        m.ints.insert("s".into(), vec![0, -1]);
+        assert_eq!(m.infer(&node("Reshape", &["x", "s"], Vec::new())), Ok(0));
+        assert_eq!(m.shapes["y"], vec![1, 16]);
+        assert_eq!(
+            m.infer(&node("Frobnicate", &["x"], Vec::new())),
+            Err(Unsized::UnknownOp)
+        );
+        assert_eq!(
+            m.infer(&node("Relu", &["nope"], Vec::new())),
+            Err(Unsized::Upstream)
+        );
     }
 }
