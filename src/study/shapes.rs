@@ -100,8 +100,18 @@ impl ShapeMap {
             "Flatten" => self.flatten(node),
             "Transpose" => self.transpose(node),
             "Pad" => self.pad(node),
-            "Squeeze" | "Unsqueeze" => self.squeeze(node, op == "Unsqueeze"),
+            "Squeeze" | "Unsqueeze" => {
+                self.carry_ints(node);
+                self.squeeze(node, op == "Unsqueeze")
+            }
+            "Cast" | "Identity" => {
+                self.carry_ints(node);
+                let s = self.input_shape(node, 0)?;
+                self.set(node, 0, s);
+                Ok(0)
+            }
             "Constant" => self.constant(node),
+            "Gather" => self.gather(node),
             "Shape" => {
                 let s = self.input_shape(node, 0)?;
                 self.set(node, 0, vec![s.len() as i64]);
@@ -129,9 +139,7 @@ impl ShapeMap {
             | "Neg"
             | "Abs"
             | "Reciprocal"
-            | "Identity"
             | "Dropout"
-            | "Cast"
             | "BatchNormalization"
             | "InstanceNormalization"
             | "LRN"
@@ -149,6 +157,14 @@ impl ShapeMap {
                 Ok(0)
             }
             _ => Err(Unsized::UnknownOp),
+        }
+    }
+
+    /// Integer values pass unchanged through ops that only reshape or retype them.
+    fn carry_ints(&mut self, node: &NodeProto) {
+        let v = node.input.first().and_then(|i| self.ints.get(i)).cloned();
+        if let (Some(v), Some(o)) = (v, node.output.first()) {
+            self.ints.insert(o.clone(), v);
         }
     }
 
@@ -440,6 +456,35 @@ impl ShapeMap {
         Ok(0)
     }
 
+    /// Gather: shapes always; values too for integer constants on axis 0 (exporters compute
+    /// Reshape targets as `Shape -> Gather -> Unsqueeze -> Concat`).
+    fn gather(&mut self, node: &NodeProto) -> Sized {
+        let data = self.input_shape(node, 0)?;
+        let idx = self.input_shape(node, 1)?;
+        let axis = norm_axis(int_or(node, "axis", 0), data.len())?;
+        let mut out = data[..axis].to_vec();
+        out.extend_from_slice(&idx);
+        out.extend_from_slice(&data[axis + 1..]);
+        let values = (|| {
+            let d = self.ints.get(node.input.first()?)?;
+            let i = self.ints.get(node.input.get(1)?)?;
+            if axis != 0 || data.len() != 1 {
+                return None;
+            }
+            i.iter()
+                .map(|&k| {
+                    d.get(usize::try_from(if k < 0 { k + d.len() as i64 } else { k }).ok()?)
+                        .copied()
+                })
+                .collect::<Option<Vec<i64>>>()
+        })();
+        if let (Some(v), Some(o)) = (values, node.output.first()) {
+            self.ints.insert(o.clone(), v);
+        }
+        self.set(node, 0, out);
+        Ok(0)
+    }
+
     fn constant(&mut self, node: &NodeProto) -> Sized {
         let a = attr(node, "value").and_then(|a| a.t.as_ref());
         if let Some(t) = a {
@@ -702,5 +747,30 @@ mod tests {
             m.infer(&node("Relu", &["nope"], Vec::new())),
             Err(Unsized::Upstream)
         );
+    }
+
+    /// The exporter's flatten: Shape -> Gather(0) -> Unsqueeze -> Concat(-1) -> Reshape.
+    #[test]
+    fn exporter_flatten_chain() {
+        let mut m = map(&[
+            ("x", &[1, 8, 2, 2]),
+            ("zero", &[]),
+            ("axes", &[1]),
+            ("minus1", &[1]),
+        ]);
+        m.ints.insert("zero".into(), vec![0]);
+        m.ints.insert("minus1".into(), vec![-1]);
+        m.ints.insert("axes".into(), vec![0]);
+        let mut step = |op: &str, inputs: &[&str], out: &str| {
+            let mut n = node(op, inputs, Vec::new());
+            n.output = vec![out.into()];
+            m.infer(&n).expect(op);
+        };
+        step("Shape", &["x"], "s");
+        step("Gather", &["s", "zero"], "b");
+        step("Unsqueeze", &["b", "axes"], "bu");
+        step("Concat", &["bu", "minus1"], "target");
+        step("Reshape", &["x", "target"], "flat");
+        assert_eq!(m.shapes["flat"], vec![1, 32]);
     }
 }
