@@ -48,6 +48,8 @@ pub struct Scatter<'a> {
     pub fit: Option<(f64, f64, &'a str)>,
     /// Join the points in order (a profile) instead of drawing markers only.
     pub joined: bool,
+    /// A second set of points (e.g. p99 beside the mean) and its legend label.
+    pub extra: Option<(&'a [(f64, f64)], &'a str)>,
 }
 
 /// Draws a [`Scatter`] into an SVG file.
@@ -57,6 +59,9 @@ pub fn scatter(path: &Path, s: &Scatter<'_>) -> Result<(), PlotError> {
     root.fill(&WHITE).map_err(|x| e(x.to_string()))?;
     let xr = span(s.points.iter().map(|p| p.0), false);
     let mut ys: Vec<f64> = s.points.iter().map(|p| p.1).collect();
+    if let Some((pts, _)) = s.extra {
+        ys.extend(pts.iter().map(|p| p.1));
+    }
     if let Some((y, _)) = s.hline {
         ys.push(y);
     }
@@ -82,6 +87,16 @@ pub fn scatter(path: &Path, s: &Scatter<'_>) -> Result<(), PlotError> {
     chart
         .draw_series(s.points.iter().map(|&p| Circle::new(p, 3, BLUE.filled())))
         .map_err(|x| e(x.to_string()))?;
+    if let Some((pts, label)) = s.extra {
+        chart
+            .draw_series(
+                pts.iter()
+                    .map(|&p| TriangleMarker::new(p, 4, MAGENTA.filled())),
+            )
+            .map_err(|x| e(x.to_string()))?
+            .label(label)
+            .legend(|(x, y)| TriangleMarker::new((x + 10, y), 4, MAGENTA.filled()));
+    }
     if let Some((y, label)) = s.hline {
         chart
             .draw_series(LineSeries::new([(xr.start, y), (xr.end, y)], &RED))
@@ -97,7 +112,7 @@ pub fn scatter(path: &Path, s: &Scatter<'_>) -> Result<(), PlotError> {
             .label(label)
             .legend(|(x, y)| PathElement::new([(x, y), (x + 20, y)], GREEN));
     }
-    if s.hline.is_some() || s.fit.is_some() {
+    if s.hline.is_some() || s.fit.is_some() || s.extra.is_some() {
         chart
             .configure_series_labels()
             .border_style(BLACK)
@@ -125,6 +140,7 @@ pub fn width_profile(path: &Path, title: &str, widths: &[u64]) -> Result<(), Plo
             hline: None,
             fit: None,
             joined: true,
+            extra: None,
         },
     )
 }

@@ -217,17 +217,23 @@ pub fn charts(dir: &Path, rows: &[Row], budget: f64) -> anyhow::Result<Vec<PathB
         .enumerate()
         .map(|(i, r)| (i as f64, r.bench.latency_ms.mean))
         .collect();
+    let p99: Vec<(f64, f64)> = rows
+        .iter()
+        .enumerate()
+        .map(|(i, r)| (i as f64, r.bench.latency_ms.p99))
+        .collect();
     let p = dir.join("latency.svg");
     plot::scatter(
         &p,
         &Scatter {
-            title: "mean latency per model (x = CSV row)",
+            title: "latency per model (x = model index, CSV order)",
             x_label: "model",
-            y_label: "latency (ms)",
+            y_label: "latency (ms): mean (dots), p99 (triangles)",
             points: &lat,
             hline: Some((budget, &budget_label)),
             fit: None,
             joined: false,
+            extra: Some((&p99, "p99")),
         },
     )?;
     written.push(p);
@@ -261,6 +267,7 @@ pub fn charts(dir: &Path, rows: &[Row], budget: f64) -> anyhow::Result<Vec<PathB
                 hline: None,
                 fit: f.zip(label.as_deref()).map(|(f, l)| (f.slope, f.bias, l)),
                 joined: false,
+                extra: None,
             },
         )?;
         written.push(p);
