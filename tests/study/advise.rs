@@ -112,3 +112,41 @@ fn search_on_injected_latencies() {
     let all = advise::search(grid, 16.67, |_| Ok(1.0)).expect("search");
     assert_eq!(all.ratio, Some(1.0));
 }
+
+/// The CLI search end to end on real benches, with targets no timing can contradict: a huge
+/// budget takes the largest ratio after probing both ends; an impossible one is unreachable
+/// after probing the smallest.
+#[test]
+fn cli_search_extremes() {
+    let run = |target: &str| {
+        let o = util::rtinfer_ort()
+            .args([
+                "advise",
+                "--search",
+                "--arch",
+                "mobilenetv2",
+                "--dataset",
+                "cifar10",
+            ])
+            .args([
+                "--min-ratio",
+                "0.25",
+                "--max-ratio",
+                "0.5",
+                "--trials",
+                "1",
+                "--json",
+            ])
+            .args(["--target-ms", target])
+            .output()
+            .expect("run advise");
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        serde_json::from_slice::<serde_json::Value>(&o.stdout).expect("json")
+    };
+    let easy = run("100000");
+    assert_eq!(easy["ratio"], 0.5, "{easy}");
+    assert_eq!(easy["probes"].as_array().map(Vec::len), Some(2));
+    let hard = run("0.000001");
+    assert!(hard["ratio"].is_null(), "{hard}");
+    assert_eq!(hard["probes"][0][0], 0.25);
+}

@@ -207,3 +207,48 @@ fn sweep_writes_csv_rows_and_svg_charts() {
         parse_svg(&out.join(svg));
     }
 }
+
+/// A generated grid: one row per (arch, dataset, ratio), models kept under OUT/models; int8
+/// grids are refused with a reason until quantization lands.
+#[test]
+fn sweep_generated_grid() {
+    let dir = util::tempdir();
+    let out = dir.path().join("grid");
+    let o = util::rtinfer_ort()
+        .args([
+            "sweep",
+            "--arch",
+            "vgg11,mobilenetv2",
+            "--ratios",
+            "0.25,0.5",
+        ])
+        .args(["--datasets", "cifar10", "--trials", "1", "-o"])
+        .arg(&out)
+        .output()
+        .expect("run sweep");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let csv = std::fs::read_to_string(out.join("sweep.csv")).expect("csv");
+    let names: Vec<&str> = csv
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split(',').next())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "vgg11-cifar10-r0.25",
+            "vgg11-cifar10-r0.5",
+            "mobilenetv2-cifar10-r0.25",
+            "mobilenetv2-cifar10-r0.5"
+        ]
+    );
+    assert!(out.join("models/vgg11-cifar10-r0.5.onnx").is_file());
+    assert!(!out.join("accuracy_vs_latency.svg").exists());
+    let o = util::rtinfer_ort()
+        .args(["sweep", "--arch", "vgg11", "--precisions", "int8", "-o"])
+        .arg(dir.path().join("int8"))
+        .output()
+        .expect("run sweep");
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("int8"));
+}
