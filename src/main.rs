@@ -41,6 +41,16 @@ enum Cmd {
     Zoo(ZooArgs),
     /// Validate a configuration file with the daemon's own code (exit 0 when valid).
     CheckConfig { file: PathBuf },
+    /// Parameters, MACs/FLOPs, critical datapath length and width profile of an ONNX model.
+    Inspect(rtinfer::study::inspect::InspectArgs),
+    /// Latency (mean, std, percentiles) and memory of a model under the study's protocol.
+    Bench(rtinfer::study::bench::BenchArgs),
+    /// Which width ratio meets a latency or memory target (Eq. 1, a fit, or a measured search).
+    Advise(rtinfer::study::advise::AdviseArgs),
+    /// Top-1/top-5 accuracy and per-class recall on a labelled image set.
+    Eval(rtinfer::study::eval::EvalArgs),
+    /// Bench many models (a folder or a generated grid) in fresh processes: one CSV, SVG charts.
+    Sweep(rtinfer::study::sweep::SweepArgs),
 }
 
 #[derive(Args)]
@@ -106,6 +116,10 @@ struct ZooArgs {
     /// Seed of the weight initialisation.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// NeuralScale layout: per-layer widths from these power-law fits, with the parameters of
+    /// the uniform model at --ratio (e.g. data/neuralscale_fits.json).
+    #[arg(long, value_name = "FITS.json", conflicts_with = "widths")]
+    neuralscale: Option<PathBuf>,
     /// Output file.
     #[arg(short, long)]
     output: PathBuf,
@@ -142,6 +156,11 @@ fn main() -> ExitCode {
         } => status(socket, json, config),
         Cmd::Zoo(args) => zoo_cmd(args).map_err(fail(1)),
         Cmd::CheckConfig { file } => check_config(&file),
+        Cmd::Inspect(args) => rtinfer::study::inspect::run(args).map_err(fail(1)),
+        Cmd::Bench(args) => rtinfer::study::bench::run(args).map_err(fail(1)),
+        Cmd::Advise(args) => rtinfer::study::advise::run(args).map_err(fail(1)),
+        Cmd::Eval(args) => rtinfer::study::eval::run(args).map_err(fail(1)),
+        Cmd::Sweep(args) => rtinfer::study::sweep::run(args).map_err(fail(1)),
     };
     match result {
         Ok(code) => ExitCode::from(code),
@@ -315,7 +334,7 @@ fn status(socket: Option<PathBuf>, json: bool, config: Option<PathBuf>) -> Resul
 }
 
 fn zoo_cmd(a: ZooArgs) -> anyhow::Result<u8> {
-    let spec = zoo::ZooSpec {
+    let mut spec = zoo::ZooSpec {
         arch: a.arch.parse().map_err(|e| anyhow::anyhow!("--arch: {e}"))?,
         dataset: a
             .dataset
@@ -325,6 +344,9 @@ fn zoo_cmd(a: ZooArgs) -> anyhow::Result<u8> {
         widths: a.widths,
         seed: a.seed,
     };
+    if let Some(fits) = &a.neuralscale {
+        spec.widths = Some(rtinfer::study::neuralscale::zoo_cmd_widths(fits, &spec)?);
+    }
     let model = zoo::generate(&spec)?;
     rtinfer::study::onnx_pb::write_model(&a.output, &model)?;
     let params = rtinfer::study::onnx_pb::model_params(&model);

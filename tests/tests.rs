@@ -10,6 +10,7 @@ mod preprocess; // resize modes and normalisation into engine buffers
 mod service; // systemd: sd_notify, SIGHUP reload, /metrics, TCP, journald, the unit file
 mod sources; // URIs, Y4M colourspaces against ffmpeg, image folders, pacing
 mod status_socket; // HTTP on a Unix socket: routes, errors, stale sockets, the client table
+mod study; // study tooling: inspect, bench, sweep, advise, NeuralScale, eval
 mod swap; // hot swap through a real watch folder: renames, bad files, slow writers
 mod tensorrt; // the TensorRT layer against the CPU test double: I/O, errors, calibration, cache
 mod vitis; // the Vitis AI backend through libloading on a fake DPU library

@@ -1,5 +1,14 @@
 //! Tooling of the study the daemon grew out of: models are generated and inspected here rather
 //! than exported from PyTorch, so every benchmark input can be rebuilt from a one-line spec.
 
+pub mod advise;
+pub mod bench;
+pub mod eval;
+pub mod fit;
+pub mod inspect;
+pub mod neuralscale;
 pub mod onnx_pb;
+pub mod plot;
+pub mod shapes;
+pub mod sweep;
 pub mod zoo;
