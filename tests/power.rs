@@ -890,3 +890,43 @@ fn figures_on_a_scripted_trace() {
     let off = st.snapshot("scripted://", false, at(12.0), None);
     assert_eq!((off.watts, off.peak_watts), (None, Some(10.0)));
 }
+
+/// `rtinfer bench` with a meter reports the study's figures: idle (given), peak, dynamic = peak -
+/// idle, throughput per watt of peak power = inferences/s / peak.
+#[test]
+fn bench_reports_idle_peak_dynamic_and_throughput_per_watt() {
+    let dir = util::tempdir();
+    let model = util::zoo_model(dir.path(), "mobilenetv2", "cifar10", 0.25);
+    let cfg = dir.path().join("bench.toml");
+    std::fs::write(
+        &cfg,
+        "[power]\nmeter = \"exec://\"\nidle_watts = 1.5\n\
+         command = [\"sh\", \"-c\", \"while true; do echo 4.5; sleep 0.02; done\"]\n",
+    )
+    .expect("config");
+    let out = util::rtinfer_ort()
+        .args([
+            "bench", "--trials", "2", "--runs", "200", "--json", "--config",
+        ])
+        .arg(&cfg)
+        .arg(&model)
+        .output()
+        .expect("bench");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).expect("JSON report");
+    let p = &v["power"];
+    let mean = v["latency_ms"]["mean"].as_f64().expect("mean");
+    assert_eq!(p["idle_w"].as_f64(), Some(1.5), "{v}");
+    assert_eq!(p["peak_w"].as_f64(), Some(4.5), "{v}");
+    assert!(close(p["dynamic_w"].as_f64().unwrap_or(0.0), 3.0), "{v}");
+    let tpw = p["throughput_per_w"].as_f64().expect("throughput per watt");
+    assert!(
+        close(tpw, 1000.0 / mean / 4.5),
+        "{tpw} vs {}",
+        1000.0 / mean / 4.5
+    );
+}

@@ -101,14 +101,14 @@ pub fn percentile(s: &[f64], q: f64) -> f64 {
     s[lo] + (s[hi] - s[lo]) * (pos - lo as f64)
 }
 
-/// Power figures of a bench. Every field is `None` until the power meters (`src/power/`, another
-/// branch) are merged and wired in here.
+/// Power figures of a bench, as the study defined them, when `[power]` names a meter (config
+/// file via `--config`); `None` without one.
 #[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
 pub struct PowerFigures {
     pub idle_w: Option<f64>,
     pub peak_w: Option<f64>,
     pub dynamic_w: Option<f64>,
-    /// Inferences per second per dynamic watt.
+    /// Inferences per second per watt of peak power (the study's throughput per watt).
     pub throughput_per_w: Option<f64>,
 }
 
@@ -263,6 +263,9 @@ fn bench_config(args: &BenchArgs) -> anyhow::Result<Config> {
 /// Measures in this process (call it in a fresh one).
 pub fn bench_here(args: &BenchArgs) -> anyhow::Result<BenchReport> {
     let cfg = bench_config(args)?;
+    // Idle power is measured before the model is loaded (or taken from power.idle_watts).
+    let meter = crate::power::monitor::start_with_idle(cfg.power.as_ref())
+        .context("start the power meter")?;
     let choice: BackendChoice = cfg.backend;
     let backend = crate::daemon::backend_for(choice, &args.model, &cfg)?;
     let before = proc_status_kib("VmRSS:").unwrap_or(0);
@@ -274,12 +277,24 @@ pub fn bench_here(args: &BenchArgs) -> anyhow::Result<BenchReport> {
     )?;
     let after = proc_status_kib("VmRSS:").unwrap_or(0);
     fill_random(engine.input(), args.seed);
+    let t0 = crate::time::MonoTime::now();
     let samples = measure(args.protocol(), || {
         let t = Instant::now();
         engine.run()?;
         Ok::<_, crate::backend::BackendError>(t.elapsed().as_secs_f64() * 1000.0)
     })?;
+    let t1 = crate::time::MonoTime::now();
     let latency_ms = Summary::of(&samples).context("no measured runs (--runs or --trials is 0)")?;
+    let power = meter.as_ref().map_or_else(PowerFigures::default, |m| {
+        let f = m.figures(t0, t1, Some(1000.0 / latency_ms.mean));
+        m.stop();
+        PowerFigures {
+            idle_w: f.idle_watts,
+            peak_w: f.peak_watts,
+            dynamic_w: f.dynamic_watts,
+            throughput_per_w: f.throughput_per_watt,
+        }
+    });
     Ok(BenchReport {
         model: args.model.clone(),
         backend: backend.kind().name().into(),
@@ -289,7 +304,7 @@ pub fn bench_here(args: &BenchArgs) -> anyhow::Result<BenchReport> {
         latency_ms,
         session_rss_mb: after.saturating_sub(before) as f64 / 1024.0,
         peak_rss_mb: proc_status_kib("VmHWM:").unwrap_or(0) as f64 / 1024.0,
-        power: PowerFigures::default(),
+        power,
     })
 }
 
@@ -375,7 +390,7 @@ pub fn table(r: &BenchReport) -> String {
         "model      {}\nbackend    {} ({} threads), {} trials x ({} warm-up + {} runs), seed {}\n\
          latency ms mean {:.3}  std {:.3}  min {:.3}  p50 {:.3}  p90 {:.3}  p99 {:.3}  max {:.3}  (n={})\n\
          memory MiB session {:.1}  peak RSS {:.1}\n\
-         power W    idle {}  peak {}  dynamic {}  inferences/s/W {}  (no power meter in this build)\n",
+         power W    idle {}  peak {}  dynamic {}  inferences/s/W {}\n",
         r.model.display(),
         r.backend,
         r.threads,
