@@ -137,8 +137,8 @@ pub struct Shared {
     engine_memory: Mutex<Option<crate::backend::EngineMemory>>,
     pub source: SourceInfo,
     pub source_connected: AtomicBool,
-    /// The power meter's thread and figures (`[power]`), if configured.
-    pub power: Option<crate::power::PowerMonitor>,
+    /// The power meter's thread and figures (`[power]`), if configured; replaced by a reload.
+    power: Mutex<Option<Arc<crate::power::PowerMonitor>>>,
     state: AtomicU8,
 }
 
@@ -176,6 +176,35 @@ impl Shared {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
+    }
+
+    /// The power meter, if one is configured.
+    pub fn power(&self) -> Option<Arc<crate::power::PowerMonitor>> {
+        self.power.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Replaces the meter (SIGHUP reload of `[power]`): the old thread stops, the new one starts
+    /// connecting in the background. Idle is kept only when given (`power.idle_watts`): the
+    /// models are running, so it cannot be measured now.
+    fn replace_power(&self, opts: Option<&crate::power::PowerOptions>) -> std::io::Result<()> {
+        let new = match opts {
+            Some(o) => {
+                let m = crate::power::PowerMonitor::start(o.clone())?;
+                if matches!(o.idle, crate::power::IdleSetting::Given(_)) {
+                    m.measure_idle();
+                }
+                Some(Arc::new(m))
+            }
+            None => None,
+        };
+        let old = std::mem::replace(
+            &mut *self.power.lock().unwrap_or_else(|p| p.into_inner()),
+            new,
+        );
+        if let Some(o) = old {
+            o.stop();
+        }
+        Ok(())
     }
 
     pub fn live(&self) -> MutexGuard<'_, Live> {
@@ -253,7 +282,18 @@ pub struct Live {
 }
 
 /// Keys a reload applies while running.
-pub const LIVE_KEYS: &[&str] = &["run.budget_ms", "run.fps", "log.level", "status.tcp"];
+pub const LIVE_KEYS: &[&str] = &[
+    "run.budget_ms",
+    "run.fps",
+    "log.level",
+    "status.tcp",
+    "power.meter",
+    "power.command",
+    "power.idle_seconds",
+    "power.idle_watts",
+    "power.sysfs_root",
+    "power.interval_ms",
+];
 
 /// A running daemon.
 pub struct Daemon {
@@ -416,7 +456,7 @@ pub fn start(
         engine_memory: Mutex::new(None),
         source: src_info,
         source_connected: AtomicBool::new(true),
-        power,
+        power: Mutex::new(power.map(Arc::new)),
         state: AtomicU8::new(State::Waiting as u8),
     });
     if let Some(p) = pipe.as_mut() {
@@ -579,6 +619,11 @@ impl Daemon {
                 if std::env::var_os("RUST_LOG").is_none() {
                     log::set_max_level(cfg.log_level);
                 }
+                if live.iter().any(|k| k.starts_with("power."))
+                    && let Err(e) = self.shared.replace_power(cfg.power.as_ref())
+                {
+                    log::error!("reload: power meter: {e}");
+                }
                 if live.iter().any(|k| k == "status.tcp") {
                     if let Some((h, stop)) = self.tcp.take() {
                         stop.store(true, Ordering::SeqCst);
@@ -680,7 +725,7 @@ impl Daemon {
         for h in self.models {
             let _ = h.join();
         }
-        if let Some(p) = &self.shared.power {
+        if let Some(p) = self.shared.power() {
             p.stop();
         }
         // A capture thread blocked in a read of a silent pipe cannot be interrupted; it is left

@@ -97,7 +97,7 @@ pub fn render(s: &Shared) -> String {
     let _ = writeln!(out, "# TYPE rtinfer_swaps_total counter");
     let _ = writeln!(out, "rtinfer_swaps_total{{result=\"ok\"}} {ok}");
     let _ = writeln!(out, "rtinfer_swaps_total{{result=\"rejected\"}} {rejected}");
-    if let Some(p) = s.power.as_ref().map(|p| p.snapshot(MonoTime::now(), fps)) {
+    if let Some(p) = s.power().map(|p| p.snapshot(MonoTime::now(), fps)) {
         let _ = writeln!(
             out,
             "# HELP rtinfer_power_connected 1 while the power meter delivers samples."

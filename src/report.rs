@@ -164,7 +164,7 @@ pub fn status_json(s: &Shared) -> Value {
         "realtime": {"priority": Value::Null, "cpus": Value::Null, "memory_locked": false},
         "system": {"rss_bytes": sys.rss_bytes, "cpu_load": sys.cpu_load, "temperature_c": sys.temperature_c},
         "memory": {"rss_bytes": sys.rss_bytes},
-        "power": s.power.as_ref().map(|p| p.snapshot(now, summary.fps)),
+        "power": s.power().map(|p| p.snapshot(now, summary.fps)),
         "swaps": swaps,
         "config": {
             "path": s.config.path,

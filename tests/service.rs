@@ -456,3 +456,56 @@ fn check_config_errors_name_the_key_or_position() {
         assert!(err.contains(want), "{text}: expected {want} in {err}");
     }
 }
+
+#[test]
+fn sighup_replaces_the_power_meter_live() {
+    let dir = util::tempdir();
+    let model = zoo_model(dir.path(), "mobilenetv2", "cifar10", 0.25);
+    let cfg = dir.path().join("rtinfer.toml");
+    let sock = dir.path().join("s.sock");
+    let meter = |w: &str| {
+        format!(
+            "[power]\nmeter = \"exec://\"\nidle_watts = 1.0\n\
+             command = [\"sh\", \"-c\", \"while true; do echo {w}; sleep 0.05; done\"]\n"
+        )
+    };
+    std::fs::write(&cfg, meter("2.5")).expect("config");
+    let child = rtinfer_ort()
+        .args([
+            "run",
+            "--source",
+            "synthetic://64x48@60",
+            "--warmup",
+            "1",
+            "--config",
+        ])
+        .arg(&cfg)
+        .arg("--model")
+        .arg(&model)
+        .arg("--socket")
+        .arg(&sock)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start");
+    assert!(wait_for(&sock, 20.0));
+    let v = status_until(&sock, 10.0, |v| v["power"]["watts"].as_f64() == Some(2.5));
+    assert_eq!(v["power"]["watts"].as_f64(), Some(2.5), "{v}");
+    std::fs::write(&cfg, meter("7.25")).expect("config");
+    signal(&child, Signal::SIGHUP);
+    let v = status_until(&sock, 10.0, |v| v["power"]["watts"].as_f64() == Some(7.25));
+    assert_eq!(
+        v["power"]["watts"].as_f64(),
+        Some(7.25),
+        "the new meter serves: {v}"
+    );
+    assert_eq!(v["power"]["idle_watts"].as_f64(), Some(1.0));
+    assert_eq!(
+        v["config"]["restart_required"],
+        serde_json::json!([]),
+        "{v}"
+    );
+    signal(&child, Signal::SIGINT);
+    let out = child.wait_with_output().expect("exit");
+    assert!(out.status.success());
+}

@@ -4,7 +4,7 @@ use crate::daemon::{Shared, State};
 
 /// The contract's `state`: a running daemon whose meter is lost is `degraded`.
 pub fn state(s: &Shared) -> State {
-    match (s.state(), &s.power) {
+    match (s.state(), s.power()) {
         (State::Running, Some(p)) if !p.connected() => State::Degraded,
         (st, _) => st,
     }
@@ -12,7 +12,6 @@ pub fn state(s: &Shared) -> State {
 
 /// `"\npower (...): ..."` for the final summary, empty without a meter.
 pub fn summary_line(s: &Shared, processed: u64) -> String {
-    s.power
-        .as_ref()
+    s.power()
         .map_or_else(String::new, |p| format!("\n{}", p.summary_line(processed)))
 }
