@@ -18,8 +18,9 @@ for pair in "x86_64:amd64" "aarch64:arm64"; do
   arch="${pair%%:*}"
   TARGET_ARCH="$arch" GLIBC=2.31 scripts/cross.sh --build-only
   cp "$ROOT/.cache/onnxruntime/$arch/libonnxruntime.so.1.31.1" "$ROOT/target/ort-stage/"
-  # The zig-built binary is already in target/<triple>/release; no rebuild, no host strip.
-  cargo deb --no-build --no-strip --target "$arch-unknown-linux-gnu" --output "$OUT/"
+  # The zig-built binary is already in target/<triple>/release; no rebuild (.cargo/config.toml
+  # names the aarch64 strip/objcopy).
+  cargo deb --no-build --target "$arch-unknown-linux-gnu" --output "$OUT/"
 done
 dpkg-deb -c "$OUT/rtinfer_${VERSION}-1_arm64.deb"
 dpkg-deb -f "$OUT/rtinfer_${VERSION}-1_arm64.deb" Depends Architecture
