@@ -20,7 +20,7 @@ for pair in "x86_64:amd64" "aarch64:arm64"; do
   cp "$ROOT/.cache/onnxruntime/$arch/libonnxruntime.so.1.31.1" "$ROOT/target/ort-stage/"
   # The zig-built binary is already in target/<triple>/release; no rebuild (.cargo/config.toml
   # names the aarch64 strip/objcopy).
-  cargo deb --no-build --target "$arch-unknown-linux-gnu" --output "$OUT/"
+  cargo deb --no-build --strip --target "$arch-unknown-linux-gnu" --output "$OUT/"
 done
 dpkg-deb -c "$OUT/rtinfer_${VERSION}-1_arm64.deb"
 dpkg-deb -f "$OUT/rtinfer_${VERSION}-1_arm64.deb" Depends Architecture
