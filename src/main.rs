@@ -41,6 +41,8 @@ enum Cmd {
     Zoo(ZooArgs),
     /// Validate a configuration file with the daemon's own code (exit 0 when valid).
     CheckConfig { file: PathBuf },
+    /// int8 post-training quantization (QDQ) of a float ONNX model.
+    Quantize(rtinfer::study::quantize::cli::QuantizeArgs),
 }
 
 #[derive(Args)]
@@ -135,6 +137,7 @@ fn main() -> ExitCode {
         } => status(socket, json, config),
         Cmd::Zoo(args) => zoo_cmd(args).map_err(fail(1)),
         Cmd::CheckConfig { file } => check_config(&file),
+        Cmd::Quantize(args) => rtinfer::study::quantize::cli::run(args).map_err(fail(1)),
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -2,4 +2,5 @@
 //! than exported from PyTorch, so every benchmark input can be rebuilt from a one-line spec.
 
 pub mod onnx_pb;
+pub mod quantize;
 pub mod zoo;
