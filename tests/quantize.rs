@@ -331,3 +331,44 @@ fn images_of_another_size_are_resized_like_the_daemon_does() {
     assert!(stdout.contains("(5 calibration samples"), "{stdout}");
     assert!(out.exists());
 }
+
+/// ONNX Runtime's optimised-model files carry no value_info; the quantizer fills it from what ORT
+/// infers. Conv 3->4, 3x3, pad 1 on 1x3x8x8 then Relu: the inner tensor is float 1x4x8x8.
+#[test]
+fn every_tensor_of_the_optimised_graph_is_typed() {
+    let w = vec![0.1f32; 4 * 3 * 9];
+    let m = model(GraphProto {
+        name: "typed".into(),
+        node: vec![
+            NodeProto {
+                op_type: "Conv".into(),
+                name: "conv".into(),
+                input: vec!["x".into(), "w".into()],
+                output: vec!["c".into()],
+                attribute: vec![AttributeProto::ints("pads", &[1, 1, 1, 1])],
+                ..Default::default()
+            },
+            NodeProto {
+                op_type: "Relu".into(),
+                name: "relu".into(),
+                input: vec!["c".into()],
+                output: vec!["y".into()],
+                ..Default::default()
+            },
+        ],
+        initializer: vec![float_tensor("w", &[4, 3, 3, 3], &w)],
+        input: vec![ValueInfoProto::float_tensor("x", &[1, 3, 8, 8])],
+        output: vec![ValueInfoProto::float_tensor("y", &[1, 4, 8, 8])],
+        ..Default::default()
+    });
+    util::ort_env();
+    let typed = quantize::ort_run::shape_infer("test", &m).expect("shape inference");
+    let vi = &typed.graph.as_ref().unwrap().value_info;
+    assert_eq!(vi.len(), 1, "{vi:?}");
+    assert_eq!(vi[0].name, "c");
+    assert_eq!(vi[0].fixed_dims(), Some(vec![1, 4, 8, 8]));
+    assert_eq!(
+        plan::elem_types(typed.graph.as_ref().unwrap())["c"],
+        DATA_TYPE_FLOAT
+    );
+}

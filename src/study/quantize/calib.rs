@@ -20,6 +20,16 @@ pub enum CalibSource {
     Random { seed: u64 },
 }
 
+impl std::fmt::Display for CalibSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CalibSource::Folder(d) => write!(f, "folder {}", d.display()),
+            CalibSource::Uri(u) => write!(f, "{u}"),
+            CalibSource::Random { seed } => write!(f, "random noise (seed {seed})"),
+        }
+    }
+}
+
 /// Calibration input could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum CalibError {

@@ -105,8 +105,8 @@ pub enum QuantizeError {
     Ort { what: String, reason: String },
     #[error("model {}: {source}", path.display())]
     Input { path: PathBuf, source: BackendError },
-    #[error("calibration source gave no sample")]
-    NoSamples,
+    #[error("calibration source {source_name} gave no sample")]
+    NoSamples { source_name: String },
     #[error(
         "ONNX Runtime would run {} convolution(s) in float: {} (nothing written; --allow-float-conv writes anyway)",
         nodes.len(), nodes.join(", ")
@@ -227,6 +227,7 @@ pub fn quantize(
     let basic_path = tmp.path().join("basic.onnx");
     let (_, basic) =
         ort_run::optimised(&what, &bytes, GraphOptimizationLevel::Level1, &basic_path)?;
+    let basic = ort_run::shape_infer(&what, &basic)?;
     let graph = basic.graph.clone().unwrap_or_default();
     let plan = plan::plan(&graph, opts.per_channel)?;
 
@@ -355,7 +356,9 @@ fn calibrate(
         n += 1;
     }
     if n == 0 {
-        return Err(QuantizeError::NoSamples);
+        return Err(QuantizeError::NoSamples {
+            source_name: opts.calib.to_string(),
+        });
     }
     let ranges = plan
         .tensors

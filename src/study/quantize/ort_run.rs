@@ -126,3 +126,76 @@ pub fn input_shape(what: &str, s: &Session) -> Result<Vec<i64>, QuantizeError> {
     }
     Ok(shape)
 }
+
+/// ONNX `TensorProto.DataType` of an ORT element type (0 for types the quantizer never meets).
+fn onnx_type(t: ort::value::TensorElementType) -> i32 {
+    use ort::value::TensorElementType as T;
+    match t {
+        T::Float32 => 1,
+        T::Uint8 => 2,
+        T::Int8 => 3,
+        T::Uint16 => 4,
+        T::Int16 => 5,
+        T::Int32 => 6,
+        T::Int64 => 7,
+        T::Bool => 9,
+        T::Float16 => 10,
+        T::Float64 => 11,
+        _ => 0,
+    }
+}
+
+/// Fills `value_info` with the type and shape of every node output, as ONNX Runtime infers them
+/// (its optimised-model files carry none): every output is declared a graph output of a probe
+/// model, and the loaded session reports what it inferred for each.
+pub fn shape_infer(what: &str, model: &ModelProto) -> Result<ModelProto, QuantizeError> {
+    use crate::study::onnx_pb::{TypeProto, ValueInfoProto, type_proto};
+    use prost::Message;
+    let mut probe = model.clone();
+    let Some(g) = probe.graph.as_mut() else {
+        return Ok(model.clone());
+    };
+    let declared: std::collections::HashSet<String> = g
+        .output
+        .iter()
+        .chain(&g.input)
+        .map(|v| v.name.clone())
+        .collect();
+    let inner: Vec<String> = g
+        .node
+        .iter()
+        .flat_map(|n| n.output.iter())
+        .filter(|o| !o.is_empty() && !declared.contains(*o))
+        .cloned()
+        .collect();
+    g.output.extend(inner.iter().map(|name| ValueInfoProto {
+        name: name.clone(),
+        ..Default::default()
+    }));
+    let s = session(
+        what,
+        &probe.encode_to_vec(),
+        GraphOptimizationLevel::Disable,
+        1,
+        None,
+    )?;
+    let mut out = model.clone();
+    let g = out.graph.get_or_insert_with(Default::default);
+    g.value_info.clear();
+    for o in s.outputs().iter().filter(|o| !declared.contains(o.name())) {
+        let (Some(ty), Some(shape)) = (o.dtype().tensor_type(), o.dtype().tensor_shape()) else {
+            continue;
+        };
+        let dims: Vec<i64> = shape.iter().copied().collect();
+        let mut v = ValueInfoProto::float_tensor(o.name(), &dims);
+        if let Some(TypeProto {
+            value: Some(type_proto::Value::TensorType(t)),
+            ..
+        }) = v.r#type.as_mut()
+        {
+            t.elem_type = onnx_type(ty);
+        }
+        g.value_info.push(v);
+    }
+    Ok(out)
+}
