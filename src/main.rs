@@ -51,6 +51,8 @@ enum Cmd {
     Eval(rtinfer::study::eval::EvalArgs),
     /// Bench many models (a folder or a generated grid) in fresh processes: one CSV, SVG charts.
     Sweep(rtinfer::study::sweep::SweepArgs),
+    /// int8 post-training quantization (QDQ) of a float ONNX model.
+    Quantize(rtinfer::study::quantize::cli::QuantizeArgs),
 }
 
 #[derive(Args)]
@@ -161,6 +163,7 @@ fn main() -> ExitCode {
         Cmd::Advise(args) => rtinfer::study::advise::run(args).map_err(fail(1)),
         Cmd::Eval(args) => rtinfer::study::eval::run(args).map_err(fail(1)),
         Cmd::Sweep(args) => rtinfer::study::sweep::run(args).map_err(fail(1)),
+        Cmd::Quantize(args) => rtinfer::study::quantize::cli::run(args).map_err(fail(1)),
     };
     match result {
         Ok(code) => ExitCode::from(code),

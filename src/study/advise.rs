@@ -342,12 +342,6 @@ pub fn render(a: &Advice) -> String {
 }
 
 fn run_search(a: &AdviseArgs) -> anyhow::Result<u8> {
-    if a.precision == Precision::Int8 {
-        anyhow::bail!(
-            "--search --precision int8 needs `rtinfer quantize` to turn zoo models into int8 \
-             (not in this build yet)"
-        );
-    }
     let arch: Arch = a.arch.parse()?;
     let dataset: Dataset = a.dataset.parse()?;
     let grid = Grid::new(a.min_ratio, a.max_ratio, a.step)?;
@@ -360,8 +354,15 @@ fn run_search(a: &AdviseArgs) -> anyhow::Result<u8> {
             widths: None,
             seed: 0,
         };
-        let path = dir.join(zoo::default_output_name(&spec));
-        super::onnx_pb::write_model(&path, &zoo::generate(&spec)?)?;
+        let fp32 = dir.join(zoo::default_output_name(&spec));
+        super::onnx_pb::write_model(&fp32, &zoo::generate(&spec)?)?;
+        let path = if a.precision == Precision::Int8 {
+            let q = super::sweep::int8_for_latency(&fp32, a.ort_library.as_deref())?;
+            let _ = std::fs::remove_file(&fp32);
+            q
+        } else {
+            fp32
+        };
         let mut b = super::bench::BenchArgs::new(path.clone());
         b.trials = a.trials;
         b.threads = a.threads;

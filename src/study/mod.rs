@@ -9,6 +9,7 @@ pub mod inspect;
 pub mod neuralscale;
 pub mod onnx_pb;
 pub mod plot;
+pub mod quantize;
 pub mod shapes;
 pub mod sweep;
 pub mod zoo;

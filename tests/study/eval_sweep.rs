@@ -208,8 +208,8 @@ fn sweep_writes_csv_rows_and_svg_charts() {
     }
 }
 
-/// A generated grid: one row per (arch, dataset, ratio), models kept under OUT/models; int8
-/// grids are refused with a reason until quantization lands.
+/// A generated grid: one row per (arch, dataset, ratio, precision), models kept under
+/// OUT/models.
 #[test]
 fn sweep_generated_grid() {
     let dir = util::tempdir();
@@ -244,11 +244,40 @@ fn sweep_generated_grid() {
     );
     assert!(out.join("models/vgg11-cifar10-r0.5.onnx").is_file());
     assert!(!out.join("accuracy_vs_latency.svg").exists());
+    // int8 grids: each generated model also quantized; an unknown precision is refused.
     let o = util::rtinfer_ort()
-        .args(["sweep", "--arch", "vgg11", "--precisions", "int8", "-o"])
+        .args([
+            "sweep",
+            "--arch",
+            "mobilenetv2",
+            "--ratios",
+            "0.25",
+            "--trials",
+            "1",
+        ])
+        .args(["--datasets", "cifar10", "--precisions", "fp32,int8", "-o"])
         .arg(dir.path().join("int8"))
         .output()
         .expect("run sweep");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let csv = std::fs::read_to_string(dir.path().join("int8/sweep.csv")).expect("csv");
+    let names: Vec<&str> = csv
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split(',').next())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "mobilenetv2-cifar10-r0.25",
+            "mobilenetv2-cifar10-r0.25.int8"
+        ]
+    );
+    let o = util::rtinfer_ort()
+        .args(["sweep", "--arch", "vgg11", "--precisions", "fp16", "-o"])
+        .arg(dir.path().join("fp16"))
+        .output()
+        .expect("run sweep");
     assert!(!o.status.success());
-    assert!(String::from_utf8_lossy(&o.stderr).contains("int8"));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("fp16"));
 }

@@ -1,0 +1,162 @@
+//! `rtinfer quantize`: the command-line edge of [`super::quantize`].
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+
+use super::{CalibSource, QuantizeOptions, QuantizeReport};
+use crate::backend::ort_library;
+
+/// Arguments of `rtinfer quantize`.
+#[derive(Debug, clap::Args)]
+pub struct QuantizeArgs {
+    /// Float ONNX model to quantize.
+    pub model: PathBuf,
+    /// Output file (default: NAME.int8.onnx next to NAME.onnx).
+    #[arg(short, long)]
+    pub output: Option<PathBuf>,
+    /// Folder of PNG/JPEG calibration images.
+    #[arg(long, conflicts_with = "calib_source")]
+    pub calib: Option<PathBuf>,
+    /// Calibration frames from a source URI (e.g. the live camera).
+    #[arg(long)]
+    pub calib_source: Option<String>,
+    /// Calibration samples (fewer if the source ends first).
+    #[arg(long, default_value_t = 1000)]
+    pub samples: usize,
+    /// minmax | percentile (99.999 %) | entropy (KL, TensorRT-style)
+    #[arg(long, default_value = "minmax")]
+    pub method: String,
+    /// Percentile kept by --method percentile.
+    #[arg(long, default_value_t = 99.999)]
+    pub percentile: f64,
+    /// Per-output-channel weight scales (Conv, Gemm).
+    #[arg(long)]
+    pub per_channel: bool,
+    /// Activation type: u8 (default) or s8.
+    #[arg(long, default_value = "u8")]
+    pub activation_type: String,
+    /// Seed of the random calibration data used when no --calib/--calib-source is given.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// stretch | center-crop | letterbox (as the daemon's preprocess.resize).
+    #[arg(long)]
+    pub resize: Option<String>,
+    /// Calibration samples kept to compare the int8 model with the float model.
+    #[arg(long, default_value_t = 64)]
+    pub check_samples: usize,
+    /// Intra-op threads (0 = ONNX Runtime's default).
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+    /// Write the model even if ONNX Runtime leaves convolutions in float.
+    #[arg(long)]
+    pub allow_float_conv: bool,
+    /// Path of libonnxruntime.so (searched first).
+    #[arg(long)]
+    pub ort_library: Option<PathBuf>,
+}
+
+/// Runs the subcommand; prints the report; exit code 0 on success.
+pub fn run(a: QuantizeArgs) -> anyhow::Result<u8> {
+    let mut opts = QuantizeOptions {
+        samples: a.samples,
+        method: a
+            .method
+            .parse()
+            .map_err(|e| anyhow::anyhow!("--method: {e}"))?,
+        per_channel: a.per_channel,
+        activation: a
+            .activation_type
+            .parse()
+            .map_err(|e| anyhow::anyhow!("--activation-type: {e}"))?,
+        check_samples: a.check_samples,
+        threads: a.threads,
+        allow_float_conv: a.allow_float_conv,
+        ..QuantizeOptions::default()
+    };
+    if let super::Method::Percentile(_) = opts.method {
+        anyhow::ensure!(
+            a.percentile > 0.0 && a.percentile <= 100.0,
+            "--percentile must be in (0, 100]"
+        );
+        opts.method = super::Method::Percentile(a.percentile);
+    }
+    if let Some(r) = &a.resize {
+        opts.preprocess.resize = r.parse().context("--resize")?;
+    }
+    opts.calib = match (a.calib, a.calib_source) {
+        (Some(dir), _) => CalibSource::Folder(dir),
+        (None, Some(uri)) => CalibSource::Uri(uri),
+        (None, None) => {
+            log::warn!(
+                "no --calib or --calib-source: calibrating on seeded random noise (seed {}); ranges from noise are poor, give real frames",
+                a.seed
+            );
+            CalibSource::Random { seed: a.seed }
+        }
+    };
+    ort_library::load(a.ort_library.as_deref())?;
+    let output = a.output.unwrap_or_else(|| super::int8_variant(&a.model));
+    let report = super::quantize(&a.model, &output, &opts)
+        .with_context(|| format!("quantizing {}", a.model.display()))?;
+    print!("{}", render(&report, &opts));
+    Ok(0)
+}
+
+/// The human-readable report.
+pub fn render(r: &QuantizeReport, o: &QuantizeOptions) -> String {
+    use std::fmt::Write;
+    let mut s = String::new();
+    let ops: Vec<String> = r
+        .quantized
+        .iter()
+        .map(|(k, v)| format!("{k} {v}"))
+        .collect();
+    let _ = writeln!(
+        s,
+        "wrote {} ({} calibration samples, {} method, {} activations, {} weights)",
+        r.output.display(),
+        r.samples,
+        o.method.name(),
+        o.activation.name(),
+        if o.per_channel {
+            "per-channel"
+        } else {
+            "per-tensor"
+        }
+    );
+    let _ = writeln!(s, "quantized nodes: {}", ops.join(", "));
+    let _ = writeln!(s, "quantized activations: {}", r.activations);
+    for l in &r.left_float {
+        let _ = writeln!(s, "left float: {} ({}): {}", l.node, l.op, l.reason);
+    }
+    if r.float_convs.is_empty() {
+        let _ = writeln!(
+            s,
+            "float convolutions in ONNX Runtime's optimised graph: none"
+        );
+    } else {
+        let _ = writeln!(
+            s,
+            "float convolutions in ONNX Runtime's optimised graph: {}",
+            r.float_convs.join(", ")
+        );
+    }
+    let ort: Vec<String> = r.ort_ops.iter().map(|(k, v)| format!("{k} {v}")).collect();
+    let _ = writeln!(s, "ONNX Runtime runs: {}", ort.join(", "));
+    let a = &r.agreement;
+    let _ = writeln!(
+        s,
+        "agreement with float on {} calibration samples: pearson {:.5}, relative L2 {:.4}, top-1 {:.1} %",
+        a.samples,
+        a.pearson,
+        a.rel_l2,
+        a.top1 * 100.0
+    );
+    let _ = writeln!(
+        s,
+        "time: calibration {:.2} s, total {:.2} s",
+        r.calibration_s, r.total_s
+    );
+    s
+}

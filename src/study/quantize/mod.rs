@@ -1,0 +1,385 @@
+//! int8 post-training quantization on the device (`rtinfer quantize`), so a board engineer gets
+//! the study's best first step (int8: 3x lower latency on its CPU) without a Python stack.
+//!
+//! The pipeline: ONNX Runtime optimises the float model at the basic level and writes it out
+//! (Conv+BN folded, constants folded, every tensor typed) — quantizing that graph rather than the
+//! exported one is what lets every Conv become integer; [`plan`] chooses the Q/DQ layout ORT
+//! fuses; calibration samples made by the daemon's own preprocessing run through that graph with
+//! the planned activations exposed as outputs, into fixed-size [`histogram`]s; [`qdq`] writes
+//! the QDQ graph; and before anything is saved ORT optimises the result at the ALL level and the
+//! graph it would run is checked for float convolutions, and compared with the float model.
+
+pub mod agree;
+pub mod calib;
+pub mod cli;
+pub mod histogram;
+pub mod ort_run;
+pub mod plan;
+pub mod qdq;
+pub mod qparams;
+mod tmp;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use ort::session::builder::GraphOptimizationLevel;
+use prost::Message;
+
+pub use agree::Agreement;
+pub use calib::{CalibError, CalibSource};
+pub use histogram::Method;
+pub use plan::LeftFloat;
+pub use qparams::ActivationType;
+
+use crate::backend::{BackendError, image_input_spec};
+use crate::preprocess::PreprocessOptions;
+use crate::study::onnx_pb::{self, ModelProto, OnnxError, ValueInfoProto};
+use crate::tensor::{InputElement, Layout};
+
+/// Everything `rtinfer quantize` can be told.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QuantizeOptions {
+    pub calib: CalibSource,
+    pub samples: usize,
+    pub method: Method,
+    pub per_channel: bool,
+    pub activation: ActivationType,
+    pub preprocess: PreprocessOptions,
+    /// Calibration samples kept to compare the int8 model with the float one.
+    pub check_samples: usize,
+    /// Intra-op threads for calibration (0 = ONNX Runtime's default).
+    pub threads: usize,
+    /// Write the model even when ORT would leave some convolutions in float.
+    pub allow_float_conv: bool,
+}
+
+impl Default for QuantizeOptions {
+    fn default() -> Self {
+        QuantizeOptions {
+            calib: CalibSource::Random { seed: 0 },
+            samples: 1000,
+            method: Method::MinMax,
+            per_channel: false,
+            activation: ActivationType::U8,
+            preprocess: PreprocessOptions::default(),
+            check_samples: 64,
+            threads: 0,
+            allow_float_conv: false,
+        }
+    }
+}
+
+/// What a quantization did and found.
+#[derive(Debug, Clone, Default)]
+pub struct QuantizeReport {
+    pub output: PathBuf,
+    /// Calibration samples actually used.
+    pub samples: usize,
+    /// Quantized nodes per operator type.
+    pub quantized: std::collections::BTreeMap<String, usize>,
+    pub activations: usize,
+    /// Nodes the quantizer left in float, with the reason.
+    pub left_float: Vec<LeftFloat>,
+    /// Convolutions ONNX Runtime still runs in float (`op (name)`), from its optimised graph.
+    pub float_convs: Vec<String>,
+    /// Operator histogram of ONNX Runtime's optimised int8 graph (`domain:op` -> count).
+    pub ort_ops: std::collections::BTreeMap<String, usize>,
+    pub agreement: Agreement,
+    pub calibration_s: f64,
+    pub total_s: f64,
+}
+
+/// Why a model could not be quantized. Every variant names the model, tensor or source.
+#[derive(Debug, thiserror::Error)]
+pub enum QuantizeError {
+    #[error(transparent)]
+    Onnx(#[from] OnnxError),
+    #[error(transparent)]
+    Plan(#[from] plan::PlanError),
+    #[error(transparent)]
+    Qdq(#[from] qdq::QdqError),
+    #[error(transparent)]
+    Calib(#[from] CalibError),
+    #[error("ONNX Runtime, {what}: {reason}")]
+    Ort { what: String, reason: String },
+    #[error("model {}: {source}", path.display())]
+    Input { path: PathBuf, source: BackendError },
+    #[error("calibration source {source_name} gave no sample")]
+    NoSamples { source_name: String },
+    #[error(
+        "ONNX Runtime would run {} convolution(s) in float: {} (nothing written; --allow-float-conv writes anyway)",
+        nodes.len(), nodes.join(", ")
+    )]
+    FloatConvs { nodes: Vec<String> },
+    #[error("{what} {}: {source}", path.display())]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// `NAME.int8.onnx` for `NAME.onnx`: the int8 variant the watch folder, `bench` and `sweep` pair
+/// with the float model (DESIGN.md naming rule).
+pub fn int8_variant(path: &Path) -> PathBuf {
+    let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("model");
+    path.with_file_name(format!("{stem}.int8.onnx"))
+}
+
+/// The float model `NAME.onnx` an int8 variant `NAME.int8.onnx` belongs to, if `path` is one.
+pub fn float_original(path: &Path) -> Option<PathBuf> {
+    let name = path.file_name()?.to_str()?;
+    let base = name.strip_suffix(".int8.onnx")?;
+    (!base.is_empty()).then(|| path.with_file_name(format!("{base}.onnx")))
+}
+
+/// Whether a graph is QDQ-quantized (has QuantizeLinear/DequantizeLinear nodes).
+pub fn is_qdq(model: &ModelProto) -> bool {
+    model.graph.as_ref().is_some_and(|g| {
+        g.node
+            .iter()
+            .any(|n| n.op_type == "QuantizeLinear" || n.op_type == "DequantizeLinear")
+    })
+}
+
+/// Convolutions left in float in an ORT-optimised graph: `Conv` in any domain (the NCHWc layout
+/// on x86 is `com.microsoft.nchwc:Conv`) and `FusedConv` (Arm).
+pub fn float_convs(optimised: &ModelProto) -> Vec<String> {
+    optimised
+        .graph
+        .iter()
+        .flat_map(|g| &g.node)
+        .filter(|n| n.op_type == "Conv" || n.op_type == "FusedConv")
+        .map(|n| {
+            let domain = if n.domain.is_empty() { "" } else { &n.domain };
+            format!(
+                "{domain}{}{} ({})",
+                if domain.is_empty() { "" } else { ":" },
+                n.op_type,
+                n.name
+            )
+        })
+        .collect()
+}
+
+fn op_histogram(m: &ModelProto) -> std::collections::BTreeMap<String, usize> {
+    let mut h = std::collections::BTreeMap::new();
+    for n in m.graph.iter().flat_map(|g| &g.node) {
+        let key = if n.domain.is_empty() {
+            n.op_type.clone()
+        } else {
+            format!("{}:{}", n.domain, n.op_type)
+        };
+        *h.entry(key).or_default() += 1;
+    }
+    h
+}
+
+/// The optimised float graph with the planned activations added as graph outputs.
+fn with_activation_outputs(model: &ModelProto, tensors: &[String]) -> ModelProto {
+    let mut m = model.clone();
+    if let Some(g) = m.graph.as_mut() {
+        let existing: std::collections::HashSet<String> =
+            g.output.iter().map(|o| o.name.clone()).collect();
+        for t in tensors.iter().filter(|t| !existing.contains(*t)) {
+            let mut v = ValueInfoProto::float_tensor(t, &[]);
+            if let Some(onnx_pb::type_proto::Value::TensorType(tt)) =
+                v.r#type.as_mut().and_then(|t| t.value.as_mut())
+            {
+                tt.shape = None;
+            }
+            g.output.push(v);
+        }
+    }
+    m
+}
+
+/// Quantizes the float ONNX model at `input` and writes the QDQ model to `output`. ONNX Runtime
+/// must be loaded ([`crate::backend::ort_library::load`]).
+pub fn quantize(
+    input: &Path,
+    output: &Path,
+    opts: &QuantizeOptions,
+) -> Result<QuantizeReport, QuantizeError> {
+    let t0 = Instant::now();
+    let bytes = std::fs::read(input).map_err(|source| QuantizeError::Io {
+        what: "cannot read model",
+        path: input.to_owned(),
+        source,
+    })?;
+    let original = onnx_pb::decode(&bytes).map_err(|_| OnnxError::NotOnnx {
+        path: input.to_owned(),
+        reason: "protobuf decode failed or not a model".into(),
+    })?;
+    if is_qdq(&original) {
+        return Err(plan::PlanError::NoFloatWeights {
+            graph: format!("{} (already QDQ-quantized)", input.display()),
+        }
+        .into());
+    }
+    let tmp = tmp::TempDir::new().map_err(|source| QuantizeError::Io {
+        what: "cannot create temporary directory",
+        path: std::env::temp_dir(),
+        source,
+    })?;
+    let what = format!("optimising {}", input.display());
+    let basic_path = tmp.path().join("basic.onnx");
+    let (_, basic) =
+        ort_run::optimised(&what, &bytes, GraphOptimizationLevel::Level1, &basic_path)?;
+    let basic = ort_run::shape_infer(&what, &basic)?;
+    let graph = basic.graph.clone().unwrap_or_default();
+    let plan = plan::plan(&graph, opts.per_channel)?;
+
+    let Calibrated {
+        samples,
+        kept,
+        ranges,
+        seconds: calibration_s,
+    } = calibrate(input, &basic, &plan, opts)?;
+    let (qmodel, summary) = qdq::insert_qdq(
+        &basic,
+        &plan,
+        &ranges,
+        qdq::QdqOptions {
+            activation: opts.activation,
+        },
+    )?;
+    let qbytes = qmodel.encode_to_vec();
+
+    let verify_path = tmp.path().join("int8-all.onnx");
+    let what = format!("loading the int8 model of {}", input.display());
+    let session = ort_run::session(
+        &what,
+        &qbytes,
+        GraphOptimizationLevel::All,
+        opts.threads,
+        Some(&verify_path),
+    )?;
+    let ort_graph = onnx_pb::read_model(&verify_path)?;
+    let float_convs = float_convs(&ort_graph);
+    if !float_convs.is_empty() && !opts.allow_float_conv {
+        return Err(QuantizeError::FloatConvs { nodes: float_convs });
+    }
+    let shape = ort_run::input_shape(&what, &session)?;
+    let mut runner = ort_run::Runner::new(&what, session, &shape)?;
+    let mut acc = agree::AgreementAcc::default();
+    for (x, float_logits) in &kept {
+        let mut got = Vec::new();
+        runner.run(x, |i, v| {
+            if i == 0 {
+                got.extend_from_slice(v);
+            }
+        })?;
+        acc.add(float_logits, &got);
+    }
+    std::fs::write(output, &qbytes).map_err(|source| QuantizeError::Io {
+        what: "cannot write",
+        path: output.to_owned(),
+        source,
+    })?;
+    Ok(QuantizeReport {
+        output: output.to_owned(),
+        samples,
+        quantized: summary.quantized,
+        activations: summary.activations,
+        left_float: plan.left_float,
+        float_convs,
+        ort_ops: op_histogram(&ort_graph),
+        agreement: acc.finish(),
+        calibration_s,
+        total_s: t0.elapsed().as_secs_f64(),
+    })
+}
+
+/// Samples kept for the agreement check: (input, float logits).
+type Kept = Vec<(Vec<f32>, Vec<f32>)>;
+
+/// What calibration produced.
+struct Calibrated {
+    samples: usize,
+    kept: Kept,
+    /// The chosen range per planned tensor.
+    ranges: HashMap<String, (f32, f32)>,
+    seconds: f64,
+}
+
+/// Runs the calibration set through the optimised float graph.
+fn calibrate(
+    input: &Path,
+    basic: &ModelProto,
+    plan: &plan::Plan,
+    opts: &QuantizeOptions,
+) -> Result<Calibrated, QuantizeError> {
+    let t0 = Instant::now();
+    let what = format!("calibrating {}", input.display());
+    let aug = with_activation_outputs(basic, &plan.tensors).encode_to_vec();
+    let session = ort_run::session(&what, &aug, GraphOptimizationLevel::All, opts.threads, None)?;
+    let shape = ort_run::input_shape(&what, &session)?;
+    let spec =
+        image_input_spec(input, &shape, Layout::Nchw, InputElement::F32).map_err(|source| {
+            QuantizeError::Input {
+                path: input.to_owned(),
+                source,
+            }
+        })?;
+    let mut runner = ort_run::Runner::new(&what, session, &shape)?;
+    // Output position -> index in plan.tensors (graph outputs may be planned tensors too).
+    let slot: Vec<Option<usize>> = runner
+        .outputs
+        .iter()
+        .map(|o| plan.tensors.iter().position(|t| t == o))
+        .collect();
+    let mut stats: Vec<histogram::TensorStats> = plan
+        .tensors
+        .iter()
+        .map(|_| histogram::TensorStats::new(opts.method))
+        .collect();
+    let mut cal = calib::Calibration::open(&opts.calib, spec, opts.preprocess, opts.samples)?;
+    let mut x = vec![0f32; spec.len()];
+    let mut kept: Kept = Vec::new();
+    let mut n = 0usize;
+    while cal.next(&mut x)? {
+        let keep = kept.len() < opts.check_samples;
+        let mut logits = Vec::new();
+        runner.run(&x, |i, v| {
+            if let Some(s) = slot[i] {
+                stats[s].add(v);
+            }
+            if keep && i == 0 {
+                logits.extend_from_slice(v);
+            }
+        })?;
+        if keep {
+            kept.push((x.clone(), logits));
+        }
+        n += 1;
+    }
+    if n == 0 {
+        return Err(QuantizeError::NoSamples {
+            source_name: opts.calib.to_string(),
+        });
+    }
+    let ranges = plan
+        .tensors
+        .iter()
+        .zip(&stats)
+        .filter_map(|(t, s)| {
+            let r = s.range(opts.method)?;
+            log::debug!(
+                "{t}: observed [{}, {}], range [{}, {}]",
+                s.min,
+                s.max,
+                r.0,
+                r.1
+            );
+            Some((t.clone(), r))
+        })
+        .collect();
+    Ok(Calibrated {
+        samples: n,
+        kept,
+        ranges,
+        seconds: t0.elapsed().as_secs_f64(),
+    })
+}
