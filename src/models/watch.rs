@@ -31,7 +31,8 @@ pub enum WatchEvent {
     Lost,
 }
 
-/// Quiet time after the last event for a file before it becomes a candidate.
+/// Quiet time after the last close of a file before it becomes a candidate (a writer may close
+/// and reopen); a rename into the folder is taken at once.
 pub const DEBOUNCE: Duration = Duration::from_millis(150);
 /// How often a missing folder is looked for.
 const DIR_POLL: Duration = Duration::from_millis(250);
@@ -144,7 +145,15 @@ fn follow(ino: &Inotify, dir: &Path, tx: &Sender<WatchEvent>, stop: &AtomicBool)
             }
             let Some(name) = ev.name else { continue };
             let path = dir.join(name);
-            if m.intersects(AddWatchFlags::IN_CLOSE_WRITE | AddWatchFlags::IN_MOVED_TO) {
+            if m.contains(AddWatchFlags::IN_MOVED_TO) {
+                // A rename is atomic and final: no reason to wait.
+                pending.insert(
+                    path,
+                    Instant::now()
+                        .checked_sub(DEBOUNCE)
+                        .unwrap_or_else(Instant::now),
+                );
+            } else if m.contains(AddWatchFlags::IN_CLOSE_WRITE) {
                 pending.insert(path, Instant::now());
             } else if m.intersects(AddWatchFlags::IN_DELETE | AddWatchFlags::IN_MOVED_FROM) {
                 pending.remove(&path);
