@@ -129,3 +129,73 @@ fn check_config_validates_the_vitis_section() {
     assert_eq!(o.status.code(), Some(2), "{o:?}");
     assert!(String::from_utf8_lossy(&o.stderr).contains("libary"));
 }
+
+/// The systemd watchdog is fed only while the pipeline loop advances: a DPU job stuck for seconds
+/// (the fake's latency) withholds `WATCHDOG=1`, which is what gets a hung service restarted.
+#[test]
+fn a_stuck_inference_withholds_the_watchdog_ping() {
+    use std::os::unix::net::UnixDatagram;
+    let dir = util::tempdir();
+    let model = fake::model(
+        dir.path(),
+        "stuck",
+        "input data int8 1 32 32 3 fix 6\noutput scores int8 1 10 fix 4\nop affine 1 0\nlatency_ms 2500\n",
+    );
+    let config = fake::config(dir.path(), &fake::library(Variant::Full));
+    let notify_path = dir.path().join("notify");
+    let notify = UnixDatagram::bind(&notify_path).expect("bind");
+    notify
+        .set_read_timeout(Some(Duration::from_millis(50)))
+        .expect("timeout");
+    let sock = dir.path().join("status.sock");
+    let mut child = rtinfer()
+        .args([
+            "run",
+            "--backend",
+            "vitis",
+            "--source",
+            "synthetic://64x48@60",
+        ])
+        .args(["--warmup", "0", "--config"])
+        .arg(&config)
+        .arg("--model")
+        .arg(&model)
+        .arg("--socket")
+        .arg(&sock)
+        .env("NOTIFY_SOCKET", &notify_path)
+        .env("WATCHDOG_USEC", "400000")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start daemon");
+    let mut buf = [0u8; 512];
+    let mut msgs = Vec::new();
+    let end = std::time::Instant::now() + Duration::from_secs(20);
+    while std::time::Instant::now() < end && !msgs.iter().any(|m: &String| m.contains("READY=1")) {
+        if let Ok(n) = notify.recv(&mut buf) {
+            msgs.push(String::from_utf8_lossy(&buf[..n]).to_string());
+        }
+    }
+    assert!(msgs.iter().any(|m| m.contains("READY=1")), "{msgs:?}");
+    // The first frame's job runs 2.5 s: at most one ping may still be in flight in 2 s.
+    std::thread::sleep(Duration::from_millis(300));
+    let end = std::time::Instant::now() + Duration::from_secs(2);
+    let mut pings = 0;
+    while std::time::Instant::now() < end {
+        if let Ok(n) = notify.recv(&mut buf)
+            && &buf[..n] == b"WATCHDOG=1"
+        {
+            pings += 1;
+        }
+    }
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    let _ = child.wait();
+    let mut err = String::new();
+    use std::io::Read;
+    let _ = child.stderr.take().map(|mut e| e.read_to_string(&mut err));
+    assert!(pings <= 1, "{pings} pings while the inference was stuck");
+    assert!(err.contains("withholding the watchdog ping"), "{err}");
+}
