@@ -18,6 +18,25 @@ fn signal(child: &Child, sig: Signal) {
     kill(Pid::from_raw(child.id() as i32), sig).expect("signal the daemon");
 }
 
+/// `rtinfer run` on a 64x48@60 synthetic source with a config file, a model and a socket.
+fn run_with_config(cfg: &Path, model: &Path, sock: &Path) -> Command {
+    let mut c = rtinfer_ort();
+    c.args([
+        "run",
+        "--source",
+        "synthetic://64x48@60",
+        "--warmup",
+        "1",
+        "--config",
+    ])
+    .arg(cfg)
+    .arg("--model")
+    .arg(model)
+    .arg("--socket")
+    .arg(sock);
+    c
+}
+
 /// Collects datagrams until `until` matches one or `secs` pass.
 fn collect(sock: &UnixDatagram, secs: f64, until: impl Fn(&str) -> bool) -> Vec<String> {
     let end = Instant::now() + Duration::from_secs_f64(secs);
@@ -48,20 +67,7 @@ fn sd_notify_ready_watchdog_reload_and_stopping() {
     let cfg = dir.path().join("rtinfer.toml");
     std::fs::write(&cfg, "[run]\nbudget_ms = 50\n").expect("write config");
     let sock = dir.path().join("s.sock");
-    let child = rtinfer_ort()
-        .args([
-            "run",
-            "--source",
-            "synthetic://64x48@60",
-            "--warmup",
-            "1",
-            "--config",
-        ])
-        .arg(&cfg)
-        .arg("--model")
-        .arg(&model)
-        .arg("--socket")
-        .arg(&sock)
+    let child = run_with_config(&cfg, &model, &sock)
         .env("NOTIFY_SOCKET", &notify_path)
         .env("WATCHDOG_USEC", "400000")
         .env("WATCHDOG_PID", "")
@@ -162,20 +168,7 @@ fn sighup_with_a_broken_file_keeps_the_old_config_and_lists_restart_keys() {
     let sock = dir.path().join("s.sock");
     let write_cfg = |text: &str| std::fs::write(&cfg, text).expect("write config");
     write_cfg("[run]\nbudget_ms = 40\n");
-    let child = rtinfer_ort()
-        .args([
-            "run",
-            "--source",
-            "synthetic://64x48@60",
-            "--warmup",
-            "1",
-            "--config",
-        ])
-        .arg(&cfg)
-        .arg("--model")
-        .arg(&model)
-        .arg("--socket")
-        .arg(&sock)
+    let child = run_with_config(&cfg, &model, &sock)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -470,20 +463,7 @@ fn sighup_replaces_the_power_meter_live() {
         )
     };
     std::fs::write(&cfg, meter("2.5")).expect("config");
-    let child = rtinfer_ort()
-        .args([
-            "run",
-            "--source",
-            "synthetic://64x48@60",
-            "--warmup",
-            "1",
-            "--config",
-        ])
-        .arg(&cfg)
-        .arg("--model")
-        .arg(&model)
-        .arg("--socket")
-        .arg(&sock)
+    let child = run_with_config(&cfg, &model, &sock)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
