@@ -139,6 +139,8 @@ pub struct Shared {
     pub source_connected: AtomicBool,
     /// The power meter's thread and figures (`[power]`), if configured.
     pub power: Option<crate::power::PowerMonitor>,
+    /// What `[realtime]` achieved (`/status` `realtime`).
+    pub realtime: crate::rt::RealtimeState,
     state: AtomicU8,
 }
 
@@ -386,7 +388,13 @@ pub fn start(
     let server = StatusServer::bind_unix(&config.socket)?;
     log::info!("status socket {}", config.socket.display());
 
-    let ctl = Arc::new(LoopControl::new(config.budget));
+    let mut ctl = LoopControl::new(config.budget);
+    ctl.watchdog = config
+        .realtime
+        .cancel_after
+        .map(|d| Arc::new(crate::watchdog::Watchdog::new(d)));
+    ctl.overrun = config.overrun;
+    let ctl = Arc::new(ctl);
     let slot = Arc::new(FrameSlot::new(src_info.width, src_info.height));
     let shared = Arc::new(Shared {
         started,
@@ -417,6 +425,7 @@ pub fn start(
         source: src_info,
         source_connected: AtomicBool::new(true),
         power,
+        realtime: crate::rt::RealtimeState::default(),
         state: AtomicU8::new(State::Waiting as u8),
     });
     if let Some(p) = pipe.as_mut() {
@@ -481,9 +490,20 @@ pub fn start(
         }
     })?;
     let notify = Some(notify);
+    if let Some(w) = shared.ctl.watchdog.clone() {
+        let opts = shared.config.realtime.clone();
+        spawn("rtinfer-deadline", move || {
+            crate::rt::apply_priority_quietly(&opts);
+            w.run()
+        })?;
+    }
+    crate::rt::lock_memory(&shared.config.realtime, &shared.realtime);
     let pipeline = spawn("rtinfer-pipeline", {
         let shared = Arc::clone(&shared);
-        move || pipeline::run(&mut pipe, &shared.swap, &shared.slot, &shared.ctl, &tx)
+        move || {
+            crate::rt::apply_to_current_thread(&shared.config.realtime, &shared.realtime);
+            pipeline::run(&mut pipe, &shared.swap, &shared.slot, &shared.ctl, &tx)
+        }
     })?;
     let capture = spawn("rtinfer-capture", {
         let shared = Arc::clone(&shared);
@@ -658,6 +678,9 @@ impl Daemon {
             .pipeline
             .join()
             .unwrap_or_else(|_| End::Error("the pipeline thread panicked".into()));
+        if let Some(w) = &self.shared.ctl.watchdog {
+            w.stop();
+        }
         // The pipeline dropped its sender: the stats thread drains what is queued and returns.
         let _ = self.stats.join();
         self.aux_stop.store(true, Ordering::SeqCst);
@@ -805,7 +828,7 @@ fn absorb(st: &mut StatsState, shared: &Shared, rec: &FrameRecord) {
                 shared.set_state(State::Running);
             }
         }
-        Outcome::Cancelled | Outcome::Failed | Outcome::NoModel => {}
+        Outcome::Cancelled | Outcome::Failed | Outcome::NoModel | Outcome::Skipped => {}
     }
     if matches!(rec.outcome, Outcome::Late | Outcome::Cancelled) {
         let latency = rec.times.end_to_end;

@@ -161,7 +161,7 @@ pub fn status_json(s: &Shared) -> Value {
             "fps": s.source.fps,
             "interval_jitter_ms_p99": Value::Null,
         },
-        "realtime": {"priority": Value::Null, "cpus": Value::Null, "memory_locked": false},
+        "realtime": s.realtime.to_json(),
         "system": {"rss_bytes": sys.rss_bytes, "cpu_load": sys.cpu_load, "temperature_c": sys.temperature_c},
         "memory": {"rss_bytes": sys.rss_bytes},
         "power": s.power.as_ref().map(|p| p.snapshot(now, summary.fps)),
