@@ -26,7 +26,7 @@ use crate::pipeline::{self, FrameRecord, LoopControl, Pipeline, SwapSlot};
 use crate::preprocess::Preprocessor;
 use crate::signals::SignalFlags;
 use crate::slot::{End, FrameSlot, Outcome};
-use crate::source::{self, Capture, SourceInfo};
+use crate::source::{self, SourceInfo};
 use crate::stats::LatencyStats;
 use crate::status::server::StatusServer;
 use crate::system::{SystemFigures, SystemSampler};
@@ -137,6 +137,8 @@ pub struct Shared {
     engine_memory: Mutex<Option<crate::backend::EngineMemory>>,
     pub source: SourceInfo,
     pub source_connected: AtomicBool,
+    /// Stalls and pacing jitter of the source (`/status` `source`).
+    pub source_health: crate::capture::SourceHealth,
     /// The power meter's thread and figures (`[power]`), if configured.
     pub power: Option<crate::power::PowerMonitor>,
     /// What `[realtime]` achieved (`/status` `realtime`).
@@ -396,6 +398,9 @@ pub fn start(
     ctl.overrun = config.overrun;
     let ctl = Arc::new(ctl);
     let slot = Arc::new(FrameSlot::new(src_info.width, src_info.height));
+    let source_health = crate::capture::SourceHealth::new(Duration::from_secs_f64(
+        1.0 / src_info.fps.unwrap_or(config.target_fps),
+    ));
     let shared = Arc::new(Shared {
         started,
         live: Mutex::new(Live {
@@ -424,6 +429,7 @@ pub fn start(
         engine_memory: Mutex::new(None),
         source: src_info,
         source_connected: AtomicBool::new(true),
+        source_health,
         power,
         realtime: crate::rt::RealtimeState::default(),
         state: AtomicU8::new(State::Waiting as u8),
@@ -504,6 +510,11 @@ pub fn start(
             crate::rt::apply_to_current_thread(&shared.config.realtime, &shared.realtime);
             pipeline::run(&mut pipe, &shared.swap, &shared.slot, &shared.ctl, &tx)
         }
+    })?;
+    spawn("rtinfer-stall", {
+        let shared = Arc::clone(&shared);
+        let stop = Arc::clone(&aux_stop);
+        move || crate::capture::watch_stalls(&shared, &stop)
     })?;
     let capture = spawn("rtinfer-capture", {
         let shared = Arc::clone(&shared);
@@ -744,37 +755,7 @@ fn warm_up(engine: &mut Box<dyn Engine>, n: u32) -> Result<(), BackendError> {
 }
 
 fn capture_thread(src: &mut dyn source::Source, shared: &Shared) {
-    let slot = &shared.slot;
-    let mut buf = slot.buffer();
-    let mut seq = 0u64;
-    loop {
-        if shared.ctl.stop.load(Ordering::Relaxed) {
-            slot.end(End::Clean);
-            return;
-        }
-        match src.next(&mut buf, Duration::from_millis(100)) {
-            Ok(Capture::Frame) => {
-                seq += 1;
-                buf.seq = seq;
-                buf = slot.publish(buf);
-            }
-            Ok(Capture::Timeout) => {}
-            Ok(Capture::EndOfStream) => {
-                log::info!(
-                    "source {}: end of stream after {seq} frames",
-                    shared.source.uri
-                );
-                slot.end(End::Clean);
-                return;
-            }
-            Err(e) => {
-                log::error!("{e}");
-                shared.source_connected.store(false, Ordering::Relaxed);
-                slot.end(End::Error(e.to_string()));
-                return;
-            }
-        }
-    }
+    crate::capture::run(src, shared)
 }
 
 fn stats_thread(shared: &Shared, rx: &Receiver<FrameRecord>) {

@@ -7,6 +7,7 @@
 #![deny(unsafe_code)]
 
 pub mod backend;
+pub mod capture;
 pub mod config;
 pub mod daemon;
 pub mod metrics;

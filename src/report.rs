@@ -159,7 +159,7 @@ pub fn status_json(s: &Shared) -> Value {
             "width": s.source.width,
             "height": s.source.height,
             "fps": s.source.fps,
-            "interval_jitter_ms_p99": Value::Null,
+            "interval_jitter_ms_p99": s.source_health.jitter_p99_ms(),
         },
         "realtime": s.realtime.to_json(),
         "system": {"rss_bytes": sys.rss_bytes, "cpu_load": sys.cpu_load, "temperature_c": sys.temperature_c},
