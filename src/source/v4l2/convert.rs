@@ -119,17 +119,48 @@ fn packed_422(l: &Layout, src: &[u8], rgb: &mut [u8], pos: [usize; 3]) {
     }
 }
 
-/// NV12: a Y plane, then interleaved Cb Cr at half width and half height.
+/// NV12: a Y plane, then interleaved Cb Cr at half width and half height. Like swscale's
+/// generic path (there is no unscaled NV12 → RGB24 converter), chroma is resampled vertically
+/// to full height with its default bicubic (Keys, a = -0.6, centre-aligned, edges clamped) and
+/// repeated horizontally over each pair.
 fn nv12(l: &Layout, src: &[u8], rgb: &mut [u8]) {
     let m = Matrix::for_range(ColorRange::Limited);
     let (w, h, line) = (l.width as usize, l.height as usize, l.line(1));
     let (luma, chroma) = src.split_at(line * h);
+    let ch = h.div_ceil(2);
     for (y, out) in rgb.chunks_exact_mut(w * 3).take(h).enumerate() {
-        let (yrow, crow) = (&luma[y * line..], &chroma[(y / 2) * line..]);
+        let pos = (y as f32 + 0.5) * (ch as f32 / h as f32) - 0.5;
+        let i0 = pos.floor() as isize;
+        let mut rows = [0usize; 4];
+        let mut weights = [0f32; 4];
+        for k in 0..4 {
+            let i = i0 + k as isize - 1;
+            rows[k] = i.clamp(0, ch as isize - 1) as usize * line;
+            weights[k] = keys_cubic(pos - i as f32, -0.6);
+        }
+        let yrow = &luma[y * line..];
         for (x, px) in out.chunks_exact_mut(3).enumerate() {
             let c = (x / 2) * 2;
-            px.copy_from_slice(&m.rgb(yrow[x], crow[c], crow[c + 1]));
+            let (mut u, mut v) = (0f32, 0f32);
+            for k in 0..4 {
+                u += f32::from(chroma[rows[k] + c]) * weights[k];
+                v += f32::from(chroma[rows[k] + c + 1]) * weights[k];
+            }
+            let q4 = |x: f32| ((x * 16.0).round() as i32).clamp(0, 255 * 16);
+            px.copy_from_slice(&m.rgb_q4(yrow[x], q4(u), q4(v)));
         }
+    }
+}
+
+/// The Keys cubic convolution kernel with parameter `a` (swscale's bicubic with B = 0, C = -a).
+fn keys_cubic(x: f32, a: f32) -> f32 {
+    let x = x.abs();
+    if x < 1.0 {
+        ((a + 2.0) * x - (a + 3.0)) * x * x + 1.0
+    } else if x < 2.0 {
+        ((a * x - 5.0 * a) * x + 8.0 * a) * x - 4.0 * a
+    } else {
+        0.0
     }
 }
 

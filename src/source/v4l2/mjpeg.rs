@@ -3,16 +3,25 @@
 //! UVC cameras send "AVI1" MJPEG: each frame is a JPEG *without* its Huffman tables (DHT), the
 //! decoder being expected to use the standard tables of ITU-T T.81 Annex K.3. General-purpose
 //! decoders may or may not assume them, so we insert the standard DHT segment ourselves whenever a
-//! frame reaches its first scan (SOS) without one, then decode with `image`'s JPEG decoder (a
-//! well-kept pure-Rust decoder, already a dependency for image folders). The patched copy goes
-//! into a buffer reused across frames. The decoder itself allocates its working state per frame:
-//! MJPEG is the one camera format that is not allocation-free, which is why it comes after the
-//! raw formats in [`super::convert::PREFERRED`].
+//! frame reaches its first scan (SOS) without one, then decode with zune-jpeg (the well-kept
+//! pure-Rust decoder `image` uses for image folders). The patched copy goes into a buffer reused
+//! across frames. The decoder itself allocates its working state per frame: MJPEG is the one
+//! camera format that is not allocation-free, which is why it comes after the raw formats in
+//! [`super::convert::PREFERRED`].
+//!
+//! Cameras send 4:2:2 (h2v1) JPEGs. zune-jpeg upsamples chroma with libjpeg's "fancy" triangle
+//! filter, ffmpeg (what users compare with) repeats each chroma sample over its pair, and on
+//! sharp colour edges the two differ by tens of levels. For h2v1 frames we therefore take the
+//! decoder's YCbCr, recover the original chroma samples by inverting the triangle filter (a
+//! recursion whose rounding errors shrink by 1/3 per step, so it stays within about one level),
+//! and convert pairs with full-range BT.601 like swscale does for `yuvj422p`.
 
-use std::io::Cursor;
+use zune_core::bytestream::ZCursor;
+use zune_core::colorspace::ColorSpace;
+use zune_core::options::DecoderOptions;
+use zune_jpeg::JpegDecoder;
 
-use image::ImageDecoder;
-use image::codecs::jpeg::JpegDecoder;
+use crate::source::color::{ColorRange, Matrix};
 
 /// The standard DC and AC tables for luminance (id 0) and chrominance (id 1), T.81 K.3, as one
 /// DHT segment (marker, length 418, four tables).
@@ -115,8 +124,20 @@ pub fn decode(
     rgb: &mut [u8],
 ) -> Result<(), MjpegError> {
     let data = with_tables(jpeg, scratch)?;
-    let dec = JpegDecoder::new(Cursor::new(data)).map_err(|e| MjpegError::Decode(e.to_string()))?;
-    let (got_w, got_h) = dec.dimensions();
+    let h2v1 = sampling(data) == Some(((2, 1), 3));
+    let out = if h2v1 {
+        ColorSpace::YCbCr
+    } else {
+        ColorSpace::RGB
+    };
+    let options = DecoderOptions::default().jpeg_set_out_colorspace(out);
+    let mut dec = JpegDecoder::new_with_options(ZCursor::new(data), options);
+    dec.decode_headers()
+        .map_err(|e| MjpegError::Decode(format!("{e:?}")))?;
+    let info = dec
+        .info()
+        .ok_or_else(|| MjpegError::Decode("no frame header".into()))?;
+    let (got_w, got_h) = (u32::from(info.width), u32::from(info.height));
     if (got_w, got_h) != (width, height) {
         return Err(MjpegError::Size {
             got_w,
@@ -126,23 +147,71 @@ pub fn decode(
         });
     }
     let pixels = width as usize * height as usize;
-    match dec.color_type() {
-        image::ColorType::Rgb8 => dec
-            .read_image(&mut rgb[..pixels * 3])
-            .map_err(|e| MjpegError::Decode(e.to_string())),
-        image::ColorType::L8 => {
-            dec.read_image(&mut rgb[..pixels])
-                .map_err(|e| MjpegError::Decode(e.to_string()))?;
-            // Expand in place from the back so no byte is overwritten before it is read.
-            for i in (0..pixels).rev() {
-                let v = rgb[i];
-                rgb[i * 3..i * 3 + 3].fill(v);
-            }
-            Ok(())
+    let grey = dec.output_colorspace() == Some(ColorSpace::Luma);
+    let n = if grey { pixels } else { pixels * 3 };
+    dec.decode_into(&mut rgb[..n])
+        .map_err(|e| MjpegError::Decode(format!("{e:?}")))?;
+    if grey {
+        // Expand in place from the back so no byte is overwritten before it is read.
+        for i in (0..pixels).rev() {
+            let v = rgb[i];
+            rgb[i * 3..i * 3 + 3].fill(v);
         }
-        other => Err(MjpegError::Decode(format!(
-            "unsupported JPEG colour type {other:?}"
-        ))),
+    } else if h2v1 {
+        for row in rgb[..pixels * 3].chunks_exact_mut(width as usize * 3) {
+            ycbcr_h2v1_row_to_rgb(row);
+        }
+    }
+    Ok(())
+}
+
+/// Chroma subsampling of the frame header (SOF0..SOF2) as (horizontal, vertical) ratios of
+/// luma to chroma, with the component count. Encoders spell 4:2:2 either as luma 2x1 / chroma
+/// 1x1 or (ffmpeg) as luma 2x2 / chroma 1x2: only the ratio matters.
+fn sampling(jpeg: &[u8]) -> Option<((u8, u8), u8)> {
+    let mut i = 2;
+    while i + 4 <= jpeg.len() && jpeg[i] == 0xFF {
+        let marker = jpeg[i + 1];
+        let len = usize::from(jpeg[i + 2]) << 8 | usize::from(jpeg[i + 3]);
+        if matches!(marker, 0xC0..=0xC2) {
+            let seg = jpeg.get(i + 4..i + 2 + len)?;
+            let comps = *seg.get(5)?;
+            let hv = |c: usize| seg.get(7 + 3 * c).map(|v| (v >> 4, v & 15));
+            let (lh, lv) = hv(0)?;
+            if comps == 1 {
+                return Some(((1, 1), 1));
+            }
+            let (ch, cv) = hv(1)?;
+            let same = (2..usize::from(comps)).all(|c| hv(c) == Some((ch, cv)));
+            let exact = ch > 0 && cv > 0 && lh % ch == 0 && lv % cv == 0;
+            return (same && exact).then(|| ((lh / ch, lv / cv), comps));
+        }
+        if marker == 0xDA {
+            return None;
+        }
+        i += 2 + len;
+    }
+    None
+}
+
+/// One row of decoder YCbCr (chroma fancy-upsampled from half width) to RGB, in place: the
+/// original chroma of each pair is recovered and applied to both pixels.
+fn ycbcr_h2v1_row_to_rgb(row: &mut [u8]) {
+    let m = Matrix::for_range(ColorRange::Full);
+    let w = row.len() / 3;
+    // out[2i] = (3 c[i] + c[i-1] + 2) >> 2, out[0] = c[0]: so c[i] = (4 out[2i] - c[i-1]) / 3.
+    let (mut cb, mut cr) = (f32::from(row[1]), f32::from(row[2]));
+    for pair in 0..w.div_ceil(2) {
+        let x = pair * 2;
+        if pair > 0 {
+            cb = ((4.0 * f32::from(row[x * 3 + 1]) - cb) / 3.0).clamp(0.0, 255.0);
+            cr = ((4.0 * f32::from(row[x * 3 + 2]) - cr) / 3.0).clamp(0.0, 255.0);
+        }
+        let (u, v) = ((cb * 16.0).round() as i32, (cr * 16.0).round() as i32);
+        for px in x..(x + 2).min(w) {
+            let y = row[px * 3];
+            row[px * 3..px * 3 + 3].copy_from_slice(&m.rgb_q4(y, u, v));
+        }
     }
 }
 
