@@ -424,3 +424,90 @@ fn skip_policy_drops_out_of_phase_frames_and_keeps_the_invariant() {
     assert!(v["frames"]["processed"].as_u64() > Some(5), "{v}");
     assert!(invariant(&v), "{v}");
 }
+
+#[test]
+fn guarded_frames_allocate_nothing() {
+    util::ort_env();
+    let dir = util::tempdir();
+    let model = zoo_model(dir.path(), "mobilenetv2", "cifar10", 0.25);
+    let backend = OnnxBackend::new(OrtOptions {
+        library: Some(util::ort_library()),
+        ..OrtOptions::default()
+    })
+    .expect("ONNX Runtime loads");
+    let engine = backend
+        .load(&model, &LoadOptions { threads: 1 })
+        .expect("model loads");
+    let pre = Preprocessor::new(engine.info().input, PreprocessOptions::default()).expect("pre");
+    let mut p = Pipeline::new(engine, pre);
+    let w = Arc::new(Watchdog::new(Duration::from_secs(10)));
+    w.set_canceller(p.engine.canceller());
+    let t = std::thread::spawn({
+        let w = Arc::clone(&w);
+        move || w.run()
+    });
+    let mut frame = Frame::default();
+    frame.set_size(64, 48);
+    let mut one = |p: &mut Pipeline| {
+        frame.captured_at = MonoTime::now();
+        pipeline::process_guarded(p, &frame, Duration::from_secs(1), Some(&w)).outcome
+    };
+    for _ in 0..20 {
+        one(&mut p);
+    }
+    let info = allocation_counter::measure(|| {
+        for _ in 0..300 {
+            assert_eq!(one(&mut p), Outcome::OnTime);
+        }
+    });
+    w.stop();
+    t.join().expect("watchdog");
+    assert_eq!(info.count_total, 0, "{} allocations", info.count_total);
+}
+
+/// Writes `frames` Y4M frames into `fifo` with ffmpeg (blocks until a reader opens it).
+fn fifo_writer(fifo: &Path, frames: u32) -> std::process::Child {
+    Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi"])
+        .args(["-i", "testsrc=size=64x48:rate=30", "-pix_fmt", "yuv420p"])
+        .args(["-frames:v", &frames.to_string(), "-f", "yuv4mpegpipe"])
+        .arg(fifo)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start ffmpeg")
+}
+
+#[test]
+fn fifo_with_reopen_waits_for_the_next_writer() {
+    let dir = util::tempdir();
+    let model = zoo_model(dir.path(), "mobilenetv2", "cifar10", 0.25);
+    let fifo = dir.path().join("cam.fifo");
+    assert!(
+        Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .expect("mkfifo")
+            .success()
+    );
+    let mut first = fifo_writer(&fifo, 20);
+    let uri = format!("file://{}?reopen=true", fifo.display());
+    let child = start_src(&mut util::rtinfer(), dir.path(), &model, "", &uri);
+    let sock = dir.path().join("s.sock");
+    assert!(wait_for(&sock, 30.0), "socket never appeared");
+    let v = status_until(&sock, 20.0, |v| v["frames"]["captured"] == 20);
+    assert_eq!(v["frames"]["captured"], 20, "{v}");
+    assert!(first.wait().expect("first writer").success());
+    // The first writer is gone: the run does not end; the next writer's frames flow.
+    let mut second = fifo_writer(&fifo, 15);
+    let v = status_until(&sock, 20.0, |v| v["frames"]["captured"] == 35);
+    assert!(second.wait().expect("second writer").success());
+    let (_, err) = stop(child);
+    assert_eq!(v["frames"]["captured"], 35, "{v}");
+    assert!(invariant(&v), "{v}");
+    assert!(
+        err.contains("writer closed; waiting for the next one"),
+        "{err}"
+    );
+    assert!(!err.contains("end of stream"), "{err}");
+}
