@@ -73,15 +73,21 @@ pub fn period_of(shared: &Shared) -> Duration {
     Duration::from_secs_f64(1.0 / fps.max(0.001))
 }
 
-/// Marks the source as degraded (stalled or disconnected), logging only on the change.
+/// Marks the source as degraded (stalled or disconnected), logging only on the change. Only a
+/// running daemon degrades: `waiting` (no model or no result yet) stays as it is.
 fn degrade(shared: &Shared, why: &str) {
-    let h = &shared.source_health;
-    if !h.stalled.swap(true, Ordering::Relaxed) {
-        log::warn!("source {}: {why}; state degraded", shared.source.uri);
+    if shared.source_health.stalled.swap(true, Ordering::Relaxed) {
+        return;
     }
-    if matches!(shared.state(), State::Running | State::Waiting) {
+    let running = shared.state() == State::Running;
+    if running {
         shared.set_state(State::Degraded);
     }
+    log::warn!(
+        "source {}: {why}{}",
+        shared.source.uri,
+        if running { "; state degraded" } else { "" }
+    );
 }
 
 /// Frames flow again (and the source is connected): back to running, logged once.
@@ -100,6 +106,9 @@ fn recover(shared: &Shared) {
 
 /// The capture thread's body: frames into the slot until the end, a stop or an error.
 pub fn run(src: &mut dyn Source, shared: &Shared) {
+    // Frames must be stamped and paced on time too: the capture thread shares the pipeline
+    // thread's SCHED_FIFO priority when it is configured (silently; the pipeline reports it).
+    crate::rt::apply_priority_quietly(&shared.config.realtime);
     let slot = &shared.slot;
     let mut buf = slot.buffer();
     let mut seq = 0u64;
@@ -111,10 +120,9 @@ pub fn run(src: &mut dyn Source, shared: &Shared) {
             return;
         }
         let result = src.next(&mut buf, timeout);
+        // The source logs its own losses and returns; the state change is logged below.
         let connected = src.connected();
-        if shared.source_connected.swap(connected, Ordering::Relaxed) != connected && connected {
-            log::info!("source {}: reconnected", shared.source.uri);
-        }
+        shared.source_connected.store(connected, Ordering::Relaxed);
         match result {
             Ok(Capture::Frame) => {
                 seq += 1;

@@ -156,8 +156,9 @@ pub fn apply_to_current_thread(opts: &RealtimeOptions, state: &RealtimeState) {
     }
 }
 
-/// Gives a helper thread (the cancel watchdog) the same SCHED_FIFO priority, so it can preempt a
-/// pipeline thread that overran. Silent on refusal: the pipeline thread's warning covers it.
+/// Gives a helper thread the same SCHED_FIFO priority: the cancel watchdog (so it can preempt a
+/// pipeline thread that overran) and the capture thread (so frames are stamped and paced on
+/// time). Silent on refusal: the pipeline thread's warning covers it.
 pub fn apply_priority_quietly(opts: &RealtimeOptions) {
     if let Some(p) = opts.priority {
         let _ = sys::set_fifo(p);
