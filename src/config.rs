@@ -61,6 +61,18 @@ pub struct RawConfig {
     pub tensorrt: crate::backend::tensorrt::config::RawTensorRt,
     #[serde(default)]
     pub power: crate::power::RawPower,
+    #[serde(default)]
+    pub realtime: crate::rt::RawRealtime,
+    #[serde(default)]
+    pub pipeline: RawPipeline,
+}
+
+/// `[pipeline]`.
+#[derive(Debug, Default, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RawPipeline {
+    /// `latest` (default) or `skip`.
+    pub overrun: Option<String>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize, Serialize, PartialEq)]
@@ -153,6 +165,10 @@ pub struct Config {
     pub tensorrt: crate::backend::tensorrt::TensorRtOptions,
     /// `[power]`: the meter, or `None` without one.
     pub power: Option<crate::power::PowerOptions>,
+    /// `[realtime]`: scheduling, affinity, memory locking, the hard deadline.
+    pub realtime: crate::rt::RealtimeOptions,
+    /// `pipeline.overrun`.
+    pub overrun: crate::pipeline::Overrun,
 }
 
 impl Config {
@@ -263,6 +279,12 @@ impl Config {
         }
         let power = crate::power::PowerOptions::from_raw(raw.power)
             .map_err(|(key, message)| invalid(key, message))?;
+        let realtime = crate::rt::RealtimeOptions::from_raw(&raw.realtime)
+            .map_err(|(key, message)| invalid(key, message))?;
+        let overrun = match raw.pipeline.overrun.as_deref() {
+            None => crate::pipeline::Overrun::Latest,
+            Some(o) => o.parse().map_err(|e| invalid("pipeline.overrun", e))?,
+        };
         Ok(Config {
             path: path.map(Path::to_path_buf),
             source,
@@ -285,6 +307,7 @@ impl Config {
                 library: raw.onnxruntime.library,
                 optimization,
                 spinning: raw.onnxruntime.spinning.unwrap_or(false),
+                cpus: realtime.cpus.clone().unwrap_or_default(),
             },
             preprocess: PreprocessOptions {
                 resize,
@@ -298,6 +321,8 @@ impl Config {
             },
             tensorrt,
             power,
+            overrun,
+            realtime,
         })
     }
 }

@@ -26,7 +26,7 @@ use crate::pipeline::{self, FrameRecord, LoopControl, Pipeline, SwapSlot};
 use crate::preprocess::Preprocessor;
 use crate::signals::SignalFlags;
 use crate::slot::{End, FrameSlot, Outcome};
-use crate::source::{self, Capture, SourceInfo};
+use crate::source::{self, SourceInfo};
 use crate::stats::LatencyStats;
 use crate::status::server::StatusServer;
 use crate::system::{SystemFigures, SystemSampler};
@@ -139,6 +139,10 @@ pub struct Shared {
     pub source_connected: AtomicBool,
     /// The power meter's thread and figures (`[power]`), if configured; replaced by a reload.
     power: Mutex<Option<Arc<crate::power::PowerMonitor>>>,
+    /// Stalls and pacing jitter of the source (`/status` `source`).
+    pub source_health: crate::capture::SourceHealth,
+    /// What `[realtime]` achieved (`/status` `realtime`).
+    pub realtime: crate::rt::RealtimeState,
     state: AtomicU8,
 }
 
@@ -426,8 +430,17 @@ pub fn start(
     let server = StatusServer::bind_unix(&config.socket)?;
     log::info!("status socket {}", config.socket.display());
 
-    let ctl = Arc::new(LoopControl::new(config.budget));
+    let mut ctl = LoopControl::new(config.budget);
+    ctl.watchdog = config
+        .realtime
+        .cancel_after
+        .map(|d| Arc::new(crate::watchdog::Watchdog::new(d)));
+    ctl.overrun = config.overrun;
+    let ctl = Arc::new(ctl);
     let slot = Arc::new(FrameSlot::new(src_info.width, src_info.height));
+    let source_health = crate::capture::SourceHealth::new(Duration::from_secs_f64(
+        1.0 / src_info.fps.unwrap_or(config.target_fps),
+    ));
     let shared = Arc::new(Shared {
         started,
         live: Mutex::new(Live {
@@ -457,6 +470,8 @@ pub fn start(
         source: src_info,
         source_connected: AtomicBool::new(true),
         power: Mutex::new(power.map(Arc::new)),
+        source_health,
+        realtime: crate::rt::RealtimeState::default(),
         state: AtomicU8::new(State::Waiting as u8),
     });
     if let Some(p) = pipe.as_mut() {
@@ -521,9 +536,25 @@ pub fn start(
         }
     })?;
     let notify = Some(notify);
+    if let Some(w) = shared.ctl.watchdog.clone() {
+        let opts = shared.config.realtime.clone();
+        spawn("rtinfer-deadline", move || {
+            crate::rt::apply_priority_quietly(&opts);
+            w.run()
+        })?;
+    }
+    crate::rt::lock_memory(&shared.config.realtime, &shared.realtime);
     let pipeline = spawn("rtinfer-pipeline", {
         let shared = Arc::clone(&shared);
-        move || pipeline::run(&mut pipe, &shared.swap, &shared.slot, &shared.ctl, &tx)
+        move || {
+            crate::rt::apply_to_current_thread(&shared.config.realtime, &shared.realtime);
+            pipeline::run(&mut pipe, &shared.swap, &shared.slot, &shared.ctl, &tx)
+        }
+    })?;
+    spawn("rtinfer-stall", {
+        let shared = Arc::clone(&shared);
+        let stop = Arc::clone(&aux_stop);
+        move || crate::capture::watch_stalls(&shared, &stop)
     })?;
     let capture = spawn("rtinfer-capture", {
         let shared = Arc::clone(&shared);
@@ -703,6 +734,9 @@ impl Daemon {
             .pipeline
             .join()
             .unwrap_or_else(|_| End::Error("the pipeline thread panicked".into()));
+        if let Some(w) = &self.shared.ctl.watchdog {
+            w.stop();
+        }
         // The pipeline dropped its sender: the stats thread drains what is queued and returns.
         let _ = self.stats.join();
         self.aux_stop.store(true, Ordering::SeqCst);
@@ -766,37 +800,7 @@ fn warm_up(engine: &mut Box<dyn Engine>, n: u32) -> Result<(), BackendError> {
 }
 
 fn capture_thread(src: &mut dyn source::Source, shared: &Shared) {
-    let slot = &shared.slot;
-    let mut buf = slot.buffer();
-    let mut seq = 0u64;
-    loop {
-        if shared.ctl.stop.load(Ordering::Relaxed) {
-            slot.end(End::Clean);
-            return;
-        }
-        match src.next(&mut buf, Duration::from_millis(100)) {
-            Ok(Capture::Frame) => {
-                seq += 1;
-                buf.seq = seq;
-                buf = slot.publish(buf);
-            }
-            Ok(Capture::Timeout) => {}
-            Ok(Capture::EndOfStream) => {
-                log::info!(
-                    "source {}: end of stream after {seq} frames",
-                    shared.source.uri
-                );
-                slot.end(End::Clean);
-                return;
-            }
-            Err(e) => {
-                log::error!("{e}");
-                shared.source_connected.store(false, Ordering::Relaxed);
-                slot.end(End::Error(e.to_string()));
-                return;
-            }
-        }
-    }
+    crate::capture::run(src, shared)
 }
 
 fn stats_thread(shared: &Shared, rx: &Receiver<FrameRecord>) {
@@ -850,7 +854,7 @@ fn absorb(st: &mut StatsState, shared: &Shared, rec: &FrameRecord) {
                 shared.set_state(State::Running);
             }
         }
-        Outcome::Cancelled | Outcome::Failed | Outcome::NoModel => {}
+        Outcome::Cancelled | Outcome::Failed | Outcome::NoModel | Outcome::Skipped => {}
     }
     if matches!(rec.outcome, Outcome::Late | Outcome::Cancelled) {
         let latency = rec.times.end_to_end;

@@ -7,6 +7,7 @@
 #![deny(unsafe_code)]
 
 pub mod backend;
+pub mod capture;
 pub mod config;
 pub mod daemon;
 pub mod metrics;
@@ -16,6 +17,7 @@ pub mod pipeline;
 pub mod power;
 pub mod preprocess;
 pub mod report;
+pub mod rt;
 pub mod signals;
 pub mod slot;
 pub mod source;
@@ -26,3 +28,4 @@ pub mod system;
 pub mod systemd;
 pub mod tensor;
 pub mod time;
+pub mod watchdog;

@@ -48,6 +48,31 @@ pub struct LoopControl {
     pub heartbeat: AtomicU64,
     /// Records lost because the stats thread lagged.
     pub records_lost: AtomicU64,
+    /// The hard-deadline watchdog (`realtime.cancel_after_ms`), when configured.
+    pub watchdog: Option<Arc<crate::watchdog::Watchdog>>,
+    /// `pipeline.overrun`.
+    pub overrun: Overrun,
+}
+
+/// What the loop does with a frame that arrived while the previous one was still running.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Overrun {
+    /// Run it now (the newest frame, out of the capture phase).
+    #[default]
+    Latest,
+    /// Drop it and wait for the next capture period, keeping a fixed phase.
+    Skip,
+}
+
+impl std::str::FromStr for Overrun {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "latest" => Ok(Overrun::Latest),
+            "skip" => Ok(Overrun::Skip),
+            o => Err(format!("'{o}' is not latest or skip")),
+        }
+    }
 }
 
 impl LoopControl {
@@ -57,6 +82,8 @@ impl LoopControl {
             stop: AtomicBool::new(false),
             heartbeat: AtomicU64::new(0),
             records_lost: AtomicU64::new(0),
+            watchdog: None,
+            overrun: Overrun::Latest,
         }
     }
 
@@ -155,6 +182,8 @@ pub fn run(
     records: &SyncSender<FrameRecord>,
 ) -> End {
     let mut held = None;
+    let mut armed_gen = None;
+    let mut last_done = MonoTime::from_nanos(0);
     loop {
         ctl.heartbeat.fetch_add(1, Ordering::Relaxed);
         if ctl.stop.load(Ordering::Relaxed) {
@@ -171,7 +200,20 @@ pub fn run(
             held = Some(frame);
             continue;
         };
-        let record = process(p, &frame, ctl.budget());
+        if let Some(w) = &ctl.watchdog
+            && armed_gen != Some(p.generation)
+        {
+            w.set_canceller(p.engine.canceller());
+            armed_gen = Some(p.generation);
+        }
+        if ctl.overrun == Overrun::Skip && frame.captured_at < last_done {
+            // Captured while the previous frame still ran: out of phase.
+            slot.finish(Outcome::Skipped);
+            held = Some(frame);
+            continue;
+        }
+        let record = process_guarded(p, &frame, ctl.budget(), ctl.watchdog.as_deref());
+        last_done = record.done_at;
         slot.finish(record.outcome);
         if records.try_send(record).is_err() {
             ctl.records_lost.fetch_add(1, Ordering::Relaxed);
@@ -182,6 +224,17 @@ pub fn run(
 
 /// One frame through preprocess → inference → postprocess, timed.
 pub fn process(p: &mut Pipeline, frame: &crate::source::Frame, budget: Duration) -> FrameRecord {
+    process_guarded(p, frame, budget, None)
+}
+
+/// [`process`] with the inference under a hard-deadline watchdog: cancelled once it runs past
+/// `captured_at + cancel_after`.
+pub fn process_guarded(
+    p: &mut Pipeline,
+    frame: &crate::source::Frame,
+    budget: Duration,
+    watchdog: Option<&crate::watchdog::Watchdog>,
+) -> FrameRecord {
     let t0 = MonoTime::now();
     let mut outcome = match p.pre.run(frame, p.engine.input()) {
         Ok(()) => None,
@@ -192,9 +245,15 @@ pub fn process(p: &mut Pipeline, frame: &crate::source::Frame, budget: Duration)
     };
     let t1 = MonoTime::now();
     if outcome.is_none() {
-        outcome = match p.engine.run() {
+        if let Some(w) = watchdog {
+            w.arm(frame.captured_at.plus(w.cancel_after));
+        }
+        let result = p.engine.run();
+        let fired = watchdog.is_some_and(|w| w.disarm());
+        outcome = match result {
             Ok(()) => None,
             Err(BackendError::Cancelled { .. }) => Some(Outcome::Cancelled),
+            Err(_) if fired => Some(Outcome::Cancelled),
             Err(e) => {
                 log::debug!(target: "rtinfer::pipeline", "frame {}: {e}", frame.seq);
                 Some(Outcome::Failed)

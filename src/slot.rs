@@ -38,6 +38,8 @@ pub enum Outcome {
     Failed,
     /// Taken while no model was loaded (waiting for the watch folder): counted as dropped.
     NoModel,
+    /// Dropped by `pipeline.overrun = "skip"` to keep the capture phase: counted as dropped.
+    Skipped,
 }
 
 /// Why no more frames will come.
@@ -156,7 +158,7 @@ impl FrameSlot {
                 c.dropped += 1;
                 c.failed += 1;
             }
-            Outcome::NoModel => c.dropped += 1,
+            Outcome::NoModel | Outcome::Skipped => c.dropped += 1,
         }
     }
 

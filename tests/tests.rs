@@ -3,11 +3,13 @@
 
 mod util;
 
+mod camera; // V4L2 pixel formats vs ffmpeg, MJPEG without Huffman tables, fake-device reconnect
 mod daemon; // the run loop end to end: socket, counters, deadlines, exit codes
 mod hot_loop; // zero heap allocations per frame in steady state (counting allocator)
 mod power; // meters on pty emulators and fake sysfs trees, the study figures, unplug/replug
 mod preprocess; // resize modes and normalisation into engine buffers
 mod quantize; // int8 PTQ: zoo models fully integer in ORT, QDQ arithmetic by hand, bad inputs
+mod realtime; // cancel watchdog, SCHED_FIFO, mlock under prlimit, overrun policy
 mod service; // systemd: sd_notify, SIGHUP reload, /metrics, TCP, journald, the unit file
 mod sources; // URIs, Y4M colourspaces against ffmpeg, image folders, pacing
 mod status_socket; // HTTP on a Unix socket: routes, errors, stale sockets, the client table

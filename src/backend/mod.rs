@@ -20,6 +20,7 @@ use std::sync::Arc;
 use crate::tensor::{InputBufMut, InputSpec};
 
 pub mod onnx;
+pub mod onnx_cancel;
 pub mod ort_library;
 pub mod tensorrt;
 pub mod vitis;

@@ -53,6 +53,8 @@ pub struct OrtOptions {
     pub optimization: OptLevel,
     /// Intra-op pool spinning; off by default.
     pub spinning: bool,
+    /// `realtime.cpus`: CPUs the intra-op pool threads are pinned to (empty: not pinned).
+    pub cpus: Vec<usize>,
 }
 
 impl Default for OrtOptions {
@@ -61,6 +63,7 @@ impl Default for OrtOptions {
             library: None,
             optimization: OptLevel::All,
             spinning: false,
+            cpus: Vec::new(),
         }
     }
 }
@@ -99,10 +102,18 @@ pub struct OnnxEngine {
     info: ModelInfo,
     session: Session,
     input: Tensor<f32>,
-    /// Owned, not shared: ort makes `RunOptions` with preallocated outputs `!Sync`, so a
-    /// watchdog cannot call `terminate()` on it from another thread (see `can_cancel`).
+    /// Owned, not shared: ort makes `RunOptions` with preallocated outputs `!Sync`; a watchdog
+    /// reaches its terminate flag through `cancel` instead (see [`super::onnx_cancel`]).
     run_options: RunOptions<HasSelectedOutputs>,
+    cancel: std::sync::Arc<super::onnx_cancel::OrtCanceller>,
     scores: Vec<f32>,
+}
+
+impl Drop for OnnxEngine {
+    fn drop(&mut self) {
+        // Before `run_options` is released: a watchdog holding the handle must not reach it.
+        self.cancel.revoke();
+    }
 }
 
 impl OnnxEngine {
@@ -136,6 +147,14 @@ impl OnnxEngine {
                 b.with_inter_op_spinning(ort_opts.spinning)
                     .map_err(Into::into)
             })
+            .and_then(
+                |b| match crate::rt::ort_affinity(&ort_opts.cpus, opts.threads) {
+                    Some(a) => b
+                        .with_config_entry("session.intra_op_thread_affinities", a)
+                        .map_err(Into::into),
+                    None => Ok(b),
+                },
+            )
             .map_err(|e: ort::Error| load_err(path, e))?;
         let session = builder
             .commit_from_file(path)
@@ -226,15 +245,16 @@ impl OnnxEngine {
             input: spec,
             classes,
             params,
-            // Cancelling needs `RunOptions::terminate` from a watchdog thread, which ort only
-            // allows on options without preallocated outputs; the zero-allocation path wins here.
-            can_cancel: false,
+            // The terminate flag is reached from the watchdog through `onnx_cancel`.
+            can_cancel: true,
         };
+        let cancel = std::sync::Arc::new(super::onnx_cancel::OrtCanceller::new(&run_options));
         let mut engine = OnnxEngine {
             info,
             session,
             input,
             run_options,
+            cancel,
             scores: vec![0.0; classes],
         };
         // One run proves the model executes with this input before anyone relies on it.
@@ -267,6 +287,10 @@ impl Engine for OnnxEngine {
 
     fn output(&self) -> &[f32] {
         &self.scores
+    }
+
+    fn canceller(&self) -> Option<std::sync::Arc<dyn super::Canceller>> {
+        Some(self.cancel.clone())
     }
 }
 

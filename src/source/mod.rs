@@ -19,8 +19,10 @@ use crate::time::MonoTime;
 pub mod color;
 pub mod images;
 pub mod pacer;
+pub mod reopen;
 pub mod synthetic;
 pub mod uri;
+pub mod v4l2;
 pub mod y4m;
 
 pub use pacer::Pacer;
@@ -85,6 +87,10 @@ pub trait Source: Send {
     fn info(&self) -> SourceInfo;
     /// Fills `frame` (its `rgb`, size and `captured_at`; `seq` is the caller's) with the next frame.
     fn next(&mut self, frame: &mut Frame, timeout: Duration) -> Result<Capture, SourceError>;
+    /// Whether the device is there now (a camera reconnecting after an unplug is not).
+    fn connected(&self) -> bool {
+        true
+    }
 }
 
 /// Errors of opening and reading sources. Every variant names the URI or path it concerns.

@@ -41,6 +41,12 @@ pub struct SourceOptions {
     /// `fps=N`: pace at this rate instead of the file's own (or the folder default). For
     /// `synthetic://` the rate is folded into [`SourceKind::Synthetic`] and this is `None`.
     pub fps: Option<f64>,
+    /// `reopen=true` on a named FIFO: at EOF wait for the next writer instead of ending.
+    pub reopen: bool,
+    /// `size=WxH` (cameras): the size to ask the driver for.
+    pub size: Option<(u32, u32)>,
+    /// `format=YUYV` (cameras): the FourCC to ask the driver for.
+    pub format: Option<[u8; 4]>,
 }
 
 /// A parsed source URI.
@@ -122,10 +128,47 @@ fn parse_query(query: &str) -> Result<SourceOptions, String> {
                     parse_bool(value).ok_or(format!("loop must be true or false, not '{value}'"))?
             }
             "fps" => options.fps = Some(parse_fps(value)?),
-            _ => return Err(format!("unknown option '{key}' (expected loop or fps)")),
+            "reopen" => {
+                options.reopen = parse_bool(value)
+                    .ok_or(format!("reopen must be true or false, not '{value}'"))?
+            }
+            "size" => options.size = Some(parse_size(value)?),
+            "format" => options.format = Some(parse_fourcc(value)?),
+            _ => {
+                return Err(format!(
+                    "unknown option '{key}' (expected loop, fps, reopen, size or format)"
+                ));
+            }
         }
     }
     Ok(options)
+}
+
+/// `640x480`.
+fn parse_size(value: &str) -> Result<(u32, u32), String> {
+    let bad = || format!("size must be WIDTHxHEIGHT with sides in 1..={MAX_SIDE}, not '{value}'");
+    let (w, h) = value.split_once(['x', 'X']).ok_or_else(bad)?;
+    let side = |s: &str| {
+        s.parse::<u32>()
+            .ok()
+            .filter(|v| (1..=MAX_SIDE).contains(v))
+            .ok_or_else(bad)
+    };
+    Ok((side(w)?, side(h)?))
+}
+
+/// A V4L2 FourCC such as `YUYV` or `MJPG` (`MJPEG` is accepted for MJPG); padded with spaces.
+fn parse_fourcc(value: &str) -> Result<[u8; 4], String> {
+    let v = value.to_ascii_uppercase();
+    let v = if v == "MJPEG" { "MJPG".to_string() } else { v };
+    if v.is_empty() || v.len() > 4 || !v.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        return Err(format!(
+            "format must be a FourCC such as YUYV or MJPG, not '{value}'"
+        ));
+    }
+    let mut f = [b' '; 4];
+    f[..v.len()].copy_from_slice(v.as_bytes());
+    Ok(f)
 }
 
 fn parse_bool(value: &str) -> Option<bool> {
@@ -192,6 +235,15 @@ fn check_options(kind: &SourceKind, options: &SourceOptions) -> Result<(), Strin
         SourceKind::Synthetic { .. } | SourceKind::V4l2 { .. } if options.looping => {
             Err("loop applies to files and image folders only".into())
         }
+        SourceKind::V4l2 { .. } => Ok(()),
+        _ if options.size.is_some() || options.format.is_some() => {
+            Err("size and format apply to v4l2 cameras only".into())
+        }
+        SourceKind::Y4mFile { .. } if options.reopen && options.looping => {
+            Err("reopen (a FIFO's next writer) and loop (rewind a file) exclude each other".into())
+        }
+        SourceKind::Y4mFile { .. } => Ok(()),
+        _ if options.reopen => Err("reopen applies to file:// FIFOs only".into()),
         _ => Ok(()),
     }
 }
@@ -215,6 +267,18 @@ impl fmt::Display for SourceSpec {
         }
         if let Some(fps) = self.options.fps {
             write!(f, "{sep}fps={fps}")?;
+            sep = '&';
+        }
+        if self.options.reopen {
+            write!(f, "{sep}reopen=true")?;
+            sep = '&';
+        }
+        if let Some((w, h)) = self.options.size {
+            write!(f, "{sep}size={w}x{h}")?;
+            sep = '&';
+        }
+        if let Some(c) = self.options.format {
+            write!(f, "{sep}format={}", String::from_utf8_lossy(&c).trim_end())?;
         }
         Ok(())
     }
@@ -245,12 +309,10 @@ pub fn open(spec: &SourceSpec) -> Result<Box<dyn Source>, SourceError> {
                 "image folder does not exist",
             ),
         }),
+        SourceKind::Y4mFile { path } if spec.options.reopen => super::reopen::open(path, uri, fps),
         SourceKind::Y4mFile { path } => y4m::open_file(path, uri, fps, looping),
         SourceKind::Stdin => y4m::open_stdin(uri, fps),
-        SourceKind::V4l2 { .. } => Err(SourceError::NotCompiled {
-            uri: uri.to_owned(),
-            what: "v4l2 capture (not implemented yet)",
-        }),
+        SourceKind::V4l2 { device } => super::v4l2::open(device, uri, &spec.options),
     }
 }
 

@@ -1,0 +1,201 @@
+//! The capture thread and what it knows about the source's health: stalls, disconnects and the
+//! pacing jitter of `/status` `source`.
+//!
+//! A live pipe that stalls blocks its reader inside `read`, so the capture thread itself cannot
+//! notice the silence. A small watcher thread therefore compares the time of the last frame with
+//! five frame periods and turns the state `degraded` (one log line), and the capture thread turns
+//! it back to `running` when frames return. A camera that is unplugged keeps its source object
+//! (it reconnects inside, with backoff) and reports `connected = false` the same way.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+
+use crate::daemon::{Shared, State};
+use crate::slot::End;
+use crate::source::{Capture, Source};
+use crate::time::MonoTime;
+
+/// A stall is this many frame periods without a frame.
+pub const STALL_PERIODS: u32 = 5;
+
+/// Source health shared between the capture thread, the stall watcher and `/status`.
+pub struct SourceHealth {
+    period: Duration,
+    last_frame_ns: AtomicU64,
+    stalled: AtomicBool,
+    /// |interval - period| in microseconds, since start.
+    jitter_us: Mutex<Histogram<u64>>,
+}
+
+impl SourceHealth {
+    /// Health of a source delivering a frame every `period`.
+    pub fn new(period: Duration) -> SourceHealth {
+        SourceHealth {
+            period,
+            last_frame_ns: AtomicU64::new(0),
+            stalled: AtomicBool::new(false),
+            jitter_us: Mutex::new(Histogram::new_with_bounds(1, 60_000_000, 3).unwrap_or_else(
+                |_| Histogram::new(3).unwrap_or_else(|_| unreachable!("3 significant figures")),
+            )),
+        }
+    }
+
+    /// Records a frame captured at `at` (no allocation: the histogram is preallocated).
+    pub fn on_frame(&self, at: MonoTime) {
+        let prev = self.last_frame_ns.swap(at.as_nanos(), Ordering::Relaxed);
+        if prev != 0 {
+            let interval = at.as_nanos().saturating_sub(prev) as i64;
+            let dev = (interval - self.period.as_nanos() as i64).unsigned_abs() / 1000;
+            let mut h = self.jitter_us.lock().unwrap_or_else(|p| p.into_inner());
+            h.saturating_record(dev.max(1));
+        }
+    }
+
+    /// p99 of |interval − period| in ms, once two frames came.
+    pub fn jitter_p99_ms(&self) -> Option<f64> {
+        let h = self.jitter_us.lock().unwrap_or_else(|p| p.into_inner());
+        (!h.is_empty()).then(|| h.value_at_quantile(0.99) as f64 / 1000.0)
+    }
+
+    /// Whether no frame came for [`STALL_PERIODS`] periods (frames must have come once).
+    fn silent(&self, now: MonoTime) -> bool {
+        let last = self.last_frame_ns.load(Ordering::Relaxed);
+        last != 0 && now.saturating_since(MonoTime::from_nanos(last)) > self.period * STALL_PERIODS
+    }
+}
+
+/// Frame period for stall detection: the source's rate, else the target rate.
+pub fn period_of(shared: &Shared) -> Duration {
+    let fps = shared.source.fps.unwrap_or(shared.live().target_fps);
+    Duration::from_secs_f64(1.0 / fps.max(0.001))
+}
+
+/// Marks the source as degraded (stalled or disconnected), logging only on the change. Only a
+/// running daemon degrades: `waiting` (no model or no result yet) stays as it is.
+fn degrade(shared: &Shared, why: &str) {
+    if shared.source_health.stalled.swap(true, Ordering::Relaxed) {
+        return;
+    }
+    let running = shared.state() == State::Running;
+    if running {
+        shared.set_state(State::Degraded);
+    }
+    log::warn!(
+        "source {}: {why}{}",
+        shared.source.uri,
+        if running { "; state degraded" } else { "" }
+    );
+}
+
+/// Frames flow again (and the source is connected): back to running, logged once.
+fn recover(shared: &Shared) {
+    let h = &shared.source_health;
+    if h.stalled.swap(false, Ordering::Relaxed) {
+        log::info!(
+            "source {}: frames flow again; state running",
+            shared.source.uri
+        );
+        if shared.state() == State::Degraded {
+            shared.set_state(State::Running);
+        }
+    }
+}
+
+/// The capture thread's body: frames into the slot until the end, a stop or an error.
+pub fn run(src: &mut dyn Source, shared: &Shared) {
+    // Frames must be stamped and paced on time too: the capture thread shares the pipeline
+    // thread's SCHED_FIFO priority when it is configured (silently; the pipeline reports it).
+    crate::rt::apply_priority_quietly(&shared.config.realtime);
+    let slot = &shared.slot;
+    let mut buf = slot.buffer();
+    let mut seq = 0u64;
+    let timeout =
+        (period_of(shared) / 2).clamp(Duration::from_millis(5), Duration::from_millis(100));
+    loop {
+        if shared.ctl.stop.load(Ordering::Relaxed) {
+            slot.end(End::Clean);
+            return;
+        }
+        let result = src.next(&mut buf, timeout);
+        // The source logs its own losses and returns; the state change is logged below.
+        let connected = src.connected();
+        shared.source_connected.store(connected, Ordering::Relaxed);
+        match result {
+            Ok(Capture::Frame) => {
+                seq += 1;
+                buf.seq = seq;
+                shared.source_health.on_frame(buf.captured_at);
+                buf = slot.publish(buf);
+                if connected {
+                    recover(shared);
+                }
+            }
+            Ok(Capture::Timeout) if !connected => degrade(shared, "disconnected"),
+            Ok(Capture::Timeout) => {}
+            Ok(Capture::EndOfStream) => {
+                log::info!(
+                    "source {}: end of stream after {seq} frames",
+                    shared.source.uri
+                );
+                slot.end(End::Clean);
+                return;
+            }
+            Err(e) => {
+                log::error!("{e}");
+                shared.source_connected.store(false, Ordering::Relaxed);
+                slot.end(End::Error(e.to_string()));
+                return;
+            }
+        }
+    }
+}
+
+/// The stall watcher: wakes every period and degrades the state when the source fell silent.
+pub fn watch_stalls(shared: &Arc<Shared>, stop: &AtomicBool) {
+    let tick = period_of(shared).clamp(Duration::from_millis(5), Duration::from_millis(100));
+    while !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(tick);
+        if shared.slot.ended().is_some() {
+            return;
+        }
+        if shared.source_health.silent(MonoTime::now()) {
+            degrade(
+                shared,
+                &format!("no frame for {STALL_PERIODS} frame periods (stalled)"),
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jitter_is_the_deviation_from_the_period() {
+        let h = SourceHealth::new(Duration::from_millis(10));
+        assert_eq!(h.jitter_p99_ms(), None);
+        let t0 = 1_000_000_000u64;
+        // Intervals 10, 10, 12, 9 ms: deviations 0 (recorded as 1 µs), 0, 2, 1 ms.
+        for at in [0u64, 10, 20, 32, 41] {
+            h.on_frame(MonoTime::from_nanos(t0 + at * 1_000_000));
+        }
+        let p99 = h.jitter_p99_ms().expect("four intervals");
+        assert!((p99 - 2.0).abs() < 0.01, "p99 {p99}");
+    }
+
+    #[test]
+    fn silence_counts_from_the_last_frame() {
+        let h = SourceHealth::new(Duration::from_millis(10));
+        assert!(
+            !h.silent(MonoTime::from_nanos(10_000_000_000)),
+            "no frame yet"
+        );
+        h.on_frame(MonoTime::from_nanos(1_000_000_000));
+        assert!(!h.silent(MonoTime::from_nanos(1_049_000_000)));
+        assert!(h.silent(MonoTime::from_nanos(1_051_000_000)));
+    }
+}

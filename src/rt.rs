@@ -1,0 +1,313 @@
+//! Real-time setup: SCHED_FIFO for the pipeline thread, CPU affinity, memory locking.
+//!
+//! Each knob is optional and each may be refused (no CAP_SYS_NICE, a CPU that does not exist, a
+//! small RLIMIT_MEMLOCK). A refusal is never fatal: the daemon warns once and runs on, and
+//! `/status` `realtime` reports only what really took effect, so an operator reading the status
+//! of a board that misses deadlines sees at once whether real-time scheduling was in force.
+//!
+//! Memory locking is the dangerous one: `mlockall(MCL_CURRENT | MCL_FUTURE)` under a small
+//! RLIMIT_MEMLOCK can succeed and then make every later mapping (an ONNX Runtime arena growing, a
+//! model swap, a new thread's stack) fail, and an allocation failure aborts the process. So we
+//! lock only after the model is loaded, and only when the limit cannot bite: CAP_IPC_LOCK (the
+//! limit does not apply), an unlimited limit, or one at least [`MEMLOCK_HEADROOM`] times what the
+//! process maps now.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+mod sys;
+
+/// The limit must be this many times the current mapped size before we lock with MCL_FUTURE.
+pub const MEMLOCK_HEADROOM: u64 = 2;
+
+/// Capability bits of `/proc/self/status` `CapEff`.
+const CAP_IPC_LOCK: u32 = 14;
+const CAP_SYS_NICE: u32 = 23;
+
+/// `[realtime]` as written.
+#[derive(Debug, Default, Clone, serde::Deserialize, serde::Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RawRealtime {
+    /// SCHED_FIFO priority 1..=99 of the pipeline thread.
+    pub priority: Option<i32>,
+    /// CPUs: the pipeline thread runs on the first; ONNX Runtime intra-op thread k on `cpus[k % n]`.
+    pub cpus: Option<Vec<usize>>,
+    /// mlockall once the model is loaded (when RLIMIT_MEMLOCK allows it safely).
+    pub lock_memory: Option<bool>,
+    /// Cancel an inference still running this long after its frame was captured (off by default).
+    pub cancel_after_ms: Option<f64>,
+}
+
+/// Checked `[realtime]`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RealtimeOptions {
+    pub priority: Option<i32>,
+    pub cpus: Option<Vec<usize>>,
+    pub lock_memory: bool,
+    pub cancel_after: Option<Duration>,
+}
+
+impl RealtimeOptions {
+    /// Validates the section; errors name the key.
+    pub fn from_raw(raw: &RawRealtime) -> Result<RealtimeOptions, (&'static str, String)> {
+        if let Some(p) = raw.priority
+            && !(1..=99).contains(&p)
+        {
+            return Err(("realtime.priority", format!("{p} is not in 1..=99")));
+        }
+        if let Some(c) = &raw.cpus {
+            if c.is_empty() {
+                return Err(("realtime.cpus", "an empty list pins nothing".into()));
+            }
+            if let Some(bad) = c.iter().find(|c| **c >= 1024) {
+                return Err(("realtime.cpus", format!("CPU {bad} is beyond 1023")));
+            }
+        }
+        let cancel_after = match raw.cancel_after_ms {
+            None => None,
+            Some(v) if v.is_finite() && v > 0.0 && v <= 60_000.0 => {
+                Some(Duration::from_secs_f64(v / 1000.0))
+            }
+            Some(v) => {
+                return Err((
+                    "realtime.cancel_after_ms",
+                    format!("{v} is not a time in (0, 60000] ms"),
+                ));
+            }
+        };
+        Ok(RealtimeOptions {
+            priority: raw.priority,
+            cpus: raw.cpus.clone(),
+            lock_memory: raw.lock_memory.unwrap_or(false),
+            cancel_after,
+        })
+    }
+}
+
+/// What took effect (`/status` `realtime`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RealtimeReport {
+    /// The SCHED_FIFO priority in force, or `None`.
+    pub priority: Option<i32>,
+    /// The pipeline thread's CPU, and the intra-op list, as applied; `None` when not pinned.
+    pub cpus: Option<Vec<usize>>,
+    pub memory_locked: bool,
+    /// One line per refused knob.
+    pub warnings: Vec<String>,
+}
+
+/// The report, filled from the pipeline thread and the start-up path, read by `/status`.
+#[derive(Debug, Default)]
+pub struct RealtimeState(Mutex<RealtimeReport>);
+
+impl RealtimeState {
+    pub fn get(&self) -> RealtimeReport {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn update(&self, f: impl FnOnce(&mut RealtimeReport)) {
+        f(&mut self.0.lock().unwrap_or_else(|p| p.into_inner()));
+    }
+
+    fn warn(&self, line: String) {
+        log::warn!("{line}");
+        self.update(|r| r.warnings.push(line));
+    }
+
+    /// As JSON for `/status`.
+    pub fn to_json(&self) -> serde_json::Value {
+        let r = self.get();
+        serde_json::json!({
+            "priority": r.priority,
+            "cpus": r.cpus,
+            "memory_locked": r.memory_locked,
+            "warnings": r.warnings,
+        })
+    }
+}
+
+/// On the pipeline thread: SCHED_FIFO and affinity as configured. Refusals warn once (here) and
+/// are recorded; nothing fails.
+pub fn apply_to_current_thread(opts: &RealtimeOptions, state: &RealtimeState) {
+    if let Some(cpus) = &opts.cpus {
+        match pin_current_thread(cpus[0]) {
+            Ok(()) => state.update(|r| r.cpus = Some(cpus.clone())),
+            Err(e) => state.warn(format!(
+                "realtime.cpus: cannot pin the pipeline thread to CPU {}: {e}; running unpinned",
+                cpus[0]
+            )),
+        }
+    }
+    if let Some(p) = opts.priority {
+        match sys::set_fifo(p) {
+            Ok(()) => {
+                log::info!("pipeline thread runs SCHED_FIFO priority {p}");
+                state.update(|r| r.priority = Some(p));
+            }
+            Err(e) => state.warn(format!(
+                "realtime.priority: SCHED_FIFO {p} refused ({e}{}); running at normal priority",
+                if has_capability(CAP_SYS_NICE) {
+                    ""
+                } else {
+                    ", no CAP_SYS_NICE"
+                }
+            )),
+        }
+    }
+}
+
+/// Gives a helper thread the same SCHED_FIFO priority: the cancel watchdog (so it can preempt a
+/// pipeline thread that overran) and the capture thread (so frames are stamped and paced on
+/// time). Silent on refusal: the pipeline thread's warning covers it.
+pub fn apply_priority_quietly(opts: &RealtimeOptions) {
+    if let Some(p) = opts.priority {
+        let _ = sys::set_fifo(p);
+    }
+}
+
+fn pin_current_thread(cpu: usize) -> Result<(), String> {
+    let mut set = nix::sched::CpuSet::new();
+    set.set(cpu).map_err(|e| e.to_string())?;
+    nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set).map_err(|e| e.to_string())
+}
+
+/// Whether the calling thread's policy is SCHED_FIFO.
+pub fn is_fifo(tid: i32) -> bool {
+    sys::policy(tid).is_ok_and(|p| p == sys::SCHED_FIFO)
+}
+
+/// ONNX Runtime's `session.intra_op_thread_affinities` for `threads` intra-op threads: one entry
+/// per pool thread (the calling thread is not in the pool), 1-based processor ids. `None` when
+/// nothing is pinned or there is no pool.
+pub fn ort_affinity(cpus: &[usize], threads: usize) -> Option<String> {
+    if cpus.is_empty() || threads < 2 {
+        return None;
+    }
+    let entries: Vec<String> = (1..threads)
+        .map(|k| (cpus[k % cpus.len()] + 1).to_string())
+        .collect();
+    Some(entries.join(";"))
+}
+
+/// Locks memory if `opts.lock_memory` and it is safe (see the module docs); records the outcome.
+pub fn lock_memory(opts: &RealtimeOptions, state: &RealtimeState) {
+    if !opts.lock_memory {
+        return;
+    }
+    match memlock_decision(
+        has_capability(CAP_IPC_LOCK),
+        sys::memlock_limit().ok().flatten(),
+        mapped_bytes(),
+    ) {
+        Err(why) => state.warn(format!("realtime.lock_memory: not locking: {why}")),
+        Ok(()) => match sys::lock_all() {
+            Ok(()) => {
+                log::info!("memory locked (mlockall current and future)");
+                state.update(|r| r.memory_locked = true);
+            }
+            Err(e) => state.warn(format!("realtime.lock_memory: mlockall failed: {e}")),
+        },
+    }
+}
+
+/// Whether locking is safe: with CAP_IPC_LOCK the limit does not apply; otherwise the limit must
+/// be unlimited (`None`) or at least [`MEMLOCK_HEADROOM`] x what is mapped now.
+pub fn memlock_decision(
+    cap_ipc_lock: bool,
+    limit: Option<u64>,
+    mapped: Option<u64>,
+) -> Result<(), String> {
+    let (Some(limit), false) = (limit, cap_ipc_lock) else {
+        return Ok(());
+    };
+    let Some(mapped) = mapped else {
+        return Err("cannot read the process size (/proc/self/status VmSize)".into());
+    };
+    if limit >= mapped.saturating_mul(MEMLOCK_HEADROOM) {
+        Ok(())
+    } else {
+        Err(format!(
+            "RLIMIT_MEMLOCK is {} MiB but the process already maps {} MiB; locking would make \
+             later allocations fail (raise LimitMEMLOCK= or grant CAP_IPC_LOCK)",
+            limit >> 20,
+            mapped >> 20
+        ))
+    }
+}
+
+/// `VmSize` of `/proc/self/status` in bytes: what MCL_CURRENT would lock.
+fn mapped_bytes() -> Option<u64> {
+    status_field("VmSize:")?
+        .trim_end_matches("kB")
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .map(|kb| kb * 1024)
+}
+
+/// Whether capability bit `cap` is in the effective set.
+fn has_capability(cap: u32) -> bool {
+    status_field("CapEff:")
+        .and_then(|h| u64::from_str_radix(h.trim(), 16).ok())
+        .is_some_and(|bits| bits & (1 << cap) != 0)
+}
+
+fn status_field(key: &str) -> Option<String> {
+    let text = std::fs::read_to_string("/proc/self/status").ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(key).map(|v| v.trim().to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ort_affinity_lists_pool_threads_one_based() {
+        assert_eq!(ort_affinity(&[0, 1], 2).as_deref(), Some("2"));
+        assert_eq!(ort_affinity(&[1], 3).as_deref(), Some("2;2"));
+        assert_eq!(ort_affinity(&[0, 1, 2], 4).as_deref(), Some("2;3;1"));
+        assert_eq!(ort_affinity(&[0], 1), None);
+        assert_eq!(ort_affinity(&[], 4), None);
+    }
+
+    #[test]
+    fn memlock_needs_capability_unlimited_or_headroom() {
+        let mib = 1u64 << 20;
+        assert!(memlock_decision(true, Some(8 * mib), Some(500 * mib)).is_ok());
+        assert!(memlock_decision(false, None, Some(500 * mib)).is_ok());
+        assert!(memlock_decision(false, Some(1000 * mib), Some(500 * mib)).is_ok());
+        let e = memlock_decision(false, Some(999 * mib), Some(500 * mib)).unwrap_err();
+        assert!(e.contains("999 MiB") && e.contains("500 MiB"), "{e}");
+        assert!(memlock_decision(false, Some(mib), None).is_err());
+    }
+
+    #[test]
+    fn options_are_validated_with_their_key() {
+        let raw = RawRealtime {
+            priority: Some(0),
+            ..RawRealtime::default()
+        };
+        assert_eq!(
+            RealtimeOptions::from_raw(&raw).unwrap_err().0,
+            "realtime.priority"
+        );
+        let raw = RawRealtime {
+            cancel_after_ms: Some(-1.0),
+            ..RawRealtime::default()
+        };
+        assert_eq!(
+            RealtimeOptions::from_raw(&raw).unwrap_err().0,
+            "realtime.cancel_after_ms"
+        );
+        let raw = RawRealtime {
+            priority: Some(50),
+            cpus: Some(vec![1]),
+            lock_memory: Some(true),
+            cancel_after_ms: Some(33.0),
+        };
+        let o = RealtimeOptions::from_raw(&raw).expect("valid");
+        assert_eq!(o.cancel_after, Some(Duration::from_millis(33)));
+        assert!(o.lock_memory);
+    }
+}

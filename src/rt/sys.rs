@@ -1,0 +1,58 @@
+//! The three libc calls real-time setup needs that nix does not wrap (SCHED_FIFO) or that would
+//! need extra nix features (RLIMIT_MEMLOCK, mlockall): kept tiny so the policy stays safe code.
+#![allow(unsafe_code)]
+
+use std::io;
+
+/// `sched_setscheduler(0, SCHED_FIFO, priority)` on the calling thread.
+pub fn set_fifo(priority: i32) -> io::Result<()> {
+    let param = libc::sched_param {
+        sched_priority: priority,
+    };
+    // SAFETY: pid 0 names the calling thread; `param` is a valid, initialised sched_param that
+    // outlives the call; the call does not retain the pointer.
+    let rc = unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// The scheduling policy of a thread (by tid; 0 = calling thread).
+pub fn policy(tid: i32) -> io::Result<i32> {
+    // SAFETY: sched_getscheduler takes a plain pid and touches no memory of ours.
+    let rc = unsafe { libc::sched_getscheduler(tid) };
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(rc)
+    }
+}
+
+/// The soft RLIMIT_MEMLOCK in bytes; `None` when unlimited.
+pub fn memlock_limit() -> io::Result<Option<u64>> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `lim` is a valid, writable rlimit for the duration of the call.
+    let rc = unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut lim) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok((lim.rlim_cur != libc::RLIM_INFINITY).then_some(lim.rlim_cur))
+}
+
+/// `mlockall(MCL_CURRENT | MCL_FUTURE)`.
+pub fn lock_all() -> io::Result<()> {
+    // SAFETY: mlockall takes only flags and touches no memory of ours.
+    let rc = unsafe { libc::mlockall(libc::MCL_CURRENT | libc::MCL_FUTURE) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+pub const SCHED_FIFO: i32 = libc::SCHED_FIFO;

@@ -1,0 +1,258 @@
+//! MJPEG frames from USB cameras to RGB.
+//!
+//! UVC cameras send "AVI1" MJPEG: each frame is a JPEG *without* its Huffman tables (DHT), the
+//! decoder being expected to use the standard tables of ITU-T T.81 Annex K.3. General-purpose
+//! decoders may or may not assume them, so we insert the standard DHT segment ourselves whenever a
+//! frame reaches its first scan (SOS) without one, then decode with zune-jpeg (the well-kept
+//! pure-Rust decoder `image` uses for image folders). The patched copy goes into a buffer reused
+//! across frames. The decoder itself allocates its working state per frame: MJPEG is the one
+//! camera format that is not allocation-free, which is why it comes after the raw formats in
+//! [`super::convert::PREFERRED`].
+//!
+//! Cameras send 4:2:2 (h2v1) JPEGs. zune-jpeg upsamples chroma with libjpeg's "fancy" triangle
+//! filter, ffmpeg (what users compare with) repeats each chroma sample over its pair, and on
+//! sharp colour edges the two differ by tens of levels. For h2v1 frames we therefore take the
+//! decoder's YCbCr, recover the original chroma samples by inverting the triangle filter (a
+//! recursion whose rounding errors shrink by 1/3 per step, so it stays within about one level),
+//! and convert pairs with full-range BT.601 like swscale does for `yuvj422p`.
+
+use zune_core::bytestream::ZCursor;
+use zune_core::colorspace::ColorSpace;
+use zune_core::options::DecoderOptions;
+use zune_jpeg::JpegDecoder;
+
+use crate::source::color::{ColorRange, Matrix};
+
+/// The standard DC and AC tables for luminance (id 0) and chrominance (id 1), T.81 K.3, as one
+/// DHT segment (marker, length 418, four tables).
+pub const STANDARD_DHT: [u8; 420] = [
+    0xFF, 0xC4, 0x01, 0xA2, 0x00, 0x00, 0x01, 0x05, 0x01, 0x01, 0x01, 0x01, 0x01, 0x01, 0x00, 0x00,
+    0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08, 0x09, 0x0A,
+    0x0B, 0x01, 0x00, 0x03, 0x01, 0x01, 0x01, 0x01, 0x01, 0x01, 0x01, 0x01, 0x01, 0x00, 0x00, 0x00,
+    0x00, 0x00, 0x00, 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08, 0x09, 0x0A, 0x0B, 0x10, 0x00,
+    0x02, 0x01, 0x03, 0x03, 0x02, 0x04, 0x03, 0x05, 0x05, 0x04, 0x04, 0x00, 0x00, 0x01, 0x7D, 0x01,
+    0x02, 0x03, 0x00, 0x04, 0x11, 0x05, 0x12, 0x21, 0x31, 0x41, 0x06, 0x13, 0x51, 0x61, 0x07, 0x22,
+    0x71, 0x14, 0x32, 0x81, 0x91, 0xA1, 0x08, 0x23, 0x42, 0xB1, 0xC1, 0x15, 0x52, 0xD1, 0xF0, 0x24,
+    0x33, 0x62, 0x72, 0x82, 0x09, 0x0A, 0x16, 0x17, 0x18, 0x19, 0x1A, 0x25, 0x26, 0x27, 0x28, 0x29,
+    0x2A, 0x34, 0x35, 0x36, 0x37, 0x38, 0x39, 0x3A, 0x43, 0x44, 0x45, 0x46, 0x47, 0x48, 0x49, 0x4A,
+    0x53, 0x54, 0x55, 0x56, 0x57, 0x58, 0x59, 0x5A, 0x63, 0x64, 0x65, 0x66, 0x67, 0x68, 0x69, 0x6A,
+    0x73, 0x74, 0x75, 0x76, 0x77, 0x78, 0x79, 0x7A, 0x83, 0x84, 0x85, 0x86, 0x87, 0x88, 0x89, 0x8A,
+    0x92, 0x93, 0x94, 0x95, 0x96, 0x97, 0x98, 0x99, 0x9A, 0xA2, 0xA3, 0xA4, 0xA5, 0xA6, 0xA7, 0xA8,
+    0xA9, 0xAA, 0xB2, 0xB3, 0xB4, 0xB5, 0xB6, 0xB7, 0xB8, 0xB9, 0xBA, 0xC2, 0xC3, 0xC4, 0xC5, 0xC6,
+    0xC7, 0xC8, 0xC9, 0xCA, 0xD2, 0xD3, 0xD4, 0xD5, 0xD6, 0xD7, 0xD8, 0xD9, 0xDA, 0xE1, 0xE2, 0xE3,
+    0xE4, 0xE5, 0xE6, 0xE7, 0xE8, 0xE9, 0xEA, 0xF1, 0xF2, 0xF3, 0xF4, 0xF5, 0xF6, 0xF7, 0xF8, 0xF9,
+    0xFA, 0x11, 0x00, 0x02, 0x01, 0x02, 0x04, 0x04, 0x03, 0x04, 0x07, 0x05, 0x04, 0x04, 0x00, 0x01,
+    0x02, 0x77, 0x00, 0x01, 0x02, 0x03, 0x11, 0x04, 0x05, 0x21, 0x31, 0x06, 0x12, 0x41, 0x51, 0x07,
+    0x61, 0x71, 0x13, 0x22, 0x32, 0x81, 0x08, 0x14, 0x42, 0x91, 0xA1, 0xB1, 0xC1, 0x09, 0x23, 0x33,
+    0x52, 0xF0, 0x15, 0x62, 0x72, 0xD1, 0x0A, 0x16, 0x24, 0x34, 0xE1, 0x25, 0xF1, 0x17, 0x18, 0x19,
+    0x1A, 0x26, 0x27, 0x28, 0x29, 0x2A, 0x35, 0x36, 0x37, 0x38, 0x39, 0x3A, 0x43, 0x44, 0x45, 0x46,
+    0x47, 0x48, 0x49, 0x4A, 0x53, 0x54, 0x55, 0x56, 0x57, 0x58, 0x59, 0x5A, 0x63, 0x64, 0x65, 0x66,
+    0x67, 0x68, 0x69, 0x6A, 0x73, 0x74, 0x75, 0x76, 0x77, 0x78, 0x79, 0x7A, 0x82, 0x83, 0x84, 0x85,
+    0x86, 0x87, 0x88, 0x89, 0x8A, 0x92, 0x93, 0x94, 0x95, 0x96, 0x97, 0x98, 0x99, 0x9A, 0xA2, 0xA3,
+    0xA4, 0xA5, 0xA6, 0xA7, 0xA8, 0xA9, 0xAA, 0xB2, 0xB3, 0xB4, 0xB5, 0xB6, 0xB7, 0xB8, 0xB9, 0xBA,
+    0xC2, 0xC3, 0xC4, 0xC5, 0xC6, 0xC7, 0xC8, 0xC9, 0xCA, 0xD2, 0xD3, 0xD4, 0xD5, 0xD6, 0xD7, 0xD8,
+    0xD9, 0xDA, 0xE2, 0xE3, 0xE4, 0xE5, 0xE6, 0xE7, 0xE8, 0xE9, 0xEA, 0xF2, 0xF3, 0xF4, 0xF5, 0xF6,
+    0xF7, 0xF8, 0xF9, 0xFA,
+];
+
+/// Why a JPEG frame could not be decoded.
+#[derive(Debug, thiserror::Error)]
+pub enum MjpegError {
+    #[error("not a JPEG frame (no SOI marker)")]
+    NotJpeg,
+    #[error("JPEG frame is {got_w}x{got_h}, the stream is {width}x{height}")]
+    Size {
+        got_w: u32,
+        got_h: u32,
+        width: u32,
+        height: u32,
+    },
+    #[error("JPEG decode failed: {0}")]
+    Decode(String),
+}
+
+/// Whether the frame defines Huffman tables before its first scan. Walks the marker segments
+/// from SOI; a malformed length ends the walk (the decoder will report the damage).
+pub fn has_huffman_tables(jpeg: &[u8]) -> bool {
+    let mut i = 2;
+    while i + 4 <= jpeg.len() {
+        if jpeg[i] != 0xFF {
+            return false;
+        }
+        let marker = jpeg[i + 1];
+        match marker {
+            0xC4 => return true,
+            0xDA | 0xD9 => return false,
+            0xFF => {
+                i += 1; // fill byte
+                continue;
+            }
+            0xD0..=0xD7 | 0x01 => {
+                i += 2;
+                continue;
+            }
+            _ => {}
+        }
+        let len = usize::from(jpeg[i + 2]) << 8 | usize::from(jpeg[i + 3]);
+        i += 2 + len;
+    }
+    false
+}
+
+/// The frame as a decodable JPEG: `jpeg` itself when it has tables, else a copy in `scratch`
+/// with [`STANDARD_DHT`] right after SOI.
+pub fn with_tables<'a>(jpeg: &'a [u8], scratch: &'a mut Vec<u8>) -> Result<&'a [u8], MjpegError> {
+    if jpeg.len() < 4 || jpeg[0] != 0xFF || jpeg[1] != 0xD8 {
+        return Err(MjpegError::NotJpeg);
+    }
+    if has_huffman_tables(jpeg) {
+        return Ok(jpeg);
+    }
+    scratch.clear();
+    scratch.extend_from_slice(&jpeg[..2]);
+    scratch.extend_from_slice(&STANDARD_DHT);
+    scratch.extend_from_slice(&jpeg[2..]);
+    Ok(scratch)
+}
+
+/// Decodes one frame into `rgb` (`width * height * 3` bytes); grey JPEGs are expanded.
+pub fn decode(
+    jpeg: &[u8],
+    width: u32,
+    height: u32,
+    scratch: &mut Vec<u8>,
+    rgb: &mut [u8],
+) -> Result<(), MjpegError> {
+    let data = with_tables(jpeg, scratch)?;
+    let h2v1 = sampling(data) == Some(((2, 1), 3));
+    let out = if h2v1 {
+        ColorSpace::YCbCr
+    } else {
+        ColorSpace::RGB
+    };
+    let options = DecoderOptions::default().jpeg_set_out_colorspace(out);
+    let mut dec = JpegDecoder::new_with_options(ZCursor::new(data), options);
+    dec.decode_headers()
+        .map_err(|e| MjpegError::Decode(format!("{e:?}")))?;
+    let info = dec
+        .info()
+        .ok_or_else(|| MjpegError::Decode("no frame header".into()))?;
+    let (got_w, got_h) = (u32::from(info.width), u32::from(info.height));
+    if (got_w, got_h) != (width, height) {
+        return Err(MjpegError::Size {
+            got_w,
+            got_h,
+            width,
+            height,
+        });
+    }
+    let pixels = width as usize * height as usize;
+    let grey = dec.output_colorspace() == Some(ColorSpace::Luma);
+    let n = if grey { pixels } else { pixels * 3 };
+    dec.decode_into(&mut rgb[..n])
+        .map_err(|e| MjpegError::Decode(format!("{e:?}")))?;
+    if grey {
+        // Expand in place from the back so no byte is overwritten before it is read.
+        for i in (0..pixels).rev() {
+            let v = rgb[i];
+            rgb[i * 3..i * 3 + 3].fill(v);
+        }
+    } else if h2v1 {
+        for row in rgb[..pixels * 3].chunks_exact_mut(width as usize * 3) {
+            ycbcr_h2v1_row_to_rgb(row);
+        }
+    }
+    Ok(())
+}
+
+/// Chroma subsampling of the frame header (SOF0..SOF2) as (horizontal, vertical) ratios of
+/// luma to chroma, with the component count. Encoders spell 4:2:2 either as luma 2x1 / chroma
+/// 1x1 or (ffmpeg) as luma 2x2 / chroma 1x2: only the ratio matters.
+fn sampling(jpeg: &[u8]) -> Option<((u8, u8), u8)> {
+    let mut i = 2;
+    while i + 4 <= jpeg.len() && jpeg[i] == 0xFF {
+        let marker = jpeg[i + 1];
+        let len = usize::from(jpeg[i + 2]) << 8 | usize::from(jpeg[i + 3]);
+        if matches!(marker, 0xC0..=0xC2) {
+            let seg = jpeg.get(i + 4..i + 2 + len)?;
+            let comps = *seg.get(5)?;
+            let hv = |c: usize| seg.get(7 + 3 * c).map(|v| (v >> 4, v & 15));
+            let (lh, lv) = hv(0)?;
+            if comps == 1 {
+                return Some(((1, 1), 1));
+            }
+            let (ch, cv) = hv(1)?;
+            let same = (2..usize::from(comps)).all(|c| hv(c) == Some((ch, cv)));
+            let exact = ch > 0 && cv > 0 && lh % ch == 0 && lv % cv == 0;
+            return (same && exact).then(|| ((lh / ch, lv / cv), comps));
+        }
+        if marker == 0xDA {
+            return None;
+        }
+        i += 2 + len;
+    }
+    None
+}
+
+/// One row of decoder YCbCr (chroma fancy-upsampled from half width) to RGB, in place: the
+/// original chroma of each pair is recovered and applied to both pixels.
+fn ycbcr_h2v1_row_to_rgb(row: &mut [u8]) {
+    let m = Matrix::for_range(ColorRange::Full);
+    let w = row.len() / 3;
+    // out[2i] = (3 c[i] + c[i-1] + 2) >> 2, out[0] = c[0]: so c[i] = (4 out[2i] - c[i-1]) / 3.
+    let (mut cb, mut cr) = (f32::from(row[1]), f32::from(row[2]));
+    for pair in 0..w.div_ceil(2) {
+        let x = pair * 2;
+        if pair > 0 {
+            cb = ((4.0 * f32::from(row[x * 3 + 1]) - cb) / 3.0).clamp(0.0, 255.0);
+            cr = ((4.0 * f32::from(row[x * 3 + 2]) - cr) / 3.0).clamp(0.0, 255.0);
+        }
+        let (u, v) = ((cb * 16.0).round() as i32, (cr * 16.0).round() as i32);
+        for px in x..(x + 2).min(w) {
+            let y = row[px * 3];
+            row[px * 3..px * 3 + 3].copy_from_slice(&m.rgb_q4(y, u, v));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn standard_tables_are_well_formed() {
+        // Length field covers everything after the marker.
+        assert_eq!(
+            usize::from(STANDARD_DHT[2]) << 8 | usize::from(STANDARD_DHT[3]),
+            418
+        );
+        // Four tables: class/id bytes 0x00, 0x01, 0x10, 0x11 with 12, 12, 162, 162 symbols.
+        let mut i = 4;
+        for (id, symbols) in [(0x00, 12), (0x01, 12), (0x10, 162), (0x11, 162)] {
+            assert_eq!(STANDARD_DHT[i], id);
+            let n: usize = STANDARD_DHT[i + 1..i + 17]
+                .iter()
+                .map(|b| usize::from(*b))
+                .sum();
+            assert_eq!(n, symbols);
+            i += 17 + n;
+        }
+        assert_eq!(i, STANDARD_DHT.len());
+    }
+
+    #[test]
+    fn tables_are_inserted_only_when_missing() {
+        let bare = [0xFF, 0xD8, 0xFF, 0xDA, 0x00, 0x02, 0xFF, 0xD9];
+        let mut scratch = Vec::new();
+        let out = with_tables(&bare, &mut scratch).expect("jpeg").to_vec();
+        assert_eq!(out.len(), bare.len() + STANDARD_DHT.len());
+        assert_eq!(&out[2..4], &[0xFF, 0xC4]);
+        assert!(has_huffman_tables(&out));
+        let mut again = Vec::new();
+        assert_eq!(with_tables(&out, &mut again).expect("jpeg"), &out[..]);
+        assert!(matches!(
+            with_tables(&[1, 2, 3, 4], &mut again),
+            Err(MjpegError::NotJpeg)
+        ));
+    }
+}

@@ -1,0 +1,387 @@
+//! Cameras without a camera: the V4L2 pixel-format conversions against ffmpeg's conversion of the
+//! same bytes (inputs made by ffmpeg from `testsrc`), MJPEG with its Huffman tables stripped as
+//! USB cameras send it, and open / negotiate / unplug / replug through a fake device layer.
+
+use std::io;
+use std::path::Path;
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rtinfer::slot::{FrameSlot, Outcome, Take};
+use rtinfer::source::v4l2::convert::{self, FourCc, Layout};
+use rtinfer::source::v4l2::device::{Device, Granted, Opener};
+use rtinfer::source::v4l2::{Request, V4l2Source, mjpeg};
+use rtinfer::source::{Capture, Frame, Source};
+use rtinfer::time::MonoTime;
+
+use crate::util;
+
+const W: u32 = 320;
+const H: u32 = 240;
+
+/// Runs ffmpeg, returning stdout; panics with its stderr on failure.
+fn ffmpeg(args: &[&str]) -> Vec<u8> {
+    let o = Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-y"])
+        .args(args)
+        .output()
+        .expect("run ffmpeg");
+    assert!(
+        o.status.success(),
+        "ffmpeg {args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    o.stdout
+}
+
+/// One testsrc frame in `pix_fmt` (raw bytes), and ffmpeg's RGB24 of those very bytes.
+fn raw_and_reference(dir: &Path, pix_fmt: &str) -> (Vec<u8>, Vec<u8>) {
+    let raw = dir.join(format!("in.{pix_fmt}"));
+    let size = format!("{W}x{H}");
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        &format!("testsrc=size={size}:rate=1"),
+        "-frames:v",
+        "1",
+        "-pix_fmt",
+        pix_fmt,
+        "-f",
+        "rawvideo",
+        raw.to_str().expect("utf-8 path"),
+    ]);
+    let rgb = ffmpeg(&[
+        "-f",
+        "rawvideo",
+        "-pix_fmt",
+        pix_fmt,
+        "-s",
+        &size,
+        "-i",
+        raw.to_str().expect("utf-8 path"),
+        "-f",
+        "rawvideo",
+        "-pix_fmt",
+        "rgb24",
+        "-",
+    ]);
+    (std::fs::read(&raw).expect("raw frame"), rgb)
+}
+
+/// Mean and p99 of |ours - ffmpeg| over every channel value.
+fn errors(ours: &[u8], reference: &[u8]) -> (f64, u8) {
+    assert_eq!(ours.len(), reference.len());
+    let mut d: Vec<u8> = ours
+        .iter()
+        .zip(reference)
+        .map(|(a, b)| a.abs_diff(*b))
+        .collect();
+    let mean = d.iter().map(|v| f64::from(*v)).sum::<f64>() / d.len() as f64;
+    d.sort_unstable();
+    (mean, d[(d.len() * 99) / 100])
+}
+
+fn assert_close(what: &str, ours: &[u8], reference: &[u8]) {
+    let (mean, p99) = errors(ours, reference);
+    eprintln!("{what}: mean |error| {mean:.3}, p99 {p99}");
+    assert!(
+        mean <= 1.5 && p99 <= 4,
+        "{what}: mean |error| {mean:.3}, p99 {p99} levels"
+    );
+}
+
+#[test]
+fn raw_formats_match_ffmpeg() {
+    let dir = util::tempdir();
+    for (pix_fmt, fourcc) in [
+        ("yuyv422", convert::YUYV),
+        ("uyvy422", convert::UYVY),
+        ("nv12", convert::NV12),
+        ("gray", convert::GREY),
+        ("rgb24", convert::RGB3),
+        ("bgr24", convert::BGR3),
+    ] {
+        let (raw, reference) = raw_and_reference(dir.path(), pix_fmt);
+        let mut rgb = vec![0u8; (W * H * 3) as usize];
+        let l = Layout {
+            width: W,
+            height: H,
+            stride: 0,
+        };
+        convert::to_rgb(fourcc, &l, &raw, &mut rgb).expect("converts");
+        assert_close(pix_fmt, &rgb, &reference);
+    }
+}
+
+#[test]
+fn padded_lines_convert_like_packed_ones() {
+    // A driver may pad each line (bytesperline > width * 2): the same picture with 16 bytes of
+    // junk per line must convert to the same RGB.
+    let dir = util::tempdir();
+    let (raw, reference) = raw_and_reference(dir.path(), "yuyv422");
+    let line = (W * 2) as usize;
+    let padded: Vec<u8> = raw
+        .chunks_exact(line)
+        .flat_map(|l| l.iter().copied().chain([0xAB; 16]))
+        .collect();
+    let mut rgb = vec![0u8; (W * H * 3) as usize];
+    let l = Layout {
+        width: W,
+        height: H,
+        stride: line + 16,
+    };
+    convert::to_rgb(convert::YUYV, &l, &padded, &mut rgb).expect("converts");
+    assert_close("padded yuyv422", &rgb, &reference);
+}
+
+/// Removes every DHT segment before the first scan, as UVC cameras send MJPEG.
+fn strip_huffman_tables(jpeg: &[u8]) -> Vec<u8> {
+    let mut out = jpeg[..2].to_vec();
+    let mut i = 2;
+    loop {
+        let marker = jpeg[i + 1];
+        if marker == 0xDA {
+            out.extend_from_slice(&jpeg[i..]);
+            return out;
+        }
+        let len = (usize::from(jpeg[i + 2]) << 8) | usize::from(jpeg[i + 3]);
+        if marker != 0xC4 {
+            out.extend_from_slice(&jpeg[i..i + 2 + len]);
+        }
+        i += 2 + len;
+    }
+}
+
+#[test]
+fn mjpeg_with_and_without_huffman_tables_matches_ffmpeg() {
+    let dir = util::tempdir();
+    let jpg = dir.path().join("frame.jpg");
+    // `-huffman default`: the standard tables of T.81 K.3, which is what a camera that omits the
+    // DHT segment means (ffmpeg's default would optimise them per frame).
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        &format!("testsrc=size={W}x{H}:rate=1"),
+        "-frames:v",
+        "1",
+        "-pix_fmt",
+        "yuvj422p",
+        "-c:v",
+        "mjpeg",
+        "-huffman",
+        "default",
+        "-q:v",
+        "2",
+        jpg.to_str().expect("utf-8 path"),
+    ]);
+    let reference = ffmpeg(&[
+        "-i",
+        jpg.to_str().expect("utf-8 path"),
+        "-f",
+        "rawvideo",
+        "-pix_fmt",
+        "rgb24",
+        "-",
+    ]);
+    let full = std::fs::read(&jpg).expect("jpeg");
+    let bare = strip_huffman_tables(&full);
+    assert!(mjpeg::has_huffman_tables(&full));
+    assert!(!mjpeg::has_huffman_tables(&bare), "tables were stripped");
+    assert!(bare.len() < full.len());
+    let mut scratch = Vec::new();
+    for (what, data) in [("mjpeg", &full), ("mjpeg without DHT", &bare)] {
+        let mut rgb = vec![0u8; (W * H * 3) as usize];
+        mjpeg::decode(data, W, H, &mut scratch, &mut rgb).expect("decodes");
+        assert_close(what, &rgb, &reference);
+    }
+}
+
+/// A camera that can be unplugged: while unplugged, reads fail with ENODEV and opens with ENOENT.
+#[derive(Default)]
+struct Cam {
+    plugged: bool,
+    opens: u32,
+    served: u64,
+}
+
+struct FakeOpener(Arc<Mutex<Cam>>);
+struct FakeDevice(Arc<Mutex<Cam>>);
+
+impl Opener for FakeOpener {
+    fn open(&mut self, _path: &Path) -> io::Result<Box<dyn Device>> {
+        let mut c = self.0.lock().expect("cam");
+        if !c.plugged {
+            return Err(io::Error::from_raw_os_error(libc::ENOENT));
+        }
+        c.opens += 1;
+        Ok(Box::new(FakeDevice(Arc::clone(&self.0))))
+    }
+}
+
+impl Device for FakeDevice {
+    fn formats(&mut self) -> io::Result<Vec<FourCc>> {
+        Ok(vec![convert::MJPG, convert::YUYV])
+    }
+
+    fn start(
+        &mut self,
+        fourcc: FourCc,
+        _size: (u32, u32),
+        _fps: Option<f64>,
+    ) -> io::Result<Granted> {
+        // Like a driver, grant the closest size it has: 8x2.
+        Ok(Granted {
+            fourcc,
+            width: 8,
+            height: 2,
+            stride: 16,
+            fps: Some(60.0),
+        })
+    }
+
+    fn next(
+        &mut self,
+        _timeout: Duration,
+        f: &mut dyn FnMut(&[u8], Option<MonoTime>),
+    ) -> io::Result<bool> {
+        let mut c = self.0.lock().expect("cam");
+        if !c.plugged {
+            return Err(io::Error::from_raw_os_error(libc::ENODEV));
+        }
+        c.served += 1;
+        // Mid grey, neutral chroma; the driver stamps it 1 ms ago.
+        let frame = [128u8; 32];
+        f(
+            &frame,
+            Some(MonoTime::from_nanos(MonoTime::now().as_nanos() - 1_000_000)),
+        );
+        Ok(true)
+    }
+}
+
+#[test]
+fn negotiation_takes_what_the_driver_grants() {
+    let cam = Arc::new(Mutex::new(Cam {
+        plugged: true,
+        ..Cam::default()
+    }));
+    let req = Request {
+        format: None,
+        size: (640, 480),
+        fps: Some(60.0),
+    };
+    let src = V4l2Source::open_with(
+        Box::new(FakeOpener(cam)),
+        Path::new("/dev/video0"),
+        "v4l2:///dev/video0",
+        req,
+    )
+    .expect("opens");
+    let g = src.granted();
+    assert_eq!(g.fourcc, convert::YUYV, "raw YUYV preferred over MJPEG");
+    assert_eq!((g.width, g.height), (8, 2));
+    let info = src.info();
+    assert_eq!((info.width, info.height, info.fps), (8, 2, Some(60.0)));
+    let req = Request {
+        format: Some(convert::NV12),
+        ..req
+    };
+    let cam = Arc::new(Mutex::new(Cam {
+        plugged: true,
+        ..Cam::default()
+    }));
+    match V4l2Source::open_with(
+        Box::new(FakeOpener(cam)),
+        Path::new("/dev/video0"),
+        "cam",
+        req,
+    ) {
+        Err(e) => assert!(e.to_string().contains("does not offer NV12"), "{e}"),
+        Ok(_) => panic!("NV12 is not offered"),
+    }
+}
+
+#[test]
+fn unplugged_camera_reconnects_and_counters_stay_consistent() {
+    let cam = Arc::new(Mutex::new(Cam {
+        plugged: true,
+        ..Cam::default()
+    }));
+    let req = Request {
+        format: Some(convert::YUYV),
+        size: (8, 2),
+        fps: Some(60.0),
+    };
+    let mut src = V4l2Source::open_with(
+        Box::new(FakeOpener(Arc::clone(&cam))),
+        Path::new("/dev/video0"),
+        "v4l2:///dev/video0",
+        req,
+    )
+    .expect("opens")
+    .with_backoff(Duration::from_millis(5), Duration::from_millis(40));
+    let slot = FrameSlot::new(8, 2);
+    let mut buf = slot.buffer();
+    let mut held: Option<Frame> = None;
+    let mut seq = 0;
+    let mut step = |src: &mut V4l2Source| -> Capture {
+        let c = src
+            .next(&mut buf, Duration::from_millis(10))
+            .expect("no hard error");
+        if c == Capture::Frame {
+            seq += 1;
+            buf.seq = seq;
+            assert_eq!(&buf.rgb[..3], &[130, 130, 130], "limited grey 128 -> 130");
+            assert!(MonoTime::now().saturating_since(buf.captured_at) >= Duration::from_millis(1));
+            buf = slot.publish(std::mem::take(&mut buf));
+            if seq % 2 == 0
+                && let Take::Frame(f) = slot.take(held.take(), Duration::ZERO)
+            {
+                slot.finish(Outcome::OnTime);
+                held = Some(f);
+            }
+        }
+        c
+    };
+    for _ in 0..5 {
+        assert_eq!(step(&mut src), Capture::Frame);
+    }
+    cam.lock().expect("cam").plugged = false;
+    assert_eq!(step(&mut src), Capture::Timeout);
+    assert!(!src.connected(), "unplugged");
+    for _ in 0..5 {
+        assert_eq!(
+            step(&mut src),
+            Capture::Timeout,
+            "no frames while unplugged"
+        );
+    }
+    assert!(!src.connected());
+    cam.lock().expect("cam").plugged = true;
+    let mut resumed = 0;
+    for _ in 0..200 {
+        if step(&mut src) == Capture::Frame {
+            resumed += 1;
+            if resumed == 5 {
+                break;
+            }
+        }
+    }
+    assert_eq!(resumed, 5, "frames resume after the camera returns");
+    assert!(src.connected());
+    assert_eq!(src.disconnects(), 1, "one loss, one state change");
+    assert_eq!(
+        cam.lock().expect("cam").opens,
+        2,
+        "opened at start and once more"
+    );
+    let c = slot.counters();
+    assert_eq!(c.captured, 10);
+    assert_eq!(
+        c.captured,
+        c.processed + c.dropped + c.cancelled + c.in_flight
+    );
+}
