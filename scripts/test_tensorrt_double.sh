@@ -7,8 +7,10 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 cargo clippy --all-targets --features tensorrt-double --quiet -- -D warnings
+# One test at a time: the double's device-memory counter (behind cudaMemGetInfo) is process-wide,
+# so a parallel test's allocation would skew another's persistent-memory figure.
 for shape in 8.5 10; do
   echo "== TensorRT test double, API shape $shape" >&2
   RTINFER_TRT_DOUBLE="$shape" cargo test --features tensorrt-double --test tests --quiet \
-    -- tensorrt:: --test-threads=2
+    -- tensorrt:: --test-threads=1
 done
