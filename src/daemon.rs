@@ -130,6 +130,8 @@ pub struct Shared {
     registry: Mutex<Registry>,
     /// The engine hand-over between the loader and the pipeline thread.
     pub swap: SwapSlot,
+    /// The watch folder in force (a reload may change it).
+    models_cfg: Mutex<Option<crate::models::ModelsConfig>>,
     /// Requests to the loader (`POST /models/NAME/activate`), when a watch folder is configured.
     loader_tx: Mutex<Option<Sender<LoaderMsg>>>,
     /// The serving engine's memory (serialized + persistent + activation), when its backend
@@ -177,6 +179,14 @@ impl Shared {
     /// The serving engine's memory figures.
     pub fn engine_memory(&self) -> Option<crate::backend::EngineMemory> {
         self.engine_memory
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// The watch folder in force.
+    pub fn models_config(&self) -> Option<crate::models::ModelsConfig> {
+        self.models_cfg
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
@@ -297,6 +307,10 @@ pub const LIVE_KEYS: &[&str] = &[
     "power.idle_watts",
     "power.sysfs_root",
     "power.interval_ms",
+    "models.watch_dir",
+    "models.active",
+    "models.load_timeout_s",
+    "models.warmup",
 ];
 
 /// A running daemon.
@@ -308,6 +322,8 @@ pub struct Daemon {
     sampler: JoinHandle<()>,
     status: Option<JoinHandle<()>>,
     models: Vec<JoinHandle<()>>,
+    /// Stops the watcher and the loader (on shutdown, or to follow a new watch folder).
+    models_stop: Arc<AtomicBool>,
     notify: Option<JoinHandle<()>>,
     tcp: Option<(JoinHandle<()>, Arc<AtomicBool>)>,
     aux_stop: Arc<AtomicBool>,
@@ -441,6 +457,7 @@ pub fn start(
     let source_health = crate::capture::SourceHealth::new(Duration::from_secs_f64(
         1.0 / src_info.fps.unwrap_or(config.target_fps),
     ));
+    let models_cfg = config.models.clone();
     let shared = Arc::new(Shared {
         started,
         live: Mutex::new(Live {
@@ -466,6 +483,7 @@ pub fn start(
         registry: Mutex::new(Registry::default()),
         swap: SwapSlot::default(),
         loader_tx: Mutex::new(None),
+        models_cfg: Mutex::new(models_cfg),
         engine_memory: Mutex::new(None),
         source: src_info,
         source_connected: AtomicBool::new(true),
@@ -477,7 +495,7 @@ pub fn start(
     if let Some(p) = pipe.as_mut() {
         shared.number(p);
         shared.set_model(Some(p.engine.info().clone()), p.engine.memory());
-        if let Some(dir) = &shared.config.models {
+        if let Some(dir) = &shared.models_config() {
             let name = p
                 .engine
                 .info()
@@ -496,7 +514,8 @@ pub fn start(
     }
     let aux_stop = Arc::new(AtomicBool::new(false));
     let (tx, rx) = sync_channel::<FrameRecord>(RECORD_QUEUE);
-    let models = start_models(&shared, &aux_stop)?;
+    let models_stop = Arc::new(AtomicBool::new(false));
+    let models = start_models(&shared, &models_stop)?;
 
     let stats = spawn("rtinfer-stats", {
         let shared = Arc::clone(&shared);
@@ -570,6 +589,7 @@ pub fn start(
         sampler,
         status,
         models,
+        models_stop,
         notify,
         tcp,
         aux_stop,
@@ -599,7 +619,7 @@ fn start_models(
     shared: &Arc<Shared>,
     stop: &Arc<AtomicBool>,
 ) -> Result<Vec<JoinHandle<()>>, StartError> {
-    let Some(cfg) = shared.config.models.clone() else {
+    let Some(cfg) = shared.models_config() else {
         return Ok(Vec::new());
     };
     let (tx, rx) = std::sync::mpsc::channel::<LoaderMsg>();
@@ -627,10 +647,35 @@ fn start_models(
 }
 
 impl Daemon {
+    /// Reload of `[models]`: stops the watcher and loader, then follows the new folder (or none).
+    /// The model serving now keeps serving; the new folder's newest model becomes the candidate.
+    fn follow_watch_folder(&mut self, cfg: Option<crate::models::ModelsConfig>) {
+        self.models_stop.store(true, Ordering::SeqCst);
+        *self
+            .shared
+            .loader_tx
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = None;
+        for h in self.models.drain(..) {
+            let _ = h.join();
+        }
+        self.shared.registry().forget_files();
+        *self
+            .shared
+            .models_cfg
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = cfg;
+        self.models_stop = Arc::new(AtomicBool::new(false));
+        match start_models(&self.shared, &self.models_stop) {
+            Ok(h) => self.models = h,
+            Err(e) => log::error!("reload: watch folder: {e}"),
+        }
+    }
+
     /// SIGHUP: re-read and validate; on error keep everything; apply the live keys at once and
     /// list the others as needing a restart (log line and `/status` `config.restart_required`).
     fn reload(&mut self, reload: &dyn Fn() -> Result<(RawConfig, Config), String>) {
-        let n = &self.shared.notifier;
+        let n = Arc::clone(&self.shared.notifier);
         n.send(&format!(
             "RELOADING=1\nMONOTONIC_USEC={}",
             MonoTime::now().as_nanos() / 1000
@@ -649,6 +694,9 @@ impl Daemon {
                     .store(cfg.budget.as_nanos() as u64, Ordering::SeqCst);
                 if std::env::var_os("RUST_LOG").is_none() {
                     log::set_max_level(cfg.log_level);
+                }
+                if live.iter().any(|k| k.starts_with("models.")) {
+                    self.follow_watch_folder(cfg.models.clone());
                 }
                 if live.iter().any(|k| k.starts_with("power."))
                     && let Err(e) = self.shared.replace_power(cfg.power.as_ref())
@@ -756,6 +804,7 @@ impl Daemon {
             .loader_tx
             .lock()
             .unwrap_or_else(|p| p.into_inner()) = None;
+        self.models_stop.store(true, Ordering::SeqCst);
         for h in self.models {
             let _ = h.join();
         }

@@ -35,7 +35,7 @@ impl Handler for StatusHandler {
                     &json!({"healthy": ok, "reason": why}),
                 )
             }
-            Ok(Route::Models) => match &self.shared.config.models {
+            Ok(Route::Models) => match &self.shared.models_config() {
                 Some(m) => Response::json(200, &self.shared.registry().listing(&m.watch_dir)),
                 None => Response::error(404, "no watch folder is configured (--models DIR)"),
             },
@@ -56,7 +56,7 @@ fn activate(s: &Shared, name: &str, origin: Origin) -> Response {
     if origin != Origin::Unix {
         return Response::error(403, "model control is only available on the Unix socket");
     }
-    let Some(m) = &s.config.models else {
+    let Some(m) = &s.models_config() else {
         return Response::error(404, "no watch folder is configured (--models DIR)");
     };
     if !m.watch_dir.join(name).is_file() {

@@ -489,3 +489,58 @@ fn sighup_replaces_the_power_meter_live() {
     let out = child.wait_with_output().expect("exit");
     assert!(out.status.success());
 }
+
+#[test]
+fn sighup_follows_a_new_watch_folder_while_the_model_keeps_serving() {
+    let dir = util::tempdir();
+    let a = dir.path().join("a");
+    let b = dir.path().join("b");
+    std::fs::create_dir(&a).expect("mkdir a");
+    std::fs::create_dir(&b).expect("mkdir b");
+    let model = zoo_model(dir.path(), "mobilenetv2", "cifar10", 0.25);
+    std::fs::copy(&model, a.join("first.onnx")).expect("copy");
+    std::fs::copy(&model, b.join("second.onnx")).expect("copy");
+    let cfg = dir.path().join("rtinfer.toml");
+    let sock = dir.path().join("s.sock");
+    let folder = |d: &Path| format!("[models]\nwatch_dir = \"{}\"\nwarmup = 1\n", d.display());
+    std::fs::write(&cfg, folder(&a)).expect("config");
+    let child = rtinfer_ort()
+        .args(["run", "--source", "synthetic://64x48@60", "--config"])
+        .arg(&cfg)
+        .arg("--socket")
+        .arg(&sock)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start");
+    assert!(wait_for(&sock, 20.0));
+    let v = status_until(&sock, 20.0, |v| v["model"]["name"] == "first");
+    assert_eq!(v["model"]["name"], "first", "{v}");
+    std::fs::write(&cfg, folder(&b)).expect("config");
+    signal(&child, Signal::SIGHUP);
+    let v = status_until(&sock, 20.0, |v| v["model"]["name"] == "second");
+    assert_eq!(
+        v["model"]["name"], "second",
+        "the new folder's model goes live: {v}"
+    );
+    assert_eq!(
+        v["config"]["restart_required"],
+        serde_json::json!([]),
+        "{v}"
+    );
+    let (_, body) = curl(&sock, "/models");
+    let listing: Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(
+        listing["watch_dir"],
+        Value::from(b.display().to_string()),
+        "{listing}"
+    );
+    // Files dropped into the new folder are followed.
+    std::fs::copy(&model, b.join(".third.tmp")).expect("copy");
+    std::fs::rename(b.join(".third.tmp"), b.join("third.onnx")).expect("rename");
+    let v = status_until(&sock, 20.0, |v| v["model"]["name"] == "third");
+    assert_eq!(v["model"]["name"], "third", "{v}");
+    signal(&child, Signal::SIGINT);
+    let out = child.wait_with_output().expect("exit");
+    assert!(out.status.success());
+}

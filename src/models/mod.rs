@@ -164,6 +164,12 @@ impl Registry {
             && !matches!(s, FileState::Candidate | FileState::Ignored(_)))
     }
 
+    /// Forgets the per-file states (the watch folder changed); the swap history stays.
+    pub fn forget_files(&mut self) {
+        self.states.clear();
+        self.watching = false;
+    }
+
     pub fn record(&mut self, swap: SwapRecord) {
         if swap.ok {
             self.swaps_ok += 1;
