@@ -25,6 +25,14 @@ if [ ! -x "$ZVENV/bin/python3" ] || ! "$ZVENV/bin/python3" -c 'import ziglang' 2
 fi
 export PATH="$ZVENV/bin:$PATH"
 
+# The v4l crate runs bindgen on <linux/videodev2.h> at build time: point clang at the target's
+# kernel headers (Debian's linux-libc-dev-arm64-cross, pulled in by gcc-aarch64-linux-gnu).
+# bindgen's clang gets no target headers from cargo-zigbuild; CPATH points it at Debian's aarch64
+# ones. Only bindgen reads them for layouts and constants (no C code of ours is compiled for the
+# target), and the GLIBC symbol check below would catch anything linked against newer symbols.
+if [ "$ARCH" = aarch64 ]; then
+  export CPATH="/usr/aarch64-linux-gnu/include${CPATH:+:$CPATH}"
+fi
 log "building $TRIPLE.$GLIBC (release)"
 # zig links with its own glibc stubs of that version; the gcc linker from .cargo/config.toml is
 # overridden by cargo-zigbuild.
