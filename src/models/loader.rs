@@ -207,6 +207,7 @@ impl Loader {
         std::thread::Builder::new()
             .name("rtinfer-load".into())
             .spawn(move || {
+                crate::rt::run_in_background();
                 let _ = tx.send(prepare(&path, &cfg, warmup, frame_size));
             })
             .map_err(|e| format!("cannot start a load thread: {e}"))?;

@@ -56,3 +56,17 @@ pub fn lock_all() -> io::Result<()> {
 }
 
 pub const SCHED_FIFO: i32 = libc::SCHED_FIFO;
+
+/// Lowers the calling thread's scheduling priority to `nice` (SCHED_OTHER; Linux applies
+/// `setpriority(PRIO_PROCESS, tid)` to that one thread).
+pub fn set_thread_nice(nice: i32) -> io::Result<()> {
+    let tid = nix::unistd::gettid().as_raw();
+    // SAFETY: setpriority takes plain integers (which, who, prio) and touches no memory of ours;
+    // `tid` is the calling thread, which is alive for the whole call.
+    let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, nice) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
