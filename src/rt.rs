@@ -258,6 +258,18 @@ fn status_field(key: &str) -> Option<String> {
         .find_map(|l| l.strip_prefix(key).map(|v| v.trim().to_string()))
 }
 
+/// How much lower than the pipeline a background loader runs (nice value).
+pub const LOADER_NICE: i32 = 10;
+
+/// Lets a background thread (a model load and warm-up) yield the CPU to the pipeline: on a
+/// 2-core board a warm-up at the same priority shows up in the live model's p99. Failure only
+/// costs that, so it is logged at debug.
+pub fn run_in_background() {
+    if let Err(e) = sys::set_thread_nice(LOADER_NICE) {
+        log::debug!("cannot lower the loader thread's priority: {e}");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -309,17 +321,5 @@ mod tests {
         let o = RealtimeOptions::from_raw(&raw).expect("valid");
         assert_eq!(o.cancel_after, Some(Duration::from_millis(33)));
         assert!(o.lock_memory);
-    }
-}
-
-/// How much lower than the pipeline a background loader runs (nice value).
-pub const LOADER_NICE: i32 = 10;
-
-/// Lets a background thread (a model load and warm-up) yield the CPU to the pipeline: on a
-/// 2-core board a warm-up at the same priority shows up in the live model's p99. Failure only
-/// costs that, so it is logged at debug.
-pub fn run_in_background() {
-    if let Err(e) = sys::set_thread_nice(LOADER_NICE) {
-        log::debug!("cannot lower the loader thread's priority: {e}");
     }
 }
