@@ -27,12 +27,13 @@ export PATH="$ZVENV/bin:$PATH"
 
 # The v4l crate runs bindgen on <linux/videodev2.h> at build time: point clang at the target's
 # kernel headers (Debian's linux-libc-dev-arm64-cross, pulled in by gcc-aarch64-linux-gnu).
-# bindgen's clang gets no target headers from cargo-zigbuild; CPATH points it at Debian's aarch64
-# ones. Only bindgen reads them for layouts and constants (no C code of ours is compiled for the
+# bindgen's clang gets no target headers under cargo-zigbuild; CPATH points it at Debian's ones
+# for that architecture. Only bindgen reads them for layouts and constants (no C code of ours is compiled for the
 # target), and the GLIBC symbol check below would catch anything linked against newer symbols.
-if [ "$ARCH" = aarch64 ]; then
-  export CPATH="/usr/aarch64-linux-gnu/include${CPATH:+:$CPATH}"
-fi
+case "$ARCH" in
+  aarch64) export CPATH="/usr/aarch64-linux-gnu/include${CPATH:+:$CPATH}" ;;
+  x86_64) export CPATH="/usr/include/x86_64-linux-gnu:/usr/include${CPATH:+:$CPATH}" ;;
+esac
 log "building $TRIPLE.$GLIBC (release)"
 # zig links with its own glibc stubs of that version; the gcc linker from .cargo/config.toml is
 # overridden by cargo-zigbuild.
