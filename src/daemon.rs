@@ -18,7 +18,7 @@ use crate::backend::{
     Backend, BackendChoice, BackendError, BackendKind, Engine, LoadOptions, ModelInfo,
 };
 use crate::config::{Config, RawConfig};
-use crate::misslog::MissLog;
+use crate::misslog::{MissLine, MissLog};
 use crate::models::Registry;
 use crate::models::loader::{Loader, LoaderMsg};
 use crate::models::watch::WatchEvent;
@@ -578,7 +578,7 @@ pub fn start(
     let capture = spawn("rtinfer-capture", {
         let shared = Arc::clone(&shared);
         let mut src = src;
-        move || capture_thread(&mut *src, &shared)
+        move || crate::capture::run(&mut *src, &shared)
     })?;
     drop(signals);
     Ok(Daemon {
@@ -848,10 +848,6 @@ fn warm_up(engine: &mut Box<dyn Engine>, n: u32) -> Result<(), BackendError> {
     Ok(())
 }
 
-fn capture_thread(src: &mut dyn source::Source, shared: &Shared) {
-    crate::capture::run(src, shared)
-}
-
 fn stats_thread(shared: &Shared, rx: &Receiver<FrameRecord>) {
     let mut results = shared
         .config
@@ -864,26 +860,34 @@ fn stats_thread(shared: &Shared, rx: &Receiver<FrameRecord>) {
                 None
             }
         });
+    // Records are drained into a reused batch, absorbed under the stats lock, and written to the
+    // results file after the lock is released, so a status request never waits on file I/O.
+    let mut batch: Vec<FrameRecord> = Vec::with_capacity(RECORD_QUEUE);
+    let mut lines: Vec<MissLine> = Vec::with_capacity(4);
     loop {
-        let first = match rx.recv_timeout(Duration::from_millis(250)) {
-            Ok(r) => Some(r),
-            Err(RecvTimeoutError::Timeout) => None,
+        match rx.recv_timeout(Duration::from_millis(250)) {
+            Ok(r) => batch.push(r),
+            Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => break,
-        };
-        let mut st = shared.stats();
-        let now = MonoTime::now();
-        for rec in first.into_iter().chain(rx.try_iter()) {
-            absorb(&mut st, shared, &rec);
-            if let Some(r) = results.as_mut() {
-                r.write(shared, &rec);
+        }
+        batch.extend(rx.try_iter());
+        {
+            let mut st = shared.stats();
+            for rec in &batch {
+                lines.extend(absorb(&mut st, shared, rec));
             }
+            lines.extend(st.misslog.tick(MonoTime::now()));
         }
-        if let Some(r) = results.as_mut() {
-            r.flush();
-        }
-        if let Some(line) = st.misslog.tick(now) {
+        for line in lines.drain(..) {
             log::warn!(target: "rtinfer::pipeline", "{line}");
         }
+        if let Some(r) = results.as_mut() {
+            for rec in &batch {
+                r.write(shared, rec);
+            }
+            r.flush();
+        }
+        batch.clear();
     }
     // The last, partial period's count is not logged at WARN: that could be a third line in a
     // second. The final summary carries the total (`missed_deadline`).
@@ -893,7 +897,8 @@ fn stats_thread(shared: &Shared, rx: &Receiver<FrameRecord>) {
     }
 }
 
-fn absorb(st: &mut StatsState, shared: &Shared, rec: &FrameRecord) {
+/// Folds one record into the statistics; returns the miss line to log, if this miss gets one.
+fn absorb(st: &mut StatsState, shared: &Shared, rec: &FrameRecord) -> Option<MissLine> {
     match rec.outcome {
         Outcome::OnTime | Outcome::Late => {
             st.latency.record(rec.done_at, &rec.times);
@@ -914,10 +919,9 @@ fn absorb(st: &mut StatsState, shared: &Shared, rec: &FrameRecord) {
             overshoot,
             at: rfc3339(SystemTime::now()),
         });
-        if let Some(line) = st.misslog.on_miss(rec.done_at, rec.seq, latency, overshoot) {
-            log::warn!(target: "rtinfer::pipeline", "{line}");
-        }
+        return st.misslog.on_miss(rec.done_at, rec.seq, latency, overshoot);
     }
+    None
 }
 
 fn sampler_thread(shared: &Shared, stop: &AtomicBool) {
