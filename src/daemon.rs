@@ -849,17 +849,18 @@ fn warm_up(engine: &mut Box<dyn Engine>, n: u32) -> Result<(), BackendError> {
 }
 
 fn stats_thread(shared: &Shared, rx: &Receiver<FrameRecord>) {
-    let mut results = shared
-        .config
-        .results
-        .as_ref()
-        .and_then(|p| match ResultsLog::create(p) {
-            Ok(r) => Some(r),
-            Err(e) => {
-                log::error!("results file {}: {e}; results are not written", p.display());
-                None
-            }
-        });
+    let mut results =
+        shared
+            .config
+            .results
+            .as_ref()
+            .and_then(|p| match crate::results::ResultsLog::create(p) {
+                Ok(r) => Some(r),
+                Err(e) => {
+                    log::error!("results file {}: {e}; results are not written", p.display());
+                    None
+                }
+            });
     // Records are drained into a reused batch, absorbed under the stats lock, and written to the
     // results file after the lock is released, so a status request never waits on file I/O.
     let mut batch: Vec<FrameRecord> = Vec::with_capacity(RECORD_QUEUE);
@@ -942,58 +943,4 @@ fn sampler_thread(shared: &Shared, stop: &AtomicBool) {
 pub fn socket_path(cfg: Option<&Config>) -> PathBuf {
     cfg.map(|c| c.socket.clone())
         .unwrap_or_else(|| PathBuf::from(crate::config::DEFAULT_SOCKET))
-}
-
-/// `run.results`: one JSON line per completed frame (seq, model, capture and completion times on
-/// CLOCK_MONOTONIC in ms, latency, outcome, top classes), written by the stats thread.
-struct ResultsLog {
-    out: std::io::BufWriter<std::fs::File>,
-    path: PathBuf,
-    failed: bool,
-}
-
-impl ResultsLog {
-    fn create(path: &std::path::Path) -> std::io::Result<ResultsLog> {
-        let f = std::fs::File::create(path)?;
-        Ok(ResultsLog {
-            out: std::io::BufWriter::new(f),
-            path: path.to_path_buf(),
-            failed: false,
-        })
-    }
-
-    fn write(&mut self, shared: &Shared, rec: &FrameRecord) {
-        use std::io::Write;
-        if !matches!(rec.outcome, Outcome::OnTime | Outcome::Late) || self.failed {
-            return;
-        }
-        let top: Vec<serde_json::Value> = rec.top[..rec.top_len as usize]
-            .iter()
-            .map(|(c, p)| serde_json::json!([c, p]))
-            .collect();
-        let line = serde_json::json!({
-            "seq": rec.seq,
-            "model": shared.generation_name(rec.model_gen),
-            "captured_ms": rec.captured_at.as_nanos() as f64 / 1e6,
-            "done_ms": rec.done_at.as_nanos() as f64 / 1e6,
-            "latency_ms": ms(rec.times.end_to_end),
-            "inference_ms": ms(rec.times.inference),
-            "late": rec.outcome == Outcome::Late,
-            "top": top,
-        });
-        if let Err(e) = writeln!(self.out, "{line}") {
-            log::error!(
-                "results file {}: {e}; no more results are written",
-                self.path.display()
-            );
-            self.failed = true;
-        }
-    }
-
-    fn flush(&mut self) {
-        use std::io::Write;
-        if !self.failed && self.out.flush().is_err() {
-            self.failed = true;
-        }
-    }
 }

@@ -17,6 +17,7 @@ pub mod pipeline;
 pub mod power;
 pub mod preprocess;
 pub mod report;
+pub mod results;
 pub mod rt;
 pub mod signals;
 pub mod slot;

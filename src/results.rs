@@ -1,0 +1,65 @@
+//! `--results FILE` (config `run.results`): every completed frame as one JSON line, the way
+//! DeepStream's file sinks let a user post-process what the loop saw. Written by the stats
+//! thread, never the pipeline, so a slow disk costs nothing per frame; a write error stops the
+//! file once, with one log line, and the loop runs on.
+
+use std::path::{Path, PathBuf};
+
+use crate::daemon::Shared;
+use crate::pipeline::FrameRecord;
+use crate::slot::Outcome;
+use crate::time::ms;
+
+/// `run.results`: one JSON line per completed frame (seq, model, capture and completion times on
+/// CLOCK_MONOTONIC in ms, latency, outcome, top classes), written by the stats thread.
+pub struct ResultsLog {
+    out: std::io::BufWriter<std::fs::File>,
+    path: PathBuf,
+    failed: bool,
+}
+
+impl ResultsLog {
+    pub fn create(path: &Path) -> std::io::Result<ResultsLog> {
+        let f = std::fs::File::create(path)?;
+        Ok(ResultsLog {
+            out: std::io::BufWriter::new(f),
+            path: path.to_path_buf(),
+            failed: false,
+        })
+    }
+
+    pub fn write(&mut self, shared: &Shared, rec: &FrameRecord) {
+        use std::io::Write;
+        if !matches!(rec.outcome, Outcome::OnTime | Outcome::Late) || self.failed {
+            return;
+        }
+        let top: Vec<serde_json::Value> = rec.top[..rec.top_len as usize]
+            .iter()
+            .map(|(c, p)| serde_json::json!([c, p]))
+            .collect();
+        let line = serde_json::json!({
+            "seq": rec.seq,
+            "model": shared.generation_name(rec.model_gen),
+            "captured_ms": rec.captured_at.as_nanos() as f64 / 1e6,
+            "done_ms": rec.done_at.as_nanos() as f64 / 1e6,
+            "latency_ms": ms(rec.times.end_to_end),
+            "inference_ms": ms(rec.times.inference),
+            "late": rec.outcome == Outcome::Late,
+            "top": top,
+        });
+        if let Err(e) = writeln!(self.out, "{line}") {
+            log::error!(
+                "results file {}: {e}; no more results are written",
+                self.path.display()
+            );
+            self.failed = true;
+        }
+    }
+
+    pub fn flush(&mut self) {
+        use std::io::Write;
+        if !self.failed && self.out.flush().is_err() {
+            self.failed = true;
+        }
+    }
+}
