@@ -263,3 +263,17 @@ pub fn image_input_spec(
         element,
     })
 }
+
+/// An error with its whole `source()` chain: libloading's (and ort's load error's) `Display`
+/// hides the loader's reason one level down (DEPENDENCIES.md), and a library failure is only
+/// useful with that reason.
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}

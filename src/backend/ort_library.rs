@@ -143,7 +143,7 @@ pub fn load(configured: Option<&Path>) -> Result<Loaded, LibraryError> {
             Err(e) => attempts.push(Attempt {
                 origin,
                 path,
-                outcome: error_chain(&e),
+                outcome: super::error_chain(&e),
             }),
         }
     }
@@ -155,18 +155,6 @@ static ENVIRONMENT: std::sync::OnceLock<ort::environment::Environment> = std::sy
 /// The process's ONNX Runtime environment, once [`load`] succeeded.
 pub fn environment() -> Option<&'static ort::environment::Environment> {
     ENVIRONMENT.get()
-}
-
-/// libloading's `Display` hides the reason (DEPENDENCIES.md): walk `source()` too.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }
 
 /// `libonnxruntime.so`, then versioned files (`libonnxruntime.so.1.31.1`) in a directory, newest

@@ -130,7 +130,8 @@ fn open(path: &Path) -> Result<ffi::VartShim, String> {
     // SAFETY: opening a library runs its initialisers. The candidates are the configured path,
     // our install directory and our own library name: code the operator installed to be loaded
     // into this process, which is the precondition libloading asks callers to uphold.
-    let lib = unsafe { libloading::Library::new(path) }.map_err(|e| error_chain(&e))?;
+    let lib =
+        unsafe { libloading::Library::new(path) }.map_err(|e| crate::backend::error_chain(&e))?;
     let missing: Vec<&str> = SYMBOLS
         .iter()
         .copied()
@@ -147,7 +148,8 @@ fn open(path: &Path) -> Result<ffi::VartShim, String> {
     // SAFETY: every symbol exists (checked above) and the library was built from
     // ffi/vart_shim.h, whose signatures the generated struct mirrors; the ABI version check
     // below rejects a library built from another revision of the header.
-    let shim = unsafe { ffi::VartShim::from_library(lib) }.map_err(|e| error_chain(&e))?;
+    let shim =
+        unsafe { ffi::VartShim::from_library(lib) }.map_err(|e| crate::backend::error_chain(&e))?;
     // SAFETY: rtv_abi_version takes no arguments and has no preconditions.
     let abi = unsafe { shim.rtv_abi_version() };
     if abi != ffi::RTV_ABI_VERSION {
@@ -158,18 +160,6 @@ fn open(path: &Path) -> Result<ffi::VartShim, String> {
         ));
     }
     Ok(shim)
-}
-
-/// libloading's `Display` hides the loader's reason in `source()`: print the whole chain.
-fn error_chain(e: &libloading::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = std::error::Error::source(e);
-    while let Some(inner) = cur {
-        s.push_str(": ");
-        s.push_str(&inner.to_string());
-        cur = inner.source();
-    }
-    s
 }
 
 #[cfg(test)]
