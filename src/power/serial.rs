@@ -108,3 +108,17 @@ pub fn bad(path: &Path, reason: impl Into<String>) -> MeterError {
         reason: reason.into(),
     }
 }
+
+/// A garbled or short frame of a request/answer meter: drops whatever is left of it so the next
+/// request starts on a frame boundary, and reports the bad frame — or `Lost` when the device
+/// went away meanwhile.
+pub fn bad_and_resync(
+    port: &mut dyn SerialPort,
+    path: &Path,
+    reason: impl Into<String>,
+) -> MeterError {
+    match resync(port, path) {
+        Ok(()) => bad(path, reason),
+        Err(lost) => lost,
+    }
+}

@@ -133,10 +133,7 @@ impl Um {
     }
 
     fn bad(&mut self, reason: String) -> MeterError {
-        match serial::resync(&mut *self.port, &self.path) {
-            Ok(()) => serial::bad(&self.path, reason),
-            Err(lost) => lost,
-        }
+        serial::bad_and_resync(&mut *self.port, &self.path, reason)
     }
 }
 
