@@ -6,10 +6,7 @@
 use std::sync::mpsc::sync_channel;
 use std::time::Duration;
 
-use rtinfer::backend::onnx::{OnnxBackend, OrtOptions};
-use rtinfer::backend::{Backend, LoadOptions};
-use rtinfer::pipeline::{self, FrameRecord, Pipeline};
-use rtinfer::preprocess::{PreprocessOptions, Preprocessor};
+use rtinfer::pipeline::{self, FrameRecord};
 use rtinfer::slot::{FrameSlot, Outcome, Take};
 use rtinfer::source::{self, Capture, SourceSpec};
 
@@ -19,17 +16,7 @@ use crate::util;
 fn steady_state_frames_allocate_nothing() {
     let dir = util::tempdir();
     let model = util::zoo_model(dir.path(), "mobilenetv2", "cifar10", 0.25);
-    let backend = OnnxBackend::new(OrtOptions {
-        library: Some(util::ort_library()),
-        ..OrtOptions::default()
-    })
-    .expect("ONNX Runtime loads");
-    let engine = backend
-        .load(&model, &LoadOptions { threads: 1 })
-        .expect("model loads");
-    let spec = engine.info().input;
-    let pre = Preprocessor::new(spec, PreprocessOptions::default()).expect("preprocessor");
-    let mut p = Pipeline::new(engine, pre);
+    let mut p = util::ort_pipeline(&model);
     let mut src =
         source::open(&SourceSpec::parse("synthetic://320x240@1000").expect("uri")).expect("open");
     let slot = FrameSlot::new(320, 240);

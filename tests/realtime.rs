@@ -9,10 +9,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use rtinfer::backend::onnx::{OnnxBackend, OrtOptions};
-use rtinfer::backend::{Backend, LoadOptions};
 use rtinfer::pipeline::{self, Pipeline};
-use rtinfer::preprocess::{PreprocessOptions, Preprocessor};
+
 use rtinfer::slot::Outcome;
 use rtinfer::source::Frame;
 use rtinfer::time::MonoTime;
@@ -76,17 +74,11 @@ fn cancelled_run_is_followed_by_a_normal_one_in_process() {
     util::ort_env();
     let dir = util::tempdir();
     let model = zoo_model(dir.path(), "resnet50", "tinyimagenet", 1.0);
-    let backend = OnnxBackend::new(OrtOptions {
-        library: Some(util::ort_library()),
-        ..OrtOptions::default()
-    })
-    .expect("ONNX Runtime loads");
-    let engine = backend
-        .load(&model, &LoadOptions { threads: 1 })
-        .expect("model loads");
-    assert!(engine.info().can_cancel, "ONNX Runtime engines can cancel");
-    let pre = Preprocessor::new(engine.info().input, PreprocessOptions::default()).expect("pre");
-    let mut p = Pipeline::new(engine, pre);
+    let mut p = util::ort_pipeline(&model);
+    assert!(
+        p.engine.info().can_cancel,
+        "ONNX Runtime engines can cancel"
+    );
     let mut frame = Frame::default();
     frame.set_size(64, 64);
 
@@ -430,16 +422,7 @@ fn guarded_frames_allocate_nothing() {
     util::ort_env();
     let dir = util::tempdir();
     let model = zoo_model(dir.path(), "mobilenetv2", "cifar10", 0.25);
-    let backend = OnnxBackend::new(OrtOptions {
-        library: Some(util::ort_library()),
-        ..OrtOptions::default()
-    })
-    .expect("ONNX Runtime loads");
-    let engine = backend
-        .load(&model, &LoadOptions { threads: 1 })
-        .expect("model loads");
-    let pre = Preprocessor::new(engine.info().input, PreprocessOptions::default()).expect("pre");
-    let mut p = Pipeline::new(engine, pre);
+    let mut p = util::ort_pipeline(&model);
     let w = Arc::new(Watchdog::new(Duration::from_secs(10)));
     w.set_canceller(p.engine.canceller());
     let t = std::thread::spawn({

@@ -163,3 +163,24 @@ pub fn status_until(
     }
     last
 }
+
+/// An in-process pipeline (ONNX Runtime engine, one intra-op thread, default preprocessing) for
+/// `model`, as the daemon builds it.
+pub fn ort_pipeline(model: &std::path::Path) -> rtinfer::pipeline::Pipeline {
+    use rtinfer::backend::Backend;
+    use rtinfer::backend::onnx::{OnnxBackend, OrtOptions};
+    let backend = OnnxBackend::new(OrtOptions {
+        library: Some(ort_library()),
+        ..OrtOptions::default()
+    })
+    .expect("ONNX Runtime loads");
+    let engine = backend
+        .load(model, &rtinfer::backend::LoadOptions { threads: 1 })
+        .expect("model loads");
+    let pre = rtinfer::preprocess::Preprocessor::new(
+        engine.info().input,
+        rtinfer::preprocess::PreprocessOptions::default(),
+    )
+    .expect("preprocessor");
+    rtinfer::pipeline::Pipeline::new(engine, pre)
+}
