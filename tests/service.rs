@@ -3,10 +3,9 @@
 //! lines, and the unit file checked by systemd-analyze.
 
 use std::io::Write;
-use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
@@ -37,33 +36,11 @@ fn run_with_config(cfg: &Path, model: &Path, sock: &Path) -> Command {
     c
 }
 
-/// Collects datagrams until `until` matches one or `secs` pass.
-fn collect(sock: &UnixDatagram, secs: f64, until: impl Fn(&str) -> bool) -> Vec<String> {
-    let end = Instant::now() + Duration::from_secs_f64(secs);
-    let mut got = Vec::new();
-    let mut buf = [0u8; 4096];
-    while Instant::now() < end {
-        if let Ok(n) = sock.recv(&mut buf) {
-            let m = String::from_utf8_lossy(&buf[..n]).to_string();
-            let stop = until(&m);
-            got.push(m);
-            if stop {
-                break;
-            }
-        }
-    }
-    got
-}
-
 #[test]
 fn sd_notify_ready_watchdog_reload_and_stopping() {
     let dir = util::tempdir();
     let model = zoo_model(dir.path(), "mobilenetv2", "cifar10", 0.25);
-    let notify_path = dir.path().join("notify");
-    let notify = UnixDatagram::bind(&notify_path).expect("bind notify socket");
-    notify
-        .set_read_timeout(Some(Duration::from_millis(50)))
-        .expect("timeout");
+    let (notify, notify_path) = util::fake_notify_socket(dir.path());
     let cfg = dir.path().join("rtinfer.toml");
     std::fs::write(&cfg, "[run]\nbudget_ms = 50\n").expect("write config");
     let sock = dir.path().join("s.sock");
@@ -75,7 +52,7 @@ fn sd_notify_ready_watchdog_reload_and_stopping() {
         .stderr(Stdio::null())
         .spawn()
         .expect("start");
-    let start = collect(&notify, 20.0, |m| m.contains("READY=1"));
+    let start = util::collect_datagrams(&notify, 20.0, |m| m.contains("READY=1"));
     assert!(
         start
             .last()
@@ -84,7 +61,7 @@ fn sd_notify_ready_watchdog_reload_and_stopping() {
     );
     assert!(sock.exists(), "READY=1 only once the socket serves");
     // About one WATCHDOG=1 every 200 ms while frames flow.
-    let run = collect(&notify, 2.0, |_| false);
+    let run = util::collect_datagrams(&notify, 2.0, |_| false);
     let pings = run.iter().filter(|m| *m == "WATCHDOG=1").count();
     assert!((5..=14).contains(&pings), "{pings} pings in 2 s: {run:?}");
     assert!(
@@ -98,7 +75,7 @@ fn sd_notify_ready_watchdog_reload_and_stopping() {
 
     std::fs::write(&cfg, "[run]\nbudget_ms = 5\n").expect("rewrite config");
     signal(&child, Signal::SIGHUP);
-    let reload = collect(&notify, 10.0, |m| m.contains("READY=1"));
+    let reload = util::collect_datagrams(&notify, 10.0, |m| m.contains("READY=1"));
     let r = reload
         .iter()
         .position(|m| m.starts_with("RELOADING=1"))
@@ -116,7 +93,7 @@ fn sd_notify_ready_watchdog_reload_and_stopping() {
     );
 
     signal(&child, Signal::SIGTERM);
-    let stop = collect(&notify, 10.0, |m| m == "STOPPING=1");
+    let stop = util::collect_datagrams(&notify, 10.0, |m| m == "STOPPING=1");
     assert_eq!(
         stop.last().map(String::as_str),
         Some("STOPPING=1"),
@@ -129,11 +106,7 @@ fn sd_notify_ready_watchdog_reload_and_stopping() {
 #[test]
 fn watchdog_pings_continue_while_waiting_for_a_model() {
     let dir = util::tempdir();
-    let notify_path = dir.path().join("notify");
-    let notify = UnixDatagram::bind(&notify_path).expect("bind");
-    notify
-        .set_read_timeout(Some(Duration::from_millis(50)))
-        .expect("timeout");
+    let (notify, notify_path) = util::fake_notify_socket(dir.path());
     let sock = dir.path().join("s.sock");
     let mut child = rtinfer_ort()
         .args(["run", "--source", "synthetic://64x48@60", "--models"])
@@ -146,12 +119,12 @@ fn watchdog_pings_continue_while_waiting_for_a_model() {
         .stderr(Stdio::null())
         .spawn()
         .expect("start");
-    let start = collect(&notify, 20.0, |m| m.contains("READY=1"));
+    let start = util::collect_datagrams(&notify, 20.0, |m| m.contains("READY=1"));
     assert!(
         start.iter().any(|m| m.contains("READY=1")),
         "READY=1 while waiting: {start:?}"
     );
-    let waiting = collect(&notify, 1.5, |_| false);
+    let waiting = util::collect_datagrams(&notify, 1.5, |_| false);
     let pings = waiting.iter().filter(|m| *m == "WATCHDOG=1").count();
     assert!(pings >= 4, "the idle loop still beats: {waiting:?}");
     let v = status_until(&sock, 2.0, |v| v["state"] == "waiting");

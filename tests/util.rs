@@ -184,3 +184,35 @@ pub fn ort_pipeline(model: &std::path::Path) -> rtinfer::pipeline::Pipeline {
     .expect("preprocessor");
     rtinfer::pipeline::Pipeline::new(engine, pre)
 }
+
+/// A fake systemd: a datagram socket at `dir/notify` to pass as `NOTIFY_SOCKET`, reads timing
+/// out after 50 ms so collectors can watch the clock.
+pub fn fake_notify_socket(dir: &std::path::Path) -> (std::os::unix::net::UnixDatagram, PathBuf) {
+    let path = dir.join("notify");
+    let sock = std::os::unix::net::UnixDatagram::bind(&path).expect("bind notify socket");
+    sock.set_read_timeout(Some(std::time::Duration::from_millis(50)))
+        .expect("read timeout");
+    (sock, path)
+}
+
+/// Collects sd_notify datagrams until `until` matches one or `secs` pass.
+pub fn collect_datagrams(
+    sock: &std::os::unix::net::UnixDatagram,
+    secs: f64,
+    until: impl Fn(&str) -> bool,
+) -> Vec<String> {
+    let end = std::time::Instant::now() + std::time::Duration::from_secs_f64(secs);
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while std::time::Instant::now() < end {
+        if let Ok(n) = sock.recv(&mut buf) {
+            let m = String::from_utf8_lossy(&buf[..n]).to_string();
+            let stop = until(&m);
+            got.push(m);
+            if stop {
+                break;
+            }
+        }
+    }
+    got
+}

@@ -134,7 +134,6 @@ fn check_config_validates_the_vitis_section() {
 /// (the fake's latency) withholds `WATCHDOG=1`, which is what gets a hung service restarted.
 #[test]
 fn a_stuck_inference_withholds_the_watchdog_ping() {
-    use std::os::unix::net::UnixDatagram;
     let dir = util::tempdir();
     let model = fake::model(
         dir.path(),
@@ -142,11 +141,7 @@ fn a_stuck_inference_withholds_the_watchdog_ping() {
         "input data int8 1 32 32 3 fix 6\noutput scores int8 1 10 fix 4\nop affine 1 0\nlatency_ms 2500\n",
     );
     let config = fake::config(dir.path(), &fake::library(Variant::Full));
-    let notify_path = dir.path().join("notify");
-    let notify = UnixDatagram::bind(&notify_path).expect("bind");
-    notify
-        .set_read_timeout(Some(Duration::from_millis(50)))
-        .expect("timeout");
+    let (notify, notify_path) = util::fake_notify_socket(dir.path());
     let sock = dir.path().join("status.sock");
     let mut child = rtinfer()
         .args([
@@ -168,14 +163,8 @@ fn a_stuck_inference_withholds_the_watchdog_ping() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("start daemon");
+    let msgs = util::collect_datagrams(&notify, 20.0, |m| m.contains("READY=1"));
     let mut buf = [0u8; 512];
-    let mut msgs = Vec::new();
-    let end = std::time::Instant::now() + Duration::from_secs(20);
-    while std::time::Instant::now() < end && !msgs.iter().any(|m: &String| m.contains("READY=1")) {
-        if let Ok(n) = notify.recv(&mut buf) {
-            msgs.push(String::from_utf8_lossy(&buf[..n]).to_string());
-        }
-    }
     assert!(msgs.iter().any(|m| m.contains("READY=1")), "{msgs:?}");
     // The first frame's job runs 2.5 s: at most one ping may still be in flight in 2 s.
     std::thread::sleep(Duration::from_millis(300));
