@@ -410,7 +410,11 @@ fn skip_policy_drops_out_of_phase_frames_and_keeps_the_invariant() {
     );
     let sock = dir.path().join("s.sock");
     assert!(wait_for(&sock, 30.0), "socket never appeared");
-    let v = status_until(&sock, 20.0, |v| v["frames"]["dropped"].as_u64() > Some(20));
+    // Wait for everything asserted below: how many frames are dropped per processed one depends
+    // on this machine's speed (a loaded CI runner drops 20 before it finishes 5).
+    let v = status_until(&sock, 30.0, |v| {
+        v["frames"]["dropped"].as_u64() > Some(20) && v["frames"]["processed"].as_u64() > Some(5)
+    });
     let (_, _) = stop(child);
     assert!(v["frames"]["dropped"].as_u64() > Some(20), "{v}");
     assert!(v["frames"]["processed"].as_u64() > Some(5), "{v}");
