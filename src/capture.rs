@@ -114,12 +114,27 @@ pub fn run(src: &mut dyn Source, shared: &Shared) {
     let mut seq = 0u64;
     let timeout =
         (period_of(shared) / 2).clamp(Duration::from_millis(5), Duration::from_millis(100));
+    // `--duration` is a capture window that opens with the first read, the same instant a paced
+    // source starts its schedule: 60 s at 60 FPS is exactly 3600 frames, whatever the loop's
+    // polling granularity or the time it takes every thread to stop.
+    let until = shared.config.duration.map(|d| MonoTime::now().plus(d));
     loop {
         if shared.ctl.stop.load(Ordering::Relaxed) {
             slot.end(End::Clean);
             return;
         }
         let result = src.next(&mut buf, timeout);
+        let past = |at: MonoTime| until.is_some_and(|u| at >= u);
+        let closed = match &result {
+            Ok(Capture::Frame) => past(buf.captured_at),
+            Ok(Capture::Timeout) => past(MonoTime::now()),
+            _ => false,
+        };
+        if closed {
+            log::info!("duration reached after {seq} frames: stopping");
+            slot.end(End::Clean);
+            return;
+        }
         // The source logs its own losses and returns; the state change is logged below.
         let connected = src.connected();
         shared.source_connected.store(connected, Ordering::Relaxed);

@@ -35,6 +35,8 @@ use crate::time::{MonoTime, ms, rfc3339, rfc3339_now};
 
 /// Records queued between the pipeline and the stats thread before one is lost.
 const RECORD_QUEUE: usize = 4096;
+/// How long after `--duration` a run whose source is blocked in a read is stopped anyway.
+const DURATION_GRACE: Duration = Duration::from_secs(1);
 
 /// Why the daemon could not start (exit code 3).
 #[derive(Debug, thiserror::Error)]
@@ -752,7 +754,9 @@ impl Daemon {
         duration: Option<Duration>,
         reload: &dyn Fn() -> Result<(RawConfig, Config), String>,
     ) -> Finished {
-        let deadline = duration.map(|d| MonoTime::now().plus(d));
+        // The capture thread closes the run at the end of its window (see `capture::run`); this
+        // deadline only ends a run whose source is blocked in a read when the window closes.
+        let deadline = duration.map(|d| MonoTime::now().plus(d + DURATION_GRACE));
         // From zero: a SIGHUP that arrived during start-up is still honoured.
         let mut reloads_seen = 0;
         loop {
@@ -767,7 +771,7 @@ impl Daemon {
                 break;
             }
             if deadline.is_some_and(|d| MonoTime::now() >= d) {
-                log::info!("duration reached: stopping");
+                log::info!("duration reached (source silent): stopping");
                 break;
             }
             if self.pipeline.is_finished() {

@@ -175,6 +175,38 @@ fn ffmpeg_pipe_is_processed_and_ends_cleanly() {
 }
 
 #[test]
+fn duration_is_a_capture_window_that_ends_on_the_period() {
+    // `--duration 2` at 100 FPS opens a 2 s window at the first read: 200 frames at most. (Before
+    // the window, the stop came from a 20 ms polling loop and counted 201-204.) A loaded machine
+    // may lose a few to the pacer's re-anchoring, never add one.
+    let dir = util::tempdir();
+    let model = zoo_model(dir.path(), "mobilenetv2", "cifar10", 0.25);
+    let out = rtinfer_ort()
+        .args([
+            "run",
+            "--source",
+            "synthetic://64x48@100",
+            "--duration",
+            "2",
+        ])
+        .args(["--warmup", "1", "--socket"])
+        .arg(dir.path().join("s.sock"))
+        .arg("--model")
+        .arg(&model)
+        .output()
+        .expect("run daemon");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let captured = summary_field(&stdout, "captured").expect("captured");
+    assert!((190..=200).contains(&captured), "{stdout}");
+    assert!(
+        stderr.contains(&format!("duration reached after {captured} frames")),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn impossible_budget_makes_every_frame_a_miss_with_at_most_two_log_lines_per_second() {
     let dir = util::tempdir();
     let model = zoo_model(dir.path(), "mobilenetv2", "cifar10", 0.25);
