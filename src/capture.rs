@@ -109,6 +109,7 @@ pub fn run(src: &mut dyn Source, shared: &Shared) {
     // Frames must be stamped and paced on time too: the capture thread shares the pipeline
     // thread's SCHED_FIFO priority when it is configured (silently; the pipeline reports it).
     crate::rt::apply_priority_quietly(&shared.config.realtime);
+    crate::rt::tighten_timer_slack();
     let slot = &shared.slot;
     let mut buf = slot.buffer();
     let mut seq = 0u64;

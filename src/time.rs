@@ -7,7 +7,8 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use nix::time::{ClockId, clock_gettime};
+use nix::sys::time::TimeSpec;
+use nix::time::{ClockId, ClockNanosleepFlags, clock_gettime, clock_nanosleep};
 
 /// Nanoseconds of CLOCK_MONOTONIC.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -17,8 +18,7 @@ impl MonoTime {
     /// The current CLOCK_MONOTONIC reading.
     pub fn now() -> MonoTime {
         // CLOCK_MONOTONIC cannot fail on Linux; a zero reading would only make one frame look old.
-        let ts = clock_gettime(ClockId::CLOCK_MONOTONIC)
-            .unwrap_or_else(|_| nix::sys::time::TimeSpec::new(0, 0));
+        let ts = clock_gettime(ClockId::CLOCK_MONOTONIC).unwrap_or_else(|_| TimeSpec::new(0, 0));
         MonoTime::from_timespec(ts.tv_sec() as i64, ts.tv_nsec() as i64)
     }
 
@@ -50,11 +50,31 @@ impl MonoTime {
     }
 
     /// Sleeps until this time is reached (no-op when it already passed). Absolute deadlines keep a
-    /// paced source from drifting: each sleep targets `start + n * period`, not `now + period`.
+    /// paced source from drifting: each sleep targets `start + n * period`, not `now + period`,
+    /// and the kernel sleeps to the deadline itself (`TIMER_ABSTIME`), so a preemption between
+    /// reading the clock and going to sleep does not push the wake-up later.
     pub fn sleep_until(self) {
-        let now = MonoTime::now();
-        if self > now {
-            std::thread::sleep(self.saturating_since(now));
+        let at = TimeSpec::new(
+            (self.0 / 1_000_000_000) as libc::time_t,
+            (self.0 % 1_000_000_000) as libc::c_long,
+        );
+        // EINTR (a signal handler ran) sleeps again; any other error falls back to a relative sleep.
+        loop {
+            match clock_nanosleep(
+                ClockId::CLOCK_MONOTONIC,
+                ClockNanosleepFlags::TIMER_ABSTIME,
+                &at,
+            ) {
+                Ok(_) => return,
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(_) => {
+                    let now = MonoTime::now();
+                    if self > now {
+                        std::thread::sleep(self.saturating_since(now));
+                    }
+                    return;
+                }
+            }
         }
     }
 }
@@ -122,5 +142,17 @@ mod tests {
             a.saturating_since(b.plus(Duration::from_secs(1))),
             Duration::ZERO
         );
+    }
+
+    #[test]
+    fn sleep_until_never_wakes_early_and_a_past_time_returns_at_once() {
+        for ms in [1u64, 7, 20] {
+            let at = MonoTime::now().plus(Duration::from_millis(ms));
+            at.sleep_until();
+            assert!(MonoTime::now() >= at, "woke before {ms} ms");
+        }
+        let t = std::time::Instant::now();
+        MonoTime::from_nanos(1).sleep_until();
+        assert!(t.elapsed() < Duration::from_secs(1));
     }
 }
