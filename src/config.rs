@@ -127,6 +127,8 @@ pub struct RawPreprocess {
     pub resize: Option<String>,
     pub mean: Option<[f32; 3]>,
     pub std: Option<[f32; 3]>,
+    /// `rgb` (default) or `bgr`.
+    pub channel_order: Option<String>,
 }
 
 /// `[vitis]`: the VART shim library and the runner's wait timeout.
@@ -247,6 +249,12 @@ impl Config {
                 invalid("preprocess.resize", e.to_string())
             })?,
         };
+        let channel_order = match raw.preprocess.channel_order.as_deref() {
+            None => defaults.channel_order,
+            Some(s) => s.parse().map_err(|e: crate::preprocess::PreprocessError| {
+                invalid("preprocess.channel_order", e.to_string())
+            })?,
+        };
         let std = raw.preprocess.std.unwrap_or(defaults.std);
         if std.iter().any(|s| !(s.is_finite() && *s > 0.0)) {
             return Err(invalid(
@@ -313,6 +321,7 @@ impl Config {
                 resize,
                 mean: raw.preprocess.mean.unwrap_or(defaults.mean),
                 std,
+                channel_order,
                 ..defaults
             },
             vitis: VitisOptions {
@@ -474,6 +483,22 @@ mod tests {
                 .unwrap_err()
                 .to_string()
                 .contains("run.source")
+        );
+    }
+
+    #[test]
+    fn channel_order_is_read_and_checked() {
+        let raw = parse_raw("[preprocess]\nchannel_order = \"bgr\"\n", Path::new("x")).unwrap();
+        let c = Config::from_raw(raw, None).expect("valid");
+        assert_eq!(
+            c.preprocess.channel_order,
+            crate::preprocess::ChannelOrder::Bgr
+        );
+        let raw = parse_raw("[preprocess]\nchannel_order = \"brg\"\n", Path::new("x")).unwrap();
+        let e = Config::from_raw(raw, None).unwrap_err().to_string();
+        assert!(
+            e.contains("preprocess.channel_order") && e.contains("'brg'"),
+            "{e}"
         );
     }
 }

@@ -75,6 +75,53 @@ impl fmt::Display for ResizeMode {
     }
 }
 
+/// The order of the colour channels the model takes. Frames are RGB inside rtinfer; models
+/// converted from Caffe (and many Vitis AI model-zoo models) take BGR.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ChannelOrder {
+    #[default]
+    Rgb,
+    Bgr,
+}
+
+impl ChannelOrder {
+    /// The name used in the configuration file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChannelOrder::Rgb => "rgb",
+            ChannelOrder::Bgr => "bgr",
+        }
+    }
+
+    /// For each model channel, the RGB channel it takes.
+    fn sources(self) -> [usize; 3] {
+        match self {
+            ChannelOrder::Rgb => [0, 1, 2],
+            ChannelOrder::Bgr => [2, 1, 0],
+        }
+    }
+}
+
+impl FromStr for ChannelOrder {
+    type Err = PreprocessError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "rgb" => Ok(ChannelOrder::Rgb),
+            "bgr" => Ok(ChannelOrder::Bgr),
+            _ => Err(PreprocessError::UnknownChannelOrder {
+                value: s.to_string(),
+            }),
+        }
+    }
+}
+
+impl fmt::Display for ChannelOrder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// Resampling kernel. All but `Nearest` widen with the scale factor when downscaling
 /// (antialiasing), as Pillow and `fast_image_resize`'s `Convolution` do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -203,6 +250,8 @@ pub struct PreprocessOptions {
     pub filter: Filter,
     /// Letterbox padding colour.
     pub fill: Fill,
+    /// Channel order of the model input; `mean`/`std` stay in R, G, B order either way.
+    pub channel_order: ChannelOrder,
 }
 
 impl Default for PreprocessOptions {
@@ -213,6 +262,7 @@ impl Default for PreprocessOptions {
             std: CIFAR10_STD,
             filter: Filter::Bilinear,
             fill: Fill::Mean,
+            channel_order: ChannelOrder::Rgb,
         }
     }
 }
@@ -273,6 +323,8 @@ pub enum PreprocessError {
     EmptyFrame { seq: u64, width: u32, height: u32 },
     #[error("unknown resize mode '{value}' (expected stretch, center-crop or letterbox)")]
     UnknownResizeMode { value: String },
+    #[error("unknown channel order '{value}' (expected rgb or bgr)")]
+    UnknownChannelOrder { value: String },
     #[error(
         "unknown resize filter '{value}' (expected nearest, box, bilinear, hamming, catmull-rom, mitchell or lanczos3)"
     )]
@@ -480,6 +532,9 @@ fn check_frame(frame: &Frame) -> Result<(), PreprocessError> {
 #[derive(Debug)]
 struct Norm {
     grey: bool,
+    /// For each model channel, the RGB channel it takes.
+    from: [usize; 3],
+    /// Per model channel.
     lut: [[f32; 256]; 3],
     /// `lut` quantised to int8 with `scale`.
     lut_i8: [[i8; 256]; 3],
@@ -493,10 +548,12 @@ struct Norm {
 
 impl Norm {
     fn new(opts: &PreprocessOptions, channels: u32, scale: f32) -> Norm {
+        let from = opts.channel_order.sources();
+        // Table `k` belongs to model channel `k`, with the statistics of the RGB channel it takes.
         let mut lut = [[0.0f32; 256]; 3];
-        for (c, table) in lut.iter_mut().enumerate() {
+        for (k, table) in lut.iter_mut().enumerate() {
             for (v, x) in table.iter_mut().enumerate() {
-                *x = normalise(v as u8, opts.mean[c], opts.std[c]);
+                *x = normalise(v as u8, opts.mean[from[k]], opts.std[from[k]]);
             }
         }
         let grey = channels == 1;
@@ -504,15 +561,16 @@ impl Norm {
         let fill = match (opts.fill, grey) {
             (Fill::Mean, _) => [0.0; 3],
             (Fill::Rgb(rgb), false) => [
-                lut[0][rgb[0] as usize],
-                lut[1][rgb[1] as usize],
-                lut[2][rgb[2] as usize],
+                lut[0][rgb[from[0]] as usize],
+                lut[1][rgb[from[1]] as usize],
+                lut[2][rgb[from[2]] as usize],
             ],
             (Fill::Rgb(rgb), true) => [normalise_luma(rgb[0], rgb[1], rgb[2], grey_mean_std); 3],
         };
         let lut_i8 = lut.map(|table| table.map(|x| i8::encode(x, scale)));
         Norm {
             grey,
+            from,
             lut,
             lut_i8,
             grey_mean_std,
@@ -640,11 +698,12 @@ fn write_nchw<T: Element>(out: &mut [T], dst: &Dest, view: &View<'_>, norm: &Nor
     let r = dst.region;
     for (c, plane) in out.chunks_exact_mut(dst.width * dst.height).enumerate() {
         let lut = &T::table(norm)[c];
+        let from = norm.from[c];
         for y in 0..r.h {
             let start = (r.y + y) * dst.width + r.x;
             let row = &mut plane[start..start + r.w];
             for (d, px) in row.iter_mut().zip(view.row(y).chunks_exact(3)) {
-                *d = lut[px[c] as usize];
+                *d = lut[px[from] as usize];
             }
         }
     }
@@ -658,7 +717,7 @@ fn write_nhwc<T: Element>(out: &mut [T], dst: &Dest, view: &View<'_>, norm: &Nor
         let row = &mut out[start..start + r.w * 3];
         for (d, px) in row.chunks_exact_mut(3).zip(view.row(y).chunks_exact(3)) {
             for c in 0..3 {
-                d[c] = lut[c][px[c] as usize];
+                d[c] = lut[c][px[norm.from[c]] as usize];
             }
         }
     }

@@ -4,7 +4,7 @@
 
 use fast_image_resize as fr;
 use rtinfer::preprocess::{
-    Fill, Filter, PreprocessError, PreprocessOptions, Preprocessor, ResizeMode,
+    ChannelOrder, Fill, Filter, PreprocessError, PreprocessOptions, Preprocessor, ResizeMode,
 };
 use rtinfer::source::Frame;
 use rtinfer::tensor::{InputBufMut, InputElement, InputSpec, Layout};
@@ -134,6 +134,59 @@ fn same_size_frame_is_normalised_exactly_without_resizing() {
         }
     }
     assert_eq!(p.placement(), Some((0, 0, 5, 4)));
+}
+
+#[test]
+fn bgr_models_get_blue_first_with_blue_statistics_in_every_layout_and_type() {
+    // Same-size frame: every value follows from the formula with the channels reversed.
+    let f = textured(5, 4);
+    let mean = [0.1, 0.5, 0.9];
+    let std = [0.2, 0.3, 0.4];
+    let opts = PreprocessOptions {
+        mean,
+        std,
+        channel_order: ChannelOrder::Bgr,
+        ..PreprocessOptions::default()
+    };
+    let expect = |k: usize, i: usize| {
+        let c = 2 - k; // model channel k takes RGB channel 2 - k
+        (f.rgb[i * 3 + c] as f32 / 255.0 - mean[c]) / std[c]
+    };
+    let mut nchw = Preprocessor::new(spec(5, 4, 3, Layout::Nchw, InputElement::F32), opts).unwrap();
+    let mut nhwc = Preprocessor::new(spec(5, 4, 3, Layout::Nhwc, InputElement::F32), opts).unwrap();
+    let (a, b) = (run_f32(&mut nchw, &f), run_f32(&mut nhwc, &f));
+    for k in 0..3 {
+        for i in 0..20 {
+            assert_eq!(a[k * 20 + i], expect(k, i), "NCHW channel {k} pixel {i}");
+            assert_eq!(b[i * 3 + k], expect(k, i), "NHWC channel {k} pixel {i}");
+        }
+    }
+    let scale = 16.0;
+    let mut q = Preprocessor::new(
+        spec(5, 4, 3, Layout::Nhwc, InputElement::I8 { scale }),
+        opts,
+    )
+    .unwrap();
+    let mut out = vec![0i8; 60];
+    q.run(&f, InputBufMut::I8(&mut out)).expect("int8");
+    for k in 0..3 {
+        for i in 0..20 {
+            let e = (expect(k, i) * scale).round().clamp(-128.0, 127.0) as i8;
+            assert_eq!(out[i * 3 + k], e, "int8 channel {k} pixel {i}");
+        }
+    }
+    // A letterbox fill colour is reversed too: pure red padding is (0, 0, 1) in BGR.
+    let opts = PreprocessOptions {
+        fill: Fill::Rgb([255, 0, 0]),
+        channel_order: ChannelOrder::Bgr,
+        ..identity_norm(ResizeMode::Letterbox)
+    };
+    let mut p = Preprocessor::new(spec(8, 8, 3, Layout::Nhwc, InputElement::F32), opts).unwrap();
+    let out = run_f32(&mut p, &textured(8, 4));
+    assert_eq!(&out[..3], &[0.0, 0.0, 1.0], "top-left padding pixel");
+    assert_eq!("BGR".parse::<ChannelOrder>().unwrap(), ChannelOrder::Bgr);
+    let e = "rbg".parse::<ChannelOrder>().unwrap_err().to_string();
+    assert!(e.contains("'rbg'") && e.contains("rgb or bgr"), "{e}");
 }
 
 #[test]
