@@ -34,12 +34,7 @@ impl fmt::Display for Origin {
 }
 
 /// One place looked at, and what happened there.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Attempt {
-    pub origin: Origin,
-    pub path: PathBuf,
-    pub outcome: String,
-}
+pub type Attempt = crate::backend::search::Attempt<Origin>;
 
 /// No candidate loaded.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -53,9 +48,7 @@ impl fmt::Display for LibraryError {
             f,
             "no usable ONNX Runtime library (libonnxruntime.so, version 1.17 or newer); tried:"
         )?;
-        for a in &self.attempts {
-            writeln!(f, "  - {} ({}): {}", a.path.display(), a.origin, a.outcome)?;
-        }
+        crate::backend::search::write_attempts(f, &self.attempts)?;
         write!(
             f,
             "fix: run scripts/setup.sh (fetches 1.31.1 from PyPI), or set ORT_DYLIB_PATH / \

@@ -47,12 +47,7 @@ impl fmt::Display for Origin {
 }
 
 /// One place looked at, and what happened there.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Attempt {
-    pub origin: Origin,
-    pub path: PathBuf,
-    pub outcome: String,
-}
+pub type Attempt = crate::backend::search::Attempt<Origin>;
 
 /// No candidate was usable.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -67,9 +62,7 @@ impl fmt::Display for LibraryError {
             "no usable Vitis AI shim library ({LIBRARY_NAME}, ABI {}); tried:",
             ffi::RTV_ABI_VERSION
         )?;
-        for a in &self.attempts {
-            writeln!(f, "  - {} ({}): {}", a.path.display(), a.origin, a.outcome)?;
-        }
+        crate::backend::search::write_attempts(f, &self.attempts)?;
         write!(
             f,
             "fix: build it on the board (make -C cpp && sudo make -C cpp install, see README \
