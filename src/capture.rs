@@ -6,6 +6,10 @@
 //! five frame periods and turns the state `degraded` (one log line), and the capture thread turns
 //! it back to `running` when frames return. A camera that is unplugged keeps its source object
 //! (it reconnects inside, with backoff) and reports `connected = false` the same way.
+//!
+//! A reload that changes only a paced source's rate re-paces the running source rather than
+//! asking for a restart: the request waits here until the capture thread picks it up between two
+//! frames, so the source object never crosses threads.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -23,7 +27,12 @@ pub const STALL_PERIODS: u32 = 5;
 
 /// Source health shared between the capture thread, the stall watcher and `/status`.
 pub struct SourceHealth {
-    period: Duration,
+    /// Frame period in nanoseconds (changes when a reload re-paces the source).
+    period_ns: AtomicU64,
+    /// The URI and rate in force, for `/status` and the logs.
+    live: Mutex<(String, Option<f64>)>,
+    /// A reload's new URI and rate, until the capture thread applies it.
+    request: Mutex<Option<(String, f64)>>,
     last_frame_ns: AtomicU64,
     stalled: AtomicBool,
     /// |interval - period| in microseconds, since start.
@@ -31,10 +40,13 @@ pub struct SourceHealth {
 }
 
 impl SourceHealth {
-    /// Health of a source delivering a frame every `period`.
-    pub fn new(period: Duration) -> SourceHealth {
+    /// Health of the source `uri` delivering `fps` frames per second (its own rate, if it has
+    /// one) or else one every `period`.
+    pub fn new(uri: &str, fps: Option<f64>, period: Duration) -> SourceHealth {
         SourceHealth {
-            period,
+            period_ns: AtomicU64::new(period.as_nanos() as u64),
+            live: Mutex::new((uri.to_string(), fps)),
+            request: Mutex::new(None),
             last_frame_ns: AtomicU64::new(0),
             stalled: AtomicBool::new(false),
             jitter_us: Mutex::new(Histogram::new_with_bounds(1, 60_000_000, 3).unwrap_or_else(
@@ -48,7 +60,7 @@ impl SourceHealth {
         let prev = self.last_frame_ns.swap(at.as_nanos(), Ordering::Relaxed);
         if prev != 0 {
             let interval = at.as_nanos().saturating_sub(prev) as i64;
-            let dev = (interval - self.period.as_nanos() as i64).unsigned_abs() / 1000;
+            let dev = (interval - self.period().as_nanos() as i64).unsigned_abs() / 1000;
             let mut h = self.jitter_us.lock().unwrap_or_else(|p| p.into_inner());
             h.saturating_record(dev.max(1));
         }
@@ -63,13 +75,63 @@ impl SourceHealth {
     /// Whether no frame came for [`STALL_PERIODS`] periods (frames must have come once).
     fn silent(&self, now: MonoTime) -> bool {
         let last = self.last_frame_ns.load(Ordering::Relaxed);
-        last != 0 && now.saturating_since(MonoTime::from_nanos(last)) > self.period * STALL_PERIODS
+        last != 0
+            && now.saturating_since(MonoTime::from_nanos(last)) > self.period() * STALL_PERIODS
+    }
+
+    /// The frame period in force.
+    pub fn period(&self) -> Duration {
+        Duration::from_nanos(self.period_ns.load(Ordering::Relaxed))
+    }
+
+    /// The source URI in force (a live re-pace changes it).
+    pub fn uri(&self) -> String {
+        self.live
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .0
+            .clone()
+    }
+
+    /// The source's own rate in force, if it paces itself or the stream declares one.
+    pub fn fps(&self) -> Option<f64> {
+        self.live.lock().unwrap_or_else(|p| p.into_inner()).1
+    }
+
+    /// Asks the capture thread to re-pace the source at `fps` (a reload changed only the rate of
+    /// `uri`). A later request replaces one not yet applied.
+    pub fn request_rate(&self, uri: &str, fps: f64) {
+        *self.request.lock().unwrap_or_else(|p| p.into_inner()) = Some((uri.to_string(), fps));
+    }
+
+    /// Applies a pending re-pace request to `src` (capture thread only).
+    fn apply_request(&self, src: &mut dyn Source) {
+        let Some((uri, fps)) = self
+            .request
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        else {
+            return;
+        };
+        let old = self.uri();
+        if src.set_fps(fps) {
+            self.period_ns
+                .store((1e9 / fps).round() as u64, Ordering::Relaxed);
+            *self.live.lock().unwrap_or_else(|p| p.into_inner()) = (uri.clone(), Some(fps));
+            log::info!("source {old}: re-paced at {fps} FPS (now {uri})");
+        } else {
+            log::warn!("source {old}: its rate cannot change while running; restart to use {uri}");
+        }
     }
 }
 
 /// Frame period for stall detection: the source's rate, else the target rate.
 pub fn period_of(shared: &Shared) -> Duration {
-    let fps = shared.source.fps.unwrap_or(shared.live().target_fps);
+    let fps = shared
+        .source_health
+        .fps()
+        .unwrap_or(shared.live().target_fps);
     Duration::from_secs_f64(1.0 / fps.max(0.001))
 }
 
@@ -85,7 +147,7 @@ fn degrade(shared: &Shared, why: &str) {
     }
     log::warn!(
         "source {}: {why}{}",
-        shared.source.uri,
+        shared.source_health.uri(),
         if running { "; state degraded" } else { "" }
     );
 }
@@ -96,7 +158,7 @@ fn recover(shared: &Shared) {
     if h.stalled.swap(false, Ordering::Relaxed) {
         log::info!(
             "source {}: frames flow again; state running",
-            shared.source.uri
+            shared.source_health.uri()
         );
         if shared.state() == State::Degraded {
             shared.set_state(State::Running);
@@ -124,6 +186,7 @@ pub fn run(src: &mut dyn Source, shared: &Shared) {
             slot.end(End::Clean);
             return;
         }
+        shared.source_health.apply_request(src);
         let result = src.next(&mut buf, timeout);
         let past = |at: MonoTime| until.is_some_and(|u| at >= u);
         let closed = match &result {
@@ -154,7 +217,7 @@ pub fn run(src: &mut dyn Source, shared: &Shared) {
             Ok(Capture::EndOfStream) => {
                 log::info!(
                     "source {}: end of stream after {seq} frames",
-                    shared.source.uri
+                    shared.source_health.uri()
                 );
                 slot.end(End::Clean);
                 return;
@@ -192,7 +255,11 @@ mod tests {
 
     #[test]
     fn jitter_is_the_deviation_from_the_period() {
-        let h = SourceHealth::new(Duration::from_millis(10));
+        let h = SourceHealth::new(
+            "synthetic://1x1@100",
+            Some(100.0),
+            Duration::from_millis(10),
+        );
         assert_eq!(h.jitter_p99_ms(), None);
         let t0 = 1_000_000_000u64;
         // Intervals 10, 10, 12, 9 ms: deviations 0 (recorded as 1 µs), 0, 2, 1 ms.
@@ -205,7 +272,11 @@ mod tests {
 
     #[test]
     fn silence_counts_from_the_last_frame() {
-        let h = SourceHealth::new(Duration::from_millis(10));
+        let h = SourceHealth::new(
+            "synthetic://1x1@100",
+            Some(100.0),
+            Duration::from_millis(10),
+        );
         assert!(
             !h.silent(MonoTime::from_nanos(10_000_000_000)),
             "no frame yet"

@@ -139,6 +139,9 @@ pub struct RawVitis {
     pub timeout_ms: Option<u64>,
 }
 
+/// `run.source` when neither the file nor the command line sets one.
+pub const DEFAULT_SOURCE: &str = "synthetic://320x240@60";
+
 /// A checked configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -191,7 +194,7 @@ impl Config {
             message,
         };
         let r = raw.run;
-        let source_uri = r.source.unwrap_or_else(|| "synthetic://320x240@60".into());
+        let source_uri = r.source.unwrap_or_else(|| DEFAULT_SOURCE.into());
         let source =
             SourceSpec::parse(&source_uri).map_err(|e| invalid("run.source", e.to_string()))?;
         let backend = r

@@ -297,7 +297,20 @@ pub struct Live {
     pub target_fps: f64,
 }
 
-/// Keys a reload applies while running.
+/// The new rate when a reload changes only the rate of the paced source in force (see
+/// [`SourceSpec::rate_change`](crate::source::SourceSpec::rate_change)).
+fn source_rate_change(old: &RawConfig, new: &Config) -> Option<f64> {
+    let uri = old
+        .run
+        .source
+        .as_deref()
+        .unwrap_or(crate::config::DEFAULT_SOURCE);
+    crate::source::SourceSpec::parse(uri)
+        .ok()?
+        .rate_change(&new.source)
+}
+
+/// Keys a reload applies while running (and `run.source` when only a paced source's rate changes).
 pub const LIVE_KEYS: &[&str] = &[
     "run.budget_ms",
     "run.fps",
@@ -456,9 +469,11 @@ pub fn start(
     ctl.overrun = config.overrun;
     let ctl = Arc::new(ctl);
     let slot = Arc::new(FrameSlot::new(src_info.width, src_info.height));
-    let source_health = crate::capture::SourceHealth::new(Duration::from_secs_f64(
-        1.0 / src_info.fps.unwrap_or(config.target_fps),
-    ));
+    let source_health = crate::capture::SourceHealth::new(
+        &src_info.uri,
+        src_info.fps,
+        Duration::from_secs_f64(1.0 / src_info.fps.unwrap_or(config.target_fps)),
+    );
     let models_cfg = config.models.clone();
     let shared = Arc::new(Shared {
         started,
@@ -687,9 +702,16 @@ impl Daemon {
             Ok((raw, cfg)) => {
                 let old_raw = self.shared.live().raw.clone();
                 let changed = crate::config::changed_keys(&old_raw, &raw);
-                let (live, restart): (Vec<String>, Vec<String>) = changed
+                let (mut live, mut restart): (Vec<String>, Vec<String>) = changed
                     .into_iter()
                     .partition(|k| LIVE_KEYS.contains(&k.as_str()));
+                if let Some(i) = restart.iter().position(|k| k == "run.source")
+                    && let Some(fps) = source_rate_change(&old_raw, &cfg)
+                {
+                    restart.remove(i);
+                    live.push("run.source".into());
+                    self.shared.source_health.request_rate(&cfg.source.uri, fps);
+                }
                 self.shared
                     .ctl
                     .budget_ns

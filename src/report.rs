@@ -154,11 +154,11 @@ pub fn status_json(s: &Shared) -> Value {
         "latency_ms_lifetime": summary.lifetime,
         "last_miss": last_miss,
         "source": {
-            "uri": s.source.uri,
+            "uri": s.source_health.uri(),
             "connected": s.source_connected.load(Ordering::Relaxed),
             "width": s.source.width,
             "height": s.source.height,
-            "fps": s.source.fps,
+            "fps": s.source_health.fps(),
             "interval_jitter_ms_p99": s.source_health.jitter_p99_ms(),
         },
         "realtime": s.realtime.to_json(),

@@ -175,6 +175,75 @@ fn sighup_with_a_broken_file_keeps_the_old_config_and_lists_restart_keys() {
     assert!(err.contains("restart required for run.threads"), "{err}");
 }
 
+#[test]
+fn sighup_repaces_a_paced_source_live_and_a_size_change_waits_for_a_restart() {
+    let dir = util::tempdir();
+    let model = zoo_model(dir.path(), "mobilenetv2", "cifar10", 0.25);
+    let cfg = dir.path().join("rtinfer.toml");
+    let sock = dir.path().join("s.sock");
+    let write_cfg = |uri: &str| {
+        std::fs::write(&cfg, format!("[run]\nsource = \"{uri}\"\n")).expect("write config")
+    };
+    let captured = |v: &Value| v["frames"]["captured"].as_u64().unwrap_or(0);
+    write_cfg("synthetic://64x48@20");
+    // The source comes from the file (a --source flag would override every reload).
+    let child = rtinfer_ort()
+        .args(["run", "--warmup", "1", "--config"])
+        .arg(&cfg)
+        .arg("--model")
+        .arg(&model)
+        .arg("--socket")
+        .arg(&sock)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start");
+    assert!(wait_for(&sock, 20.0));
+    let v = status_until(&sock, 10.0, |v| captured(v) > 0);
+    assert_eq!(v["source"]["fps"].as_f64(), Some(20.0), "{v}");
+
+    write_cfg("synthetic://64x48@100");
+    signal(&child, Signal::SIGHUP);
+    let v = status_until(&sock, 5.0, |v| v["source"]["fps"].as_f64() == Some(100.0));
+    assert_eq!(v["source"]["uri"], "synthetic://64x48@100", "{v}");
+    assert_eq!(
+        v["config"]["restart_required"],
+        serde_json::json!([]),
+        "{v}"
+    );
+    let (c0, t0) = (captured(&v), std::time::Instant::now());
+    std::thread::sleep(Duration::from_millis(1500));
+    let v = status_until(&sock, 1.0, |_| true);
+    let rate = (captured(&v) - c0) as f64 / t0.elapsed().as_secs_f64();
+    assert!(
+        (60.0..=115.0).contains(&rate),
+        "{rate:.1} FPS after the re-pace: {v}"
+    );
+
+    // Another size is another source: it waits for a restart and nothing changes meanwhile.
+    write_cfg("synthetic://32x32@100");
+    signal(&child, Signal::SIGHUP);
+    let v = status_until(&sock, 5.0, |v| {
+        v["config"]["restart_required"] == serde_json::json!(["run.source"])
+    });
+    assert_eq!(
+        v["config"]["restart_required"],
+        serde_json::json!(["run.source"]),
+        "{v}"
+    );
+    assert_eq!(v["source"]["uri"], "synthetic://64x48@100", "{v}");
+    assert_eq!(v["source"]["width"], 64, "{v}");
+    signal(&child, Signal::SIGTERM);
+    let out = child.wait_with_output().expect("exit");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("source synthetic://64x48@20: re-paced at 100 FPS"),
+        "{err}"
+    );
+    assert!(err.contains("applied run.source"), "{err}");
+    assert!(err.contains("restart required for run.source"), "{err}");
+}
+
 /// Parses Prometheus text with `prometheus_client`'s parser (the venv scripts/setup.sh makes) and
 /// returns {"name{labels}": value}.
 fn parse_prometheus(text: &str) -> serde_json::Map<String, Value> {

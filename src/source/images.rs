@@ -74,6 +74,11 @@ impl Source for ImageFolderSource {
         }
     }
 
+    fn set_fps(&mut self, fps: f64) -> bool {
+        self.pacer.set_fps(fps);
+        true
+    }
+
     fn next(&mut self, frame: &mut Frame, timeout: Duration) -> Result<Capture, SourceError> {
         if self.index == self.files.len() {
             if !self.looping {

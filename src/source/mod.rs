@@ -91,6 +91,11 @@ pub trait Source: Send {
     fn connected(&self) -> bool {
         true
     }
+    /// Re-paces a source that paces itself (a reload changed its rate); `false` when its rate is
+    /// not rtinfer's to set (a camera's driver, an unpaced pipe).
+    fn set_fps(&mut self, _fps: f64) -> bool {
+        false
+    }
 }
 
 /// Errors of opening and reading sources. Every variant names the URI or path it concerns.

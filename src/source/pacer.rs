@@ -51,6 +51,18 @@ impl Pacer {
         self.reanchors
     }
 
+    /// Changes the rate from the next frame on (a live reload). The phase is kept: the next frame
+    /// is due one new period after the last one released, not at a restarted schedule.
+    pub fn set_fps(&mut self, fps: f64) {
+        if let Some(start) = self.start
+            && self.next > 0
+        {
+            self.start = Some(self.due(start, self.next - 1));
+            self.next = 1;
+        }
+        self.period_ns = 1e9 / fps;
+    }
+
     /// Deadline of frame `n` of the current schedule.
     fn due(&self, start: MonoTime, n: u64) -> MonoTime {
         MonoTime::from_nanos(start.as_nanos() + (n as f64 * self.period_ns).round() as u64)
@@ -100,6 +112,26 @@ mod tests {
             ntsc.due(start, 30_000).as_nanos(),
             1_000 + 1001 * 1_000_000_000
         );
+    }
+
+    #[test]
+    fn a_new_rate_applies_from_the_next_frame_keeping_the_phase() {
+        let mut p = Pacer::new(100.0);
+        let start = MonoTime::from_nanos(1_000_000_000);
+        p.start = Some(start);
+        p.next = 5; // frames 0..=4 released; the last one was due at start + 40 ms
+        p.set_fps(20.0);
+        let s = p.start.expect("schedule kept");
+        assert_eq!(
+            p.due(s, p.next).as_nanos(),
+            1_000_000_000 + 40_000_000 + 50_000_000
+        );
+        assert_eq!(p.fps(), 20.0);
+        // Before the first frame there is no phase to keep: the schedule starts at the first wait.
+        let mut q = Pacer::new(100.0);
+        q.set_fps(50.0);
+        assert!(q.start.is_none());
+        assert_eq!(q.period(), Duration::from_millis(20));
     }
 
     #[test]

@@ -37,6 +37,16 @@ impl Source for ReopenSource {
         self.info.clone()
     }
 
+    fn set_fps(&mut self, fps: f64) -> bool {
+        if !self.inner.set_fps(fps) {
+            return false;
+        }
+        // The next writer's stream is paced at the new rate too.
+        self.fps = Some(fps);
+        self.info.fps = Some(fps);
+        true
+    }
+
     fn next(&mut self, frame: &mut Frame, timeout: Duration) -> Result<Capture, SourceError> {
         match self.inner.next(frame, timeout)? {
             Capture::EndOfStream => {

@@ -59,6 +59,11 @@ impl Source for SyntheticSource {
         }
     }
 
+    fn set_fps(&mut self, fps: f64) -> bool {
+        self.pacer.set_fps(fps);
+        true
+    }
+
     fn next(&mut self, frame: &mut Frame, timeout: Duration) -> Result<Capture, SourceError> {
         if self.pacer.wait(timeout).is_none() {
             return Ok(Capture::Timeout);

@@ -111,6 +111,45 @@ impl SourceSpec {
     }
 }
 
+impl SourceSpec {
+    /// The new rate when `new` names the same paced input as `self` and differs only in its rate
+    /// (`synthetic://WxH@FPS`, or `?fps=` on a file, a folder or a paced pipe): such a change
+    /// re-paces the running source. `None` for anything else, which needs a restart (a camera's
+    /// rate is the driver's, an unpaced pipe has no pacer, and dropping `?fps=` returns a file to
+    /// its header rate, which only opening it tells).
+    pub fn rate_change(&self, new: &SourceSpec) -> Option<f64> {
+        let same_options = |a: &SourceOptions, b: &SourceOptions| {
+            SourceOptions { fps: None, ..*a } == SourceOptions { fps: None, ..*b }
+        };
+        if !same_options(&self.options, &new.options) {
+            return None;
+        }
+        match (&self.kind, &new.kind) {
+            (
+                SourceKind::Synthetic {
+                    width: w0,
+                    height: h0,
+                    fps: f0,
+                },
+                SourceKind::Synthetic {
+                    width: w1,
+                    height: h1,
+                    fps: f1,
+                },
+            ) if (w0, h0) == (w1, h1) => (f0 != f1).then_some(*f1),
+            (SourceKind::Y4mFile { .. } | SourceKind::ImageFolder { .. }, _)
+                if self.kind == new.kind =>
+            {
+                new.options.fps.filter(|f| Some(*f) != self.options.fps)
+            }
+            (SourceKind::Stdin, SourceKind::Stdin) if self.options.fps.is_some() => {
+                new.options.fps.filter(|f| Some(*f) != self.options.fps)
+            }
+            _ => None,
+        }
+    }
+}
+
 /// `/dev/video0`, `/dev/video12`.
 fn is_video_device(path: &str) -> bool {
     path.strip_prefix("/dev/video")
@@ -319,6 +358,48 @@ pub fn open(spec: &SourceSpec) -> Result<Box<dyn Source>, SourceError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_rate_change_of_a_paced_input_is_live() {
+        let spec = |u: &str| SourceSpec::parse(u).expect(u);
+        let change = |a: &str, b: &str| spec(a).rate_change(&spec(b));
+        assert_eq!(
+            change("synthetic://64x48@30", "synthetic://64x48@120"),
+            Some(120.0)
+        );
+        assert_eq!(
+            change("synthetic://64x48@30", "synthetic://64x48?fps=50"),
+            Some(50.0)
+        );
+        assert_eq!(change("synthetic://64x48@30", "synthetic://64x48@30"), None);
+        assert_eq!(
+            change("synthetic://64x48@30", "synthetic://32x32@120"),
+            None,
+            "size"
+        );
+        assert_eq!(change("pipe://?fps=30", "pipe://?fps=60"), Some(60.0));
+        assert_eq!(change("pipe://", "pipe://?fps=60"), None, "an unpaced pipe");
+        assert_eq!(
+            change("v4l2:///dev/video0?fps=30", "v4l2:///dev/video0?fps=60"),
+            None
+        );
+        let dir = std::env::temp_dir();
+        let folder = format!("file://{}/", dir.display());
+        assert_eq!(change(&folder, &format!("{folder}?fps=5")), Some(5.0));
+        assert_eq!(
+            change(&format!("{folder}?fps=5"), &folder),
+            None,
+            "rate dropped"
+        );
+        assert_eq!(
+            change(
+                &format!("{folder}?fps=5"),
+                &format!("{folder}?fps=5&loop=true")
+            ),
+            None,
+            "another option changed"
+        );
+    }
 
     #[test]
     fn video_device_shorthand_needs_digits() {

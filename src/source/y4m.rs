@@ -371,6 +371,15 @@ impl<R: Read + Send> Source for Y4mSource<R> {
         }
     }
 
+    fn set_fps(&mut self, fps: f64) -> bool {
+        let Some(pacer) = &mut self.pacer else {
+            return false;
+        };
+        pacer.set_fps(fps);
+        self.fps = Some(fps);
+        true
+    }
+
     fn next(&mut self, frame: &mut Frame, timeout: Duration) -> Result<Capture, SourceError> {
         if let Some(pacer) = &mut self.pacer
             && pacer.wait(timeout).is_none()
