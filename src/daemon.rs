@@ -440,13 +440,24 @@ pub fn start(
         })?;
     let src = source::open(&config.source)?;
     let src_info = src.info();
-    let mut pipe = match &config.model {
-        Some(path) => Some(initial_pipeline(
-            &config,
-            path,
-            (src_info.width, src_info.height),
-        )?),
-        None => None,
+    let build = || match &config.model {
+        Some(path) => initial_pipeline(&config, path, (src_info.width, src_info.height)).map(Some),
+        None => Ok(None),
+    };
+    // An int8 TensorRT build calibrating on the live source itself must be able to open it (a
+    // camera streams to one reader): the source is closed for the start-up build and reopened.
+    let calibrates_on_live = config
+        .tensorrt
+        .calibration_source
+        .as_ref()
+        .is_some_and(|s| s.uri == config.source.uri);
+    let (src, mut pipe) = if calibrates_on_live && config.model.is_some() {
+        drop(src);
+        let pipe = build()?;
+        (source::open(&config.source)?, pipe)
+    } else {
+        let pipe = build()?;
+        (src, pipe)
     };
     log::info!(
         "source {}: {}x{} at {}",

@@ -366,6 +366,56 @@ fn the_calibrator_feeds_every_image_and_round_trips_its_cache() {
 }
 
 #[test]
+fn a_source_calibrates_like_the_same_images_and_a_cache_is_kept_per_model() {
+    double::reset();
+    let dir = util::tempdir();
+    let model = image_model(dir.path(), "q", false, [3, 8, 8], 4);
+    // The same three images as the folder test, played as a source: the same scale (1/127)
+    // proves the frames are preprocessed exactly like images; the folder's end ends calibration.
+    let images = calibration_images(&dir.path().join("calib"), &[0, 255, 191]);
+    let uri = format!("file://{}/?fps=1000", images.display());
+    let cache_file = dir.path().join("calib.cache");
+    let o = TensorRtOptions {
+        precision: TrtPrecision::Int8,
+        calibration_source: Some(rtinfer::source::SourceSpec::parse(&uri).expect("uri")),
+        calibration_max_images: 10,
+        calibration_cache: Some(cache_file.clone()),
+        ..opts(&dir.path().join("cache"))
+    };
+    build_engine(&model, &o, &half_norm()).expect("int8 build from a source");
+    assert_eq!(double::calls("getBatch"), 4, "three frames, then the end");
+    let scale_bits = (1.0f32 / 127.0).to_bits();
+    let text = std::fs::read_to_string(&cache_file).expect("cache written");
+    assert!(
+        text.ends_with(&format!("images: {scale_bits:08x}\n")),
+        "{text}"
+    );
+
+    // Same model, same source: the cache is read and the source is never opened.
+    double::reset();
+    build_engine(&model, &o, &half_norm()).expect("from cache");
+    assert_eq!(double::calls("getBatch"), 0);
+
+    // Another model with the same calibration data: its own calibration, not the first's cache.
+    let other = image_model(dir.path(), "q2", false, [3, 8, 8], 6);
+    double::reset();
+    build_engine(&other, &o, &half_norm()).expect("recalibrates");
+    assert_eq!(double::calls("getBatch"), 4);
+
+    // An endless source stops at calibration_max_images.
+    let o = TensorRtOptions {
+        calibration_source: Some(
+            rtinfer::source::SourceSpec::parse("synthetic://16x12@1000").expect("uri"),
+        ),
+        calibration_max_images: 5,
+        ..o
+    };
+    double::reset();
+    build_engine(&model, &o, &half_norm()).expect("int8 build from synthetic frames");
+    assert_eq!(double::calls("getBatch"), 6, "five frames, then no more");
+}
+
+#[test]
 fn int8_without_calibration_data_is_refused_clearly() {
     double::reset();
     let dir = util::tempdir();
@@ -572,6 +622,52 @@ fn the_daemon_builds_runs_and_reports_a_tensorrt_engine() {
         + 6400
         + round_up(onnx_len, 256);
     assert_eq!(m["memory"]["total_bytes"], total);
+}
+
+#[test]
+fn the_daemon_calibrates_an_int8_engine_on_its_own_live_source() {
+    let dir = util::tempdir();
+    let model = image_model(dir.path(), "live", false, [3, 16, 16], 4);
+    let cfg = dir.path().join("rtinfer.toml");
+    let source = "synthetic://64x48@200";
+    std::fs::write(
+        &cfg,
+        format!(
+            "[run]\nsource = \"{source}\"\n[tensorrt]\nengine_cache = \"{}\"\nprecision = \"int8\"\n\
+             calibration_source = \"{source}\"\ncalibration_max_images = 12\n\
+             calibration_cache = \"{}\"\n",
+            dir.path().join("cache").display(),
+            dir.path().join("calib.cache").display()
+        ),
+    )
+    .expect("config");
+    let out = util::rtinfer()
+        .args([
+            "run",
+            "--backend",
+            "tensorrt",
+            "--duration",
+            "1",
+            "--config",
+        ])
+        .arg(&cfg)
+        .arg("--model")
+        .arg(&model)
+        .arg("--socket")
+        .arg(dir.path().join("s.sock"))
+        .output()
+        .expect("run rtinfer");
+    let err = String::from_utf8_lossy(&out.stderr);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains(&format!("calibrating on up to 12 frames of {source}")),
+        "{err}"
+    );
+    assert!(err.contains("calibrated on 12 frames"), "{err}");
+    // The live source was opened again after the build and frames flowed.
+    let processed = util::summary_field(&stdout, "processed").expect("processed");
+    assert!(processed > 50, "{stdout}");
 }
 
 #[test]

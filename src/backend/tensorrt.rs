@@ -73,7 +73,10 @@ pub struct TensorRtOptions {
     pub fp16_fallback: bool,
     /// Folder of calibration images (PNG/JPEG, sorted by name) for int8 builds.
     pub calibration_images: Option<PathBuf>,
-    /// How many of them to use (the study used 1,000 training images).
+    /// Or: a source URI whose first frames calibrate, preprocessed like live frames (a camera,
+    /// a recorded clip). Opened only when a calibration runs.
+    pub calibration_source: Option<crate::source::SourceSpec>,
+    /// How many images (or frames) to use (the study used 1,000 training images).
     pub calibration_max_images: usize,
     /// Calibration cache file, read (when it matches the images) and written by int8 builds.
     pub calibration_cache: Option<PathBuf>,
@@ -95,6 +98,7 @@ impl Default for TensorRtOptions {
             precision: TrtPrecision::Fp32,
             fp16_fallback: false,
             calibration_images: None,
+            calibration_source: None,
             calibration_max_images: 1000,
             calibration_cache: None,
             engine_cache: PathBuf::from(DEFAULT_ENGINE_CACHE),

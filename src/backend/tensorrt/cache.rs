@@ -71,6 +71,11 @@ fn hex(bytes: &[u8]) -> String {
     })
 }
 
+/// Hex SHA-256 of a string (a key made of names rather than file contents).
+pub fn sha256_text(text: &str) -> String {
+    hex(&Sha256::digest(text.as_bytes()))
+}
+
 /// Hex SHA-256 of a file, streamed.
 pub fn sha256_file(path: &Path) -> std::io::Result<String> {
     let mut f = std::fs::File::open(path)?;

@@ -14,6 +14,7 @@ pub struct RawTensorRt {
     pub precision: Option<String>,
     pub fp16_fallback: Option<bool>,
     pub calibration_images: Option<PathBuf>,
+    pub calibration_source: Option<String>,
     pub calibration_max_images: Option<usize>,
     pub calibration_cache: Option<PathBuf>,
     pub engine_cache: Option<PathBuf>,
@@ -40,6 +41,19 @@ impl RawTensorRt {
                 "must be at least 1".into(),
             ));
         }
+        let calibration_source = match self.calibration_source.as_deref() {
+            None => None,
+            Some(_) if self.calibration_images.is_some() => {
+                return Err((
+                    "tensorrt.calibration_source",
+                    "set either calibration_images or calibration_source, not both".into(),
+                ));
+            }
+            Some(uri) => Some(
+                crate::source::SourceSpec::parse(uri)
+                    .map_err(|e| ("tensorrt.calibration_source", e.to_string()))?,
+            ),
+        };
         let workspace_mb = self.workspace_mb.unwrap_or(0);
         if workspace_mb > 1 << 20 {
             return Err((
@@ -65,6 +79,7 @@ impl RawTensorRt {
             precision,
             fp16_fallback: self.fp16_fallback.unwrap_or(d.fp16_fallback),
             calibration_images: self.calibration_images,
+            calibration_source,
             calibration_max_images: max,
             calibration_cache: self.calibration_cache,
             engine_cache: self.engine_cache.unwrap_or(d.engine_cache),
@@ -104,5 +119,27 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(bad.check().unwrap_err().0, "tensorrt.input_shape");
+        let src = RawTensorRt {
+            calibration_source: Some("synthetic://64x48@30".into()),
+            ..Default::default()
+        };
+        let o = src.check().expect("valid");
+        assert_eq!(
+            o.calibration_source.map(|s| s.uri),
+            Some("synthetic://64x48@30".to_string())
+        );
+        let bad = RawTensorRt {
+            calibration_source: Some("bogus://x".into()),
+            ..Default::default()
+        };
+        assert_eq!(bad.check().unwrap_err().0, "tensorrt.calibration_source");
+        let both = RawTensorRt {
+            calibration_source: Some("synthetic://64x48@30".into()),
+            calibration_images: Some(PathBuf::from("/tmp")),
+            ..Default::default()
+        };
+        let (key, why) = both.check().unwrap_err();
+        assert_eq!(key, "tensorrt.calibration_source");
+        assert!(why.contains("not both"), "{why}");
     }
 }

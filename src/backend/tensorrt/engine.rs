@@ -6,7 +6,7 @@ use std::time::Duration;
 use cxx::UniquePtr;
 
 use super::bridge::ffi;
-use super::cache::{KeyParts, sha256_file, sha256_files};
+use super::cache::{KeyParts, sha256_file, sha256_files, sha256_text};
 use super::calib::{CalibSource, image_files};
 use super::{TensorRtOptions, TrtPrecision, load_err};
 use crate::backend::onnx::model_name;
@@ -164,23 +164,34 @@ pub fn key_parts(
     })
 }
 
-/// The calibration data's hash: the images when a folder is set, else the cache file.
+/// The calibration data's hash: the images when a folder is set; for a source, its URI and
+/// frame count (live frames are not known before they are read: an engine calibrated on a camera
+/// is reused until the URI or the count changes, or the cached engine is deleted); else the
+/// cache file.
 fn calibration_hash(onnx: &Path, opts: &TensorRtOptions) -> Result<String, BackendError> {
     if let Some(dir) = &opts.calibration_images {
         let files = image_files(dir, opts.calibration_max_images).map_err(|e| load_err(onnx, e))?;
         return sha256_files(&files).map_err(|e| load_err(onnx, e));
     }
+    if let Some(src) = &opts.calibration_source {
+        return Ok(sha256_text(&format!(
+            "source {}\nframes {}",
+            src.uri, opts.calibration_max_images
+        )));
+    }
     match &opts.calibration_cache {
         Some(c) if c.is_file() => sha256_file(c).map_err(|e| load_err(onnx, e)),
         _ => Err(load_err(
             onnx,
-            "an int8 build needs tensorrt.calibration_images or an existing tensorrt.calibration_cache",
+            "an int8 build needs tensorrt.calibration_images, tensorrt.calibration_source or an \
+             existing tensorrt.calibration_cache",
         )),
     }
 }
 
-/// The stamp beside a calibration cache naming the images it was computed from: a cache made
-/// from other images is not reused (TensorRT would, silently).
+/// The stamp beside a calibration cache naming the model and the calibration data it was
+/// computed from: a cache made for another model or from other data is not reused (TensorRT
+/// would, silently).
 fn stamp_path(cache: &Path) -> PathBuf {
     let mut s = cache.as_os_str().to_owned();
     s.push(".images-sha256");
@@ -197,19 +208,27 @@ pub fn build_engine(
     let bytes = std::fs::read(onnx).map_err(|e| load_err(onnx, e))?;
     let mut calib = CalibSource::empty();
     let mut read_cache = true;
-    let mut images_hash = None;
+    let mut calib_stamp = None;
     if opts.precision == TrtPrecision::Int8 {
-        if let Some(dir) = &opts.calibration_images {
+        let data_hash = calibration_hash(onnx, opts)?;
+        let max = opts.calibration_max_images;
+        let fed = if let Some(dir) = &opts.calibration_images {
             let spec = onnx_input_spec(onnx, opts.input_shape.as_deref())?;
-            calib = CalibSource::from_folder(dir, opts.calibration_max_images, spec, *pre)
-                .map_err(|e| load_err(onnx, e))?;
-            let hash = sha256_files(calib.files()).map_err(|e| load_err(onnx, e))?;
-            read_cache = opts.calibration_cache.as_ref().is_some_and(|c| {
-                std::fs::read_to_string(stamp_path(c)).is_ok_and(|s| s.trim() == hash)
-            });
-            images_hash = Some(hash);
+            Some(CalibSource::from_folder(dir, max, spec, *pre).map_err(|e| load_err(onnx, e))?)
+        } else if let Some(src) = &opts.calibration_source {
+            let spec = onnx_input_spec(onnx, opts.input_shape.as_deref())?;
+            Some(CalibSource::from_source(src, max, spec, *pre).map_err(|e| load_err(onnx, e))?)
         } else {
-            calibration_hash(onnx, opts)?;
+            None
+        };
+        if let Some(fed) = fed {
+            calib = fed;
+            let model_hash = sha256_file(onnx).map_err(|e| load_err(onnx, e))?;
+            let stamp = format!("model {model_hash} data {data_hash}");
+            read_cache = opts.calibration_cache.as_ref().is_some_and(|c| {
+                std::fs::read_to_string(stamp_path(c)).is_ok_and(|s| s.trim() == stamp)
+            });
+            calib_stamp = Some(stamp);
         }
     }
     let cache = opts.calibration_cache.as_ref();
@@ -228,13 +247,18 @@ pub fn build_engine(
         read_cache,
     };
     let plan = ffi::build_engine(&bytes, &bo, &mut calib).map_err(|e| load_err(onnx, e.what()))?;
-    if let (Some(hash), Some(c)) = (images_hash, cache)
+    if let (Some(hash), Some(c)) = (calib_stamp, cache)
         && calib.used() > 0
     {
         log::info!(
             target: LOG,
-            "calibrated on {} images; cache {}",
+            "calibrated on {} {}; cache {}",
             calib.used(),
+            if opts.calibration_source.is_some() {
+                "frames"
+            } else {
+                "images"
+            },
             c.display()
         );
         if let Err(e) = std::fs::write(stamp_path(c), format!("{hash}\n")) {
