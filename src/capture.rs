@@ -31,8 +31,10 @@ pub struct SourceHealth {
     period_ns: AtomicU64,
     /// The URI and rate in force, for `/status` and the logs.
     live: Mutex<(String, Option<f64>)>,
-    /// A reload's new URI and rate, until the capture thread applies it.
+    /// A reload's new URI and rate, until the capture thread applies it; `pending` says so
+    /// without taking the lock on every frame.
     request: Mutex<Option<(String, f64)>>,
+    pending: AtomicBool,
     last_frame_ns: AtomicU64,
     stalled: AtomicBool,
     /// |interval - period| in microseconds, since start.
@@ -47,6 +49,7 @@ impl SourceHealth {
             period_ns: AtomicU64::new(period.as_nanos() as u64),
             live: Mutex::new((uri.to_string(), fps)),
             request: Mutex::new(None),
+            pending: AtomicBool::new(false),
             last_frame_ns: AtomicU64::new(0),
             stalled: AtomicBool::new(false),
             jitter_us: Mutex::new(Histogram::new_with_bounds(1, 60_000_000, 3).unwrap_or_else(
@@ -102,10 +105,14 @@ impl SourceHealth {
     /// `uri`). A later request replaces one not yet applied.
     pub fn request_rate(&self, uri: &str, fps: f64) {
         *self.request.lock().unwrap_or_else(|p| p.into_inner()) = Some((uri.to_string(), fps));
+        self.pending.store(true, Ordering::Release);
     }
 
     /// Applies a pending re-pace request to `src` (capture thread only).
     fn apply_request(&self, src: &mut dyn Source) {
+        if !self.pending.swap(false, Ordering::Acquire) {
+            return;
+        }
         let Some((uri, fps)) = self
             .request
             .lock()
