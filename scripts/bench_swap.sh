@@ -5,7 +5,7 @@
 #   - inference p99 in the 2 s around each swap (rename +- 1 s) vs outside, each model against
 #     frames of the same input size (the two models differ 4x in FLOPs: pooling them would
 #     measure the models, not the swaps); swaps SPACING_S (default 4) s apart;
-#   - RSS after the 1st and the 50th swap (memory stays flat?).
+#   - RSS after the 1st swap and every 25th of MEMORY_SWAPS (default 50) more (memory stays flat?).
 # The results file's times are CLOCK_MONOTONIC, the clock Python's time.monotonic() reads.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -15,6 +15,7 @@ cargo build --release --quiet
 BIN="$ROOT/target/release/rtinfer"
 export ORT_DYLIB_PATH="$ROOT/.cache/onnxruntime/$(uname -m)/libonnxruntime.so.1.31.1"
 SPACING_S="${SPACING_S:-4}"
+MEMORY_SWAPS="${MEMORY_SWAPS:-50}"
 WORK="$(mktemp -d)"
 trap 'kill "${PID:-0}" 2>/dev/null || true; rm -rf "$WORK"' EXIT
 "$BIN" zoo --arch mobilenetv2 --dataset cifar10 --ratio 1.0 -o "$WORK/a.onnx" >/dev/null
@@ -24,11 +25,12 @@ cp "$WORK/a.onnx" "$WORK/models/start.onnx"
 "$BIN" run --models "$WORK/models" --source synthetic://320x240@60 --socket "$WORK/s.sock" \
   --results "$WORK/results.jsonl" 2> "$WORK/daemon.log" > /dev/null &
 PID=$!
-python3 - "$WORK" "$SPACING_S" <<'PY'
+python3 - "$WORK" "$SPACING_S" "$MEMORY_SWAPS" <<'PY'
 import json, os, shutil, socket, statistics, sys, time
 
 work = sys.argv[1]
 spacing = float(sys.argv[2])
+memory_swaps = int(sys.argv[3])
 sock = os.path.join(work, "s.sock")
 
 def status():
@@ -99,13 +101,16 @@ for k in sorted(near):
     print(f"  {k} model: inference p99 in the 2 s around swaps {p99(near[k]):.3f} ms (n={len(near[k])}) "
           f"vs elsewhere {p99(far[k]):.3f} ms (n={len(far[k])}): ratio {ratios[k]:.2f}")
 print(f"  load_ms of the swaps: {[round(s['load_ms']) for s in st['swaps'] if s['load_ms']]}")
-# 50 swaps for memory
-for i in range(10, 60):
-    swap(i)
-    if i == 10:
-        rss_first = status()["system"]["rss_bytes"]
-time.sleep(2)
-rss_last = status()["system"]["rss_bytes"]
-print(f"  RSS after swap 1 of 50: {rss_first / 2**20:.1f} MiB, after swap 50: {rss_last / 2**20:.1f} MiB ({(rss_last / rss_first - 1) * 100:+.1f} %)")
+# More swaps for memory: RSS after the 1st and every 25th (a leak grows linearly; allocator
+# high-water marks level off).
+trail = []
+for n in range(1, memory_swaps + 1):
+    swap(9 + n)
+    if n == 1 or n % 25 == 0:
+        time.sleep(1.5)  # the old engine is freed after the swap; /status samples RSS every 1 s
+        trail.append((n, status()["system"]["rss_bytes"]))
+rss_first, rss_last = trail[0][1], trail[-1][1]
+print(f"  RSS over {memory_swaps} swaps (MiB): " + ", ".join(f"#{n} {r / 2**20:.1f}" for n, r in trail)
+      + f"; last vs first {(rss_last / rss_first - 1) * 100:+.1f} %")
 PY
 kill -INT "$PID"; wait "$PID" || true
