@@ -415,6 +415,7 @@ fn initial_pipeline(
     }
     let mut pipe = Pipeline::new(engine, pre);
     warm_up(&mut pipe.engine, config.warmup)?;
+    crate::rt::trim_heap();
     Ok(pipe)
 }
 

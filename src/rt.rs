@@ -165,6 +165,13 @@ pub fn apply_priority_quietly(opts: &RealtimeOptions) {
     }
 }
 
+/// Hands the C heap's free pages back to the kernel: called after a model is loaded and warmed
+/// up, and after a retired engine is freed, when megabytes of parse buffers and old weights would
+/// otherwise stay resident in glibc's heap. Whether anything was released.
+pub fn trim_heap() -> bool {
+    sys::trim_heap()
+}
+
 /// Wakes the calling thread on its timers' deadlines: the kernel's default 50 µs timer slack
 /// for normal threads would otherwise show up as pacing jitter (SCHED_FIFO threads have none).
 pub fn tighten_timer_slack() {

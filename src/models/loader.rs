@@ -257,8 +257,10 @@ impl Loader {
             p.load_ms,
             p.warmup_p50_ms.map_or("-".into(), |v| format!("{v:.3} ms"))
         );
-        // The old engine is freed here, on the loader thread, never on the pipeline thread.
+        // The old engine is freed here, on the loader thread, never on the pipeline thread, and
+        // the heap it and the load left behind goes back to the kernel.
         drop(retired);
+        crate::rt::trim_heap();
     }
 
     fn reject(&mut self, name: &str, reason: String, version: Option<Version>) {

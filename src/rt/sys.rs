@@ -70,3 +70,19 @@ pub fn set_thread_nice(nice: i32) -> io::Result<()> {
         Err(io::Error::last_os_error())
     }
 }
+
+/// Returns the C heap's free pages to the kernel (`malloc_trim(0)`). Loading a model frees
+/// megabytes of parse buffers inside glibc's heap, where they would otherwise stay resident.
+/// Whether anything was released; always false off glibc.
+pub fn trim_heap() -> bool {
+    #[cfg(target_env = "gnu")]
+    {
+        // SAFETY: malloc_trim only walks glibc's own arenas under their locks; it takes no
+        // pointer of ours and is safe to call from any thread at any time.
+        unsafe { libc::malloc_trim(0) == 1 }
+    }
+    #[cfg(not(target_env = "gnu"))]
+    {
+        false
+    }
+}
