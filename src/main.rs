@@ -138,6 +138,8 @@ fn fail(code: u8) -> impl FnOnce(anyhow::Error) -> Failure {
 }
 
 fn main() -> ExitCode {
+    // Before any thread exists: ONNX Runtime's telemetry off unless ORT_DISABLE_TELEMETRY is set.
+    rtinfer::backend::ort_telemetry::disable_unless_chosen();
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {

@@ -206,6 +206,63 @@ fn duration_is_a_capture_window_that_ends_on_the_period() {
     );
 }
 
+/// Variables ONNX Runtime 1.31 takes as "running on a CI runner" (it then keeps telemetry off
+/// by itself), from the library's strings.
+const CI_VARIABLES: [&str; 12] = [
+    "CI",
+    "TF_BUILD",
+    "GITHUB_ACTIONS",
+    "GITLAB_CI",
+    "CIRCLECI",
+    "TRAVIS",
+    "JENKINS_URL",
+    "CODEBUILD_BUILD_ID",
+    "BUILDKITE",
+    "TEAMCITY_VERSION",
+    "APPVEYOR",
+    "BITBUCKET_BUILD_NUMBER",
+];
+
+#[test]
+fn onnx_runtime_telemetry_is_off_unless_the_user_keeps_it() {
+    let dir = util::tempdir();
+    let model = zoo_model(dir.path(), "mobilenetv2", "cifar10", 0.25);
+    let run = |home: &std::path::Path, setting: Option<&str>| {
+        std::fs::create_dir_all(home).expect("home");
+        let mut c = rtinfer_ort();
+        c.args(["run", "--source", "synthetic://64x48@60", "--duration", "1"])
+            .args(["--warmup", "1", "--socket"])
+            .arg(home.join("s.sock"))
+            .arg("--model")
+            .arg(&model)
+            .env("HOME", home)
+            .env_remove("XDG_CACHE_HOME")
+            .env_remove("ORT_DISABLE_TELEMETRY");
+        for v in CI_VARIABLES {
+            c.env_remove(v);
+        }
+        if let Some(s) = setting {
+            c.env("ORT_DISABLE_TELEMETRY", s);
+        }
+        let out = c.output().expect("run daemon");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        home.join(".cache/Microsoft").exists()
+    };
+    assert!(
+        !run(&dir.path().join("off"), None),
+        "ONNX Runtime wrote its telemetry files although rtinfer turns telemetry off"
+    );
+    // Control: `=0` keeps ONNX Runtime's default, which writes a device id under ~/.cache (unless
+    // this machine is a CI runner ONNX Runtime recognises some other way).
+    if !run(&dir.path().join("on"), Some("0")) {
+        eprintln!("control inconclusive: ONNX Runtime kept telemetry off on its own here");
+    }
+}
+
 #[test]
 fn impossible_budget_makes_every_frame_a_miss_with_at_most_two_log_lines_per_second() {
     let dir = util::tempdir();

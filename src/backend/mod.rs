@@ -22,6 +22,7 @@ use crate::tensor::{InputBufMut, InputSpec};
 pub mod onnx;
 pub mod onnx_cancel;
 pub mod ort_library;
+pub mod ort_telemetry;
 pub mod search;
 pub mod tensorrt;
 pub mod vitis;
