@@ -17,6 +17,8 @@ cargo build --release --quiet
 BIN="$ROOT/target/release/rtinfer"
 LIB="$ROOT/.cache/onnxruntime/$(uname -m)/libonnxruntime.so.1.31.1"
 export ORT_DYLIB_PATH="$LIB"
+# The Python side runs without ONNX Runtime telemetry too, as rtinfer does (see README).
+export ORT_DISABLE_TELEMETRY="${ORT_DISABLE_TELEMETRY:-1}"
 WORK="$(mktemp -d)"
 trap 'rm -rf "$WORK"' EXIT
 MODEL="$WORK/mobilenetv2.onnx"

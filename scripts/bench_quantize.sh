@@ -17,6 +17,8 @@ RUNS="${2:-300}"
 WORK="$ROOT/.cache/bench_quantize"
 VENV="$ROOT/.cache/venv-quant"
 export ORT_DYLIB_PATH="${ORT_DYLIB_PATH:-$ROOT/.cache/onnxruntime/$(uname -m)/libonnxruntime.so.1.31.1}"
+# The Python side runs without ONNX Runtime telemetry too, as rtinfer does (see README).
+export ORT_DISABLE_TELEMETRY="${ORT_DISABLE_TELEMETRY:-1}"
 
 [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
 # sympy: quant_pre_process's symbolic shape inference.

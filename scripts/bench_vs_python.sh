@@ -17,6 +17,8 @@ ROUNDS=${ROUNDS:-3}
 VENV=.cache/venv-bench
 ORT_LIB=${ORT_DYLIB_PATH:-$PWD/.cache/onnxruntime/$(uname -m)/libonnxruntime.so.1.31.1}
 export ORT_DYLIB_PATH=$ORT_LIB RUST_LOG=${RUST_LOG:-warn}
+# The Python side runs without ONNX Runtime telemetry too, as rtinfer does (see README).
+export ORT_DISABLE_TELEMETRY="${ORT_DISABLE_TELEMETRY:-1}"
 
 if [ ! -x "$VENV/bin/python" ]; then
     python3 -m venv "$VENV"
