@@ -1,6 +1,8 @@
 //! Cameras without a camera: the V4L2 pixel-format conversions against ffmpeg's conversion of the
 //! same bytes (inputs made by ffmpeg from `testsrc`), MJPEG with its Huffman tables stripped as
-//! USB cameras send it, and open / negotiate / unplug / replug through a fake device layer.
+//! USB cameras send it, open / negotiate / unplug / replug through a fake device layer, and the
+//! real binary streaming from a fake camera behind the C library calls the `v4l` crate makes
+//! (`cpp/fake_v4l2/`, loaded with LD_PRELOAD).
 
 use std::io;
 use std::path::Path;
@@ -384,4 +386,99 @@ fn unplugged_camera_reconnects_and_counters_stay_consistent() {
         c.captured,
         c.processed + c.dropped + c.cancelled + c.in_flight
     );
+}
+
+/// The fake V4L2 camera library (`cpp/fake_v4l2/fake_v4l2.c`), compiled on first use.
+fn fake_camera() -> std::path::PathBuf {
+    static LIB: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    LIB.get_or_init(|| {
+        util::compile_shared(
+            "cpp/fake_v4l2/fake_v4l2.c",
+            "fake_v4l2",
+            "libfake_v4l2.so",
+            &["-ldl", "-lpthread"],
+        )
+    })
+    .clone()
+}
+
+#[test]
+fn the_daemon_streams_from_a_camera_and_rides_out_an_unplug() {
+    let dir = util::tempdir();
+    let model = util::zoo_model(dir.path(), "mobilenetv2", "cifar10", 0.25);
+    let state = dir.path().join("camera-state");
+    let plug = |s: &str| std::fs::write(&state, s).expect("write the camera's state");
+    plug("plugged");
+    let sock = dir.path().join("s.sock");
+    // 65x49 is not a size the camera has: the driver grants 64x48, and the daemon runs with it.
+    let uri = "v4l2:///dev/video42?size=65x49&fps=30&format=YUYV";
+    let child = util::rtinfer_ort()
+        .args(["run", "--source", uri, "--warmup", "1", "--socket"])
+        .arg(&sock)
+        .arg("--model")
+        .arg(&model)
+        .env("LD_PRELOAD", fake_camera())
+        .env("FAKE_V4L2_DEVICE", "/dev/video42")
+        .env("FAKE_V4L2_STATE", &state)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start the daemon");
+    assert!(util::wait_for(&sock, 20.0), "socket never appeared");
+    let frames = |v: &serde_json::Value, k: &str| v["frames"][k].as_u64().unwrap_or(0);
+    let v = util::status_until(&sock, 20.0, |v| {
+        frames(v, "processed") > 10 && v["state"] == "running"
+    });
+    assert!(frames(&v, "processed") > 10, "frames flow: {v}");
+    let s = &v["source"];
+    assert_eq!(
+        (s["width"].as_u64(), s["height"].as_u64()),
+        (Some(64), Some(48)),
+        "{v}"
+    );
+    assert_eq!(s["fps"].as_f64(), Some(30.0), "{v}");
+    assert_eq!(s["connected"], true, "{v}");
+
+    plug("unplugged");
+    let v = util::status_until(&sock, 10.0, |v| {
+        v["state"] == "degraded" && v["source"]["connected"] == false
+    });
+    assert_eq!(v["state"], "degraded", "unplug noticed: {v}");
+    assert_eq!(v["source"]["connected"], false, "{v}");
+    std::thread::sleep(Duration::from_millis(700));
+    let still = util::status_until(&sock, 1.0, |_| true);
+    assert_eq!(
+        frames(&still, "captured"),
+        frames(&v, "captured"),
+        "no frames while unplugged: {still}"
+    );
+
+    plug("plugged");
+    let before = frames(&still, "captured");
+    let v = util::status_until(&sock, 20.0, |v| {
+        v["state"] == "running"
+            && v["source"]["connected"] == true
+            && frames(v, "captured") > before + 10
+    });
+    assert_eq!(v["state"], "running", "replug noticed: {v}");
+    assert!(frames(&v, "captured") > before + 10, "frames again: {v}");
+    assert!(util::counters_add_up(&v), "{v}");
+
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .expect("SIGTERM");
+    let out = child.wait_with_output().expect("the daemon exits");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("asked 65x49 @30 YUYV, granted 64x48 at 30.00 FPS YUYV"),
+        "{err}"
+    );
+    let count = |needle: &str| err.lines().filter(|l| l.contains(needle)).count();
+    assert_eq!(count("camera lost"), 1, "one line when lost: {err}");
+    assert_eq!(count("camera back"), 1, "one line when back: {err}");
+    assert_eq!(count("disconnected; state degraded"), 1, "{err}");
+    assert_eq!(count("frames flow again; state running"), 1, "{err}");
 }

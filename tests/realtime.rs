@@ -63,12 +63,6 @@ fn stop(child: std::process::Child) -> (String, String) {
     )
 }
 
-fn invariant(v: &Value) -> bool {
-    let f = &v["frames"];
-    let g = |k: &str| f[k].as_u64().unwrap_or(u64::MAX / 8);
-    g("captured") == g("processed") + g("dropped") + g("cancelled") + g("in_flight")
-}
-
 #[test]
 fn cancelled_run_is_followed_by_a_normal_one_in_process() {
     util::ort_env();
@@ -129,7 +123,7 @@ fn tiny_cancel_limit_counts_cancelled_frames_and_the_loop_runs_on() {
         later["frames"]["captured"].as_u64() > first["frames"]["captured"].as_u64(),
         "the loop kept running: {later}"
     );
-    assert!(invariant(&later), "{later}");
+    assert!(util::counters_add_up(&later), "{later}");
     assert!(
         later["last_miss"].is_object(),
         "a cancel is logged like a miss"
@@ -186,7 +180,7 @@ fn timed_stalled_pipe_degrades_once_recovers_and_eof_ends_the_run() {
     signal(ffmpeg.id(), Signal::SIGCONT);
     let v = status_until(&sock, 10.0, |v| v["state"] == "running");
     assert_eq!(v["state"], "running", "frames returned: {v}");
-    assert!(invariant(&v), "{v}");
+    assert!(util::counters_add_up(&v), "{v}");
     let jitter = v["source"]["interval_jitter_ms_p99"].as_f64();
     assert!(jitter.is_some_and(|j| j >= 0.0), "{v}");
     // Killed mid-stream: the pipe's EOF ends the run, without hanging.
@@ -418,7 +412,7 @@ fn skip_policy_drops_out_of_phase_frames_and_keeps_the_invariant() {
     let (_, _) = stop(child);
     assert!(v["frames"]["dropped"].as_u64() > Some(20), "{v}");
     assert!(v["frames"]["processed"].as_u64() > Some(5), "{v}");
-    assert!(invariant(&v), "{v}");
+    assert!(util::counters_add_up(&v), "{v}");
 }
 
 #[test]
@@ -491,7 +485,7 @@ fn fifo_with_reopen_waits_for_the_next_writer() {
     assert!(second.wait().expect("second writer").success());
     let (_, err) = stop(child);
     assert_eq!(v["frames"]["captured"], 35, "{v}");
-    assert!(invariant(&v), "{v}");
+    assert!(util::counters_add_up(&v), "{v}");
     assert!(
         err.contains("writer closed; waiting for the next one"),
         "{err}"

@@ -216,3 +216,39 @@ pub fn collect_datagrams(
     }
     got
 }
+
+/// Compiles the C test double `source` (relative to the crate root) into the shared library
+/// `out_dir/name` (under the test target's temporary folder) with `cc` (or `$CC`), and returns
+/// its path. The library is written under a temporary name and renamed into place, so parallel
+/// test binaries never load a half-written file.
+pub fn compile_shared(source: &str, out_dir: &str, name: &str, extra: &[&str]) -> PathBuf {
+    let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(source);
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(out_dir);
+    std::fs::create_dir_all(&dir).expect("create the double's folder");
+    let out = dir.join(name);
+    let tmp = dir.join(format!("{name}.{}.part", std::process::id()));
+    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
+    let o = std::process::Command::new(&cc)
+        .args(["-O1", "-Wall", "-Wextra", "-Werror", "-fPIC", "-shared"])
+        .args(extra)
+        .arg("-o")
+        .arg(&tmp)
+        .arg(&src)
+        .output()
+        .unwrap_or_else(|e| panic!("run {cc} (a C compiler builds the test doubles): {e}"));
+    assert!(
+        o.status.success(),
+        "{cc} failed on {}: {}",
+        src.display(),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    std::fs::rename(&tmp, &out).expect("move the double into place");
+    out
+}
+
+/// `captured == processed + dropped + cancelled + in_flight` in a `/status` document.
+pub fn counters_add_up(v: &serde_json::Value) -> bool {
+    let f = &v["frames"];
+    let g = |k: &str| f[k].as_u64().unwrap_or(u64::MAX / 8);
+    g("captured") == g("processed") + g("dropped") + g("cancelled") + g("in_flight")
+}

@@ -6,7 +6,6 @@
 //! is built once per test run into cargo's per-target temp dir.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::OnceLock;
 
 /// Which build of the fake.
@@ -53,33 +52,14 @@ pub fn library(v: Variant) -> PathBuf {
 }
 
 fn compile(v: Variant) -> PathBuf {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let src = root.join("cpp/fake_dpu/fake_dpu.c");
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-        .join("fake_dpu")
-        .join(v.dir_name());
-    std::fs::create_dir_all(&dir).expect("create fake_dpu dir");
-    let out = dir.join("librtinfer_vart.so");
-    let tmp = dir.join(format!("librtinfer_vart.so.{}.part", std::process::id()));
-    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
-    let o = Command::new(&cc)
-        .args([
-            "-std=c11", "-O1", "-Wall", "-Wextra", "-Werror", "-fPIC", "-shared",
-        ])
-        .args(v.defines())
-        .arg("-o")
-        .arg(&tmp)
-        .arg(&src)
-        .output()
-        .unwrap_or_else(|e| panic!("run {cc} (a C compiler is needed to build the fake DPU): {e}"));
-    assert!(
-        o.status.success(),
-        "{cc} failed on {}: {}",
-        src.display(),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    std::fs::rename(&tmp, &out).expect("move fake library into place");
-    out
+    let mut args = vec!["-std=c11"];
+    args.extend(v.defines());
+    crate::util::compile_shared(
+        "cpp/fake_dpu/fake_dpu.c",
+        &format!("fake_dpu/{}", v.dir_name()),
+        "librtinfer_vart.so",
+        &args,
+    )
 }
 
 /// Writes a fake model description `NAME.xmodel` into `dir`.
