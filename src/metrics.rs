@@ -179,13 +179,18 @@ fn latency_summary(out: &mut String, window: &StageLatencies, lifetime: &StageLa
         "# HELP rtinfer_latency_ms Latency per stage (ms): quantiles over the recent window, sum and count since start."
     );
     let _ = writeln!(out, "# TYPE rtinfer_latency_ms summary");
-    let stages: [(&str, &Percentiles, &Percentiles); 4] = [
+    let stages: [(&str, &Percentiles, &Percentiles); 5] = [
         ("end_to_end", &window.end_to_end, &lifetime.end_to_end),
         ("inference", &window.inference, &lifetime.inference),
         ("preprocess", &window.preprocess, &lifetime.preprocess),
         ("postprocess", &window.postprocess, &lifetime.postprocess),
+        ("device", &window.device, &lifetime.device),
     ];
-    for (stage, w, l) in stages {
+    // `device` only for backends that measure it (TensorRT): no all-NaN series for the others.
+    for (stage, w, l) in stages
+        .into_iter()
+        .filter(|(s, _, l)| *s != "device" || l.count > 0)
+    {
         for (q, v) in [
             ("0.5", w.p50),
             ("0.9", w.p90),

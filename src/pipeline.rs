@@ -283,6 +283,7 @@ pub fn process_guarded(
             preprocess: t1.saturating_since(t0),
             inference: t2.saturating_since(t1),
             postprocess: done.saturating_since(t2),
+            device: p.engine.device_time(),
         },
         outcome,
         budget,

@@ -30,14 +30,21 @@ pub enum Stage {
     Inference,
     Preprocess,
     Postprocess,
+    /// The accelerator's own time for the inference (TensorRT: CUDA events around the enqueue),
+    /// beside the host-side `Inference`; recorded only for backends that measure it.
+    Device,
 }
 
+/// How many stages there are.
+const STAGES: usize = 5;
+
 impl Stage {
-    pub const ALL: [Stage; 4] = [
+    pub const ALL: [Stage; STAGES] = [
         Stage::EndToEnd,
         Stage::Inference,
         Stage::Preprocess,
         Stage::Postprocess,
+        Stage::Device,
     ];
 
     /// The JSON key and metrics label (`end_to_end`, `inference`, ...).
@@ -47,6 +54,7 @@ impl Stage {
             Stage::Inference => "inference",
             Stage::Preprocess => "preprocess",
             Stage::Postprocess => "postprocess",
+            Stage::Device => "device",
         }
     }
 
@@ -62,15 +70,19 @@ pub struct FrameTimes {
     pub inference: Duration,
     pub preprocess: Duration,
     pub postprocess: Duration,
+    /// The backend's device time, when it measures one ([`crate::backend::Engine::device_time`]).
+    pub device: Option<Duration>,
 }
 
 impl FrameTimes {
-    pub fn get(&self, stage: Stage) -> Duration {
+    /// The duration of `stage`; `None` for a device time the backend does not measure.
+    pub fn get(&self, stage: Stage) -> Option<Duration> {
         match stage {
-            Stage::EndToEnd => self.end_to_end,
-            Stage::Inference => self.inference,
-            Stage::Preprocess => self.preprocess,
-            Stage::Postprocess => self.postprocess,
+            Stage::EndToEnd => Some(self.end_to_end),
+            Stage::Inference => Some(self.inference),
+            Stage::Preprocess => Some(self.preprocess),
+            Stage::Postprocess => Some(self.postprocess),
+            Stage::Device => self.device,
         }
     }
 }
@@ -109,12 +121,14 @@ impl Percentiles {
 }
 
 /// Percentiles of every stage; serialises as `{"end_to_end": {..}, "inference": {..}, ...}`.
+/// `device` stays empty (`count` 0, nulls) for backends that do not measure a device time.
 #[derive(Debug, Clone, Copy, PartialEq, Default, Serialize)]
 pub struct StageLatencies {
     pub end_to_end: Percentiles,
     pub inference: Percentiles,
     pub preprocess: Percentiles,
     pub postprocess: Percentiles,
+    pub device: Percentiles,
 }
 
 impl StageLatencies {
@@ -124,16 +138,18 @@ impl StageLatencies {
             Stage::Inference => &self.inference,
             Stage::Preprocess => &self.preprocess,
             Stage::Postprocess => &self.postprocess,
+            Stage::Device => &self.device,
         }
     }
 
-    fn from_histograms(h: &[Histogram<u64>; 4]) -> StageLatencies {
+    fn from_histograms(h: &[Histogram<u64>; STAGES]) -> StageLatencies {
         let p = |s: Stage| Percentiles::from_histogram(&h[s.index()]);
         StageLatencies {
             end_to_end: p(Stage::EndToEnd),
             inference: p(Stage::Inference),
             preprocess: p(Stage::Preprocess),
             postprocess: p(Stage::Postprocess),
+            device: p(Stage::Device),
         }
     }
 }
@@ -154,7 +170,7 @@ pub struct StatsSummary {
 struct Slot {
     /// Index of the period (`now / slot_ns`) the histograms hold; `None` while unused.
     period: Option<u64>,
-    hist: [Histogram<u64>; 4],
+    hist: [Histogram<u64>; STAGES],
 }
 
 /// Latency histograms per stage, windowed and lifetime. See the module docs.
@@ -162,9 +178,9 @@ struct Slot {
 pub struct LatencyStats {
     slot_ns: u64,
     slots: [Slot; WINDOW_SLOTS],
-    lifetime: [Histogram<u64>; 4],
+    lifetime: [Histogram<u64>; STAGES],
     /// Scratch for the merged window view, kept to avoid allocating in `summary`.
-    merged: [Histogram<u64>; 4],
+    merged: [Histogram<u64>; STAGES],
     /// Latest period seen: time never goes back for the ring, even if a caller's clock does.
     latest: u64,
     first_at: Option<MonoTime>,
@@ -172,7 +188,7 @@ pub struct LatencyStats {
 
 impl LatencyStats {
     /// Histograms for a recent window of `window` (10 s in `/status`), moving in tenths of it.
-    /// Allocates every histogram now (48 of 15 360 `u64` counters: about 5.9 MB); recording never
+    /// Allocates every histogram now (60 of 15 360 `u64` counters: about 7.4 MB); recording never
     /// does.
     pub fn new(window: Duration) -> LatencyStats {
         let slot_ns = (window.as_nanos() / WINDOW_SLOTS as u128).clamp(1, u64::MAX as u128) as u64;
@@ -204,7 +220,10 @@ impl LatencyStats {
             slot.period = Some(period);
         }
         for stage in Stage::ALL {
-            let us = to_micros(sample.get(stage));
+            let Some(d) = sample.get(stage) else {
+                continue;
+            };
+            let us = to_micros(d);
             slot.hist[stage.index()].saturating_record(us);
             self.lifetime[stage.index()].saturating_record(us);
         }
@@ -212,7 +231,7 @@ impl LatencyStats {
     }
 
     /// Percentiles of the window ending at `now` and of the lifetime, and the processed rate.
-    /// Does not allocate, but reads every counter of the window's 40 histograms (about 0.6 M):
+    /// Does not allocate, but reads every counter of the window's 50 histograms (about 0.8 M):
     /// call it for status snapshots (a few times per second at most), not per frame.
     pub fn summary(&mut self, now: MonoTime) -> StatsSummary {
         let period = self.period(now);
@@ -264,7 +283,7 @@ fn in_window(slot_period: Option<u64>, now: u64) -> bool {
     slot_period.is_some_and(|p| p <= now && p + WINDOW_SLOTS as u64 > now)
 }
 
-fn stage_histograms() -> [Histogram<u64>; 4] {
+fn stage_histograms() -> [Histogram<u64>; STAGES] {
     std::array::from_fn(|_| {
         // Constant, valid bounds (low >= 1, high >= 2 * low, 3 significant digits): cannot fail.
         Histogram::new_with_bounds(1, MAX_MICROS, 3).expect("constant histogram bounds are valid")
@@ -294,6 +313,7 @@ mod tests {
             inference: d / 2,
             preprocess: d / 4,
             postprocess: d / 8,
+            device: None,
         }
     }
 
@@ -396,6 +416,21 @@ mod tests {
         }
         let fps = s.summary(at(t)).fps.unwrap_or(0.0);
         assert!((fps - 30.0).abs() < 1.0, "steady fps {fps}");
+    }
+
+    #[test]
+    fn a_device_time_is_recorded_only_when_the_backend_measures_one() {
+        let mut s = LatencyStats::default();
+        s.record(at(1.0), &e2e(Duration::from_millis(4)));
+        let with = FrameTimes {
+            device: Some(Duration::from_micros(1500)),
+            ..e2e(Duration::from_millis(4))
+        };
+        s.record(at(1.1), &with);
+        let sum = s.summary(at(1.2));
+        assert_eq!(sum.lifetime.end_to_end.count, 2);
+        assert_eq!(sum.lifetime.device.count, 1);
+        assert!(close(sum.window.device.p50, 1.5), "{:?}", sum.window.device);
     }
 
     #[test]

@@ -355,6 +355,12 @@ fn metrics_parse_and_agree_with_status_and_tcp_is_read_only() {
     );
     assert_eq!(get("rtinfer_frames_captured_total{}"), 40.0);
     assert_eq!(get("rtinfer_latency_ms_count{stage=end_to_end}"), processed);
+    // ONNX Runtime on the CPU measures no device time: an empty `device` stage, no series.
+    assert_eq!(v["latency_ms_lifetime"]["device"]["count"], 0, "{v}");
+    assert!(
+        !m.keys().any(|k| k.contains("stage=device")),
+        "no device series for a CPU backend:\n{text}"
+    );
     assert_eq!(get("rtinfer_up{}"), 1.0);
     assert_eq!(get("rtinfer_budget_ms{}"), 1000.0);
     let name = v["model"]["name"].as_str().expect("name");

@@ -622,6 +622,14 @@ fn the_daemon_builds_runs_and_reports_a_tensorrt_engine() {
         + 6400
         + round_up(onnx_len, 256);
     assert_eq!(m["memory"]["total_bytes"], total);
+    // GPU time by CUDA events beside the host-side inference time, frame by frame: inside it.
+    let (device, host) = (
+        &v["latency_ms_lifetime"]["device"],
+        &v["latency_ms_lifetime"]["inference"],
+    );
+    assert!(device["count"].as_u64() > Some(0), "{v}");
+    assert_eq!(device["count"], host["count"], "{v}");
+    assert!(device["p50"].as_f64() <= host["p50"].as_f64(), "{v}");
 }
 
 #[test]

@@ -13,11 +13,12 @@ use serde_json::Value;
 /// Width of the row labels.
 const LABEL: usize = 11;
 /// The latency stages as (JSON key, label).
-const STAGES: [(&str, &str); 4] = [
+const STAGES: [(&str, &str); 5] = [
     ("end_to_end", "end-to-end"),
     ("inference", "inference"),
     ("preprocess", "preprocess"),
     ("postprocess", "postprocess"),
+    ("device", "device"),
 ];
 /// The latency columns, in order.
 const QUANTILES: [&str; 6] = ["p50", "p90", "p99", "p999", "max", "mean"];
@@ -210,6 +211,11 @@ fn latency_table(latency: Option<&Value>) -> String {
     out.push('\n');
     for (key, label) in STAGES {
         let stage = latency.and_then(|l| l.get(key));
+        // The device row only for backends that measure a device time (TensorRT).
+        if key == "device" && stage.and_then(|s| s.get("count")).and_then(Value::as_u64) == Some(0)
+        {
+            continue;
+        }
         let _ = write!(out, "  {label:<12}");
         for q in QUANTILES {
             let _ = write!(out, "{:>9}", ms(stage.and_then(|st| st.get(q))));
