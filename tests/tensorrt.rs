@@ -679,6 +679,37 @@ fn the_daemon_calibrates_an_int8_engine_on_its_own_live_source() {
 }
 
 #[test]
+fn bench_reports_gpu_time_beside_the_host_latency() {
+    let dir = util::tempdir();
+    let model = image_model(dir.path(), "bench", false, [3, 16, 16], 4);
+    let cfg = dir.path().join("rtinfer.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[tensorrt]\nengine_cache = \"{}\"\n",
+            dir.path().join("cache").display()
+        ),
+    )
+    .expect("config");
+    let o = util::rtinfer()
+        .args(["bench", "--backend", "tensorrt", "--config"])
+        .arg(&cfg)
+        .arg(&model)
+        .args(["--trials", "2", "--warmup", "3", "--runs", "4", "--json"])
+        .output()
+        .expect("run bench");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    let (host, device) = (&v["latency_ms"], &v["device_ms"]);
+    // The measured runs only (2 trials x 4), each timed inside the host-side run.
+    assert_eq!(device["count"], 8, "{v}");
+    assert_eq!(host["count"], 8, "{v}");
+    for k in ["p50", "max", "mean"] {
+        assert!(device[k].as_f64() <= host[k].as_f64(), "{k}: {v}");
+    }
+}
+
+#[test]
 fn steady_state_runs_allocate_nothing_on_the_rust_side() {
     double::reset();
     let dir = util::tempdir();

@@ -121,6 +121,10 @@ pub struct BenchReport {
     pub protocol: Protocol,
     pub seed: u64,
     pub latency_ms: Summary,
+    /// The accelerator's own time of the same measured runs (TensorRT: CUDA events), when the
+    /// backend measures one.
+    #[serde(default)]
+    pub device_ms: Option<Summary>,
     /// RSS increase caused by creating the session, MiB.
     pub session_rss_mb: f64,
     /// Peak RSS of the bench process, MiB.
@@ -277,14 +281,26 @@ pub fn bench_here(args: &BenchArgs) -> anyhow::Result<BenchReport> {
     )?;
     let after = proc_status_kib("VmRSS:").unwrap_or(0);
     fill_random(engine.input(), args.seed);
+    let protocol = args.protocol();
+    let per_trial = (protocol.warmup + protocol.runs) as usize;
+    let mut device = Vec::with_capacity(per_trial * protocol.trials as usize);
     let t0 = crate::time::MonoTime::now();
-    let samples = measure(args.protocol(), || {
+    let samples = measure(protocol, || {
         let t = Instant::now();
         engine.run()?;
-        Ok::<_, crate::backend::BackendError>(t.elapsed().as_secs_f64() * 1000.0)
+        let host = t.elapsed().as_secs_f64() * 1000.0;
+        device.push(engine.device_time().map(|d| d.as_secs_f64() * 1000.0));
+        Ok::<_, crate::backend::BackendError>(host)
     })?;
     let t1 = crate::time::MonoTime::now();
     let latency_ms = Summary::of(&samples).context("no measured runs (--runs or --trials is 0)")?;
+    // The device times of the measured runs (each trial's warm-up skipped), if every run had one.
+    let measured_device: Option<Vec<f64>> = device
+        .chunks(per_trial.max(1))
+        .flat_map(|trial| trial.iter().skip(protocol.warmup as usize))
+        .copied()
+        .collect();
+    let device_ms = measured_device.as_deref().and_then(Summary::of);
     let power = meter.as_ref().map_or_else(PowerFigures::default, |m| {
         let f = m.figures(t0, t1, Some(1000.0 / latency_ms.mean));
         m.stop();
@@ -302,6 +318,7 @@ pub fn bench_here(args: &BenchArgs) -> anyhow::Result<BenchReport> {
         protocol: args.protocol(),
         seed: args.seed,
         latency_ms,
+        device_ms,
         session_rss_mb: after.saturating_sub(before) as f64 / 1024.0,
         peak_rss_mb: proc_status_kib("VmHWM:").unwrap_or(0) as f64 / 1024.0,
         power,
@@ -386,10 +403,16 @@ pub fn table(r: &BenchReport) -> String {
     let l = &r.latency_ms;
     let p = &r.power;
     let w = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.2}"));
+    let device = r.device_ms.map_or(String::new(), |d| {
+        format!(
+            "device ms  mean {:.3}  p50 {:.3}  p99 {:.3}  max {:.3}  (the device's own clock)\n",
+            d.mean, d.p50, d.p99, d.max
+        )
+    });
     format!(
         "model      {}\nbackend    {} ({} threads), {} trials x ({} warm-up + {} runs), seed {}\n\
          latency ms mean {:.3}  std {:.3}  min {:.3}  p50 {:.3}  p90 {:.3}  p99 {:.3}  max {:.3}  (n={})\n\
-         memory MiB session {:.1}  peak RSS {:.1}\n\
+         {}memory MiB session {:.1}  peak RSS {:.1}\n\
          power W    idle {}  peak {}  dynamic {}  inferences/s/W {}\n",
         r.model.display(),
         r.backend,
@@ -406,6 +429,7 @@ pub fn table(r: &BenchReport) -> String {
         l.p99,
         l.max,
         l.count,
+        device,
         r.session_rss_mb,
         r.peak_rss_mb,
         w(p.idle_w),

@@ -72,6 +72,7 @@ fn memory_grows_with_model_size() {
         let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
         assert_eq!(v["latency_ms"]["count"], 6);
         assert!(v["power"]["idle_w"].is_null());
+        assert!(v["device_ms"].is_null(), "no device time on the CPU: {v}");
         let mem = v["session_rss_mb"].as_f64().expect("memory");
         let peak = v["peak_rss_mb"].as_f64().expect("peak");
         assert!(mem > 0.0 && peak >= mem, "ratio {ratio}: {mem} / {peak}");
