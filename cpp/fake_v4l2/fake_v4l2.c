@@ -266,17 +266,11 @@ static int handle_ioctl(unsigned long request, void* arg) {
   }
 }
 
-int open(const char* path, int flags, ...) {
-  mode_t mode = 0;
-  if (flags & (O_CREAT | O_TMPFILE)) {
-    va_list ap;
-    va_start(ap, flags);
-    mode = va_arg(ap, mode_t);
-    va_end(ap);
-  }
-  static open_fn real;
-  if (!real) real = (open_fn)next_symbol("open");
-  if (!is_device(path)) return real(path, flags, mode);
+// Opens the fake node (or fails as the camera's state says); every other path goes to the real
+// `which` ("open" or "open64").
+static int open_as(open_fn* real, const char* which, const char* path, int flags, mode_t mode) {
+  if (!*real) *real = (open_fn)next_symbol(which);
+  if (!is_device(path)) return (*real)(path, flags, mode);
   pthread_mutex_lock(&lock);
   int fd;
   if (unplugged()) {
@@ -284,7 +278,7 @@ int open(const char* path, int flags, ...) {
   } else if (fake_fd >= 0) {
     fd = fail(EBUSY);
   } else {
-    fd = real("/dev/null", O_RDWR | O_CLOEXEC, 0);
+    fd = (*real)("/dev/null", O_RDWR | O_CLOEXEC, 0);
     if (fd >= 0) {
       fake_fd = fd;
       width = 640;
@@ -299,18 +293,29 @@ int open(const char* path, int flags, ...) {
   return fd;
 }
 
-int open64(const char* path, int flags, ...) {
-  mode_t mode = 0;
-  if (flags & (O_CREAT | O_TMPFILE)) {
-    va_list ap;
-    va_start(ap, flags);
-    mode = va_arg(ap, mode_t);
-    va_end(ap);
-  }
-  if (is_device(path)) return open(path, flags);
+// open(2)'s optional third argument.
+#define MODE_ARGUMENT(flags, mode)           \
+  do {                                       \
+    if ((flags) & (O_CREAT | O_TMPFILE)) {   \
+      va_list ap;                            \
+      va_start(ap, flags);                   \
+      (mode) = va_arg(ap, mode_t);           \
+      va_end(ap);                            \
+    }                                        \
+  } while (0)
+
+int open(const char* path, int flags, ...) {
   static open_fn real;
-  if (!real) real = (open_fn)next_symbol("open64");
-  return real(path, flags, mode);
+  mode_t mode = 0;
+  MODE_ARGUMENT(flags, mode);
+  return open_as(&real, "open", path, flags, mode);
+}
+
+int open64(const char* path, int flags, ...) {
+  static open_fn real;
+  mode_t mode = 0;
+  MODE_ARGUMENT(flags, mode);
+  return open_as(&real, "open64", path, flags, mode);
 }
 
 int close(int fd) {
@@ -361,22 +366,23 @@ static void* map_buffer(int fd, off_t offset, size_t length, int* handled) {
   return mem;
 }
 
-void* mmap(void* addr, size_t length, int prot, int flags, int fd, off_t offset) {
+static void* mmap_as(mmap_fn* real, const char* which, void* addr, size_t length, int prot, int flags,
+                     int fd, off_t offset) {
   int handled;
   void* mem = map_buffer(fd, offset, length, &handled);
   if (handled) return mem;
+  if (!*real) *real = (mmap_fn)next_symbol(which);
+  return (*real)(addr, length, prot, flags, fd, offset);
+}
+
+void* mmap(void* addr, size_t length, int prot, int flags, int fd, off_t offset) {
   static mmap_fn real;
-  if (!real) real = (mmap_fn)next_symbol("mmap");
-  return real(addr, length, prot, flags, fd, offset);
+  return mmap_as(&real, "mmap", addr, length, prot, flags, fd, offset);
 }
 
 void* mmap64(void* addr, size_t length, int prot, int flags, int fd, off_t offset) {
-  int handled;
-  void* mem = map_buffer(fd, offset, length, &handled);
-  if (handled) return mem;
   static mmap_fn real;
-  if (!real) real = (mmap_fn)next_symbol("mmap64");
-  return real(addr, length, prot, flags, fd, offset);
+  return mmap_as(&real, "mmap64", addr, length, prot, flags, fd, offset);
 }
 
 int poll(struct pollfd* fds, nfds_t nfds, int timeout) {
