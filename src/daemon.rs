@@ -139,11 +139,13 @@ pub struct Shared {
     /// The serving engine's memory (serialized + persistent + activation), when its backend
     /// reports it (TensorRT).
     engine_memory: Mutex<Option<crate::backend::EngineMemory>>,
+    /// The source as opened: its frame size. The URI and rate in force (a reload can re-pace the
+    /// source) are `source_health.uri()` and `.fps()`.
     pub source: SourceInfo,
     pub source_connected: AtomicBool,
     /// The power meter's thread and figures (`[power]`), if configured; replaced by a reload.
     power: Mutex<Option<Arc<crate::power::PowerMonitor>>>,
-    /// Stalls and pacing jitter of the source (`/status` `source`).
+    /// Stalls, pacing jitter, URI and rate in force of the source (`/status` `source`).
     pub source_health: crate::capture::SourceHealth,
     /// What `[realtime]` achieved (`/status` `realtime`).
     pub realtime: crate::rt::RealtimeState,
