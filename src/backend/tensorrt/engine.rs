@@ -210,18 +210,24 @@ pub fn build_engine(
     let mut read_cache = true;
     let mut calib_stamp = None;
     if opts.precision == TrtPrecision::Int8 {
-        let data_hash = calibration_hash(onnx, opts)?;
         let max = opts.calibration_max_images;
         let fed = if let Some(dir) = &opts.calibration_images {
             let spec = onnx_input_spec(onnx, opts.input_shape.as_deref())?;
-            Some(CalibSource::from_folder(dir, max, spec, *pre).map_err(|e| load_err(onnx, e))?)
+            let c =
+                CalibSource::from_folder(dir, max, spec, *pre).map_err(|e| load_err(onnx, e))?;
+            // The hash of the very files it will feed.
+            let hash = sha256_files(c.files()).map_err(|e| load_err(onnx, e))?;
+            Some((c, hash))
         } else if let Some(src) = &opts.calibration_source {
             let spec = onnx_input_spec(onnx, opts.input_shape.as_deref())?;
-            Some(CalibSource::from_source(src, max, spec, *pre).map_err(|e| load_err(onnx, e))?)
+            let c =
+                CalibSource::from_source(src, max, spec, *pre).map_err(|e| load_err(onnx, e))?;
+            Some((c, calibration_hash(onnx, opts)?))
         } else {
+            calibration_hash(onnx, opts)?; // an existing cache, or the error saying what is missing
             None
         };
-        if let Some(fed) = fed {
+        if let Some((fed, data_hash)) = fed {
             calib = fed;
             let model_hash = sha256_file(onnx).map_err(|e| load_err(onnx, e))?;
             let stamp = format!("model {model_hash} data {data_hash}");
