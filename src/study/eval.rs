@@ -201,6 +201,21 @@ pub struct EvalReport {
     pub per_class: Vec<ClassRecall>,
 }
 
+/// The rank of class `label` among `scores` (0 = top-1), as an argmax / top-k would place it:
+/// a tie goes to the lower class index (numpy's and PyTorch's first-maximum rule), so a model
+/// with constant logits is not scored perfect; a NaN score ranks above every number, and a NaN for
+/// the true class (or a label beyond the scores) is never a hit.
+pub fn rank_of(label: usize, scores: &[f32]) -> usize {
+    let Some(mine) = scores.get(label).copied().filter(|s| !s.is_nan()) else {
+        return usize::MAX;
+    };
+    scores
+        .iter()
+        .enumerate()
+        .filter(|&(i, &s)| i != label && (s > mine || s.is_nan() || (s == mine && i < label)))
+        .count()
+}
+
 /// Tallies predictions: `(label, rank of the label among the scores)` pairs.
 #[derive(Debug, Clone, Default)]
 pub struct Tally {
@@ -213,19 +228,17 @@ pub struct Tally {
 impl Tally {
     /// Records one prediction from `scores` for true `label`.
     pub fn add(&mut self, label: usize, scores: &[f32]) {
-        let mine = scores.get(label).copied().unwrap_or(f32::NEG_INFINITY);
-        // Rank = how many classes score strictly higher (ties favour the true class).
-        let rank = scores.iter().filter(|&&s| s > mine).count();
+        let rank = rank_of(label, scores);
         if self.count.len() <= label {
             self.count.resize(label + 1, 0);
             self.correct.resize(label + 1, 0);
         }
         self.count[label] += 1;
         self.n += 1;
-        if rank == 0 && label < scores.len() {
+        if rank == 0 {
             self.correct[label] += 1;
         }
-        if rank < 5 && label < scores.len() {
+        if rank < 5 {
             self.top5 += 1;
         }
     }
@@ -339,4 +352,27 @@ pub fn evaluate(a: &EvalArgs) -> anyhow::Result<EvalReport> {
         tally.add(label, engine.output());
     }
     Ok(tally.report(&a.model, &a.images, &set.classes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::rank_of;
+
+    #[test]
+    fn ties_go_to_the_lower_index_and_nan_never_hits() {
+        assert_eq!(rank_of(2, &[0.1, 0.2, 0.7]), 0);
+        assert_eq!(rank_of(0, &[0.1, 0.2, 0.7]), 2);
+        // Constant logits: only class 0 is the argmax.
+        let flat = [0.5f32; 10];
+        assert_eq!(rank_of(0, &flat), 0);
+        assert_eq!(rank_of(3, &flat), 3);
+        assert_eq!(rank_of(9, &flat), 9, "not in the top 5 either");
+        assert_eq!(rank_of(1, &[0.2, f32::NAN, 0.1]), usize::MAX);
+        assert_eq!(rank_of(0, &[0.9, f32::NAN, 0.1]), 1, "a NaN ranks above");
+        assert_eq!(
+            rank_of(5, &[0.9, 0.1]),
+            usize::MAX,
+            "label beyond the scores"
+        );
+    }
 }
