@@ -332,6 +332,69 @@ fn images_of_another_size_are_resized_like_the_daemon_does() {
     assert!(out.exists());
 }
 
+/// The scale of the QuantizeLinear that quantizes the graph's input in a QDQ model.
+fn input_scale(path: &Path) -> f32 {
+    let m = onnx_pb::read_model(path).expect("read the int8 model");
+    let g = m.graph.as_ref().expect("graph");
+    let input = &g.input[0].name;
+    let q = g
+        .node
+        .iter()
+        .find(|n| n.op_type == "QuantizeLinear" && &n.input[0] == input)
+        .expect("the input is quantized");
+    let scale = g
+        .initializer
+        .iter()
+        .find(|t| t.name == q.input[1])
+        .expect("scale initializer");
+    if !scale.float_data.is_empty() {
+        return scale.float_data[0];
+    }
+    f32::from_le_bytes(scale.raw_data[..4].try_into().expect("4 bytes"))
+}
+
+#[test]
+fn the_daemon_config_prepares_calibration_data_as_it_prepares_frames() {
+    let dir = util::tempdir();
+    let zoo = util::zoo_model(dir.path(), "mobilenetv2", "cifar10", 0.25);
+    let imgs = dir.path().join("imgs");
+    std::fs::create_dir(&imgs).unwrap();
+    // Black and white halves: every channel spans 0..255.
+    let img = image::RgbImage::from_fn(32, 32, |x, _| {
+        image::Rgb(if x < 16 { [0, 0, 0] } else { [255, 255, 255] })
+    });
+    img.save(imgs.join("bw.png")).unwrap();
+    let cfg = dir.path().join("rtinfer.toml");
+    std::fs::write(
+        &cfg,
+        "[preprocess]\nmean = [0.0, 0.0, 0.0]\nstd = [1.0, 1.0, 1.0]\nchannel_order = \"bgr\"\n",
+    )
+    .unwrap();
+    let calib = imgs.to_str().unwrap();
+    let with = dir.path().join("with.int8.onnx");
+    let (ok, _, stderr) = quantize_cli(
+        &zoo,
+        &with,
+        &["--calib", calib, "--config", cfg.to_str().unwrap()],
+    );
+    assert!(ok, "{stderr}");
+    let without = dir.path().join("without.int8.onnx");
+    let (ok, _, stderr) = quantize_cli(&zoo, &without, &["--calib", calib]);
+    assert!(ok, "{stderr}");
+    // x = v / 255 spans [0, 1]: u8 scale 1/255. With CIFAR-10's statistics the input spans
+    // [min_c -mean/std, max_c (1 - mean)/std], about [-1.99, 2.13].
+    let s = input_scale(&with);
+    assert!((s - 1.0 / 255.0).abs() < 1e-6, "with the config: {s}");
+    let d = input_scale(&without);
+    let (mean, std) = ([0.4914f32, 0.4822, 0.4465], [0.2470f32, 0.2435, 0.2616]);
+    let hi = (0..3)
+        .map(|c| (1.0 - mean[c]) / std[c])
+        .fold(f32::MIN, f32::max);
+    let lo = (0..3).map(|c| -mean[c] / std[c]).fold(f32::MAX, f32::min);
+    let cifar = (hi - lo) / 255.0;
+    assert!((d - cifar).abs() < 1e-6, "defaults: {d} vs {cifar}");
+}
+
 /// ONNX Runtime's optimised-model files carry no value_info; the quantizer fills it from what ORT
 /// infers. Conv 3->4, 3x3, pad 1 on 1x3x8x8 then Relu: the inner tensor is float 1x4x8x8.
 #[test]

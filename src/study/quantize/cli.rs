@@ -39,9 +39,13 @@ pub struct QuantizeArgs {
     /// Seed of the random calibration data used when no --calib/--calib-source is given.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// stretch | center-crop | letterbox (as the daemon's preprocess.resize).
+    /// stretch | center-crop | letterbox (as the daemon's preprocess.resize; overrides --config).
     #[arg(long)]
     pub resize: Option<String>,
+    /// The daemon's config file: its `[preprocess]` (resize, mean/std, channel order) prepares the
+    /// calibration data exactly as the daemon prepares frames, and its `onnxruntime.library` is used.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
     /// Calibration samples kept to compare the int8 model with the float model.
     #[arg(long, default_value_t = 64)]
     pub check_samples: usize,
@@ -81,6 +85,13 @@ pub fn run(a: QuantizeArgs) -> anyhow::Result<u8> {
         );
         opts.method = super::Method::Percentile(a.percentile);
     }
+    let mut ort_library = a.ort_library.clone();
+    if let Some(path) = &a.config {
+        let raw = crate::config::read_raw(path)?;
+        let cfg = crate::config::Config::from_raw(raw, Some(path))?;
+        opts.preprocess = cfg.preprocess;
+        ort_library = ort_library.or(cfg.ort.library);
+    }
     if let Some(r) = &a.resize {
         opts.preprocess.resize = r.parse().context("--resize")?;
     }
@@ -95,7 +106,7 @@ pub fn run(a: QuantizeArgs) -> anyhow::Result<u8> {
             CalibSource::Random { seed: a.seed }
         }
     };
-    ort_library::load(a.ort_library.as_deref())?;
+    ort_library::load(ort_library.as_deref())?;
     let output = a.output.unwrap_or_else(|| super::int8_variant(&a.model));
     let report = super::quantize(&a.model, &output, &opts)
         .with_context(|| format!("quantizing {}", a.model.display()))?;
