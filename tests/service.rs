@@ -469,6 +469,27 @@ fn the_unit_verifies_and_its_exposure_is_at_most_2_5() {
         .unwrap_or("");
     assert!(o.status.success(), "exposure above 2.5: {overall}");
     assert!(overall.contains("exposure level"), "{report}");
+    // The syscalls rtinfer makes from groups the filter removes are allowed back, and anything
+    // else fails with EPERM rather than killing the daemon.
+    let allowed: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("SystemCallFilter="))
+        .filter(|l| !l.starts_with('~') && !l.starts_with('@'))
+        .flat_map(str::split_whitespace)
+        .collect();
+    for call in [
+        "setpriority",
+        "sched_setscheduler",
+        "sched_setaffinity",
+        "mlockall",
+    ] {
+        assert!(allowed.contains(&call), "{call} is filtered out: {allowed:?}");
+    }
+    assert!(text.contains("\nSystemCallErrorNumber=EPERM\n"), "{text}");
+    // Paths that may be missing on a board must not stop the unit from starting.
+    for l in text.lines().filter(|l| l.starts_with("ReadWritePaths=")) {
+        assert!(l.contains("=-/"), "{l}: prefix optional paths with '-'");
+    }
 }
 
 #[test]

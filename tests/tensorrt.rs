@@ -358,6 +358,22 @@ fn the_calibrator_feeds_every_image_and_round_trips_its_cache() {
     build_engine(&model, &o, &half_norm()).expect("int8 build from cache");
     assert_eq!(double::calls("getBatch"), 0);
 
+    // Same images, other normalisation: other tensors, so calibration runs again.
+    let other_norm = PreprocessOptions {
+        mean: [0.4; 3],
+        ..half_norm()
+    };
+    double::reset();
+    build_engine(&model, &o, &other_norm).expect("recalibrates");
+    assert_eq!(double::calls("getBatch"), 4);
+    double::reset();
+    build_engine(&model, &o, &half_norm()).expect("recalibrates");
+    assert_eq!(
+        double::calls("getBatch"),
+        4,
+        "the cache now holds the other normalisation"
+    );
+
     // Other images: the stale cache is not reused; calibration runs again on all four.
     calibration_images(&images, &[0, 255, 191, 64]);
     double::reset();

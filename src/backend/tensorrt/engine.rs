@@ -102,7 +102,7 @@ pub fn cached_plan(
     pre: &PreprocessOptions,
 ) -> Result<(PathBuf, Vec<u8>), BackendError> {
     let info = runtime_info().map_err(|e| load_err(onnx, e))?;
-    let parts = key_parts(onnx, opts, &info)?;
+    let parts = key_parts(onnx, opts, pre, &info)?;
     let file = opts.engine_cache.join(parts.file_name(&model_name(onnx)));
     if let Ok(plan) = std::fs::read(&file) {
         log::info!(target: LOG, "engine cache hit: {}", file.display());
@@ -143,11 +143,12 @@ fn store(file: &Path, plan: &[u8], key_text: &str) -> std::io::Result<()> {
 pub fn key_parts(
     onnx: &Path,
     opts: &TensorRtOptions,
+    pre: &PreprocessOptions,
     info: &RuntimeInfo,
 ) -> Result<KeyParts, BackendError> {
     let model_sha256 = sha256_file(onnx).map_err(|e| load_err(onnx, e))?;
     let calibration_sha256 = match opts.precision {
-        TrtPrecision::Int8 => Some(calibration_hash(onnx, opts)?),
+        TrtPrecision::Int8 => Some(calibration_hash(onnx, opts, pre)?),
         _ => None,
     };
     Ok(KeyParts {
@@ -166,18 +167,22 @@ pub fn key_parts(
 
 /// The calibration data's hash: the images when a folder is set; for a source, its URI and
 /// frame count (live frames are not known before they are read: an engine calibrated on a camera
-/// is reused until the URI or the count changes, or the cached engine is deleted); else the
-/// cache file.
-fn calibration_hash(onnx: &Path, opts: &TensorRtOptions) -> Result<String, BackendError> {
+/// is reused until the URI or the count changes, or the cached engine is deleted); either way
+/// with the preprocessing that turns them into tensors (other mean/std, another calibration).
+/// Else the cache file.
+fn calibration_hash(
+    onnx: &Path,
+    opts: &TensorRtOptions,
+    pre: &PreprocessOptions,
+) -> Result<String, BackendError> {
     if let Some(dir) = &opts.calibration_images {
         let files = image_files(dir, opts.calibration_max_images).map_err(|e| load_err(onnx, e))?;
-        return sha256_files(&files).map_err(|e| load_err(onnx, e));
+        let images = sha256_files(&files).map_err(|e| load_err(onnx, e))?;
+        return Ok(prepared(&images, pre));
     }
     if let Some(src) = &opts.calibration_source {
-        return Ok(sha256_text(&format!(
-            "source {}\nframes {}",
-            src.uri, opts.calibration_max_images
-        )));
+        let source = format!("source {}\nframes {}", src.uri, opts.calibration_max_images);
+        return Ok(prepared(&source, pre));
     }
     match &opts.calibration_cache {
         Some(c) if c.is_file() => sha256_file(c).map_err(|e| load_err(onnx, e)),
@@ -187,6 +192,11 @@ fn calibration_hash(onnx: &Path, opts: &TensorRtOptions) -> Result<String, Backe
              existing tensorrt.calibration_cache",
         )),
     }
+}
+
+/// The hash of calibration data `data` as preprocessed by `pre`.
+fn prepared(data: &str, pre: &PreprocessOptions) -> String {
+    sha256_text(&format!("{data}\npreprocess {pre:?}"))
 }
 
 /// The stamp beside a calibration cache naming the model and the calibration data it was
@@ -217,14 +227,14 @@ pub fn build_engine(
                 CalibSource::from_folder(dir, max, spec, *pre).map_err(|e| load_err(onnx, e))?;
             // The hash of the very files it will feed.
             let hash = sha256_files(c.files()).map_err(|e| load_err(onnx, e))?;
-            Some((c, hash))
+            Some((c, prepared(&hash, pre)))
         } else if let Some(src) = &opts.calibration_source {
             let spec = onnx_input_spec(onnx, opts.input_shape.as_deref())?;
             let c =
                 CalibSource::from_source(src, max, spec, *pre).map_err(|e| load_err(onnx, e))?;
-            Some((c, calibration_hash(onnx, opts)?))
+            Some((c, calibration_hash(onnx, opts, pre)?))
         } else {
-            calibration_hash(onnx, opts)?; // an existing cache, or the error saying what is missing
+            calibration_hash(onnx, opts, pre)?; // an existing cache, or the error saying what is missing
             None
         };
         if let Some((fed, data_hash)) = fed {
