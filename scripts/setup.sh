@@ -34,9 +34,14 @@ install_debs() {
   command -v curl >/dev/null || missing+=(curl)
   command -v unzip >/dev/null || missing+=(unzip)
   command -v systemd-analyze >/dev/null || missing+=(systemd)
-  python3 -m venv --help >/dev/null 2>&1 || missing+=(python3-venv)
-  # The Vitis tests compile the fake DPU library (cc) and check the committed bindings (libclang).
+  # Debian's python3 has the venv module but not ensurepip (python3-venv) nor pip (python3-pip,
+  # which downloads the ONNX Runtime wheel).
+  python3 -c 'import ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
+  python3 -m pip --version >/dev/null 2>&1 || missing+=(python3-pip)
+  # The tests compile C doubles (fake DPU, fake camera: cc), the TensorRT layer against its
+  # double (c++), and check the committed bindings (libclang).
   command -v cc >/dev/null || missing+=(gcc)
+  command -v c++ >/dev/null || missing+=(g++)
   compgen -G "/usr/lib/llvm-*/lib/libclang.so" >/dev/null || missing+=(libclang-dev)
   if [ "$WANT_AARCH64" = 1 ]; then
     command -v aarch64-linux-gnu-gcc >/dev/null || missing+=(gcc-aarch64-linux-gnu g++-aarch64-linux-gnu)
