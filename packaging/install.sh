@@ -14,6 +14,10 @@ for g in video dialout render; do
 done
 mkdir -p /var/lib/rtinfer/models /var/cache/rtinfer /run/rtinfer
 chown -R rtinfer /var/lib/rtinfer /var/cache/rtinfer /run/rtinfer
+# The config is 0640: the daemon's group must read it (as the deb's postinst does).
+chgrp rtinfer /etc/rtinfer/rtinfer.toml 2>/dev/null || chown root:"$(id -g rtinfer)" /etc/rtinfer/rtinfer.toml
+# The SysV script's log, written by the daemon's user.
+touch /var/log/rtinfer.log && chown rtinfer /var/log/rtinfer.log
 if [ -d /run/systemd/system ]; then
   install -D -m 0644 "$HERE/lib/systemd/system/rtinfer.service" /lib/systemd/system/rtinfer.service
   systemctl daemon-reload
