@@ -385,6 +385,7 @@ fn bad_input_fails_at_start_with_one_clear_line_and_exit_3() {
         "{err}"
     );
     assert!(err.contains("scripts/setup.sh"), "the fix is named: {err}");
+    assert_eq!(err.matches("tried:").count(), 1, "the list once: {err}");
 }
 
 #[test]

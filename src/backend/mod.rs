@@ -206,9 +206,10 @@ pub trait Backend: Send + Sync {
 pub enum BackendError {
     #[error("the {backend} backend is not compiled into this build")]
     NotCompiled { backend: BackendKind },
-    #[error("{0}")]
+    // Transparent: the tried-list is printed once, not again as the error's source.
+    #[error(transparent)]
     Library(#[from] ort_library::LibraryError),
-    #[error("{0}")]
+    #[error(transparent)]
     VitisLibrary(#[from] vitis::LibraryError),
     #[error("model {path}: file not found")]
     ModelMissing { path: PathBuf },

@@ -58,7 +58,7 @@ pub enum NeuralScaleError {
     },
     #[error("fit {key}: alpha and beta must be finite and > 0")]
     BadFit { key: String },
-    #[error("{0}")]
+    #[error(transparent)]
     Zoo(#[from] zoo::ZooError),
     #[error("pruning trace {path}: {reason}")]
     Trace { path: PathBuf, reason: String },
