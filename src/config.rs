@@ -265,7 +265,7 @@ impl Config {
                 format!("{std:?}: every value must be > 0"),
             ));
         }
-        let models = models_config(raw.models, &p, r.warmup.unwrap_or(20))?;
+        let models = models_config(raw.models, &p, r.warmup.unwrap_or(20), backend)?;
         let tcp = match raw.status.tcp.as_deref() {
             None | Some("") => None,
             Some(a) => Some(a.parse().map_err(|e| {
@@ -342,10 +342,16 @@ impl Config {
 /// `[models]`: the watch folder is on when `watch_dir` is set. The warm-up count defaults to
 /// `run.warmup`; the load timeout to 60 s (an ONNX Runtime load; a TensorRT engine build wants
 /// more, e.g. 1800).
+/// `models.load_timeout_s` when unset: a minute, or half an hour when every model is a TensorRT
+/// engine that may be built on the board (minutes on a Xavier).
+pub const DEFAULT_LOAD_TIMEOUT_S: f64 = 60.0;
+pub const DEFAULT_TENSORRT_LOAD_TIMEOUT_S: f64 = 1800.0;
+
 fn models_config(
     raw: RawModels,
     path: &Path,
     warmup: u32,
+    backend: BackendChoice,
 ) -> Result<Option<ModelsConfig>, ConfigError> {
     let invalid = |key: &'static str, message: String| ConfigError::Invalid {
         path: path.to_path_buf(),
@@ -358,7 +364,12 @@ fn models_config(
         }
         return Ok(None);
     };
-    let timeout = raw.load_timeout_s.unwrap_or(60.0);
+    let timeout = raw.load_timeout_s.unwrap_or(match backend {
+        BackendChoice::Only(crate::backend::BackendKind::TensorRt) => {
+            DEFAULT_TENSORRT_LOAD_TIMEOUT_S
+        }
+        _ => DEFAULT_LOAD_TIMEOUT_S,
+    });
     if !(timeout.is_finite() && timeout > 0.0 && timeout <= 86_400.0) {
         return Err(invalid(
             "models.load_timeout_s",
@@ -487,6 +498,24 @@ mod tests {
                 .to_string()
                 .contains("run.source")
         );
+    }
+
+    #[test]
+    fn the_load_timeout_defaults_to_half_an_hour_for_tensorrt_builds() {
+        let timeout = |text: &str| {
+            let raw = parse_raw(text, Path::new("x")).unwrap();
+            Config::from_raw(raw, None)
+                .expect("valid")
+                .models
+                .expect("watch folder")
+                .load_timeout
+        };
+        let dir = "[models]\nwatch_dir = \"/tmp/m\"\n";
+        assert_eq!(timeout(dir), Duration::from_secs(60));
+        let trt = format!("[run]\nbackend = \"tensorrt\"\n{dir}");
+        assert_eq!(timeout(&trt), Duration::from_secs(1800));
+        let set = format!("[run]\nbackend = \"tensorrt\"\n{dir}load_timeout_s = 90\n");
+        assert_eq!(timeout(&set), Duration::from_secs(90));
     }
 
     #[test]
