@@ -207,6 +207,8 @@ struct Cam {
     plugged: bool,
     opens: u32,
     served: u64,
+    /// When each open was attempted while unplugged.
+    failed_at: Vec<std::time::Instant>,
 }
 
 struct FakeOpener(Arc<Mutex<Cam>>);
@@ -216,6 +218,7 @@ impl Opener for FakeOpener {
     fn open(&mut self, _path: &Path) -> io::Result<Box<dyn Device>> {
         let mut c = self.0.lock().expect("cam");
         if !c.plugged {
+            c.failed_at.push(std::time::Instant::now());
             return Err(io::Error::from_raw_os_error(libc::ENOENT));
         }
         c.opens += 1;
@@ -362,6 +365,24 @@ fn unplugged_camera_reconnects_and_counters_stay_consistent() {
         );
     }
     assert!(!src.connected());
+    // Reopen attempts 5, 10, 20, 40, 40 ms apart (1 s doubling to 30 s on a board): never sooner.
+    let t = std::time::Instant::now();
+    while t.elapsed() < Duration::from_millis(160) {
+        assert_eq!(step(&mut src), Capture::Timeout);
+    }
+    {
+        let c = cam.lock().expect("cam");
+        assert!(c.failed_at.len() >= 3, "{:?}", c.failed_at);
+        for (i, w) in c.failed_at.windows(2).enumerate() {
+            let want = Duration::from_millis((10u64 << i).min(40));
+            assert!(
+                w[1] - w[0] >= want,
+                "retry {} came after {:?}, not {want:?}",
+                i + 2,
+                w[1] - w[0]
+            );
+        }
+    }
     cam.lock().expect("cam").plugged = true;
     let mut resumed = 0;
     for _ in 0..200 {

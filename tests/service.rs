@@ -483,7 +483,10 @@ fn the_unit_verifies_and_its_exposure_is_at_most_2_5() {
         "sched_setaffinity",
         "mlockall",
     ] {
-        assert!(allowed.contains(&call), "{call} is filtered out: {allowed:?}");
+        assert!(
+            allowed.contains(&call),
+            "{call} is filtered out: {allowed:?}"
+        );
     }
     assert!(text.contains("\nSystemCallErrorNumber=EPERM\n"), "{text}");
     // Paths that may be missing on a board must not stop the unit from starting.

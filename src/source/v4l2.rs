@@ -167,8 +167,9 @@ impl V4l2Source {
     fn lose(&mut self, e: &std::io::Error) {
         self.device = None;
         self.disconnects += 1;
-        self.backoff = self.backoff_start;
-        self.retry_at = MonoTime::now().plus(self.backoff);
+        // First try after backoff_start, then each wait doubles: 1, 2, 4, ... 30 s.
+        self.retry_at = MonoTime::now().plus(self.backoff_start);
+        self.backoff = (self.backoff_start * 2).min(self.backoff_max);
         log::warn!(
             "{}: camera lost ({e}); reopening {} with backoff",
             self.uri,
