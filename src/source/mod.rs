@@ -7,7 +7,7 @@
 //! time for synthetic frames, the driver's buffer time for cameras).
 //!
 //! URIs: `synthetic://WxH@FPS`, `file:///x.y4m`, `file:///dir/` (PNG/JPEG sorted by name),
-//! `pipe://` or `-` (YUV4MPEG2 on stdin), `v4l2:///dev/video0` (later issue); a bare
+//! `pipe://` or `-` (YUV4MPEG2 on stdin), `v4l2:///dev/video0` (a camera); a bare
 //! `/dev/videoN` means v4l2 and any other bare path means file. Query options: `?loop=true`,
 //! `?fps=30`.
 

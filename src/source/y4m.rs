@@ -9,8 +9,8 @@
 //! last byte arrived, and only then converted to RGB into the caller's frame: no per-frame
 //! allocation. A file plays at its header rate (or `?fps=`) and may loop; a pipe delivers frames
 //! at the writer's rate. Reading a pipe blocks the capture thread until the writer produces
-//! bytes, so `Source::next`'s timeout is not honoured while a pipe is silent (a stall detector
-//! watching the capture thread is a later issue).
+//! bytes, so `Source::next`'s timeout is not honoured while a pipe is silent (the stall watcher
+//! in `capture.rs` notices that instead).
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
