@@ -31,7 +31,7 @@ use crate::stats::LatencyStats;
 use crate::status::server::StatusServer;
 use crate::system::{SystemFigures, SystemSampler};
 use crate::systemd::Notifier;
-use crate::time::{MonoTime, ms, rfc3339, rfc3339_now};
+use crate::time::{MonoTime, ms, rfc3339_now};
 
 /// Records queued between the pipeline and the stats thread before one is lost.
 const RECORD_QUEUE: usize = 4096;
@@ -100,7 +100,9 @@ pub struct LastMiss {
     pub seq: u64,
     pub latency: Duration,
     pub overshoot: Duration,
-    pub at: String,
+    /// Wall-clock time of the miss, formatted (RFC 3339) only when `/status` is read: the stats
+    /// thread allocates nothing per frame, late frames included.
+    pub at: SystemTime,
 }
 
 /// Everything the stats thread owns and the status handler reads.
@@ -958,7 +960,7 @@ fn absorb(st: &mut StatsState, shared: &Shared, rec: &FrameRecord) -> Option<Mis
             seq: rec.seq,
             latency,
             overshoot,
-            at: rfc3339(SystemTime::now()),
+            at: SystemTime::now(),
         });
         return st.misslog.on_miss(rec.done_at, rec.seq, latency, overshoot);
     }

@@ -108,7 +108,7 @@ pub fn status_json(s: &Shared) -> Value {
     let swaps: Vec<Value> = s.registry().swaps().map(|w| w.to_json()).collect();
     let live = s.live().clone();
     let last_miss = st.last_miss.as_ref().map(|l| {
-        json!({"seq": l.seq, "latency_ms": ms(l.latency), "overshoot_ms": ms(l.overshoot), "at": l.at})
+        json!({"seq": l.seq, "latency_ms": ms(l.latency), "overshoot_ms": ms(l.overshoot), "at": crate::time::rfc3339(l.at)})
     });
     let last_result = st.last_result.as_ref().map(|r| {
         let top: Vec<Value> = r.top[..r.top_len as usize]
