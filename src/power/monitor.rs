@@ -184,10 +184,10 @@ fn run(opts: &PowerOptions, inner: &Inner) {
         let Some(m) = meter.as_mut() else {
             match opts.open() {
                 Ok(m) => {
-                    log::info!("meter {uri}: connected");
+                    // Connected once it delivers: a command that exits at once, or a device
+                    // that opens and then fails, never shows as connected.
+                    log::debug!("meter {uri}: opened");
                     meter = Some(m);
-                    warned = false;
-                    inner.connected.store(true, Ordering::Relaxed);
                 }
                 Err(e) => {
                     if warned {
@@ -207,6 +207,10 @@ fn run(opts: &PowerOptions, inner: &Inner) {
         let t0 = MonoTime::now();
         match m.read() {
             Ok(Some(r)) => {
+                if !inner.connected.swap(true, Ordering::Relaxed) {
+                    log::info!("meter {uri}: connected");
+                    warned = false;
+                }
                 stats().record(Sample {
                     at: MonoTime::now(),
                     watts: r.watts,
@@ -227,9 +231,14 @@ fn run(opts: &PowerOptions, inner: &Inner) {
                 log::debug!("meter {uri}: {e} (bad frames: {n})");
             }
             Err(e) => {
-                log::warn!("meter {uri}: {e}; reconnecting (inference unaffected)");
+                if inner.connected.swap(false, Ordering::Relaxed) {
+                    log::warn!("meter {uri}: {e}; reconnecting (inference unaffected)");
+                } else if warned {
+                    log::debug!("meter {uri}: {e}; next try in {backoff:?}");
+                } else {
+                    log::warn!("meter {uri}: {e}; retrying (1 s doubling to 30 s)");
+                }
                 meter = None;
-                inner.connected.store(false, Ordering::Relaxed);
                 stats().break_continuity();
                 warned = true;
                 if !sleep_until(inner, MonoTime::now().plus(backoff)) {
