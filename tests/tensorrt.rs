@@ -723,6 +723,12 @@ fn bench_reports_gpu_time_beside_the_host_latency() {
     for k in ["p50", "max", "mean"] {
         assert!(device[k].as_f64() <= host[k].as_f64(), "{k}: {v}");
     }
+    // The study's engine memory: 3*16*16 + 4 floats = 3088 bytes of I/O, x2 rounded up to 256.
+    let m = &v["engine_memory"];
+    assert_eq!(m["activation_bytes"], 6400, "{v}");
+    let onnx_len = std::fs::metadata(&model).expect("model").len();
+    assert_eq!(m["persistent_bytes"], round_up(onnx_len, 256), "{v}");
+    assert!(m["serialized_bytes"].as_u64() > Some(0), "{v}");
 }
 
 #[test]

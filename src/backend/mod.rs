@@ -178,7 +178,7 @@ pub trait Engine: Send {
 }
 
 /// Engine memory the way the study reported it: serialized engine + persistent + activation.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct EngineMemory {
     pub serialized_bytes: u64,
     pub persistent_bytes: u64,

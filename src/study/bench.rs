@@ -129,6 +129,10 @@ pub struct BenchReport {
     pub session_rss_mb: f64,
     /// Peak RSS of the bench process, MiB.
     pub peak_rss_mb: f64,
+    /// The engine's own memory as the study reported it for TensorRT (serialized + persistent
+    /// + activation), when the backend knows it.
+    #[serde(default)]
+    pub engine_memory: Option<crate::backend::EngineMemory>,
     pub power: PowerFigures,
 }
 
@@ -321,6 +325,7 @@ pub fn bench_here(args: &BenchArgs) -> anyhow::Result<BenchReport> {
         device_ms,
         session_rss_mb: after.saturating_sub(before) as f64 / 1024.0,
         peak_rss_mb: proc_status_kib("VmHWM:").unwrap_or(0) as f64 / 1024.0,
+        engine_memory: engine.memory(),
         power,
     })
 }
@@ -403,6 +408,17 @@ pub fn table(r: &BenchReport) -> String {
     let l = &r.latency_ms;
     let p = &r.power;
     let w = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.2}"));
+    let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+    let engine = r.engine_memory.as_ref().map_or(String::new(), |m| {
+        format!(
+            "engine MiB serialized {:.2}  persistent {:.2} ({})  activation {:.2}  total {:.2}\n",
+            mib(m.serialized_bytes),
+            mib(m.persistent_bytes),
+            m.persistent_source,
+            mib(m.activation_bytes),
+            mib(m.total_bytes())
+        )
+    });
     let device = r.device_ms.map_or(String::new(), |d| {
         format!(
             "device ms  mean {:.3}  p50 {:.3}  p99 {:.3}  max {:.3}  (the device's own clock)\n",
@@ -413,6 +429,7 @@ pub fn table(r: &BenchReport) -> String {
         "model      {}\nbackend    {} ({} threads), {} trials x ({} warm-up + {} runs), seed {}\n\
          latency ms mean {:.3}  std {:.3}  min {:.3}  p50 {:.3}  p90 {:.3}  p99 {:.3}  max {:.3}  (n={})\n\
          {}memory MiB session {:.1}  peak RSS {:.1}\n\
+         {}\
          power W    idle {}  peak {}  dynamic {}  inferences/s/W {}\n",
         r.model.display(),
         r.backend,
@@ -432,6 +449,7 @@ pub fn table(r: &BenchReport) -> String {
         device,
         r.session_rss_mb,
         r.peak_rss_mb,
+        engine,
         w(p.idle_w),
         w(p.peak_w),
         w(p.dynamic_w),

@@ -73,6 +73,10 @@ fn memory_grows_with_model_size() {
         assert_eq!(v["latency_ms"]["count"], 6);
         assert!(v["power"]["idle_w"].is_null());
         assert!(v["device_ms"].is_null(), "no device time on the CPU: {v}");
+        assert!(
+            v["engine_memory"].is_null(),
+            "ONNX Runtime reports no engine memory: {v}"
+        );
         let mem = v["session_rss_mb"].as_f64().expect("memory");
         let peak = v["peak_rss_mb"].as_f64().expect("peak");
         assert!(mem > 0.0 && peak >= mem, "ratio {ratio}: {mem} / {peak}");
