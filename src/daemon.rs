@@ -674,7 +674,7 @@ fn start_models(
     let loader = spawn("rtinfer-loader", {
         let shared = Arc::clone(shared);
         let stop = Arc::clone(stop);
-        move || Loader::new(Arc::clone(&shared), cfg).run(&rx, &stop)
+        move || Loader::new(Arc::clone(&shared), cfg, stop).run(&rx)
     })?;
     Ok(vec![watcher, forward, loader])
 }

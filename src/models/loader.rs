@@ -98,21 +98,32 @@ pub struct Loader {
     cfg: ModelsConfig,
     /// A timed-out load still running; its result is thrown away when it arrives.
     abandoned: Option<Receiver<Result<Prepared, String>>>,
+    /// Set on shutdown (or when a reload replaces the watch folder): a load in progress is left
+    /// to finish on its own, so SIGTERM during a minutes-long engine build stops at once.
+    stop: Arc<AtomicBool>,
 }
 
+/// How often a wait for a load looks at `stop`.
+const STOP_POLL: Duration = Duration::from_millis(100);
+
 impl Loader {
-    pub fn new(shared: Arc<Shared>, cfg: ModelsConfig) -> Loader {
+    pub fn new(shared: Arc<Shared>, cfg: ModelsConfig, stop: Arc<AtomicBool>) -> Loader {
         Loader {
             shared,
             cfg,
             abandoned: None,
+            stop,
         }
     }
 
+    fn stopping(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
+    }
+
     /// Serves `rx` until `stop` is set or every sender is gone.
-    pub fn run(mut self, rx: &Receiver<LoaderMsg>, stop: &AtomicBool) {
+    pub fn run(mut self, rx: &Receiver<LoaderMsg>) {
         let mut started = false;
-        while !stop.load(Ordering::Relaxed) {
+        while !self.stopping() {
             let msg = match rx.recv_timeout(Duration::from_millis(100)) {
                 Ok(m) => m,
                 Err(RecvTimeoutError::Timeout) => continue,
@@ -187,13 +198,18 @@ impl Loader {
         if !force && self.shared.registry().tried(&name, version) {
             return;
         }
-        self.wait_for_abandoned();
+        if !self.wait_for_abandoned() {
+            return;
+        }
         self.shared
             .registry()
             .set(&name, FileState::Loading, version);
         log::info!("loading candidate {}", path.display());
         match self.load(path.to_path_buf()) {
             Ok(prepared) => self.go_live(&name, version, prepared),
+            Err(_) if self.stopping() => {
+                log::info!("stopping: the load of {name} is left unfinished")
+            }
             Err(reason) => self.reject(&name, reason, version),
         }
     }
@@ -211,23 +227,45 @@ impl Loader {
                 let _ = tx.send(prepare(&path, &cfg, warmup, frame_size));
             })
             .map_err(|e| format!("cannot start a load thread: {e}"))?;
-        match rx.recv_timeout(self.cfg.load_timeout) {
-            Ok(r) => r,
-            Err(RecvTimeoutError::Timeout) => {
-                self.abandoned = Some(rx);
-                Err(format!(
-                    "load exceeded models.load_timeout_s = {} s; abandoned (its result will be discarded)",
-                    self.cfg.load_timeout.as_secs_f64()
-                ))
+        let deadline = MonoTime::now().plus(self.cfg.load_timeout);
+        loop {
+            let left = deadline.saturating_since(MonoTime::now());
+            match rx.recv_timeout(left.min(STOP_POLL)) {
+                Ok(r) => return r,
+                Err(RecvTimeoutError::Disconnected) => {
+                    return Err("the load thread panicked".into());
+                }
+                Err(RecvTimeoutError::Timeout) if self.stopping() => {
+                    return Err("stopping".into());
+                }
+                Err(RecvTimeoutError::Timeout) if left > STOP_POLL => {}
+                Err(RecvTimeoutError::Timeout) => {
+                    self.abandoned = Some(rx);
+                    return Err(format!(
+                        "load exceeded models.load_timeout_s = {} s; abandoned (its result will be discarded)",
+                        self.cfg.load_timeout.as_secs_f64()
+                    ));
+                }
             }
-            Err(RecvTimeoutError::Disconnected) => Err("the load thread panicked".into()),
         }
     }
 
-    fn wait_for_abandoned(&mut self) {
-        if let Some(rx) = self.abandoned.take() {
-            log::info!("waiting for the abandoned load to finish before the next one");
-            let _ = rx.recv();
+    /// Waits for an abandoned load to end before starting another (never two at once); false
+    /// when stopping meanwhile.
+    fn wait_for_abandoned(&mut self) -> bool {
+        let Some(rx) = self.abandoned.take() else {
+            return true;
+        };
+        log::info!("waiting for the abandoned load to finish before the next one");
+        loop {
+            match rx.recv_timeout(STOP_POLL) {
+                Ok(_) | Err(RecvTimeoutError::Disconnected) => return true,
+                Err(RecvTimeoutError::Timeout) if self.stopping() => {
+                    self.abandoned = Some(rx);
+                    return false;
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+            }
         }
     }
 

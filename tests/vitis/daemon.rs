@@ -73,6 +73,64 @@ fn slow_dpu_jobs_are_missed_not_cancelled_in_a_real_run() {
 }
 
 #[test]
+fn sigterm_during_a_long_model_load_stops_at_once() {
+    let dir = util::tempdir();
+    let models = dir.path().join("models");
+    std::fs::create_dir(&models).expect("models folder");
+    // 1 s per DPU job and 20 warm-up runs: the load takes 20 s, well inside the 60 s timeout.
+    fake::model(
+        &models,
+        "slow",
+        "input data int8 1 32 32 3 fix 6\noutput scores int8 1 10 fix 4\nop affine 1 0\nlatency_ms 1000\n",
+    );
+    let config = fake::config(dir.path(), &fake::library(Variant::Full));
+    let sock = dir.path().join("status.sock");
+    let child = rtinfer()
+        .args([
+            "run",
+            "--backend",
+            "vitis",
+            "--source",
+            "synthetic://64x48@30",
+        ])
+        .args(["--warmup", "20", "--config"])
+        .arg(&config)
+        .arg("--models")
+        .arg(&models)
+        .arg("--socket")
+        .arg(&sock)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start daemon");
+    assert!(wait_for(&sock, 20.0), "socket never appeared");
+    let v = util::status_until(&sock, 10.0, |v| {
+        v["state"] == "waiting" && v["swaps"].as_array().is_some()
+    });
+    assert_eq!(v["state"], "waiting", "the load is running: {v}");
+    std::thread::sleep(Duration::from_millis(1500));
+    let t = std::time::Instant::now();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .expect("SIGTERM");
+    let out = child.wait_with_output().expect("exits");
+    let took = t.elapsed();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    // Far less than the 18 s left of the load (systemd's TimeoutStopSec is 20 s).
+    assert!(
+        took < Duration::from_secs(5),
+        "stopped after {took:?}: {stderr}"
+    );
+    assert!(
+        stderr.contains("the load of slow.xmodel is left unfinished"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn a_missing_shim_is_a_start_up_failure_listing_the_paths() {
     let dir = util::tempdir();
     let model = fake::model(
