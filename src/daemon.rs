@@ -692,7 +692,16 @@ impl Daemon {
         for h in self.models.drain(..) {
             let _ = h.join();
         }
-        self.shared.registry().forget_files();
+        // Another folder has other files; the same folder keeps what was tried (the serving
+        // model's file is not loaded a second time).
+        let same_folder = self
+            .shared
+            .models_config()
+            .zip(cfg.as_ref())
+            .is_some_and(|(old, new)| old.watch_dir == new.watch_dir);
+        if !same_folder {
+            self.shared.registry().forget_files();
+        }
         *self
             .shared
             .models_cfg

@@ -563,6 +563,59 @@ fn sighup_replaces_the_power_meter_live() {
 }
 
 #[test]
+fn sighup_pins_a_model_live_and_reloading_the_folder_loads_nothing_twice() {
+    let dir = util::tempdir();
+    let models = dir.path().join("models");
+    std::fs::create_dir(&models).expect("mkdir");
+    let model = zoo_model(dir.path(), "mobilenetv2", "cifar10", 0.25);
+    std::fs::copy(&model, models.join("older.onnx")).expect("copy");
+    std::thread::sleep(Duration::from_millis(1100)); // a later mtime: newer.onnx is the newest
+    std::fs::copy(&model, models.join("newer.onnx")).expect("copy");
+    let cfg = dir.path().join("rtinfer.toml");
+    let sock = dir.path().join("s.sock");
+    let write = |extra: &str| {
+        let text = format!("[models]\nwatch_dir = \"{}\"\n{extra}", models.display());
+        std::fs::write(&cfg, text).expect("config")
+    };
+    write("warmup = 1\n");
+    let child = rtinfer_ort()
+        .args(["run", "--source", "synthetic://64x48@60", "--config"])
+        .arg(&cfg)
+        .arg("--socket")
+        .arg(&sock)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start");
+    assert!(wait_for(&sock, 20.0));
+    let v = status_until(&sock, 20.0, |v| v["model"]["name"] == "newer");
+    assert_eq!(v["model"]["name"], "newer", "the newest starts: {v}");
+    let swaps = |v: &Value| v["swaps"].as_array().map_or(0, Vec::len);
+    let at_start = swaps(&v);
+
+    // A pin set by reload takes effect at once.
+    write("warmup = 1\nactive = \"older.onnx\"\n");
+    signal(&child, Signal::SIGHUP);
+    let v = status_until(&sock, 20.0, |v| v["model"]["name"] == "older");
+    assert_eq!(v["model"]["name"], "older", "the pin goes live: {v}");
+    assert_eq!(swaps(&v), at_start + 1, "{v}");
+
+    // Another [models] change in the same folder: the serving model is not loaded again.
+    write("warmup = 2\nactive = \"older.onnx\"\n");
+    signal(&child, Signal::SIGHUP);
+    std::thread::sleep(Duration::from_millis(1500));
+    let v = status_until(&sock, 1.0, |_| true);
+    assert_eq!(v["model"]["name"], "older", "{v}");
+    assert_eq!(
+        swaps(&v),
+        at_start + 1,
+        "no second load of the same file: {v}"
+    );
+    signal(&child, Signal::SIGINT);
+    assert!(child.wait_with_output().expect("exit").status.success());
+}
+
+#[test]
 fn sighup_follows_a_new_watch_folder_while_the_model_keeps_serving() {
     let dir = util::tempdir();
     let a = dir.path().join("a");

@@ -146,15 +146,20 @@ impl Loader {
         }
     }
 
-    /// At start: the pinned model or the newest; later (after an overflow or the folder coming
-    /// back): the newest file not tried in this version.
+    /// At start (of the daemon, or after a reload changed `[models]`): the pinned model, unless
+    /// it already serves or the serving model came from `run.model` outside the folder; else the
+    /// newest file not tried in this version. Later (after an overflow or the folder coming
+    /// back): the newest file not tried.
     fn rescan(&mut self, first: bool, since: SystemTime) {
         let dir = self.cfg.watch_dir.clone();
-        if first
-            && self.shared.model().is_none()
-            && let Some(name) = self.cfg.active.clone()
-        {
-            self.consider(&dir.join(name), true);
+        if first && let Some(name) = self.cfg.active.clone() {
+            let pinned = dir.join(&name);
+            let serving = self.shared.model().map(|m| m.path.clone());
+            match serving {
+                Some(p) if p == pinned => {}
+                Some(p) if p.parent() != Some(dir.as_path()) => {}
+                _ => self.consider(&pinned, true),
+            }
             return;
         }
         // Files written after the watch was set up announce themselves with their own close or
