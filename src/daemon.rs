@@ -595,7 +595,10 @@ pub fn start(
             w.run()
         })?;
     }
-    crate::rt::lock_memory(&shared.config.realtime, &shared.realtime);
+    if pipe.is_some() {
+        // With a watch folder and no model yet, the loader locks once the first one is live.
+        crate::rt::lock_memory(&shared.config.realtime, &shared.realtime);
+    }
     let pipeline = spawn("rtinfer-pipeline", {
         let shared = Arc::clone(&shared);
         move || {

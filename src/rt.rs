@@ -92,6 +92,9 @@ pub struct RealtimeReport {
     /// The pipeline thread's CPU, and the intra-op list, as applied; `None` when not pinned.
     pub cpus: Option<Vec<usize>>,
     pub memory_locked: bool,
+    /// Whether locking was decided already (locked or refused): it is decided once, when the
+    /// first model is in memory.
+    pub lock_decided: bool,
     /// One line per refused knob.
     pub warnings: Vec<String>,
 }
@@ -205,8 +208,15 @@ pub fn ort_affinity(cpus: &[usize], threads: usize) -> Option<String> {
 }
 
 /// Locks memory if `opts.lock_memory` and it is safe (see the module docs); records the outcome.
+/// Call it once a model is loaded (at start, or when the watch folder's first model goes live):
+/// the headroom check must see the model in the process. Decides once; later calls do nothing.
 pub fn lock_memory(opts: &RealtimeOptions, state: &RealtimeState) {
     if !opts.lock_memory {
+        return;
+    }
+    let mut decided = false;
+    state.update(|r| decided = std::mem::replace(&mut r.lock_decided, true));
+    if decided {
         return;
     }
     match memlock_decision(

@@ -333,6 +333,51 @@ fn locked_kb(pid: u32) -> u64 {
 }
 
 #[test]
+fn with_a_watch_folder_memory_is_locked_once_the_first_model_is_live() {
+    const CAP_IPC_LOCK: u32 = 14;
+    if !has_cap(CAP_IPC_LOCK) {
+        eprintln!("skipped: no CAP_IPC_LOCK");
+        return;
+    }
+    let dir = util::tempdir();
+    let models = dir.path().join("models");
+    std::fs::create_dir(&models).expect("mkdir");
+    let model = zoo_model(dir.path(), "mobilenetv2", "cifar10", 0.25);
+    std::fs::copy(&model, models.join("m.onnx")).expect("copy");
+    let cfg = write_config(dir.path(), "[realtime]\nlock_memory = true\n");
+    let sock = dir.path().join("s.sock");
+    let child = Command::new(env!("CARGO_BIN_EXE_rtinfer"))
+        .args([
+            "run",
+            "--source",
+            "synthetic://64x48@60",
+            "--warmup",
+            "2",
+            "--config",
+        ])
+        .arg(&cfg)
+        .arg("--models")
+        .arg(&models)
+        .arg("--socket")
+        .arg(&sock)
+        .env("ORT_DYLIB_PATH", util::ort_library())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start daemon");
+    assert!(wait_for(&sock, 30.0), "socket never appeared");
+    let v = status_until(&sock, 20.0, |v| v["realtime"]["memory_locked"] == true);
+    let locked = locked_kb(child.id());
+    let (_, err) = stop(child);
+    assert_eq!(v["realtime"]["memory_locked"], true, "{v} {err}");
+    assert!(locked > 0, "VmLck is {locked} kB");
+    let live = err.find("model m is live").expect("the model went live");
+    let lock = err.find("memory locked").expect("locked");
+    assert!(live < lock, "locked after the model loaded: {err}");
+    assert_eq!(err.matches("memory locked").count(), 1, "{err}");
+}
+
+#[test]
 fn memory_is_locked_only_when_the_limit_allows_it() {
     let dir = util::tempdir();
     let model = zoo_model(dir.path(), "mobilenetv2", "cifar10", 0.25);

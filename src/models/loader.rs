@@ -304,6 +304,8 @@ impl Loader {
         // the heap it and the load left behind goes back to the kernel.
         drop(retired);
         crate::rt::trim_heap();
+        // Memory is locked (realtime.lock_memory) once the first model is in the process.
+        crate::rt::lock_memory(&self.shared.config.realtime, &self.shared.realtime);
     }
 
     fn reject(&mut self, name: &str, reason: String, version: Option<Version>) {
