@@ -245,7 +245,15 @@ fn split_csv(line: &str) -> Vec<String> {
 }
 
 /// Fits `y_col` against `x_col` of a sweep CSV (rows with empty or non-numeric cells skipped).
-pub fn fit_csv(path: &Path, x_col: &str, y_col: &str) -> anyhow::Result<LinearFit> {
+/// Fits `y_col` against `x_col` over the rows of a sweep CSV. When the CSV has a `precision`
+/// column (`sweep --precisions fp32,int8` writes both kinds), only rows of `precision` count
+/// (`int8` also takes TensorRT's `mixed`): one line per precision, as the study fitted them.
+pub fn fit_csv(
+    path: &Path,
+    x_col: &str,
+    y_col: &str,
+    precision: Precision,
+) -> anyhow::Result<LinearFit> {
     let (header, rows) = read_csv(path)?;
     let col = |name: &str| {
         header
@@ -254,8 +262,14 @@ pub fn fit_csv(path: &Path, x_col: &str, y_col: &str) -> anyhow::Result<LinearFi
             .with_context(|| format!("{}: no column {name:?} (has {header:?})", path.display()))
     };
     let (xi, yi) = (col(x_col)?, col(y_col)?);
+    let pi = header.iter().position(|h| h.trim() == "precision");
+    let wanted = |p: &str| match precision {
+        Precision::Fp32 => p == "fp32",
+        Precision::Int8 => matches!(p, "int8" | "mixed"),
+    };
     let (xs, ys): (Vec<f64>, Vec<f64>) = rows
         .iter()
+        .filter(|r| pi.is_none_or(|i| r.get(i).is_some_and(|p| wanted(p.trim()))))
         .filter_map(|r| {
             let x = r.get(xi)?.trim().parse::<f64>().ok()?;
             let y = r.get(yi)?.trim().parse::<f64>().ok()?;
@@ -295,7 +309,7 @@ pub fn run(a: AdviseArgs) -> anyhow::Result<u8> {
                 Metric::Latency => "mean_ms".into(),
                 Metric::Memory => "session_rss_mb".into(),
             });
-            let f = fit_csv(csv, &a.x_column, &y)?;
+            let f = fit_csv(csv, &a.x_column, &y, a.precision)?;
             let line = (f.slope, f.bias, f.r, f.p_value);
             advise(metric, target, p_o, line, csv.display().to_string())
         }

@@ -117,6 +117,10 @@ pub struct PowerFigures {
 pub struct BenchReport {
     pub model: PathBuf,
     pub backend: String,
+    /// The engine's precision (`fp32`, `int8` for a QDQ or `NAME.int8.onnx` model, `mixed` for a
+    /// TensorRT int8 engine): what tells a sweep's fp32 and int8 rows apart.
+    #[serde(default)]
+    pub precision: String,
     pub threads: usize,
     pub protocol: Protocol,
     pub seed: u64,
@@ -318,6 +322,7 @@ pub fn bench_here(args: &BenchArgs) -> anyhow::Result<BenchReport> {
     Ok(BenchReport {
         model: args.model.clone(),
         backend: backend.kind().name().into(),
+        precision: engine.info().precision.name().into(),
         threads: cfg.threads,
         protocol: args.protocol(),
         seed: args.seed,
@@ -362,7 +367,7 @@ pub fn fill_random(buf: InputBufMut<'_>, seed: u64) {
 }
 
 /// Column names of [`csv_row`].
-pub const CSV_HEADER: &str = "model,backend,threads,trials,runs,mean_ms,std_ms,min_ms,p50_ms,p90_ms,p99_ms,max_ms,session_rss_mb,peak_rss_mb,idle_w,peak_w,dynamic_w,throughput_per_w";
+pub const CSV_HEADER: &str = "model,backend,precision,threads,trials,runs,mean_ms,std_ms,min_ms,p50_ms,p90_ms,p99_ms,max_ms,session_rss_mb,peak_rss_mb,idle_w,peak_w,dynamic_w,throughput_per_w";
 
 fn opt(v: Option<f64>) -> String {
     v.map_or(String::new(), |v| format!("{v:.3}"))
@@ -372,9 +377,10 @@ fn opt(v: Option<f64>) -> String {
 pub fn csv_row(r: &BenchReport) -> String {
     let l = &r.latency_ms;
     format!(
-        "{},{},{},{},{},{:.4},{:.4},{:.4},{:.4},{:.4},{:.4},{:.4},{:.2},{:.2},{},{},{},{}",
+        "{},{},{},{},{},{},{:.4},{:.4},{:.4},{:.4},{:.4},{:.4},{:.4},{:.2},{:.2},{},{},{},{}",
         csv_field(&r.model.display().to_string()),
         r.backend,
+        r.precision,
         r.threads,
         r.protocol.trials,
         r.protocol.runs,
@@ -426,13 +432,14 @@ pub fn table(r: &BenchReport) -> String {
         )
     });
     format!(
-        "model      {}\nbackend    {} ({} threads), {} trials x ({} warm-up + {} runs), seed {}\n\
+        "model      {}\nbackend    {} {} ({} threads), {} trials x ({} warm-up + {} runs), seed {}\n\
          latency ms mean {:.3}  std {:.3}  min {:.3}  p50 {:.3}  p90 {:.3}  p99 {:.3}  max {:.3}  (n={})\n\
          {}memory MiB session {:.1}  peak RSS {:.1}\n\
          {}\
          power W    idle {}  peak {}  dynamic {}  inferences/s/W {}\n",
         r.model.display(),
         r.backend,
+        r.precision,
         r.threads,
         r.protocol.trials,
         r.protocol.warmup,

@@ -192,7 +192,7 @@ fn eval_in_child(model: &Path, images: &Path, a: &SweepArgs) -> anyhow::Result<E
 }
 
 /// Column names of the sweep CSV.
-pub const CSV_HEADER: &str = "name,params,params_torch,flops,flops_thop,cdl,model,backend,threads,trials,runs,mean_ms,std_ms,min_ms,p50_ms,p90_ms,p99_ms,max_ms,session_rss_mb,peak_rss_mb,idle_w,peak_w,dynamic_w,throughput_per_w,top1,top5";
+pub const CSV_HEADER: &str = "name,params,params_torch,flops,flops_thop,cdl,model,backend,precision,threads,trials,runs,mean_ms,std_ms,min_ms,p50_ms,p90_ms,p99_ms,max_ms,session_rss_mb,peak_rss_mb,idle_w,peak_w,dynamic_w,throughput_per_w,top1,top5";
 
 /// The sweep CSV text.
 pub fn to_csv(rows: &[Row]) -> String {

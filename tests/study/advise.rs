@@ -47,6 +47,38 @@ fn least_squares_against_hand_values() {
 }
 
 #[test]
+fn a_sweep_with_both_precisions_is_fitted_one_precision_at_a_time() {
+    let dir = util::tempdir();
+    let csv = dir.path().join("sweep.csv");
+    // fp32 rows: mean_ms = 2e-6 x + 1; int8 rows (and TensorRT's "mixed"): 1e-6 x + 0.5.
+    std::fs::write(
+        &csv,
+        "name,params,precision,mean_ms\n\
+         a,1000000,fp32,3\nb,2000000,fp32,5\nc,3000000,fp32,7\n\
+         a8,1000000,int8,1.5\nb8,2000000,mixed,2.5\nc8,3000000,int8,3.5\n",
+    )
+    .expect("write");
+    let fit = |p: &str| {
+        let o = util::rtinfer()
+            .args(["advise", "--latency-ms", "5", "--params", "8e6", "--json"])
+            .args(["--precision", p, "--fit"])
+            .arg(&csv)
+            .output()
+            .expect("run");
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+        (
+            v["slope"].as_f64().expect("slope"),
+            v["r"].as_f64().expect("r"),
+        )
+    };
+    let (m, r) = fit("fp32");
+    assert!(close(m, 2e-6) && close(r, 1.0), "fp32: {m} {r}");
+    let (m, r) = fit("int8");
+    assert!(close(m, 1e-6) && close(r, 1.0), "int8: {m} {r}");
+}
+
+#[test]
 fn fit_from_a_sweep_csv_and_unreachable_targets() {
     let dir = util::tempdir();
     let csv = dir.path().join("sweep.csv");

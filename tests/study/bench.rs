@@ -77,6 +77,7 @@ fn memory_grows_with_model_size() {
             v["engine_memory"].is_null(),
             "ONNX Runtime reports no engine memory: {v}"
         );
+        assert_eq!(v["precision"], "fp32", "{v}");
         let mem = v["session_rss_mb"].as_f64().expect("memory");
         let peak = v["peak_rss_mb"].as_f64().expect("peak");
         assert!(mem > 0.0 && peak >= mem, "ratio {ratio}: {mem} / {peak}");
