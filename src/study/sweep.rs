@@ -290,6 +290,26 @@ pub fn charts(dir: &Path, rows: &[Row], budget: f64) -> anyhow::Result<Vec<PathB
         let p = dir.join("accuracy_vs_latency.svg");
         plot::vline_scatter(&p, "top-1 accuracy vs latency", &acc, budget, &budget_label)?;
         written.push(p);
+        // The study's other trade-off: accuracy against the memory a model costs.
+        let mem: Vec<(f64, f64)> = rows
+            .iter()
+            .filter_map(|r| Some((r.bench.session_rss_mb, r.eval.as_ref()?.top1)))
+            .collect();
+        let p = dir.join("accuracy_vs_memory.svg");
+        plot::scatter(
+            &p,
+            &Scatter {
+                title: "top-1 accuracy vs memory",
+                x_label: "session memory (MiB)",
+                y_label: "top-1 accuracy",
+                points: &mem,
+                hline: None,
+                fit: None,
+                joined: false,
+                extra: None,
+            },
+        )?;
+        written.push(p);
     }
     Ok(written)
 }

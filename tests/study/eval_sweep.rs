@@ -203,6 +203,7 @@ fn sweep_writes_csv_rows_and_svg_charts() {
         "latency_vs_params.svg",
         "memory_vs_params.svg",
         "accuracy_vs_latency.svg",
+        "accuracy_vs_memory.svg",
     ] {
         parse_svg(&out.join(svg));
     }
@@ -244,6 +245,7 @@ fn sweep_generated_grid() {
     );
     assert!(out.join("models/vgg11-cifar10-r0.5.onnx").is_file());
     assert!(!out.join("accuracy_vs_latency.svg").exists());
+    assert!(!out.join("accuracy_vs_memory.svg").exists());
     // int8 grids: each generated model also quantized; an unknown precision is refused.
     let o = util::rtinfer_ort()
         .args([
