@@ -408,12 +408,16 @@ fn weight_inputs(op_type: &str) -> &'static [usize] {
         "BatchNormalization" => &[1, 2],
         "QLinearConv" => &[3, 8],
         "QGemm" => &[3, 6],
+        "ConvInteger" => &[1],
+        "MatMulInteger" => &[0, 1],
+        "QLinearMatMul" => &[0, 3],
         _ => &[],
     }
 }
 
 /// Learned parameters of a model: elements of the weight and bias initializers of Conv,
-/// ConvTranspose, Gemm, MatMul, BatchNormalization, QLinearConv and QGemm. A weight reached
+/// ConvTranspose, Gemm, MatMul, BatchNormalization and the quantized forms (QLinearConv, QGemm,
+/// ConvInteger, MatMulInteger, QLinearMatMul). A weight reached
 /// through a `DequantizeLinear` (QDQ-quantised models) counts its quantised initializer. Each
 /// initializer counts once even when shared.
 pub fn model_params(model: &ModelProto) -> u64 {
@@ -518,6 +522,41 @@ mod tests {
     #[test]
     fn params_count_conv_weight_and_bias_once() {
         assert_eq!(model_params(&tiny_model()), 4 * 27 + 4);
+    }
+
+    #[test]
+    fn params_count_the_integer_forms_weights() {
+        let init = |name: &str, dims: Vec<i64>| TensorProto {
+            dims,
+            data_type: 3, // int8
+            name: name.into(),
+            ..Default::default()
+        };
+        let node = |op: &str, inputs: &[&str]| NodeProto {
+            input: inputs.iter().map(|s| s.to_string()).collect(),
+            op_type: op.into(),
+            ..Default::default()
+        };
+        let m = ModelProto {
+            graph: Some(GraphProto {
+                node: vec![
+                    node("ConvInteger", &["x", "cw", "xz", "wz"]),
+                    node("MatMulInteger", &["a", "mw", "az", "bz"]),
+                    node("QLinearMatMul", &["a", "as", "az", "qw", "bs", "bz", "ys", "yz"]),
+                ],
+                // Scales and zero points are not parameters; only the three weights count.
+                initializer: vec![
+                    init("cw", vec![8, 3, 3, 3]),
+                    init("mw", vec![16, 10]),
+                    init("qw", vec![10, 5]),
+                    init("wz", vec![8]),
+                    init("as", vec![]),
+                ],
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        assert_eq!(model_params(&m), 8 * 27 + 160 + 50);
     }
 
     #[test]
