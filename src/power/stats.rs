@@ -46,6 +46,10 @@ pub struct PowerFigures {
     /// Energy of the samples in the span.
     pub energy_j: f64,
     pub samples: usize,
+    /// When the span began before the oldest sample the ring still holds (it keeps the last
+    /// 4096): the figures cover only its end, from this many seconds before `to`.
+    #[serde(skip)]
+    pub covers_only_s: Option<f64>,
 }
 
 /// What `/status` shows under `power` (and what `/metrics` exports as gauges).
@@ -241,6 +245,10 @@ impl PowerStats {
         let mean = (n > 0).then(|| sum / n as f64);
         let peak = (n > 0).then_some(peak);
         let fps = fps.filter(|f| f.is_finite() && *f > 0.0);
+        let oldest = self.entries().next().map(|e| e.sample.at);
+        let covers_only_s = oldest
+            .filter(|o| self.len == RING_CAPACITY && *o > from)
+            .map(|o| to.saturating_since(o).as_secs_f64());
         PowerFigures {
             idle_watts: idle,
             mean_watts: mean,
@@ -250,6 +258,7 @@ impl PowerStats {
             joules_per_frame: mean.zip(fps).map(|(m, f)| m / f),
             energy_j: energy,
             samples: n,
+            covers_only_s,
         }
     }
 
@@ -325,6 +334,12 @@ mod tests {
         let f = s.figures(at(0.0), at(1e9), None);
         assert_eq!(f.samples, RING_CAPACITY);
         assert_eq!(f.peak_watts, Some((RING_CAPACITY + 9) as f64));
+        // The span began before the oldest sample kept (at 10 s): the figures say so.
+        let end = (RING_CAPACITY + 9) as f64;
+        let covers = f.covers_only_s.expect("a truncated span is flagged");
+        assert!((covers - (1e9 - 10.0)).abs() < 1e-3, "{covers}");
+        let inside = s.figures(at(20.0), at(end), None);
+        assert_eq!(inside.covers_only_s, None, "a span inside the ring is whole");
     }
 
     #[test]

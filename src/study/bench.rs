@@ -311,6 +311,13 @@ pub fn bench_here(args: &BenchArgs) -> anyhow::Result<BenchReport> {
     let device_ms = measured_device.as_deref().and_then(Summary::of);
     let power = meter.as_ref().map_or_else(PowerFigures::default, |m| {
         let f = m.figures(t0, t1, Some(1000.0 / latency_ms.mean));
+        if let Some(s) = f.covers_only_s {
+            log::warn!(
+                "power figures cover only the last {s:.1} s of the {:.1} s bench: the meter's ring \
+                 holds 4096 samples (raise power.interval_ms, or bench fewer runs)",
+                t1.saturating_since(t0).as_secs_f64()
+            );
+        }
         m.stop();
         PowerFigures {
             idle_w: f.idle_watts,
