@@ -929,6 +929,9 @@ fn stats_thread(shared: &Shared, rx: &Receiver<FrameRecord>) {
         {
             let mut st = shared.stats();
             for rec in &batch {
+                // A period that ended before this frame gets its summary first, so it is logged
+                // before the next period's detailed line, not after it.
+                lines.extend(st.misslog.tick(rec.done_at));
                 lines.extend(absorb(&mut st, shared, rec));
             }
             lines.extend(st.misslog.tick(MonoTime::now()));

@@ -308,6 +308,17 @@ fn impossible_budget_makes_every_frame_a_miss_with_at_most_two_log_lines_per_sec
         "more than two miss lines in a second: {per_second:?}\n{stderr}"
     );
     assert!(total <= 2 * 5, "{total} miss lines in a 3 s run");
+    // Every frame misses, so each period's summary follows its own detailed line ("first shown
+    // above"), before the next period's: never two detailed lines in a row.
+    let kinds: Vec<bool> = stderr
+        .lines()
+        .filter(|l| l.contains("rtinfer::pipeline") && l.contains("WARN"))
+        .map(|l| l.contains("deadline missed: frame"))
+        .collect();
+    assert!(
+        kinds.windows(2).all(|w| !(w[0] && w[1])),
+        "a summary came after the next detailed line:\n{stderr}"
+    );
 }
 
 /// Runs `rtinfer run` with `args` and returns (exit code, stderr).
