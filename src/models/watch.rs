@@ -77,7 +77,11 @@ pub fn run(dir: &Path, tx: &Sender<WatchEvent>, stop: &AtomicBool) {
         }
         match follow(&ino, dir, tx, stop) {
             Lost::Folder => {
-                log::warn!("watch folder {} was removed; waiting for it", dir.display())
+                log::warn!("watch folder {} was removed; waiting for it", dir.display());
+                // `/models` `watching` turns false until the folder is back.
+                if tx.send(WatchEvent::Lost).is_err() {
+                    return;
+                }
             }
             Lost::Receiver | Lost::Stopped => return,
         }
@@ -252,6 +256,15 @@ mod tests {
         assert_eq!(next_changed(&rx), Some(dir.join("x.onnx")));
 
         std::fs::remove_dir_all(&dir).expect("rm");
+        let end = Instant::now() + Duration::from_secs(5);
+        let mut lost = false;
+        while Instant::now() < end && !lost {
+            lost = matches!(
+                rx.recv_timeout(Duration::from_millis(100)),
+                Ok(WatchEvent::Lost)
+            );
+        }
+        assert!(lost, "a removed folder is reported lost (/models watching = false)");
         std::fs::create_dir(&dir).expect("mkdir again");
         let end = Instant::now() + Duration::from_secs(5);
         let mut rescanned = false;
