@@ -96,6 +96,13 @@ struct RunArgs {
     /// Path of libonnxruntime.so (searched first).
     #[arg(long)]
     ort_library: Option<PathBuf>,
+    /// ONNX Runtime graph optimisation: disable | basic | extended | all (onnxruntime.optimization).
+    #[arg(long)]
+    optimization: Option<String>,
+    /// ONNX Runtime intra-op spinning: true | false (onnxruntime.spinning; off by default, so an
+    /// idle pool does not burn a core between frames).
+    #[arg(long)]
+    spinning: Option<bool>,
     /// stretch | center-crop | letterbox
     #[arg(long)]
     resize: Option<String>,
@@ -307,6 +314,10 @@ fn overlay(raw: &mut RawConfig, a: &RunArgs) {
     if a.ort_library.is_some() {
         raw.onnxruntime.library.clone_from(&a.ort_library);
     }
+    if a.optimization.is_some() {
+        raw.onnxruntime.optimization.clone_from(&a.optimization);
+    }
+    raw.onnxruntime.spinning = a.spinning.or(raw.onnxruntime.spinning);
     if a.resize.is_some() {
         raw.preprocess.resize.clone_from(&a.resize);
     }

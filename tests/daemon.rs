@@ -321,6 +321,43 @@ fn impossible_budget_makes_every_frame_a_miss_with_at_most_two_log_lines_per_sec
     );
 }
 
+#[test]
+fn runtime_knobs_have_flags_that_override_the_file() {
+    let dir = util::tempdir();
+    let sock = dir.path().join("s.sock");
+    let sock = sock.to_str().expect("utf-8");
+    let model = zoo_model(dir.path(), "mobilenetv2", "cifar10", 0.25);
+    let m = model.to_str().expect("utf-8");
+    let (code, err) = run_fail(
+        &["--model", m, "--socket", sock, "--optimization", "turbo"],
+        &[],
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("onnxruntime.optimization"), "{err}");
+    let (code, err) = run_fail(
+        &["--model", m, "--socket", sock, "--spinning", "maybe"],
+        &[],
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--spinning"), "{err}");
+    let (code, err) = run_fail(
+        &[
+            "--model",
+            m,
+            "--socket",
+            sock,
+            "--optimization",
+            "basic",
+            "--spinning",
+            "true",
+            "--duration",
+            "0.3",
+        ],
+        &[],
+    );
+    assert_eq!(code, 0, "{err}");
+}
+
 /// Runs `rtinfer run` with `args` and returns (exit code, stderr).
 fn run_fail(args: &[&str], env: &[(&str, &str)]) -> (i32, String) {
     let mut c = rtinfer_ort();

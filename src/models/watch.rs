@@ -264,7 +264,10 @@ mod tests {
                 Ok(WatchEvent::Lost)
             );
         }
-        assert!(lost, "a removed folder is reported lost (/models watching = false)");
+        assert!(
+            lost,
+            "a removed folder is reported lost (/models watching = false)"
+        );
         std::fs::create_dir(&dir).expect("mkdir again");
         let end = Instant::now() + Duration::from_secs(5);
         let mut rescanned = false;

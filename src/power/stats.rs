@@ -339,7 +339,10 @@ mod tests {
         let covers = f.covers_only_s.expect("a truncated span is flagged");
         assert!((covers - (1e9 - 10.0)).abs() < 1e-3, "{covers}");
         let inside = s.figures(at(20.0), at(end), None);
-        assert_eq!(inside.covers_only_s, None, "a span inside the ring is whole");
+        assert_eq!(
+            inside.covers_only_s, None,
+            "a span inside the ring is whole"
+        );
     }
 
     #[test]

@@ -542,7 +542,10 @@ mod tests {
                 node: vec![
                     node("ConvInteger", &["x", "cw", "xz", "wz"]),
                     node("MatMulInteger", &["a", "mw", "az", "bz"]),
-                    node("QLinearMatMul", &["a", "as", "az", "qw", "bs", "bz", "ys", "yz"]),
+                    node(
+                        "QLinearMatMul",
+                        &["a", "as", "az", "qw", "bs", "bz", "ys", "yz"],
+                    ),
                 ],
                 // Scales and zero points are not parameters; only the three weights count.
                 initializer: vec![
