@@ -551,7 +551,7 @@ fn check_config_accepts_the_example_and_rejects_unknown_keys_with_position() {
 
 /// A valid one-node ONNX model, `output = Gemm(input, W, b)` with input (1, n_in): a vector
 /// model, the kind of file that must be refused as "not an image input".
-fn gemm_model(n_in: i64, n_out: i64) -> rtinfer::study::onnx_pb::ModelProto {
+pub fn gemm_model(n_in: i64, n_out: i64) -> rtinfer::study::onnx_pb::ModelProto {
     use rtinfer::study::onnx_pb as pb;
     let tensor = |name: &str, dims: Vec<i64>| pb::TensorProto {
         name: name.into(),

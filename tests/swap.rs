@@ -166,21 +166,33 @@ fn bad_files_are_rejected_and_the_active_model_keeps_serving() {
     std::fs::write(models.join("truncated.onnx"), &bytes[..bytes.len() / 2]).expect("write");
     std::fs::write(models.join("notes.txt"), b"hello").expect("write");
     std::fs::write(models.join(".hidden.onnx"), &bytes).expect("write");
+    // And a valid ONNX model whose input is not an image (1 x 16).
+    let vector = dir.path().join("vector.onnx");
+    rtinfer::study::onnx_pb::write_model(&vector, &crate::daemon::gemm_model(16, 4))
+        .expect("write model");
+    drop_in(&vector, &models, "vector.onnx");
+    let lifetime = |v: &Value| v["latency_ms_lifetime"]["end_to_end"]["count"].as_u64();
     let v = status_until(&d.sock, 30.0, |v| {
         swaps(v)
             .iter()
             .filter(|s| s["result"] == "rejected")
             .count()
-            >= 2
+            >= 3
     });
     let rejected: Vec<Value> = swaps(&v)
         .into_iter()
         .filter(|s| s["result"] == "rejected")
         .collect();
-    assert_eq!(rejected.len(), 2, "{v}");
+    assert_eq!(rejected.len(), 3, "{v}");
     for r in &rejected {
         assert!(r["reason"].as_str().is_some_and(|s| !s.is_empty()), "{r}");
     }
+    assert!(
+        rejected.iter().any(|r| r["reason"]
+            .as_str()
+            .is_some_and(|s| s.contains("not an image input"))),
+        "{v}"
+    );
     assert_eq!(
         v["model"]["name"], "good",
         "the active model is unchanged: {v}"
@@ -193,6 +205,9 @@ fn bad_files_are_rejected_and_the_active_model_keeps_serving() {
         later["frames"]["processed"].as_u64().unwrap_or(0) > before + 30,
         "frames keep flowing"
     );
+    // The percentiles carry on: the lifetime histogram keeps every frame across the rejections.
+    assert!(lifetime(&later) > lifetime(&v), "{later}");
+    assert!(util::counters_add_up(&later), "{later}");
     assert_eq!(later["model"]["name"], "good");
 
     let (code, body) = curl(&d.sock, "/models");
@@ -240,14 +255,14 @@ fn bad_files_are_rejected_and_the_active_model_keeps_serving() {
             .iter()
             .filter(|s| s["result"] == "rejected")
             .count()
-            >= 3
+            >= 4
     });
     assert_eq!(
         swaps(&v)
             .iter()
             .filter(|s| s["result"] == "rejected")
             .count(),
-        3,
+        4,
         "{v}"
     );
     let (code, _) = curl(&d.sock, "/models/nope.onnx/activate");
