@@ -105,6 +105,54 @@ fn synthetic_run_serves_every_status_key_and_counters_add_up() {
         );
     }
     assert!(pct(&v, "inference", "p50") <= pct(&v, "end_to_end", "p50"));
+    // Every nested key of the contract (../shared/DESIGN.md), present (null where it does not
+    // apply yet).
+    let nested: [(&str, &[&str]); 7] = [
+        (
+            "frames",
+            &[
+                "captured",
+                "processed",
+                "missed_deadline",
+                "dropped",
+                "cancelled",
+                "in_flight",
+            ],
+        ),
+        (
+            "source",
+            &[
+                "uri",
+                "connected",
+                "width",
+                "height",
+                "fps",
+                "interval_jitter_ms_p99",
+            ],
+        ),
+        ("realtime", &["priority", "cpus", "memory_locked"]),
+        ("system", &["rss_bytes", "cpu_load", "temperature_c"]),
+        ("memory", &["rss_bytes"]),
+        ("config", &["path", "loaded_at", "restart_required"]),
+        ("last_result", &["seq", "top"]),
+    ];
+    for (section, keys) in nested {
+        for key in keys {
+            assert!(v[section].get(key).is_some(), "{section}.{key} absent: {v}");
+        }
+    }
+    for window in ["latency_ms", "latency_ms_lifetime"] {
+        for stage in ["end_to_end", "inference", "preprocess", "postprocess"] {
+            for key in ["p50", "p90", "p95", "p99", "p999", "max", "mean", "count"] {
+                assert!(
+                    v[window][stage].get(key).is_some(),
+                    "{window}.{stage}.{key} absent"
+                );
+            }
+        }
+    }
+    let top = &v["last_result"]["top"][0];
+    assert!(top["class"].is_u64() && top["score"].is_f64(), "{top}");
     assert!(
         v["last_result"]["top"]
             .as_array()
