@@ -406,6 +406,32 @@ fn runtime_knobs_have_flags_that_override_the_file() {
     assert_eq!(code, 0, "{err}");
 }
 
+#[cfg(not(feature = "tensorrt-double"))]
+#[test]
+fn a_backend_not_compiled_in_is_a_start_up_failure_saying_how_to_get_it() {
+    let dir = util::tempdir();
+    let model = zoo_model(dir.path(), "mobilenetv2", "cifar10", 0.25);
+    let sock = dir.path().join("s.sock");
+    let (code, err) = run_fail(
+        &[
+            "--backend",
+            "tensorrt",
+            "--model",
+            model.to_str().expect("utf-8"),
+            "--socket",
+            sock.to_str().expect("utf-8"),
+        ],
+        &[],
+    );
+    assert_eq!(code, 3, "{err}");
+    assert!(
+        err.contains("tensorrt backend is not compiled into this build"),
+        "{err}"
+    );
+    assert!(err.contains("--features tensorrt"), "{err}");
+    assert_eq!(error_lines(&err).len(), 1, "{err}");
+}
+
 /// Runs `rtinfer run` with `args` and returns (exit code, stderr).
 fn run_fail(args: &[&str], env: &[(&str, &str)]) -> (i32, String) {
     let mut c = rtinfer_ort();

@@ -204,7 +204,9 @@ pub trait Backend: Send + Sync {
 /// Why a backend could not load or run a model. Every variant names the model or library.
 #[derive(Debug, thiserror::Error)]
 pub enum BackendError {
-    #[error("the {backend} backend is not compiled into this build")]
+    #[error(
+        "the {backend} backend is not compiled into this build (on the board: cargo build --release --features {backend}; README \"TensorRT\")"
+    )]
     NotCompiled { backend: BackendKind },
     // Transparent: the tried-list is printed once, not again as the error's source.
     #[error(transparent)]
