@@ -424,7 +424,7 @@ fn fake_camera() -> std::path::PathBuf {
 }
 
 #[test]
-fn the_daemon_streams_from_a_camera_and_rides_out_an_unplug() {
+fn timed_the_daemon_streams_from_a_camera_and_rides_out_an_unplug() {
     let dir = util::tempdir();
     let model = util::zoo_model(dir.path(), "mobilenetv2", "cifar10", 0.25);
     let state = dir.path().join("camera-state");
@@ -433,7 +433,7 @@ fn the_daemon_streams_from_a_camera_and_rides_out_an_unplug() {
     let sock = dir.path().join("s.sock");
     // 65x49 is not a size the camera has: the driver grants 64x48, and the daemon runs with it.
     let uri = "v4l2:///dev/video42?size=65x49&fps=30&format=YUYV";
-    let child = util::rtinfer_ort()
+    let child = util::rtinfer_timed()
         .args(["run", "--source", uri, "--warmup", "1", "--socket"])
         .arg(&sock)
         .arg("--model")

@@ -223,13 +223,13 @@ fn ffmpeg_pipe_is_processed_and_ends_cleanly() {
 }
 
 #[test]
-fn duration_is_a_capture_window_that_ends_on_the_period() {
+fn timed_duration_is_a_capture_window_that_ends_on_the_period() {
     // `--duration 2` at 100 FPS opens a 2 s window at the first read: 200 frames at most. (Before
     // the window, the stop came from a 20 ms polling loop and counted 201-204.) A loaded machine
     // may lose a few to the pacer's re-anchoring, never add one.
     let dir = util::tempdir();
     let model = zoo_model(dir.path(), "mobilenetv2", "cifar10", 0.25);
-    let out = rtinfer_ort()
+    let out = util::rtinfer_timed()
         .args([
             "run",
             "--source",

@@ -437,13 +437,13 @@ fn memory_is_locked_only_when_the_limit_allows_it() {
 }
 
 #[test]
-fn skip_policy_drops_out_of_phase_frames_and_keeps_the_invariant() {
+fn timed_skip_policy_drops_out_of_phase_frames_and_keeps_the_invariant() {
     let dir = util::tempdir();
     // ResNet-50 at 64x64 takes longer than a 250 FPS period (4 ms) on this machine: frames arrive while
     // one is still running, and `skip` drops them.
     let model = zoo_model(dir.path(), "resnet50", "tinyimagenet", 1.0);
     let child = start_src(
-        &mut util::rtinfer(),
+        &mut util::rtinfer_timed(),
         dir.path(),
         &model,
         "[pipeline]\noverrun = \"skip\"\n",

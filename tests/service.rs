@@ -176,7 +176,7 @@ fn sighup_with_a_broken_file_keeps_the_old_config_and_lists_restart_keys() {
 }
 
 #[test]
-fn sighup_repaces_a_paced_source_live_and_a_size_change_waits_for_a_restart() {
+fn timed_sighup_repaces_a_paced_source_live_and_a_size_change_waits_for_a_restart() {
     let dir = util::tempdir();
     let model = zoo_model(dir.path(), "mobilenetv2", "cifar10", 0.25);
     let cfg = dir.path().join("rtinfer.toml");
@@ -187,7 +187,7 @@ fn sighup_repaces_a_paced_source_live_and_a_size_change_waits_for_a_restart() {
     let captured = |v: &Value| v["frames"]["captured"].as_u64().unwrap_or(0);
     write_cfg("synthetic://64x48@20");
     // The source comes from the file (a --source flag would override every reload).
-    let child = rtinfer_ort()
+    let child = util::rtinfer_timed()
         .args(["run", "--warmup", "1", "--config"])
         .arg(&cfg)
         .arg("--model")
