@@ -432,6 +432,49 @@ fn a_backend_not_compiled_in_is_a_start_up_failure_saying_how_to_get_it() {
     assert_eq!(error_lines(&err).len(), 1, "{err}");
 }
 
+#[test]
+fn onnx_runtime_is_found_in_a_python_environment() {
+    // A conda (or virtualenv) prefix holding the onnxruntime wheel's library, and nothing else
+    // pointing at it: the search finds it under site-packages/onnxruntime/capi.
+    let dir = util::tempdir();
+    let model = zoo_model(dir.path(), "mobilenetv2", "cifar10", 0.25);
+    for var in ["CONDA_PREFIX", "VIRTUAL_ENV"] {
+        let prefix = dir.path().join(var);
+        let capi = prefix.join("lib/python3.11/site-packages/onnxruntime/capi");
+        std::fs::create_dir_all(&capi).expect("mkdir");
+        std::os::unix::fs::symlink(util::ort_library(), capi.join("libonnxruntime.so.1.31.1"))
+            .expect("symlink");
+        let out = util::rtinfer()
+            .args([
+                "run",
+                "--source",
+                "synthetic://32x32@60",
+                "--duration",
+                "0.3",
+                "--socket",
+            ])
+            .arg(dir.path().join("s.sock"))
+            .arg("--model")
+            .arg(&model)
+            .env_remove("ORT_DYLIB_PATH")
+            .env_remove(if var == "CONDA_PREFIX" {
+                "VIRTUAL_ENV"
+            } else {
+                "CONDA_PREFIX"
+            })
+            .env(var, &prefix)
+            .env("HOME", dir.path().join("nohome"))
+            .output()
+            .expect("run");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{var}: {err}");
+        assert!(
+            err.contains(&format!("{}", capi.display())) && err.contains("Python onnxruntime"),
+            "{var}: {err}"
+        );
+    }
+}
+
 /// Runs `rtinfer run` with `args` and returns (exit code, stderr).
 fn run_fail(args: &[&str], env: &[(&str, &str)]) -> (i32, String) {
     let mut c = rtinfer_ort();

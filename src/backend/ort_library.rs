@@ -172,14 +172,23 @@ fn library_names(dir: &Path) -> Vec<PathBuf> {
 }
 
 /// `site-packages/onnxruntime/capi` directories of Python installs that exist on this machine:
-/// an active virtualenv, the user site, and the system/local prefixes.
+/// an active virtualenv or conda environment, the user site, pyenv's versions, and the
+/// system/local prefixes.
 fn python_capi_dirs() -> Vec<PathBuf> {
     let mut roots: Vec<PathBuf> = Vec::new();
-    if let Some(venv) = std::env::var_os("VIRTUAL_ENV") {
-        roots.push(PathBuf::from(venv).join("lib"));
+    for var in ["VIRTUAL_ENV", "CONDA_PREFIX"] {
+        if let Some(prefix) = std::env::var_os(var) {
+            roots.push(PathBuf::from(prefix).join("lib"));
+        }
     }
     if let Some(home) = std::env::var_os("HOME") {
-        roots.push(PathBuf::from(home).join(".local/lib"));
+        let home = PathBuf::from(home);
+        roots.push(home.join(".local/lib"));
+        if let Ok(rd) = std::fs::read_dir(home.join(".pyenv/versions")) {
+            let mut versions: Vec<PathBuf> = rd.flatten().map(|e| e.path().join("lib")).collect();
+            versions.sort();
+            roots.extend(versions);
+        }
     }
     roots.extend(["/usr/lib", "/usr/local/lib"].map(PathBuf::from));
     let mut out = Vec::new();
