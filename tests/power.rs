@@ -419,6 +419,21 @@ fn tc66c_watts_idle_and_bad_frames_reach_status() {
     );
     assert!(p["energy_j"].as_f64().unwrap() > 0.0);
     assert_eq!(v["state"], "running");
+    // The same figures as Prometheus gauges.
+    let (code, metrics) = util::curl(&sock, "/metrics");
+    assert_eq!(code, 200, "{metrics}");
+    let gauge = |name: &str| {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("{name} missing:\n{metrics}"))
+    };
+    assert_eq!(gauge("rtinfer_power_watts"), 6.325, "{metrics}");
+    assert_eq!(gauge("rtinfer_power_idle_watts"), 2.5, "{metrics}");
+    assert_eq!(gauge("rtinfer_power_peak_watts"), 6.325, "{metrics}");
+    assert_eq!(gauge("rtinfer_power_connected"), 1.0, "{metrics}");
+    assert_eq!(gauge("rtinfer_power_bad_frames_total"), 4.0, "{metrics}");
     let (ok, stdout, stderr) = stop(child);
     assert!(ok, "{stderr}");
     assert!(
