@@ -131,6 +131,32 @@ fn sigterm_during_a_long_model_load_stops_at_once() {
 }
 
 #[test]
+fn bench_times_dpu_jobs_with_the_study_protocol() {
+    let dir = util::tempdir();
+    // 3 ms per job: every measured run takes at least that, on the DPU's int8 input.
+    let model = fake::model(
+        dir.path(),
+        "timed",
+        "input data int8 1 32 32 3 fix 6\noutput scores int8 1 10 fix 4\nop affine 1 0\nlatency_ms 3\n",
+    );
+    let config = fake::config(dir.path(), &fake::library(Variant::Full));
+    let o = rtinfer()
+        .args(["bench", "--backend", "vitis", "--config"])
+        .arg(&config)
+        .arg(&model)
+        .args(["--trials", "2", "--warmup", "2", "--runs", "5", "--json"])
+        .output()
+        .expect("run bench");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: Value = serde_json::from_slice(&o.stdout).expect("json");
+    assert_eq!(v["backend"], "vitis", "{v}");
+    assert_eq!(v["precision"], "int8", "{v}");
+    let l = &v["latency_ms"];
+    assert_eq!(l["count"], 10, "2 trials x 5 measured runs: {v}");
+    assert!(l["min"].as_f64() >= Some(3.0), "{v}");
+}
+
+#[test]
 fn a_missing_shim_is_a_start_up_failure_listing_the_paths() {
     let dir = util::tempdir();
     let model = fake::model(
