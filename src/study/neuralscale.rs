@@ -62,6 +62,17 @@ pub enum NeuralScaleError {
     Zoo(#[from] zoo::ZooError),
     #[error("pruning trace {path}: {reason}")]
     Trace { path: PathBuf, reason: String },
+    #[error(
+        "NeuralScale widths for {arch} at ratio {ratio} have {params} parameters, {pct:+.2} % from \
+         the uniform model's {target}: beyond the 1 % the layout search promises"
+    )]
+    Budget {
+        arch: Arch,
+        ratio: f64,
+        params: u64,
+        target: u64,
+        pct: f64,
+    },
 }
 
 impl FitsFile {
@@ -317,6 +328,15 @@ pub fn zoo_widths(
 /// The `zoo --neuralscale` step: solves the layout for `spec` and reports it on stderr.
 pub fn zoo_cmd_widths(fits_path: &Path, spec: &ZooSpec) -> Result<Vec<u32>, NeuralScaleError> {
     let l = zoo_widths(fits_path, spec.arch, spec.dataset, spec.ratio)?;
+    if l.rel_error.abs() > 0.01 {
+        return Err(NeuralScaleError::Budget {
+            arch: spec.arch,
+            ratio: spec.ratio,
+            params: l.params,
+            target: l.target,
+            pct: 100.0 * l.rel_error,
+        });
+    }
     eprintln!(
         "neuralscale: tau {:.6e}, {} parameters vs {} uniform at ratio {} ({:+.3} %)",
         l.tau,
