@@ -213,7 +213,11 @@ impl Loader {
         match self.load(path.to_path_buf()) {
             Ok(prepared) => self.go_live(&name, version, prepared),
             Err(_) if self.stopping() => {
-                log::info!("stopping: the load of {name} is left unfinished")
+                log::info!("stopping: the load of {name} is left unfinished");
+                // Not tried: a loader that follows a reload in the same folder takes it again.
+                self.shared
+                    .registry()
+                    .set(&name, FileState::Candidate, version);
             }
             Err(reason) => self.reject(&name, reason, version),
         }
