@@ -131,6 +131,69 @@ fn sigterm_during_a_long_model_load_stops_at_once() {
 }
 
 #[test]
+fn a_reload_during_a_long_load_retries_the_file_with_the_new_settings() {
+    let dir = util::tempdir();
+    let models = dir.path().join("models");
+    std::fs::create_dir(&models).expect("models folder");
+    // 500 ms per DPU job: 20 warm-up runs take 10 s, 1 takes 0.5 s.
+    fake::model(
+        &models,
+        "slow",
+        "input data int8 1 32 32 3 fix 6\noutput scores int8 1 10 fix 4\nop affine 1 0\nlatency_ms 500\n",
+    );
+    let config = fake::config(dir.path(), &fake::library(Variant::Full));
+    let base = std::fs::read_to_string(&config).expect("config");
+    let with_warmup = |n: u32| {
+        let text = format!(
+            "{base}[models]\nwatch_dir = \"{}\"\nwarmup = {n}\n",
+            models.display()
+        );
+        std::fs::write(&config, text).expect("config")
+    };
+    with_warmup(20);
+    let sock = dir.path().join("status.sock");
+    let child = rtinfer()
+        .args([
+            "run",
+            "--backend",
+            "vitis",
+            "--source",
+            "synthetic://64x48@30",
+            "--config",
+        ])
+        .arg(&config)
+        .arg("--socket")
+        .arg(&sock)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start daemon");
+    assert!(wait_for(&sock, 20.0), "socket never appeared");
+    std::thread::sleep(Duration::from_millis(1000));
+    with_warmup(1);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGHUP,
+    )
+    .expect("SIGHUP");
+    // The new loader takes the same file again, with one warm-up run.
+    let v = util::status_until(&sock, 8.0, |v| v["state"] == "running");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .expect("SIGTERM");
+    let out = child.wait_with_output().expect("exits");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(v["state"], "running", "{v}\n{stderr}");
+    assert_eq!(v["model"]["name"], "slow", "{v}");
+    assert!(
+        stderr.contains("the load of slow.xmodel is left unfinished"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn bench_times_dpu_jobs_with_the_study_protocol() {
     let dir = util::tempdir();
     // 3 ms per job: every measured run takes at least that, on the DPU's int8 input.
