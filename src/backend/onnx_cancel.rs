@@ -52,17 +52,17 @@ impl OrtCanceller {
         };
         let api = ort::api();
         let status: OrtStatusPtr = if set {
-            // SAFETY: `ptr` is a live OrtRunOptions: the engine owns it and revokes it (under
-            // this lock, which we hold) before releasing it; RunOptionsSetTerminate is the C
-            // API's thread-safe cross-thread cancel and only sets the options' terminate flag.
+            // The engine owns `ptr` and revokes it under this lock (held here) before releasing
+            // it; RunOptionsSetTerminate is the C API's thread-safe cancel and only sets a flag.
+            // SAFETY: `ptr` is a live OrtRunOptions while the lock is held (see above).
             unsafe { (api.RunOptionsSetTerminate)(ptr.as_ptr()) }
         } else {
             // SAFETY: as above; RunOptionsUnsetTerminate only clears the same flag.
             unsafe { (api.RunOptionsUnsetTerminate)(ptr.as_ptr()) }
         };
         if !status.0.is_null() {
-            // SAFETY: a non-null status returned by the C API is owned by the caller and must be
-            // released exactly once with ReleaseStatus; we do not keep it.
+            // A non-null status from the C API belongs to the caller, to release once; not kept.
+            // SAFETY: `status` is that status, released exactly once, here.
             unsafe { (api.ReleaseStatus)(status.0) };
         }
     }

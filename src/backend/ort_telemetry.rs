@@ -26,8 +26,8 @@ pub fn disable_unless_chosen() -> bool {
     if !single_threaded() {
         return false;
     }
-    // SAFETY: this is the only thread of the process (checked just above, and only a thread of
-    // ours could start another), so no one reads the environment while it changes.
+    // Checked just above: this is the only thread, and only a thread of ours could start another.
+    // SAFETY: no other thread exists to read the environment while it changes.
     unsafe { std::env::set_var(VARIABLE, "1") };
     true
 }

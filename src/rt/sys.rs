@@ -9,8 +9,8 @@ pub fn set_fifo(priority: i32) -> io::Result<()> {
     let param = libc::sched_param {
         sched_priority: priority,
     };
-    // SAFETY: pid 0 names the calling thread; `param` is a valid, initialised sched_param that
-    // outlives the call; the call does not retain the pointer.
+    // pid 0 names the calling thread; the call does not retain the pointer.
+    // SAFETY: `param` is a valid, initialised sched_param that outlives the call.
     let rc = unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) };
     if rc == 0 {
         Ok(())
@@ -61,8 +61,8 @@ pub const SCHED_FIFO: i32 = libc::SCHED_FIFO;
 /// `setpriority(PRIO_PROCESS, tid)` to that one thread).
 pub fn set_thread_nice(nice: i32) -> io::Result<()> {
     let tid = nix::unistd::gettid().as_raw();
-    // SAFETY: setpriority takes plain integers (which, who, prio) and touches no memory of ours;
-    // `tid` is the calling thread, which is alive for the whole call.
+    // `tid` is the calling thread, alive for the whole call.
+    // SAFETY: setpriority takes plain integers and touches no memory of ours.
     let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, nice) };
     if rc == 0 {
         Ok(())
@@ -77,8 +77,8 @@ pub fn set_thread_nice(nice: i32) -> io::Result<()> {
 pub fn trim_heap() -> bool {
     #[cfg(target_env = "gnu")]
     {
-        // SAFETY: malloc_trim only walks glibc's own arenas under their locks; it takes no
-        // pointer of ours and is safe to call from any thread at any time.
+        // malloc_trim only walks glibc's own arenas, under their locks.
+        // SAFETY: it takes no pointer of ours and may be called from any thread at any time.
         unsafe { libc::malloc_trim(0) == 1 }
     }
     #[cfg(not(target_env = "gnu"))]

@@ -120,11 +120,11 @@ pub fn load(configured: Option<&Path>) -> Result<(ffi::VartShim, Origin, PathBuf
 
 /// Opens one library and checks its symbols and ABI version; the error text says what is wrong.
 fn open(path: &Path) -> Result<ffi::VartShim, String> {
-    // SAFETY: opening a library runs its initialisers. The candidates are the configured path,
-    // our install directory and our own library name: code the operator installed to be loaded
-    // into this process, which is the precondition libloading asks callers to uphold.
-    let lib =
-        unsafe { libloading::Library::new(path) }.map_err(|e| crate::backend::error_chain(&e))?;
+    // Opening a library runs its initialisers. The candidates are the configured path, our
+    // install directory and our own library name: code the operator installed to be loaded here.
+    // SAFETY: that is the precondition libloading asks callers to uphold.
+    let lib = unsafe { libloading::Library::new(path) };
+    let lib = lib.map_err(|e| crate::backend::error_chain(&e))?;
     let missing: Vec<&str> = SYMBOLS
         .iter()
         .copied()
@@ -138,11 +138,11 @@ fn open(path: &Path) -> Result<ffi::VartShim, String> {
             missing.join(", ")
         ));
     }
-    // SAFETY: every symbol exists (checked above) and the library was built from
-    // ffi/vart_shim.h, whose signatures the generated struct mirrors; the ABI version check
-    // below rejects a library built from another revision of the header.
-    let shim =
-        unsafe { ffi::VartShim::from_library(lib) }.map_err(|e| crate::backend::error_chain(&e))?;
+    // Every symbol exists (checked above) and the library was built from ffi/vart_shim.h, whose
+    // signatures the generated struct mirrors; the ABI check below rejects another revision.
+    // SAFETY: the symbols have the signatures the struct declares.
+    let shim = unsafe { ffi::VartShim::from_library(lib) };
+    let shim = shim.map_err(|e| crate::backend::error_chain(&e))?;
     // SAFETY: rtv_abi_version takes no arguments and has no preconditions.
     let abi = unsafe { shim.rtv_abi_version() };
     if abi != ffi::RTV_ABI_VERSION {

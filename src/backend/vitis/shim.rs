@@ -68,8 +68,8 @@ impl Shim {
     /// Finds and opens the library (see [`library`]).
     pub fn load(configured: Option<&Path>) -> Result<Shim, LibraryError> {
         let (lib, origin, path) = library::load(configured)?;
-        // SAFETY: rtv_version has no preconditions and returns a static NUL-terminated string
-        // (or null, handled by `owned`).
+        // rtv_version returns a static NUL-terminated string, or null (handled by `owned`).
+        // SAFETY: rtv_version has no preconditions.
         let version = unsafe { owned(lib.rtv_version()) };
         Ok(Shim {
             lib,
@@ -84,8 +84,9 @@ impl Shim {
         if status == ffi::RTV_OK {
             return Ok(());
         }
-        // SAFETY: rtv_last_error returns this thread's NUL-terminated message, valid until the
-        // next call on this thread; it is copied before any other call.
+        // rtv_last_error returns this thread's NUL-terminated message, valid until the next call
+        // on this thread.
+        // SAFETY: the message is copied (`owned`) before any other call.
         let message = unsafe { owned(self.lib.rtv_last_error()) };
         Err(ShimError {
             call,
@@ -241,11 +242,11 @@ impl Model {
             out_ptrs[i] = b.as_mut_ptr();
             out_lens[i] = b.len() as i64;
         }
-        // SAFETY: the handle is live and used by this thread only (&mut self). Each of the first
+        // The handle is live and used by this thread only (&mut self). Each of the first
         // `inputs.len()` input pointers is valid for reads of its length and each of the first
-        // `outputs.len()` output pointers for writes of its length (they come from live slices
-        // borrowed for the whole call); the shim checks the lengths against the tensors and
-        // touches nothing beyond them.
+        // `outputs.len()` output pointers for writes of its length (live slices borrowed for the
+        // whole call); the shim checks the lengths against the tensors.
+        // SAFETY: every pointer is valid for its length, and the shim touches nothing beyond it.
         let status = unsafe {
             self.shim.lib.rtv_run(
                 self.handle.as_ptr(),
@@ -264,8 +265,8 @@ impl Model {
 
 impl Drop for Model {
     fn drop(&mut self) {
-        // SAFETY: the handle came from rtv_open, is closed exactly once, here, and the library
-        // is still loaded (self.shim keeps it alive).
+        // The library is still loaded: self.shim keeps it alive.
+        // SAFETY: the handle came from rtv_open and is closed exactly once, here.
         unsafe { self.shim.lib.rtv_close(self.handle.as_ptr()) };
     }
 }
