@@ -72,17 +72,30 @@ fn slow_dpu_jobs_are_missed_not_cancelled_in_a_real_run() {
     );
 }
 
-#[test]
-fn sigterm_during_a_long_model_load_stops_at_once() {
-    let dir = util::tempdir();
-    let models = dir.path().join("models");
+/// A watch folder holding one fake model, `slow.xmodel`, whose DPU jobs take `latency_ms`.
+fn slow_model_folder(dir: &std::path::Path, latency_ms: u32) -> std::path::PathBuf {
+    let models = dir.join("models");
     std::fs::create_dir(&models).expect("models folder");
-    // 1 s per DPU job and 20 warm-up runs: the load takes 20 s, well inside the 60 s timeout.
     fake::model(
         &models,
         "slow",
-        "input data int8 1 32 32 3 fix 6\noutput scores int8 1 10 fix 4\nop affine 1 0\nlatency_ms 1000\n",
+        &format!(
+            "input data int8 1 32 32 3 fix 6\noutput scores int8 1 10 fix 4\nop affine 1 0\n\
+             latency_ms {latency_ms}\n"
+        ),
     );
+    models
+}
+
+fn signal(child: &std::process::Child, sig: nix::sys::signal::Signal) {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), sig).expect("signal");
+}
+
+#[test]
+fn sigterm_during_a_long_model_load_stops_at_once() {
+    let dir = util::tempdir();
+    // 1 s per DPU job and 20 warm-up runs: the load takes 20 s, well inside the 60 s timeout.
+    let models = slow_model_folder(dir.path(), 1000);
     let config = fake::config(dir.path(), &fake::library(Variant::Full));
     let sock = dir.path().join("status.sock");
     let child = rtinfer()
@@ -110,11 +123,7 @@ fn sigterm_during_a_long_model_load_stops_at_once() {
     assert_eq!(v["state"], "waiting", "the load is running: {v}");
     std::thread::sleep(Duration::from_millis(1500));
     let t = std::time::Instant::now();
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .expect("SIGTERM");
+    signal(&child, nix::sys::signal::Signal::SIGTERM);
     let out = child.wait_with_output().expect("exits");
     let took = t.elapsed();
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -133,14 +142,8 @@ fn sigterm_during_a_long_model_load_stops_at_once() {
 #[test]
 fn a_reload_during_a_long_load_retries_the_file_with_the_new_settings() {
     let dir = util::tempdir();
-    let models = dir.path().join("models");
-    std::fs::create_dir(&models).expect("models folder");
     // 500 ms per DPU job: 20 warm-up runs take 10 s, 1 takes 0.5 s.
-    fake::model(
-        &models,
-        "slow",
-        "input data int8 1 32 32 3 fix 6\noutput scores int8 1 10 fix 4\nop affine 1 0\nlatency_ms 500\n",
-    );
+    let models = slow_model_folder(dir.path(), 500);
     let config = fake::config(dir.path(), &fake::library(Variant::Full));
     let base = std::fs::read_to_string(&config).expect("config");
     let with_warmup = |n: u32| {
@@ -171,18 +174,10 @@ fn a_reload_during_a_long_load_retries_the_file_with_the_new_settings() {
     assert!(wait_for(&sock, 20.0), "socket never appeared");
     std::thread::sleep(Duration::from_millis(1000));
     with_warmup(1);
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::Signal::SIGHUP,
-    )
-    .expect("SIGHUP");
+    signal(&child, nix::sys::signal::Signal::SIGHUP);
     // The new loader takes the same file again, with one warm-up run.
     let v = util::status_until(&sock, 8.0, |v| v["state"] == "running");
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .expect("SIGTERM");
+    signal(&child, nix::sys::signal::Signal::SIGTERM);
     let out = child.wait_with_output().expect("exits");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(v["state"], "running", "{v}\n{stderr}");
