@@ -562,6 +562,22 @@ fn sighup_replaces_the_power_meter_live() {
     assert!(out.status.success());
 }
 
+/// `rtinfer run` on a 64x48@60 synthetic source whose models come from the config file's
+/// `[models]` (so a reload can change them), waited for until its socket serves.
+fn start_watching(cfg: &Path, sock: &Path) -> Child {
+    let child = rtinfer_ort()
+        .args(["run", "--source", "synthetic://64x48@60", "--config"])
+        .arg(cfg)
+        .arg("--socket")
+        .arg(sock)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start");
+    assert!(wait_for(sock, 20.0), "socket never appeared");
+    child
+}
+
 #[test]
 fn sighup_pins_a_model_live_and_reloading_the_folder_loads_nothing_twice() {
     let dir = util::tempdir();
@@ -578,16 +594,7 @@ fn sighup_pins_a_model_live_and_reloading_the_folder_loads_nothing_twice() {
         std::fs::write(&cfg, text).expect("config")
     };
     write("warmup = 1\n");
-    let child = rtinfer_ort()
-        .args(["run", "--source", "synthetic://64x48@60", "--config"])
-        .arg(&cfg)
-        .arg("--socket")
-        .arg(&sock)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start");
-    assert!(wait_for(&sock, 20.0));
+    let child = start_watching(&cfg, &sock);
     let v = status_until(&sock, 20.0, |v| v["model"]["name"] == "newer");
     assert_eq!(v["model"]["name"], "newer", "the newest starts: {v}");
     let swaps = |v: &Value| v["swaps"].as_array().map_or(0, Vec::len);
@@ -629,16 +636,7 @@ fn sighup_follows_a_new_watch_folder_while_the_model_keeps_serving() {
     let sock = dir.path().join("s.sock");
     let folder = |d: &Path| format!("[models]\nwatch_dir = \"{}\"\nwarmup = 1\n", d.display());
     std::fs::write(&cfg, folder(&a)).expect("config");
-    let child = rtinfer_ort()
-        .args(["run", "--source", "synthetic://64x48@60", "--config"])
-        .arg(&cfg)
-        .arg("--socket")
-        .arg(&sock)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start");
-    assert!(wait_for(&sock, 20.0));
+    let child = start_watching(&cfg, &sock);
     let v = status_until(&sock, 20.0, |v| v["model"]["name"] == "first");
     assert_eq!(v["model"]["name"], "first", "{v}");
     std::fs::write(&cfg, folder(&b)).expect("config");
