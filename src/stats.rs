@@ -10,7 +10,7 @@
 
 use std::time::Duration;
 
-use hdrhistogram::Histogram;
+use hdrhistogram::{Counter, Histogram};
 use serde::Serialize;
 
 use crate::time::MonoTime;
@@ -102,7 +102,7 @@ pub struct Percentiles {
 }
 
 impl Percentiles {
-    fn from_histogram(h: &Histogram<u64>) -> Percentiles {
+    fn from_histogram<T: Counter>(h: &Histogram<T>) -> Percentiles {
         if h.is_empty() {
             return Percentiles::default();
         }
@@ -142,7 +142,7 @@ impl StageLatencies {
         }
     }
 
-    fn from_histograms(h: &[Histogram<u64>; STAGES]) -> StageLatencies {
+    fn from_histograms<T: Counter>(h: &[Histogram<T>; STAGES]) -> StageLatencies {
         let p = |s: Stage| Percentiles::from_histogram(&h[s.index()]);
         StageLatencies {
             end_to_end: p(Stage::EndToEnd),
@@ -170,7 +170,9 @@ pub struct StatsSummary {
 struct Slot {
     /// Index of the period (`now / slot_ns`) the histograms hold; `None` while unused.
     period: Option<u64>,
-    hist: [Histogram<u64>; STAGES],
+    /// 32-bit counters: a tenth of a window never sees 4e9 frames, and half the memory (the
+    /// window's 50 histograms are most of the daemon's own heap).
+    hist: [Histogram<u32>; STAGES],
 }
 
 /// Latency histograms per stage, windowed and lifetime. See the module docs.
@@ -180,7 +182,7 @@ pub struct LatencyStats {
     slots: [Slot; WINDOW_SLOTS],
     lifetime: [Histogram<u64>; STAGES],
     /// Scratch for the merged window view, kept to avoid allocating in `summary`.
-    merged: [Histogram<u64>; STAGES],
+    merged: [Histogram<u32>; STAGES],
     /// Latest period seen: time never goes back for the ring, even if a caller's clock does.
     latest: u64,
     first_at: Option<MonoTime>,
@@ -188,8 +190,8 @@ pub struct LatencyStats {
 
 impl LatencyStats {
     /// Histograms for a recent window of `window` (10 s in `/status`), moving in tenths of it.
-    /// Allocates every histogram now (60 of 15 360 `u64` counters: about 7.4 MB); recording never
-    /// does.
+    /// Allocates every histogram now (55 of 15 360 `u32` counters and 5 of `u64`: about 4 MB);
+    /// recording never does.
     pub fn new(window: Duration) -> LatencyStats {
         let slot_ns = (window.as_nanos() / WINDOW_SLOTS as u128).clamp(1, u64::MAX as u128) as u64;
         LatencyStats {
@@ -283,7 +285,7 @@ fn in_window(slot_period: Option<u64>, now: u64) -> bool {
     slot_period.is_some_and(|p| p <= now && p + WINDOW_SLOTS as u64 > now)
 }
 
-fn stage_histograms() -> [Histogram<u64>; STAGES] {
+fn stage_histograms<T: Counter>() -> [Histogram<T>; STAGES] {
     std::array::from_fn(|_| {
         // Constant, valid bounds (low >= 1, high >= 2 * low, 3 significant digits): cannot fail.
         Histogram::new_with_bounds(1, MAX_MICROS, 3).expect("constant histogram bounds are valid")
