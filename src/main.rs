@@ -274,7 +274,7 @@ fn run(args: RunArgs) -> Result<u8, Failure> {
     let shared = std::sync::Arc::clone(&d.shared);
     let reload = || load_config(&args).map_err(|e| e.to_string());
     let finished = d.wait(&signals, duration, &reload);
-    println!("{}", rtinfer::report::final_summary(&shared));
+    println!("{}", rtinfer::daemon::report::final_summary(&shared));
     match finished.end {
         End::Clean => Ok(0),
         End::Error(e) => Err(Failure {

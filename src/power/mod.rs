@@ -13,7 +13,6 @@ pub mod hwmon;
 pub mod line;
 pub mod monitor;
 pub mod rapl;
-pub mod report;
 mod serial;
 pub mod stats;
 pub mod tc66;

@@ -42,8 +42,8 @@ impl Handler for StatusHandler {
             Ok(Route::Activate { model }) => activate(&self.shared, &model, origin),
             Ok(Route::Metrics) => Response::text(
                 200,
-                crate::metrics::CONTENT_TYPE,
-                crate::metrics::render(&self.shared),
+                super::metrics::CONTENT_TYPE,
+                super::metrics::render(&self.shared),
             ),
             Err(resp) => resp,
         }
@@ -119,7 +119,7 @@ pub fn status_json(s: &Shared) -> Value {
     });
     json!({
         "uptime_s": now.saturating_since(s.started).as_secs_f64(),
-        "state": crate::power::report::state(s).name(),
+        "state": super::power::state(s).name(),
         "budget_ms": ms(s.ctl.budget()),
         "target_fps": live.target_fps,
         "fps": summary.fps,
@@ -202,5 +202,5 @@ pub fn final_summary(s: &Shared) -> String {
         f(inf.max),
         ms(s.ctl.budget()),
         MonoTime::now().saturating_since(s.started).as_secs_f64(),
-    ) + &crate::power::report::summary_line(s, c.processed)
+    ) + &super::power::summary_line(s, c.processed)
 }

@@ -6,6 +6,11 @@
 //! mid-stream ends the run with exit 1; a clean end (duration, signal, EOF on a frame boundary)
 //! exits 0.
 
+pub mod metrics;
+mod power;
+pub mod report;
+pub mod results;
+
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, sync_channel};
@@ -559,7 +564,7 @@ pub fn start(
         let stop = Arc::clone(&aux_stop);
         move || sampler_thread(&shared, &stop)
     })?;
-    let handler = Arc::new(crate::report::StatusHandler::new(Arc::clone(&shared)));
+    let handler = Arc::new(report::StatusHandler::new(Arc::clone(&shared)));
     let status = Some(
         server
             .spawn(handler, Arc::clone(&aux_stop))
@@ -640,7 +645,7 @@ fn start_tcp(
     let server = StatusServer::bind_tcp(addr)?;
     log::info!("status over TCP on {addr} (GET /status, /metrics, /healthz only)");
     let stop = Arc::new(AtomicBool::new(false));
-    let handler = Arc::new(crate::report::StatusHandler::new(Arc::clone(shared)));
+    let handler = Arc::new(report::StatusHandler::new(Arc::clone(shared)));
     let h = server
         .spawn(handler, Arc::clone(&stop))
         .map_err(|source| StartError::Thread {
@@ -908,7 +913,7 @@ fn stats_thread(shared: &Shared, rx: &Receiver<FrameRecord>) {
             .config
             .results
             .as_ref()
-            .and_then(|p| match crate::results::ResultsLog::create(p) {
+            .and_then(|p| match results::ResultsLog::create(p) {
                 Ok(r) => Some(r),
                 Err(e) => {
                     log::error!("results file {}: {e}; results are not written", p.display());
