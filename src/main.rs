@@ -364,8 +364,8 @@ fn zoo_cmd(a: ZooArgs) -> anyhow::Result<u8> {
         spec.widths = Some(rtinfer::study::neuralscale::zoo_cmd_widths(fits, &spec)?);
     }
     let model = zoo::generate(&spec)?;
-    rtinfer::study::onnx_pb::write_model(&a.output, &model)?;
-    let params = rtinfer::study::onnx_pb::model_params(&model);
+    rtinfer::onnx::pb::write_model(&a.output, &model)?;
+    let params = rtinfer::onnx::pb::model_params(&model);
     println!("wrote {} ({params} parameters)", a.output.display());
     Ok(0)
 }

@@ -168,7 +168,7 @@ fn bad_files_are_rejected_and_the_active_model_keeps_serving() {
     std::fs::write(models.join(".hidden.onnx"), &bytes).expect("write");
     // And a valid ONNX model whose input is not an image (1 x 16).
     let vector = dir.path().join("vector.onnx");
-    rtinfer::study::onnx_pb::write_model(&vector, &crate::daemon::gemm_model(16, 4))
+    rtinfer::onnx::pb::write_model(&vector, &crate::daemon::gemm_model(16, 4))
         .expect("write model");
     drop_in(&vector, &models, "vector.onnx");
     let lifetime = |v: &Value| v["latency_ms_lifetime"]["end_to_end"]["count"].as_u64();

@@ -16,8 +16,8 @@ use rtinfer::backend::tensorrt::{
     runtime_info,
 };
 use rtinfer::backend::{Backend, BackendError, Engine, LoadOptions, Precision};
+use rtinfer::onnx::pb;
 use rtinfer::preprocess::PreprocessOptions;
-use rtinfer::study::onnx_pb as pb;
 use rtinfer::tensor::InputBufMut;
 
 use crate::util;

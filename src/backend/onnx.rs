@@ -223,13 +223,13 @@ impl OnnxEngine {
             .map_err(|e| load_err(path, e))?
             .with_outputs(selector);
 
-        let proto = crate::study::onnx_pb::read_model(path).ok();
-        let params = proto.as_ref().map(crate::study::onnx_pb::model_params);
+        let proto = crate::onnx::pb::read_model(path).ok();
+        let params = proto.as_ref().map(crate::onnx::graph::model_params);
         let precision = if inputs
             .iter()
             .chain(&outputs)
             .any(|t| t.element == "int8" || t.element == "uint8")
-            || proto.as_ref().is_some_and(crate::study::quantize::is_qdq)
+            || proto.as_ref().is_some_and(crate::onnx::graph::is_qdq)
         {
             Precision::Int8
         } else {

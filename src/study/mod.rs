@@ -7,6 +7,7 @@ pub mod eval;
 pub mod fit;
 pub mod inspect;
 pub mod neuralscale;
+/// The ONNX messages under their former name here (they live in [`crate::onnx::pb`]).
 pub use crate::onnx::pb as onnx_pb;
 pub mod plot;
 pub mod quantize;

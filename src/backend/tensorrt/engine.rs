@@ -286,9 +286,7 @@ pub fn build_engine(
 
 /// The image input of an ONNX model (batch 1), with `shape` overriding dynamic dimensions.
 fn onnx_input_spec(onnx: &Path, shape: Option<&[i64]>) -> Result<InputSpec, BackendError> {
-    use crate::study::onnx_pb::{
-        read_model, tensor_shape_proto::dimension::Value as Dim, type_proto,
-    };
+    use crate::onnx::pb::{read_model, tensor_shape_proto::dimension::Value as Dim, type_proto};
     let model = read_model(onnx).map_err(|e| load_err(onnx, e))?;
     let graph = model
         .graph
