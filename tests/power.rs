@@ -544,9 +544,7 @@ fn options(meter: &str, extra: impl FnOnce(&mut RawPower)) -> PowerOptions {
         ..RawPower::default()
     };
     extra(&mut raw);
-    PowerOptions::from_raw(raw)
-        .expect("valid")
-        .expect("a meter")
+    raw.check().expect("valid").expect("a meter")
 }
 
 fn snapshot_until(

@@ -8,7 +8,8 @@
 //! buffers, and its output buffer. Nothing is allocated per frame; a loaded engine is moved to the
 //! pipeline thread and used by that thread alone.
 //!
-//! A backend that is not compiled into a build still exists as a value: its `load` returns
+//! [`open`] turns [`Settings`] into the backend a model needs ([`BackendChoice`] says how `auto`
+//! chooses). A backend that is not compiled into a build still exists as a value: its `load` returns
 //! [`BackendError::NotCompiled`], so `--backend tensorrt` on a CPU-only build says so instead of
 //! failing to link.
 
@@ -17,6 +18,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::Arc;
 
+use crate::preprocess::PreprocessOptions;
 use crate::tensor::{InputBufMut, InputSpec};
 
 pub mod onnx;
@@ -62,11 +64,86 @@ impl fmt::Display for BackendKind {
     }
 }
 
-/// `--backend` choice: one runtime strictly, or `auto` (by model extension, falling back to the CPU).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// `--backend` choice: one runtime strictly, or `auto`.
+///
+/// `auto` picks the one runtime a model file's extension names (DESIGN.md: `.onnx` → ONNX
+/// Runtime, `.engine`/`.plan` → TensorRT, `.xmodel` → Vitis AI; any other extension → ONNX
+/// Runtime), logs that choice, and tries nothing else: a TensorRT plan or a DPU `.xmodel` has no
+/// other runtime to fall back to, and an `.onnx` file is not silently built into a TensorRT engine
+/// (minutes on a board). A runtime that fails (not compiled in, library missing) fails the load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum BackendChoice {
+    #[default]
     Auto,
     Only(BackendKind),
+}
+
+impl BackendChoice {
+    /// The runtime this choice opens `model` with (logged for `auto`).
+    pub fn kind_for(self, model: &Path) -> BackendKind {
+        match self {
+            BackendChoice::Only(k) => k,
+            BackendChoice::Auto => {
+                let k = BackendKind::for_path(model).unwrap_or(BackendKind::OnnxRuntime);
+                log::info!(
+                    "backend auto: {k} selected by the extension of {}",
+                    model.display()
+                );
+                k
+            }
+        }
+    }
+}
+
+/// How models are opened: the `--backend` choice and each runtime's own settings. Built by
+/// `config.rs` from `run.backend`, `run.threads`, `[onnxruntime]`, `[tensorrt]`, `[vitis]` and
+/// `[preprocess]`; nothing below `config.rs` sees the whole configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    pub choice: BackendChoice,
+    /// Intra-op threads (0 = the runtime's default).
+    pub threads: usize,
+    pub ort: onnx::OrtOptions,
+    pub tensorrt: tensorrt::TensorRtOptions,
+    pub vitis: vitis::VitisOptions,
+    /// How frames are preprocessed; TensorRT's int8 calibration feeds its images the same way.
+    pub preprocess: PreprocessOptions,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            choice: BackendChoice::Auto,
+            threads: 1,
+            ort: onnx::OrtOptions::default(),
+            tensorrt: tensorrt::TensorRtOptions::default(),
+            vitis: vitis::VitisOptions::default(),
+            preprocess: PreprocessOptions::default(),
+        }
+    }
+}
+
+impl Settings {
+    /// The options every runtime's [`Backend::load`] takes.
+    pub fn load_options(&self) -> LoadOptions {
+        LoadOptions {
+            threads: self.threads,
+        }
+    }
+}
+
+/// Opens the runtime `settings.choice` selects for `model` (see [`BackendChoice`]).
+pub fn open(settings: &Settings, model: &Path) -> Result<Box<dyn Backend>, BackendError> {
+    match settings.choice.kind_for(model) {
+        BackendKind::OnnxRuntime => Ok(Box::new(onnx::OnnxBackend::new(settings.ort.clone())?)),
+        BackendKind::TensorRt => tensorrt::backend(&settings.tensorrt, settings.preprocess),
+        BackendKind::Vitis => vitis::backend(&settings.vitis),
+    }
+}
+
+/// [`open`]s the runtime and loads `model` into an engine.
+pub fn load(settings: &Settings, model: &Path) -> Result<Box<dyn Engine>, BackendError> {
+    open(settings, model)?.load(model, &settings.load_options())
 }
 
 impl FromStr for BackendChoice {
@@ -227,6 +304,17 @@ pub enum BackendError {
     Run { name: String, reason: String },
     #[error("model {name}: inference cancelled")]
     Cancelled { name: String },
+}
+
+impl BackendError {
+    /// `backend` could not load the model at `path`, for `reason`.
+    pub fn load(path: &Path, backend: BackendKind, reason: impl fmt::Display) -> BackendError {
+        BackendError::Load {
+            path: path.to_path_buf(),
+            backend,
+            reason: reason.to_string(),
+        }
+    }
 }
 
 /// Turns an engine's first-input shape (NCHW or NHWC, batch 1) into an [`InputSpec`], or explains

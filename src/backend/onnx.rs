@@ -17,6 +17,7 @@ use super::{
     Backend, BackendError, BackendKind, Engine, LoadOptions, ModelInfo, Precision, TensorInfo,
     image_input_spec, ort_library,
 };
+use crate::invalid_key::InvalidKey;
 use crate::tensor::{InputBufMut, InputElement, Layout};
 
 /// Graph optimisation level (`onnxruntime.optimization`): `disable`, `basic`, `extended`, `all`.
@@ -65,6 +66,33 @@ impl Default for OrtOptions {
             spinning: false,
             cpus: Vec::new(),
         }
+    }
+}
+
+/// `[onnxruntime]` as written.
+#[derive(Debug, Default, Clone, serde::Deserialize, serde::Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RawOrt {
+    pub library: Option<PathBuf>,
+    pub optimization: Option<String>,
+    pub spinning: Option<bool>,
+}
+
+impl RawOrt {
+    /// Checks the section; an error names its key. `cpus` (from `[realtime]`) is left empty.
+    pub fn check(self) -> Result<OrtOptions, InvalidKey> {
+        let optimization = match self.optimization.as_deref() {
+            None => OptLevel::All,
+            Some(s) => s
+                .parse()
+                .map_err(|e| InvalidKey::new("onnxruntime.optimization", e))?,
+        };
+        Ok(OrtOptions {
+            library: self.library,
+            optimization,
+            spinning: self.spinning.unwrap_or(false),
+            cpus: Vec::new(),
+        })
     }
 }
 
@@ -127,8 +155,9 @@ impl OnnxEngine {
                 path: path.to_path_buf(),
             });
         }
-        let env = ort_library::environment()
-            .ok_or_else(|| load_err(path, "ONNX Runtime is not loaded"))?;
+        let env = ort_library::environment().ok_or_else(|| {
+            BackendError::load(path, BackendKind::OnnxRuntime, "ONNX Runtime is not loaded")
+        })?;
         let level = match ort_opts.optimization {
             OptLevel::Disable => GraphOptimizationLevel::Disable,
             OptLevel::Basic => GraphOptimizationLevel::Level1,
@@ -155,10 +184,10 @@ impl OnnxEngine {
                     None => Ok(b),
                 },
             )
-            .map_err(|e: ort::Error| load_err(path, e))?;
+            .map_err(|e: ort::Error| BackendError::load(path, BackendKind::OnnxRuntime, e))?;
         let session = builder
             .commit_from_file(path)
-            .map_err(|e| load_err(path, e))?;
+            .map_err(|e| BackendError::load(path, BackendKind::OnnxRuntime, e))?;
 
         let inputs: Vec<TensorInfo> = session
             .inputs()
@@ -213,14 +242,15 @@ impl OnnxEngine {
             spec.height as i64,
             spec.width as i64,
         ];
-        let input = Tensor::<f32>::new(&allocator, in_shape).map_err(|e| load_err(path, e))?;
-        let output =
-            Tensor::<f32>::new(&allocator, out_shape.clone()).map_err(|e| load_err(path, e))?;
+        let input = Tensor::<f32>::new(&allocator, in_shape)
+            .map_err(|e| BackendError::load(path, BackendKind::OnnxRuntime, e))?;
+        let output = Tensor::<f32>::new(&allocator, out_shape.clone())
+            .map_err(|e| BackendError::load(path, BackendKind::OnnxRuntime, e))?;
         let selector = OutputSelector::no_default()
             .with(first_out.name.clone())
             .preallocate(first_out.name.clone(), output);
         let run_options = RunOptions::new()
-            .map_err(|e| load_err(path, e))?
+            .map_err(|e| BackendError::load(path, BackendKind::OnnxRuntime, e))?
             .with_outputs(selector);
 
         let proto = crate::onnx::pb::read_model(path).ok();
@@ -305,14 +335,6 @@ fn run_error(name: &str, e: ort::Error) -> BackendError {
             name: name.to_string(),
             reason,
         }
-    }
-}
-
-fn load_err(path: &Path, e: impl std::fmt::Display) -> BackendError {
-    BackendError::Load {
-        path: path.to_path_buf(),
-        backend: BackendKind::OnnxRuntime,
-        reason: e.to_string(),
     }
 }
 

@@ -12,7 +12,6 @@
 use std::path::PathBuf;
 
 use super::{Backend, BackendError, BackendKind};
-use crate::config::Config;
 
 #[cfg(rtinfer_trt)]
 mod bridge;
@@ -110,18 +109,19 @@ impl Default for TensorRtOptions {
     }
 }
 
-/// The backend, when compiled in.
-pub fn backend(cfg: &Config) -> Result<Box<dyn Backend>, BackendError> {
+/// The backend, when compiled in. `pre` is how frames are preprocessed (int8 calibration feeds
+/// its images the same way).
+pub fn backend(
+    opts: &TensorRtOptions,
+    pre: crate::preprocess::PreprocessOptions,
+) -> Result<Box<dyn Backend>, BackendError> {
     #[cfg(rtinfer_trt)]
     {
-        Ok(Box::new(TrtBackend::new(
-            cfg.tensorrt.clone(),
-            cfg.preprocess,
-        )))
+        Ok(Box::new(TrtBackend::new(opts.clone(), pre)))
     }
     #[cfg(not(rtinfer_trt))]
     {
-        let _ = cfg;
+        let _ = (opts, pre);
         Err(BackendError::NotCompiled {
             backend: BackendKind::TensorRt,
         })
@@ -131,9 +131,5 @@ pub fn backend(cfg: &Config) -> Result<Box<dyn Backend>, BackendError> {
 /// An error about `path` from the TensorRT backend.
 #[allow(dead_code)]
 fn load_err(path: &std::path::Path, reason: impl std::fmt::Display) -> BackendError {
-    BackendError::Load {
-        path: path.to_path_buf(),
-        backend: BackendKind::TensorRt,
-        reason: reason.to_string(),
-    }
+    BackendError::load(path, BackendKind::TensorRt, reason)
 }

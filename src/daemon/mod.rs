@@ -18,10 +18,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime};
 
-use crate::backend::onnx::OnnxBackend;
-use crate::backend::{
-    Backend, BackendChoice, BackendError, BackendKind, Engine, LoadOptions, ModelInfo,
-};
+use crate::backend::{BackendError, Engine, ModelInfo};
 use crate::config::{Config, RawConfig};
 use crate::misslog::{MissLine, MissLog};
 use crate::models::Registry;
@@ -359,45 +356,13 @@ pub struct Finished {
     pub end: End,
 }
 
-/// Picks the backend a model needs under `--backend`.
-pub fn backend_for(
-    choice: BackendChoice,
-    model: &std::path::Path,
-    cfg: &Config,
-) -> Result<Box<dyn Backend>, BackendError> {
-    let by_ext = BackendKind::for_path(model);
-    let kind = match choice {
-        BackendChoice::Only(k) => k,
-        BackendChoice::Auto => {
-            let k = by_ext.unwrap_or(BackendKind::OnnxRuntime);
-            log::info!(
-                "backend auto: {} selected by the extension of {}",
-                k,
-                model.display()
-            );
-            k
-        }
-    };
-    match kind {
-        BackendKind::OnnxRuntime => Ok(Box::new(OnnxBackend::new(cfg.ort.clone())?)),
-        BackendKind::TensorRt => crate::backend::tensorrt::backend(cfg),
-        BackendKind::Vitis => crate::backend::vitis::backend(cfg),
-    }
-}
-
 /// Loads the `--model` file synchronously (a broken one is a start-up failure).
 fn initial_pipeline(
     config: &Config,
     model_path: &std::path::Path,
     frame_size: (u32, u32),
 ) -> Result<Pipeline, StartError> {
-    let backend = backend_for(config.backend, model_path, config)?;
-    let engine = backend.load(
-        model_path,
-        &LoadOptions {
-            threads: config.threads,
-        },
-    )?;
+    let engine = crate::backend::load(&config.backend, model_path)?;
     let info = engine.info().clone();
     log::info!(
         "model {} ({}, {}): input {}x{}x{}, {} classes",
@@ -409,7 +374,7 @@ fn initial_pipeline(
         info.input.width,
         info.classes
     );
-    let mut pre = Preprocessor::new(info.input, config.preprocess).map_err(|source| {
+    let mut pre = Preprocessor::new(info.input, config.backend.preprocess).map_err(|source| {
         StartError::Preprocess {
             model: info.name.clone(),
             source,
@@ -457,6 +422,7 @@ pub fn start(
     // An int8 TensorRT build calibrating on the live source itself must be able to open it (a
     // camera streams to one reader): the source is closed for the start-up build and reopened.
     let calibrates_on_live = config
+        .backend
         .tensorrt
         .calibration_source
         .as_ref()

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use super::watch::WatchEvent;
 use super::{FileState, Kind, ModelsConfig, SwapRecord, Version, classify, newest_model};
-use crate::backend::{Engine, LoadOptions, ModelInfo};
+use crate::backend::{Engine, ModelInfo};
 use crate::config::Config;
 use crate::daemon::Shared;
 use crate::pipeline::Pipeline;
@@ -48,15 +48,7 @@ pub fn prepare(
     frame_size: (u32, u32),
 ) -> Result<Prepared, String> {
     let t0 = Instant::now();
-    let backend = crate::daemon::backend_for(cfg.backend, path, cfg).map_err(|e| e.to_string())?;
-    let mut engine = backend
-        .load(
-            path,
-            &LoadOptions {
-                threads: cfg.threads,
-            },
-        )
-        .map_err(|e| e.to_string())?;
+    let mut engine = crate::backend::load(&cfg.backend, path).map_err(|e| e.to_string())?;
     let info = engine.info().clone();
     if info.classes == 0 {
         return Err(format!(
@@ -64,8 +56,8 @@ pub fn prepare(
             path.display()
         ));
     }
-    let mut pre =
-        Preprocessor::new(info.input, cfg.preprocess).map_err(|e| format!("preprocessing: {e}"))?;
+    let mut pre = Preprocessor::new(info.input, cfg.backend.preprocess)
+        .map_err(|e| format!("preprocessing: {e}"))?;
     if frame_size.0 > 0 && frame_size.1 > 0 {
         pre.prepare(frame_size.0, frame_size.1)
             .map_err(|e| format!("preprocessing: {e}"))?;
