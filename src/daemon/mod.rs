@@ -18,14 +18,13 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime};
 
-use crate::backend::{BackendError, Engine, ModelInfo};
+use crate::backend::ModelInfo;
 use crate::config::{Config, RawConfig};
 use crate::misslog::{MissLine, MissLog};
 use crate::models::Registry;
 use crate::models::loader::{Loader, LoaderMsg};
 use crate::models::watch::WatchEvent;
 use crate::pipeline::{self, FrameRecord, LoopControl, Pipeline, SwapSlot};
-use crate::preprocess::Preprocessor;
 use crate::signals::SignalFlags;
 use crate::slot::{End, FrameSlot, Outcome};
 use crate::source::{self, SourceInfo};
@@ -46,14 +45,9 @@ pub enum StartError {
     #[error("no model given (use --model FILE or run.model in the config)")]
     NoModel,
     #[error(transparent)]
-    Backend(#[from] BackendError),
+    Model(#[from] crate::models::PrepareError),
     #[error(transparent)]
     Source(#[from] source::SourceError),
-    #[error("preprocessing for model {model}: {source}")]
-    Preprocess {
-        model: String,
-        source: crate::preprocess::PreprocessError,
-    },
     #[error("status socket: {0}")]
     Status(#[from] crate::status::StatusError),
     #[error("cannot start thread {name}: {source}")]
@@ -362,35 +356,9 @@ fn initial_pipeline(
     model_path: &std::path::Path,
     frame_size: (u32, u32),
 ) -> Result<Pipeline, StartError> {
-    let engine = crate::backend::load(&config.backend, model_path)?;
-    let info = engine.info().clone();
-    log::info!(
-        "model {} ({}, {}): input {}x{}x{}, {} classes",
-        info.name,
-        info.backend,
-        info.precision.name(),
-        info.input.channels,
-        info.input.height,
-        info.input.width,
-        info.classes
-    );
-    let mut pre = Preprocessor::new(info.input, config.backend.preprocess).map_err(|source| {
-        StartError::Preprocess {
-            model: info.name.clone(),
-            source,
-        }
-    })?;
-    if frame_size.0 > 0 && frame_size.1 > 0 {
-        pre.prepare(frame_size.0, frame_size.1)
-            .map_err(|source| StartError::Preprocess {
-                model: info.name.clone(),
-                source,
-            })?;
-    }
-    let mut pipe = Pipeline::new(engine, pre);
-    warm_up(&mut pipe.engine, config.warmup)?;
+    let prepared = crate::models::prepare(&config.backend, model_path, config.warmup, frame_size)?;
     crate::rt::trim_heap();
-    Ok(pipe)
+    Ok(prepared.pipeline)
 }
 
 /// Loads the model (or prepares to wait for the watch folder), opens the source, binds the socket
@@ -856,21 +824,6 @@ fn spawn<F: FnOnce() -> T + Send + 'static, T: Send + 'static>(
         .name(name.into())
         .spawn(f)
         .map_err(|source| StartError::Thread { name, source })
-}
-
-/// Runs the engine `n` times on its (zeroed) input so first-run costs stay out of the figures.
-fn warm_up(engine: &mut Box<dyn Engine>, n: u32) -> Result<(), BackendError> {
-    let t = MonoTime::now();
-    for _ in 0..n {
-        engine.run()?;
-    }
-    if n > 0 {
-        log::info!(
-            "warm-up: {n} runs in {:.1} ms",
-            ms(MonoTime::now().saturating_since(t))
-        );
-    }
-    Ok(())
 }
 
 fn stats_thread(shared: &Shared, rx: &Receiver<FrameRecord>) {

@@ -11,16 +11,15 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use super::watch::WatchEvent;
-use super::{FileState, Kind, ModelsConfig, SwapRecord, Version, classify, newest_model};
-use crate::backend::{Engine, ModelInfo};
-use crate::config::Config;
+use super::{
+    FileState, Kind, ModelsConfig, PrepareError, Prepared, SwapRecord, Version, classify,
+    newest_model, prepare,
+};
 use crate::daemon::Shared;
-use crate::pipeline::Pipeline;
-use crate::preprocess::Preprocessor;
-use crate::time::{MonoTime, ms, rfc3339_now};
+use crate::time::{MonoTime, rfc3339_now};
 
 /// What the loader is asked to do.
 #[derive(Debug)]
@@ -30,66 +29,12 @@ pub enum LoaderMsg {
     Activate(String),
 }
 
-/// A model ready to go live.
-pub struct Prepared {
-    pub pipeline: Pipeline,
-    pub info: ModelInfo,
-    pub load_ms: f64,
-    pub warmup_p50_ms: Option<f64>,
-}
-
-/// Opens `path` with the backend its extension (or `run.backend`) selects, builds its
-/// preprocessing for frames of `frame_size` (so the pipeline's first frame on it allocates
-/// nothing), and warms it up `warmup` times. Errors are the reason shown in the history.
-pub fn prepare(
-    path: &Path,
-    cfg: &Config,
-    warmup: u32,
-    frame_size: (u32, u32),
-) -> Result<Prepared, String> {
-    let t0 = Instant::now();
-    let mut engine = crate::backend::load(&cfg.backend, path).map_err(|e| e.to_string())?;
-    let info = engine.info().clone();
-    if info.classes == 0 {
-        return Err(format!(
-            "model {}: its output has no scores",
-            path.display()
-        ));
-    }
-    let mut pre = Preprocessor::new(info.input, cfg.backend.preprocess)
-        .map_err(|e| format!("preprocessing: {e}"))?;
-    if frame_size.0 > 0 && frame_size.1 > 0 {
-        pre.prepare(frame_size.0, frame_size.1)
-            .map_err(|e| format!("preprocessing: {e}"))?;
-    }
-    let warmup_p50_ms = warm_up(&mut engine, warmup)?;
-    let load_ms = ms(t0.elapsed());
-    Ok(Prepared {
-        pipeline: Pipeline::new(engine, pre),
-        info,
-        load_ms,
-        warmup_p50_ms,
-    })
-}
-
-/// Runs the engine `n` times and returns the median run time.
-fn warm_up(engine: &mut Box<dyn Engine>, n: u32) -> Result<Option<f64>, String> {
-    let mut times = Vec::with_capacity(n as usize);
-    for _ in 0..n {
-        let t = MonoTime::now();
-        engine.run().map_err(|e| format!("warm-up: {e}"))?;
-        times.push(ms(MonoTime::now().saturating_since(t)));
-    }
-    times.sort_by(f64::total_cmp);
-    Ok(times.get(times.len() / 2).copied())
-}
-
 /// The loader thread's state.
 pub struct Loader {
     shared: Arc<Shared>,
     cfg: ModelsConfig,
     /// A timed-out load still running; its result is thrown away when it arrives.
-    abandoned: Option<Receiver<Result<Prepared, String>>>,
+    abandoned: Option<Receiver<Result<Prepared, PrepareError>>>,
     /// Set on shutdown (or when a reload replaces the watch folder): a load in progress is left
     /// to finish on its own, so SIGTERM during a minutes-long engine build stops at once.
     stop: Arc<AtomicBool>,
@@ -225,14 +170,14 @@ impl Loader {
             .name("rtinfer-load".into())
             .spawn(move || {
                 crate::rt::run_in_background();
-                let _ = tx.send(prepare(&path, &cfg, warmup, frame_size));
+                let _ = tx.send(prepare(&cfg.backend, &path, warmup, frame_size));
             })
             .map_err(|e| format!("cannot start a load thread: {e}"))?;
         let deadline = MonoTime::now().plus(self.cfg.load_timeout);
         loop {
             let left = deadline.saturating_since(MonoTime::now());
             match rx.recv_timeout(left.min(STOP_POLL)) {
-                Ok(r) => return r,
+                Ok(r) => return r.map_err(|e| e.to_string()),
                 Err(RecvTimeoutError::Disconnected) => {
                     return Err("the load thread panicked".into());
                 }

@@ -18,7 +18,10 @@ use crate::backend::{BackendChoice, BackendKind};
 use crate::invalid_key::InvalidKey;
 
 pub mod loader;
+pub mod prepare;
 pub mod watch;
+
+pub use prepare::{PrepareError, Prepared, prepare};
 
 /// Swaps kept in the history (newest last).
 pub const HISTORY: usize = 100;
