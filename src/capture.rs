@@ -17,9 +17,11 @@ use std::time::Duration;
 
 use hdrhistogram::Histogram;
 
-use crate::daemon::{Shared, State};
-use crate::slot::End;
+use crate::pipeline::LoopControl;
+use crate::rt::RealtimeOptions;
+use crate::slot::{End, FrameSlot};
 use crate::source::{Capture, Source};
+use crate::state::{State, StateCell};
 use crate::time::MonoTime;
 
 /// A stall is this many frame periods without a frame.
@@ -37,6 +39,8 @@ pub struct SourceHealth {
     pending: AtomicBool,
     last_frame_ns: AtomicU64,
     stalled: AtomicBool,
+    /// Whether the device is there (a camera reconnecting after an unplug is not).
+    connected: AtomicBool,
     /// |interval - period| in microseconds, since start.
     jitter_us: Mutex<Histogram<u64>>,
 }
@@ -52,6 +56,7 @@ impl SourceHealth {
             pending: AtomicBool::new(false),
             last_frame_ns: AtomicU64::new(0),
             stalled: AtomicBool::new(false),
+            connected: AtomicBool::new(true),
             jitter_us: Mutex::new(Histogram::new_with_bounds(1, 60_000_000, 3).unwrap_or_else(
                 |_| Histogram::new(3).unwrap_or_else(|_| unreachable!("3 significant figures")),
             )),
@@ -80,6 +85,11 @@ impl SourceHealth {
         let last = self.last_frame_ns.load(Ordering::Relaxed);
         last != 0
             && now.saturating_since(MonoTime::from_nanos(last)) > self.period() * STALL_PERIODS
+    }
+
+    /// Whether the source's device is there now (`/status` `source.connected`).
+    pub fn connected(&self) -> bool {
+        self.connected.load(Ordering::Relaxed)
     }
 
     /// The frame period in force.
@@ -133,67 +143,68 @@ impl SourceHealth {
     }
 }
 
-/// Frame period for stall detection: the source's rate, else the target rate.
-pub fn period_of(shared: &Shared) -> Duration {
-    let fps = shared
-        .source_health
-        .fps()
-        .unwrap_or(shared.live().target_fps);
-    Duration::from_secs_f64(1.0 / fps.max(0.001))
+/// What the capture thread and its stall watcher work with: exactly this, not the daemon.
+pub struct CaptureContext {
+    /// Where frames go, and where the end of the stream is told.
+    pub slot: Arc<FrameSlot>,
+    /// Stalls, jitter, connection and rate in force, read by `/status`.
+    pub health: Arc<SourceHealth>,
+    /// The daemon's state: `running` turns `degraded` while the source is silent or unplugged.
+    pub state: Arc<StateCell>,
+    /// The loop's control: the capture thread stops when its `stop` is set.
+    pub ctl: Arc<LoopControl>,
+    /// `[realtime]`: the capture thread shares the pipeline thread's SCHED_FIFO priority.
+    pub realtime: RealtimeOptions,
+    /// `--duration`: a capture window that opens with the first read.
+    pub duration: Option<Duration>,
 }
 
 /// Marks the source as degraded (stalled or disconnected), logging only on the change. Only a
 /// running daemon degrades: `waiting` (no model or no result yet) stays as it is.
-fn degrade(shared: &Shared, why: &str) {
-    if shared.source_health.stalled.swap(true, Ordering::Relaxed) {
+fn degrade(ctx: &CaptureContext, why: &str) {
+    if ctx.health.stalled.swap(true, Ordering::Relaxed) {
         return;
     }
-    let running = shared.state() == State::Running;
-    if running {
-        shared.set_state(State::Degraded);
-    }
+    let running = ctx.state.change(State::Running, State::Degraded);
     log::warn!(
         "source {}: {why}{}",
-        shared.source_health.uri(),
+        ctx.health.uri(),
         if running { "; state degraded" } else { "" }
     );
 }
 
 /// Frames flow again (and the source is connected): back to running, logged once.
-fn recover(shared: &Shared) {
-    let h = &shared.source_health;
-    if h.stalled.swap(false, Ordering::Relaxed) {
+fn recover(ctx: &CaptureContext) {
+    if ctx.health.stalled.swap(false, Ordering::Relaxed) {
         log::info!(
             "source {}: frames flow again; state running",
-            shared.source_health.uri()
+            ctx.health.uri()
         );
-        if shared.state() == State::Degraded {
-            shared.set_state(State::Running);
-        }
+        ctx.state.change(State::Degraded, State::Running);
     }
 }
 
 /// The capture thread's body: frames into the slot until the end, a stop or an error.
-pub fn run(src: &mut dyn Source, shared: &Shared) {
+pub fn run(src: &mut dyn Source, ctx: &CaptureContext) {
     // Frames must be stamped and paced on time too: the capture thread shares the pipeline
     // thread's SCHED_FIFO priority when it is configured (silently; the pipeline reports it).
-    crate::rt::apply_priority_quietly(&shared.config.realtime);
+    crate::rt::apply_priority_quietly(&ctx.realtime);
     crate::rt::tighten_timer_slack();
-    let slot = &shared.slot;
+    let slot = &ctx.slot;
     let mut buf = slot.buffer();
     let mut seq = 0u64;
     let timeout =
-        (period_of(shared) / 2).clamp(Duration::from_millis(5), Duration::from_millis(100));
+        (ctx.health.period() / 2).clamp(Duration::from_millis(5), Duration::from_millis(100));
     // `--duration` is a capture window that opens with the first read, the same instant a paced
     // source starts its schedule: 60 s at 60 FPS is exactly 3600 frames, whatever the loop's
     // polling granularity or the time it takes every thread to stop.
-    let until = shared.config.duration.map(|d| MonoTime::now().plus(d));
+    let until = ctx.duration.map(|d| MonoTime::now().plus(d));
     loop {
-        if shared.ctl.stop.load(Ordering::Relaxed) {
+        if ctx.ctl.stop.load(Ordering::Relaxed) {
             slot.end(End::Clean);
             return;
         }
-        shared.source_health.apply_request(src);
+        ctx.health.apply_request(src);
         let result = src.next(&mut buf, timeout);
         let past = |at: MonoTime| until.is_some_and(|u| at >= u);
         let closed = match &result {
@@ -208,31 +219,31 @@ pub fn run(src: &mut dyn Source, shared: &Shared) {
         }
         // The source logs its own losses and returns; the state change is logged below.
         let connected = src.connected();
-        shared.source_connected.store(connected, Ordering::Relaxed);
+        ctx.health.connected.store(connected, Ordering::Relaxed);
         match result {
             Ok(Capture::Frame) => {
                 seq += 1;
                 buf.seq = seq;
-                shared.source_health.on_frame(buf.captured_at);
+                ctx.health.on_frame(buf.captured_at);
                 buf = slot.publish(buf);
                 if connected {
-                    recover(shared);
+                    recover(ctx);
                 }
             }
-            Ok(Capture::Timeout) if !connected => degrade(shared, "disconnected"),
+            Ok(Capture::Timeout) if !connected => degrade(ctx, "disconnected"),
             Ok(Capture::Timeout) => {}
             Ok(Capture::EndOfStream) => {
                 log::info!(
                     "source {}: end of stream after {seq} frames",
-                    shared.source_health.uri()
+                    ctx.health.uri()
                 );
                 slot.end(End::Clean);
                 return;
             }
             Err(e) => {
                 log::error!("{e}");
-                shared.source_connected.store(false, Ordering::Relaxed);
-                slot.end(End::Error(e.to_string()));
+                ctx.health.connected.store(false, Ordering::Relaxed);
+                slot.end(End::Error(Arc::new(e)));
                 return;
             }
         }
@@ -240,16 +251,19 @@ pub fn run(src: &mut dyn Source, shared: &Shared) {
 }
 
 /// The stall watcher: wakes every period and degrades the state when the source fell silent.
-pub fn watch_stalls(shared: &Arc<Shared>, stop: &AtomicBool) {
-    let tick = period_of(shared).clamp(Duration::from_millis(5), Duration::from_millis(100));
+pub fn watch_stalls(ctx: &CaptureContext, stop: &AtomicBool) {
+    let tick = ctx
+        .health
+        .period()
+        .clamp(Duration::from_millis(5), Duration::from_millis(100));
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(tick);
-        if shared.slot.ended().is_some() {
+        if ctx.slot.ended().is_some() {
             return;
         }
-        if shared.source_health.silent(MonoTime::now()) {
+        if ctx.health.silent(MonoTime::now()) {
             degrade(
-                shared,
+                ctx,
                 &format!("no frame for {STALL_PERIODS} frame periods (stalled)"),
             );
         }

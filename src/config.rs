@@ -316,6 +316,26 @@ pub fn changed_keys(old: &RawConfig, new: &RawConfig) -> Vec<String> {
     out
 }
 
+/// Every `section.key` of the file format (what [`changed_keys`] can name).
+pub fn all_keys() -> Vec<String> {
+    let Ok(v) = serde_json::to_value(RawConfig::default()) else {
+        return Vec::new();
+    };
+    let mut out: Vec<String> = v
+        .as_object()
+        .into_iter()
+        .flatten()
+        .flat_map(|(section, keys)| {
+            keys.as_object()
+                .into_iter()
+                .flatten()
+                .map(move |(key, _)| format!("{section}.{key}"))
+        })
+        .collect();
+    out.sort();
+    out
+}
+
 /// Parses a file into its raw form; syntax errors and unknown keys carry line and column.
 pub fn read_raw(path: &Path) -> Result<RawConfig, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {

@@ -21,6 +21,7 @@ pub mod rt;
 pub mod signals;
 pub mod slot;
 pub mod source;
+pub mod state;
 pub mod stats;
 pub mod status;
 pub mod study;

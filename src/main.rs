@@ -9,7 +9,6 @@ use clap::{Args, Parser, Subcommand};
 
 use rtinfer::config::{self, Config, RawConfig};
 use rtinfer::daemon;
-use rtinfer::slot::End;
 use rtinfer::study::zoo;
 
 const SOURCES_HELP: &str = "Sources (URIs): synthetic://WxH@FPS, file:///clip.y4m, file:///frames/ (PNG/JPEG), \
@@ -262,26 +261,16 @@ fn run(args: RunArgs) -> Result<u8, Failure> {
             std::sync::Arc::clone(&notifier),
             std::time::Duration::from_secs(60),
         );
-        daemon::start(
-            cfg,
-            raw,
-            std::sync::Arc::clone(&notifier),
-            std::sync::Arc::clone(&signals),
-        )
-        .map_err(|e| fail(3)(e.into()))?
+        daemon::Daemon::build(cfg, raw, std::sync::Arc::clone(&notifier))
+            .and_then(daemon::Daemon::spawn)
+            .map_err(|e| fail(3)(e.into()))?
     };
     notifier.send(&format!("READY=1\nSTATUS={}", d.shared.status_line()));
     let shared = std::sync::Arc::clone(&d.shared);
     let reload = || load_config(&args).map_err(|e| e.to_string());
     let finished = d.wait(&signals, duration, &reload);
     println!("{}", rtinfer::daemon::report::final_summary(&shared));
-    match finished.end {
-        End::Clean => Ok(0),
-        End::Error(e) => Err(Failure {
-            code: 1,
-            error: anyhow::anyhow!(e),
-        }),
-    }
+    finished.result.map(|()| 0).map_err(|e| fail(1)(e.into()))
 }
 
 /// CLI flags override the file's values.

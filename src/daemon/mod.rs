@@ -1,41 +1,47 @@
 //! `rtinfer run`: wires the threads of DESIGN.md's data flow around one engine and one source.
 //!
-//! capture thread → [`FrameSlot`] → pipeline thread → bounded channel → stats thread; a sampler
-//! thread reads process figures; the status server answers from snapshots. Start-up failures
-//! (model, backend, library, source, socket) are [`StartError`]s and exit 3; a source that fails
-//! mid-stream ends the run with exit 1; a clean end (duration, signal, EOF on a frame boundary)
-//! exits 0.
+//! Build, then spawn (as linkerd2-proxy's app does): [`Daemon::build`] measures idle power, opens
+//! the source, loads the start-up model and binds the socket, starting no thread of its own, so
+//! every start-up failure ([`StartError`], exit 3) happens before anything runs;
+//! [`Daemon::spawn`] starts the threads; [`Running::wait`] serves signals and reloads until the
+//! run ends and stops every thread. A source that fails mid-stream ends the run with
+//! [`RunError`] (exit 1); a clean end (duration, signal, EOF on a frame boundary) exits 0.
+//!
+//! capture thread → `FrameSlot` → pipeline thread → bounded channel → stats thread; a sampler
+//! thread reads process figures; the status server answers from [`Shared`]. The threads outside
+//! this module get small contexts, never `Shared` (see [`shared`]).
 
 pub mod metrics;
 mod power;
+mod reload;
 pub mod report;
 pub mod results;
+pub mod shared;
+pub mod stats;
 
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, sync_channel};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Sender, sync_channel};
 use std::thread::JoinHandle;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
-use crate::backend::ModelInfo;
 use crate::config::{Config, RawConfig};
-use crate::misslog::{MissLine, MissLog};
-use crate::models::Registry;
 use crate::models::loader::{Loader, LoaderMsg};
 use crate::models::watch::WatchEvent;
-use crate::pipeline::{self, FrameRecord, LoopControl, Pipeline, SwapSlot};
+use crate::pipeline::{self, FrameRecord, Pipeline};
 use crate::signals::SignalFlags;
-use crate::slot::{End, FrameSlot, Outcome};
-use crate::source::{self, SourceInfo};
-use crate::stats::LatencyStats;
+use crate::slot::End;
+use crate::source::{self, Source, SourceError};
 use crate::status::server::StatusServer;
-use crate::system::{SystemFigures, SystemSampler};
 use crate::systemd::Notifier;
-use crate::time::{MonoTime, ms, rfc3339_now};
+use crate::time::MonoTime;
+pub use reload::LiveKey;
+use report::StatusHandler;
+pub use shared::{Live, Shared};
+pub use stats::{LastMiss, StatsState};
 
-/// Records queued between the pipeline and the stats thread before one is lost.
-const RECORD_QUEUE: usize = 4096;
+pub use crate::state::State;
+
 /// How long after `--duration` a run whose source is blocked in a read is stopped anyway.
 const DURATION_GRACE: Duration = Duration::from_secs(1);
 
@@ -47,7 +53,7 @@ pub enum StartError {
     #[error(transparent)]
     Model(#[from] crate::models::PrepareError),
     #[error(transparent)]
-    Source(#[from] source::SourceError),
+    Source(#[from] SourceError),
     #[error("status socket: {0}")]
     Status(#[from] crate::status::StatusError),
     #[error("cannot start thread {name}: {source}")]
@@ -57,517 +63,248 @@ pub enum StartError {
     },
 }
 
-/// Daemon state of the contract (`state` in `/status`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u8)]
-pub enum State {
-    Starting = 0,
-    Waiting = 1,
-    Running = 2,
-    Degraded = 3,
-    Stopping = 4,
-}
-
-impl State {
-    pub fn name(self) -> &'static str {
-        match self {
-            State::Starting => "starting",
-            State::Waiting => "waiting",
-            State::Running => "running",
-            State::Degraded => "degraded",
-            State::Stopping => "stopping",
-        }
-    }
-
-    fn from_u8(v: u8) -> State {
-        match v {
-            1 => State::Waiting,
-            2 => State::Running,
-            3 => State::Degraded,
-            4 => State::Stopping,
-            _ => State::Starting,
-        }
-    }
-}
-
-/// The most recent deadline miss (`last_miss`).
-#[derive(Debug, Clone)]
-pub struct LastMiss {
-    pub seq: u64,
-    pub latency: Duration,
-    pub overshoot: Duration,
-    /// Wall-clock time of the miss, formatted (RFC 3339) only when `/status` is read: the stats
-    /// thread allocates nothing per frame, late frames included.
-    pub at: SystemTime,
-}
-
-/// Everything the stats thread owns and the status handler reads.
-pub struct StatsState {
-    pub latency: LatencyStats,
-    pub last_miss: Option<LastMiss>,
-    pub last_result: Option<FrameRecord>,
-    pub last_done: Option<MonoTime>,
-    misslog: MissLog,
-}
-
-/// State shared between the threads and the status handler.
-pub struct Shared {
-    pub started: MonoTime,
-    pub config: Config,
-    /// What a reload may change while running.
-    live: Mutex<Live>,
-    /// The service manager, when run by systemd.
-    pub notifier: Arc<Notifier>,
-    pub ctl: Arc<LoopControl>,
-    pub slot: Arc<FrameSlot>,
-    pub stats: Mutex<StatsState>,
-    pub system: Mutex<SystemFigures>,
-    /// The model serving now (`None` while waiting for the watch folder).
-    model: Mutex<Option<ModelInfo>>,
-    /// Names of the engines that went live, by generation (index = generation - 1).
-    generations: Mutex<Vec<String>>,
-    /// Watch-folder bookkeeping and swap history.
-    registry: Mutex<Registry>,
-    /// The engine hand-over between the loader and the pipeline thread.
-    pub swap: SwapSlot,
-    /// The watch folder in force (a reload may change it).
-    models_cfg: Mutex<Option<crate::models::ModelsConfig>>,
-    /// Requests to the loader (`POST /models/NAME/activate`), when a watch folder is configured.
-    loader_tx: Mutex<Option<Sender<LoaderMsg>>>,
-    /// The serving engine's memory (serialized + persistent + activation), when its backend
-    /// reports it (TensorRT).
-    engine_memory: Mutex<Option<crate::backend::EngineMemory>>,
-    /// The source as opened: its frame size. The URI and rate in force (a reload can re-pace the
-    /// source) are `source_health.uri()` and `.fps()`.
-    pub source: SourceInfo,
-    pub source_connected: AtomicBool,
-    /// The power meter's thread and figures (`[power]`), if configured; replaced by a reload.
-    power: Mutex<Option<Arc<crate::power::PowerMonitor>>>,
-    /// Stalls, pacing jitter, URI and rate in force of the source (`/status` `source`).
-    pub source_health: crate::capture::SourceHealth,
-    /// What `[realtime]` achieved (`/status` `realtime`).
-    pub realtime: crate::rt::RealtimeState,
-    state: AtomicU8,
-}
-
-impl Shared {
-    pub fn state(&self) -> State {
-        State::from_u8(self.state.load(Ordering::Relaxed))
-    }
-
-    pub fn set_state(&self, s: State) {
-        self.state.store(s as u8, Ordering::Relaxed);
-    }
-
-    pub fn stats(&self) -> MutexGuard<'_, StatsState> {
-        self.stats.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    pub fn system(&self) -> SystemFigures {
-        *self.system.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// The model serving now.
-    pub fn model(&self) -> Option<ModelInfo> {
-        self.model.lock().unwrap_or_else(|p| p.into_inner()).clone()
-    }
-
-    /// Records the model that went live, with its engine memory when the backend reports it.
-    pub fn set_model(&self, info: Option<ModelInfo>, memory: Option<crate::backend::EngineMemory>) {
-        *self.model.lock().unwrap_or_else(|p| p.into_inner()) = info;
-        *self.engine_memory.lock().unwrap_or_else(|p| p.into_inner()) = memory;
-    }
-
-    /// The serving engine's memory figures.
-    pub fn engine_memory(&self) -> Option<crate::backend::EngineMemory> {
-        self.engine_memory
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-    }
-
-    /// The watch folder in force.
-    pub fn models_config(&self) -> Option<crate::models::ModelsConfig> {
-        self.models_cfg
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-    }
-
-    /// The power meter, if one is configured.
-    pub fn power(&self) -> Option<Arc<crate::power::PowerMonitor>> {
-        self.power.lock().unwrap_or_else(|p| p.into_inner()).clone()
-    }
-
-    /// Replaces the meter (SIGHUP reload of `[power]`): the old thread stops, the new one starts
-    /// connecting in the background. Idle is kept only when given (`power.idle_watts`): the
-    /// models are running, so it cannot be measured now.
-    fn replace_power(&self, opts: Option<&crate::power::PowerOptions>) -> std::io::Result<()> {
-        let new = match opts {
-            Some(o) => {
-                let m = crate::power::PowerMonitor::start(o.clone())?;
-                if matches!(o.idle, crate::power::IdleSetting::Given(_)) {
-                    m.measure_idle();
-                }
-                Some(Arc::new(m))
-            }
-            None => None,
-        };
-        let old = std::mem::replace(
-            &mut *self.power.lock().unwrap_or_else(|p| p.into_inner()),
-            new,
-        );
-        if let Some(o) = old {
-            o.stop();
-        }
-        Ok(())
-    }
-
-    pub fn live(&self) -> MutexGuard<'_, Live> {
-        self.live.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// One line for systemd's `STATUS=`: state, rate, p99 and misses.
-    pub fn status_line(&self) -> String {
-        let c = self.slot.counters();
-        let sum = self.stats().latency.summary(MonoTime::now());
-        format!(
-            "{} {} fps, p99 {} ms, {} missed of {} processed",
-            self.state().name(),
-            sum.fps.map_or("-".into(), |f| format!("{f:.1}")),
-            sum.window
-                .end_to_end
-                .p99
-                .map_or("-".into(), |p| format!("{p:.2}")),
-            c.missed_deadline,
-            c.processed
-        )
-    }
-
-    pub fn registry(&self) -> MutexGuard<'_, Registry> {
-        self.registry.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// The model name of an engine generation.
-    pub fn generation_name(&self, generation: u32) -> Option<String> {
-        let g = self.generations.lock().unwrap_or_else(|p| p.into_inner());
-        g.get((generation as usize).checked_sub(1)?).cloned()
-    }
-
-    /// Numbers a pipeline with the next generation.
-    fn number(&self, p: &mut Pipeline) {
-        let mut g = self.generations.lock().unwrap_or_else(|p| p.into_inner());
-        g.push(p.engine.info().name.clone());
-        p.generation = g.len() as u32;
-    }
-
-    /// Hands `p` to the pipeline thread and returns the pipeline it replaced, once the pipeline
-    /// thread has taken it (between two frames; it looks at least every 100 ms).
-    pub fn swap_in(&self, mut p: Pipeline) -> Result<Option<Pipeline>, String> {
-        self.number(&mut p);
-        self.swap.stage(p);
-        match self.swap.wait_retired(Duration::from_secs(5)) {
-            Some(old) => Ok(old),
-            None => {
-                drop(self.swap.unstage());
-                Err("the pipeline thread did not take the model within 5 s".into())
-            }
-        }
-    }
-
-    /// Asks the loader to (re)load a file of the watch folder.
-    pub fn request_activate(&self, name: &str) -> Result<(), String> {
-        let g = self.loader_tx.lock().unwrap_or_else(|p| p.into_inner());
-        let tx = g
-            .as_ref()
-            .ok_or("no watch folder is configured (--models DIR)")?;
-        tx.send(LoaderMsg::Activate(name.to_string()))
-            .map_err(|_| "the loader has stopped".to_string())
-    }
-}
-
-/// The reloadable part of the configuration.
-#[derive(Debug, Clone)]
-pub struct Live {
-    pub loaded_at: String,
-    /// Keys changed by a reload that only a restart applies.
-    pub restart_required: Vec<String>,
-    /// The raw configuration (file + CLI) now in force.
-    pub raw: RawConfig,
-    pub target_fps: f64,
-}
-
-/// The new rate when a reload changes only the rate of the paced source in force (see
-/// [`SourceSpec::rate_change`](crate::source::SourceSpec::rate_change)).
-fn source_rate_change(old: &RawConfig, new: &Config) -> Option<f64> {
-    let uri = old
-        .run
-        .source
-        .as_deref()
-        .unwrap_or(crate::config::DEFAULT_SOURCE);
-    crate::source::SourceSpec::parse(uri)
-        .ok()?
-        .rate_change(&new.source)
-}
-
-/// Keys a reload applies while running (and `run.source` when only a paced source's rate changes).
-pub const LIVE_KEYS: &[&str] = &[
-    "run.budget_ms",
-    "run.fps",
-    "log.level",
-    "status.tcp",
-    "power.meter",
-    "power.command",
-    "power.idle_seconds",
-    "power.idle_watts",
-    "power.sysfs_root",
-    "power.interval_ms",
-    "models.watch_dir",
-    "models.active",
-    "models.load_timeout_s",
-    "models.warmup",
-];
-
-/// A running daemon.
-pub struct Daemon {
-    pub shared: Arc<Shared>,
-    pipeline: JoinHandle<End>,
-    stats: JoinHandle<()>,
-    capture: JoinHandle<()>,
-    sampler: JoinHandle<()>,
-    status: Option<JoinHandle<()>>,
-    models: Vec<JoinHandle<()>>,
-    /// Stops the watcher and the loader (on shutdown, or to follow a new watch folder).
-    models_stop: Arc<AtomicBool>,
-    notify: Option<JoinHandle<()>>,
-    tcp: Option<(JoinHandle<()>, Arc<AtomicBool>)>,
-    aux_stop: Arc<AtomicBool>,
+/// Why a run ended other than cleanly (exit code 1).
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The source failed mid-stream; the capture thread's error, with its chain.
+    #[error(transparent)]
+    Source(Arc<SourceError>),
+    #[error("the pipeline thread panicked")]
+    PipelinePanicked,
 }
 
 /// How a run ended, for the exit code and the summary.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub struct Finished {
-    pub end: End,
+    pub result: Result<(), RunError>,
 }
 
-/// Loads the `--model` file synchronously (a broken one is a start-up failure).
-fn initial_pipeline(
-    config: &Config,
-    model_path: &std::path::Path,
-    frame_size: (u32, u32),
-) -> Result<Pipeline, StartError> {
-    let prepared = crate::models::prepare(&config.backend, model_path, config.warmup, frame_size)?;
-    crate::rt::trim_heap();
-    Ok(prepared.pipeline)
+/// A daemon built and ready to start: model loaded, source open, socket bound.
+pub struct Daemon {
+    shared: Arc<Shared>,
+    source: Box<dyn Source>,
+    /// The start-up model's pipeline; `None` while waiting for the watch folder.
+    pipeline: Option<Pipeline>,
+    server: StatusServer,
 }
 
-/// Loads the model (or prepares to wait for the watch folder), opens the source, binds the socket
-/// and starts every thread.
-pub fn start(
-    config: Config,
-    raw: RawConfig,
-    notifier: Arc<Notifier>,
-    signals: Arc<SignalFlags>,
-) -> Result<Daemon, StartError> {
-    let started = MonoTime::now();
-    if config.model.is_none() && config.models.is_none() {
-        return Err(StartError::NoModel);
+impl Daemon {
+    /// Measures idle power (before any model runs), opens the source, loads the start-up model
+    /// (or prepares to wait for the watch folder) and binds the status socket.
+    pub fn build(
+        config: Config,
+        raw: RawConfig,
+        notifier: Arc<Notifier>,
+    ) -> Result<Daemon, StartError> {
+        let started = MonoTime::now();
+        if config.model.is_none() && config.models.is_none() {
+            return Err(StartError::NoModel);
+        }
+        let power =
+            crate::power::monitor::start_with_idle(config.power.as_ref()).map_err(|source| {
+                StartError::Thread {
+                    name: "rtinfer-power",
+                    source,
+                }
+            })?;
+        let (source, mut pipeline) = open_source_and_model(&config)?;
+        let info = source.info();
+        log::info!(
+            "source {}: {}x{} at {}",
+            info.uri,
+            info.width,
+            info.height,
+            info.fps.map_or_else(
+                || "its own rate (unpaced)".to_string(),
+                |f| format!("{f} FPS")
+            )
+        );
+        let server = StatusServer::bind_unix(&config.socket)?;
+        log::info!("status socket {}", config.socket.display());
+        let shared = Arc::new(Shared::new(config, raw, notifier, info, power, started));
+        if let Some(p) = pipeline.as_mut() {
+            install_start_model(&shared, p);
+        }
+        Ok(Daemon {
+            shared,
+            source,
+            pipeline,
+            server,
+        })
     }
-    // Idle power is measured before any model is loaded or run.
-    let power =
-        crate::power::monitor::start_with_idle(config.power.as_ref()).map_err(|source| {
-            StartError::Thread {
-                name: "rtinfer-power",
-                source,
-            }
+
+    /// Starts every thread.
+    pub fn spawn(self) -> Result<Running, StartError> {
+        let Daemon {
+            shared,
+            source,
+            pipeline,
+            server,
+        } = self;
+        let aux_stop = Arc::new(AtomicBool::new(false));
+        let (tx, rx) = sync_channel::<FrameRecord>(stats::RECORD_QUEUE);
+        let models = ModelThreads::start(&shared)?;
+        let stats = spawn("rtinfer-stats", {
+            let shared = Arc::clone(&shared);
+            move || stats::run(&shared, &rx)
         })?;
+        let sampler = spawn("rtinfer-sampler", {
+            let shared = Arc::clone(&shared);
+            let stop = Arc::clone(&aux_stop);
+            move || stats::sample(&shared, &stop)
+        })?;
+        let status = server
+            .spawn(
+                Arc::new(StatusHandler::new(Arc::clone(&shared))),
+                Arc::clone(&aux_stop),
+            )
+            .map_err(|source| StartError::Thread {
+                name: "rtinfer-status",
+                source,
+            })?;
+        let tcp = match shared.config.tcp {
+            Some(addr) => Some(start_tcp(&shared, addr)?),
+            None => None,
+        };
+        let notify = spawn_notifier(&shared, &aux_stop)?;
+        if let Some(w) = shared.ctl.watchdog.clone() {
+            let opts = shared.config.realtime.clone();
+            spawn("rtinfer-deadline", move || {
+                crate::rt::apply_priority_quietly(&opts);
+                w.run()
+            })?;
+        }
+        let pipeline = spawn_pipeline(&shared, pipeline, tx)?;
+        let capture = spawn_capture(&shared, source, &aux_stop)?;
+        Ok(Running {
+            shared,
+            pipeline,
+            stats,
+            capture,
+            sampler,
+            status,
+            models,
+            notify,
+            tcp,
+            aux_stop,
+        })
+    }
+
+    /// The state the threads will share (for the final summary).
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+}
+
+/// Opens the source and loads the `--model` file synchronously (a broken one is a start-up
+/// failure). An int8 TensorRT build calibrating on the live source itself must be able to open
+/// it (a camera streams to one reader): the source is then closed for the build and reopened.
+fn open_source_and_model(
+    config: &Config,
+) -> Result<(Box<dyn Source>, Option<Pipeline>), StartError> {
     let src = source::open(&config.source)?;
-    let src_info = src.info();
-    let build = || match &config.model {
-        Some(path) => initial_pipeline(&config, path, (src_info.width, src_info.height)).map(Some),
-        None => Ok(None),
+    let info = src.info();
+    let build = || -> Result<Option<Pipeline>, StartError> {
+        let Some(path) = &config.model else {
+            return Ok(None);
+        };
+        let frame_size = (info.width, info.height);
+        let prepared = crate::models::prepare(&config.backend, path, config.warmup, frame_size)?;
+        crate::rt::trim_heap();
+        Ok(Some(prepared.pipeline))
     };
-    // An int8 TensorRT build calibrating on the live source itself must be able to open it (a
-    // camera streams to one reader): the source is closed for the start-up build and reopened.
     let calibrates_on_live = config
         .backend
         .tensorrt
         .calibration_source
         .as_ref()
         .is_some_and(|s| s.uri == config.source.uri);
-    let (src, mut pipe) = if calibrates_on_live && config.model.is_some() {
+    if calibrates_on_live && config.model.is_some() {
         drop(src);
         let pipe = build()?;
-        (source::open(&config.source)?, pipe)
+        Ok((source::open(&config.source)?, pipe))
     } else {
         let pipe = build()?;
-        (src, pipe)
+        Ok((src, pipe))
+    }
+}
+
+/// Records the start-up model as serving (generation 1), and as the active file when it lies in
+/// the watch folder.
+fn install_start_model(shared: &Shared, p: &mut Pipeline) {
+    shared.serving.install(p);
+    let path = &p.engine.info().path;
+    let Some(dir) = shared.models_config() else {
+        return;
     };
-    log::info!(
-        "source {}: {}x{} at {}",
-        src_info.uri,
-        src_info.width,
-        src_info.height,
-        src_info.fps.map_or_else(
-            || "its own rate (unpaced)".to_string(),
-            |f| format!("{f} FPS")
+    if path.parent() != Some(dir.watch_dir.as_path()) {
+        return;
+    }
+    if let Some(name) = path.file_name().map(|n| n.to_string_lossy().into_owned()) {
+        let v = crate::models::Version::of(path);
+        shared
+            .registry()
+            .set(&name, crate::models::FileState::Active, v);
+    }
+}
+
+/// The systemd notifier: `STATUS=` every 5 s, `WATCHDOG=1` while the pipeline's heart beats.
+fn spawn_notifier(
+    shared: &Arc<Shared>,
+    stop: &Arc<AtomicBool>,
+) -> Result<JoinHandle<()>, StartError> {
+    let shared = Arc::clone(shared);
+    let stop = Arc::clone(stop);
+    spawn("rtinfer-notify", move || {
+        let status = || shared.status_line();
+        crate::systemd::watchdog_loop(
+            &shared.notifier,
+            &shared.ctl.heartbeat,
+            crate::systemd::watchdog_interval(),
+            Duration::from_secs(5),
+            &status,
+            &stop,
         )
-    );
-    let server = StatusServer::bind_unix(&config.socket)?;
-    log::info!("status socket {}", config.socket.display());
+    })
+}
 
-    let mut ctl = LoopControl::new(config.budget);
-    ctl.watchdog = config
-        .realtime
-        .cancel_after
-        .map(|d| Arc::new(crate::watchdog::Watchdog::new(d)));
-    ctl.overrun = config.overrun;
-    let ctl = Arc::new(ctl);
-    let slot = Arc::new(FrameSlot::new(src_info.width, src_info.height));
-    let source_health = crate::capture::SourceHealth::new(
-        &src_info.uri,
-        src_info.fps,
-        Duration::from_secs_f64(1.0 / src_info.fps.unwrap_or(config.target_fps)),
-    );
-    let models_cfg = config.models.clone();
-    let shared = Arc::new(Shared {
-        started,
-        live: Mutex::new(Live {
-            loaded_at: rfc3339_now(),
-            restart_required: Vec::new(),
-            raw,
-            target_fps: config.target_fps,
-        }),
-        notifier: Arc::clone(&notifier),
-        config,
-        ctl: Arc::clone(&ctl),
-        slot: Arc::clone(&slot),
-        stats: Mutex::new(StatsState {
-            latency: LatencyStats::new(Duration::from_secs(10)),
-            last_miss: None,
-            last_result: None,
-            last_done: None,
-            misslog: MissLog::new(),
-        }),
-        system: Mutex::new(SystemFigures::default()),
-        model: Mutex::new(None),
-        generations: Mutex::new(Vec::new()),
-        registry: Mutex::new(Registry::default()),
-        swap: SwapSlot::default(),
-        loader_tx: Mutex::new(None),
-        models_cfg: Mutex::new(models_cfg),
-        engine_memory: Mutex::new(None),
-        source: src_info,
-        source_connected: AtomicBool::new(true),
-        power: Mutex::new(power.map(Arc::new)),
-        source_health,
-        realtime: crate::rt::RealtimeState::default(),
-        state: AtomicU8::new(State::Waiting as u8),
-    });
-    if let Some(p) = pipe.as_mut() {
-        shared.number(p);
-        shared.set_model(Some(p.engine.info().clone()), p.engine.memory());
-        if let Some(dir) = &shared.models_config() {
-            let name = p
-                .engine
-                .info()
-                .path
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned());
-            if let Some(name) =
-                name.filter(|_| p.engine.info().path.parent() == Some(dir.watch_dir.as_path()))
-            {
-                let v = crate::models::Version::of(&p.engine.info().path);
-                shared
-                    .registry()
-                    .set(&name, crate::models::FileState::Active, v);
-            }
-        }
-    }
-    let aux_stop = Arc::new(AtomicBool::new(false));
-    let (tx, rx) = sync_channel::<FrameRecord>(RECORD_QUEUE);
-    let models_stop = Arc::new(AtomicBool::new(false));
-    let models = start_models(&shared, &models_stop)?;
-
-    let stats = spawn("rtinfer-stats", {
-        let shared = Arc::clone(&shared);
-        move || stats_thread(&shared, &rx)
-    })?;
-    let sampler = spawn("rtinfer-sampler", {
-        let shared = Arc::clone(&shared);
-        let stop = Arc::clone(&aux_stop);
-        move || sampler_thread(&shared, &stop)
-    })?;
-    let handler = Arc::new(report::StatusHandler::new(Arc::clone(&shared)));
-    let status = Some(
-        server
-            .spawn(handler, Arc::clone(&aux_stop))
-            .map_err(|source| StartError::Thread {
-                name: "rtinfer-status",
-                source,
-            })?,
-    );
-    let tcp = match shared.config.tcp {
-        Some(addr) => Some(start_tcp(&shared, addr)?),
-        None => None,
-    };
-    let notify = spawn("rtinfer-notify", {
-        let shared = Arc::clone(&shared);
-        let stop = Arc::clone(&aux_stop);
-        move || {
-            let status = || shared.status_line();
-            crate::systemd::watchdog_loop(
-                &shared.notifier,
-                &shared.ctl.heartbeat,
-                crate::systemd::watchdog_interval(),
-                Duration::from_secs(5),
-                &status,
-                &stop,
-            )
-        }
-    })?;
-    let notify = Some(notify);
-    if let Some(w) = shared.ctl.watchdog.clone() {
-        let opts = shared.config.realtime.clone();
-        spawn("rtinfer-deadline", move || {
-            crate::rt::apply_priority_quietly(&opts);
-            w.run()
-        })?;
-    }
+/// The pipeline thread, on the start-up model (or none yet).
+fn spawn_pipeline(
+    shared: &Arc<Shared>,
+    mut pipe: Option<Pipeline>,
+    records: std::sync::mpsc::SyncSender<FrameRecord>,
+) -> Result<JoinHandle<End>, StartError> {
     if pipe.is_some() {
         // With a watch folder and no model yet, the loader locks once the first one is live.
         crate::rt::lock_memory(&shared.config.realtime, &shared.realtime);
     }
-    let pipeline = spawn("rtinfer-pipeline", {
-        let shared = Arc::clone(&shared);
-        move || {
-            crate::rt::apply_to_current_thread(&shared.config.realtime, &shared.realtime);
-            pipeline::run(&mut pipe, &shared.swap, &shared.slot, &shared.ctl, &tx)
-        }
-    })?;
+    let shared = Arc::clone(shared);
+    spawn("rtinfer-pipeline", move || {
+        crate::rt::apply_to_current_thread(&shared.config.realtime, &shared.realtime);
+        pipeline::run(
+            &mut pipe,
+            shared.serving.swap_slot(),
+            &shared.slot,
+            &shared.ctl,
+            &records,
+        )
+    })
+}
+
+/// The capture thread and its stall watcher.
+fn spawn_capture(
+    shared: &Shared,
+    mut src: Box<dyn Source>,
+    stop: &Arc<AtomicBool>,
+) -> Result<JoinHandle<()>, StartError> {
+    let ctx = Arc::new(shared.capture_context());
     spawn("rtinfer-stall", {
-        let shared = Arc::clone(&shared);
-        let stop = Arc::clone(&aux_stop);
-        move || crate::capture::watch_stalls(&shared, &stop)
+        let ctx = Arc::clone(&ctx);
+        let stop = Arc::clone(stop);
+        move || crate::capture::watch_stalls(&ctx, &stop)
     })?;
-    let capture = spawn("rtinfer-capture", {
-        let shared = Arc::clone(&shared);
-        let mut src = src;
-        move || crate::capture::run(&mut *src, &shared)
-    })?;
-    drop(signals);
-    Ok(Daemon {
-        shared,
-        pipeline,
-        stats,
-        capture,
-        sampler,
-        status,
-        models,
-        models_stop,
-        notify,
-        tcp,
-        aux_stop,
+    spawn("rtinfer-capture", move || {
+        crate::capture::run(&mut *src, &ctx)
     })
 }
 
@@ -579,7 +316,7 @@ fn start_tcp(
     let server = StatusServer::bind_tcp(addr)?;
     log::info!("status over TCP on {addr} (GET /status, /metrics, /healthz only)");
     let stop = Arc::new(AtomicBool::new(false));
-    let handler = Arc::new(report::StatusHandler::new(Arc::clone(shared)));
+    let handler = Arc::new(StatusHandler::new(Arc::clone(shared)));
     let h = server
         .spawn(handler, Arc::clone(&stop))
         .map_err(|source| StartError::Thread {
@@ -589,154 +326,79 @@ fn start_tcp(
     Ok((h, stop))
 }
 
-/// Starts the watcher and the loader when a watch folder is configured.
-fn start_models(
-    shared: &Arc<Shared>,
-    stop: &Arc<AtomicBool>,
-) -> Result<Vec<JoinHandle<()>>, StartError> {
-    let Some(cfg) = shared.models_config() else {
-        return Ok(Vec::new());
-    };
-    let (tx, rx) = std::sync::mpsc::channel::<LoaderMsg>();
-    let (wtx, wrx) = std::sync::mpsc::channel::<WatchEvent>();
-    *shared.loader_tx.lock().unwrap_or_else(|p| p.into_inner()) = Some(tx.clone());
-    let dir = cfg.watch_dir.clone();
-    let watcher = spawn("rtinfer-watch", {
-        let stop = Arc::clone(stop);
-        move || crate::models::watch::run(&dir, &wtx, &stop)
-    })?;
-    // Forwards watcher events into the loader's queue (one queue serves the socket too).
-    let forward = spawn("rtinfer-watch-fwd", move || {
-        for ev in wrx {
-            if tx.send(LoaderMsg::Watch(ev)).is_err() {
-                return;
-            }
-        }
-    })?;
-    let loader = spawn("rtinfer-loader", {
-        let shared = Arc::clone(shared);
-        let stop = Arc::clone(stop);
-        move || Loader::new(Arc::clone(&shared), cfg, stop).run(&rx)
-    })?;
-    Ok(vec![watcher, forward, loader])
+/// The watcher and the loader of the watch folder in force, and their stop flag.
+struct ModelThreads {
+    handles: Vec<JoinHandle<()>>,
+    stop: Arc<AtomicBool>,
 }
 
-impl Daemon {
-    /// Reload of `[models]`: stops the watcher and loader, then follows the new folder (or none).
-    /// The model serving now keeps serving; the new folder's newest model becomes the candidate.
-    fn follow_watch_folder(&mut self, cfg: Option<crate::models::ModelsConfig>) {
-        self.models_stop.store(true, Ordering::SeqCst);
-        *self
-            .shared
-            .loader_tx
-            .lock()
-            .unwrap_or_else(|p| p.into_inner()) = None;
-        for h in self.models.drain(..) {
+impl ModelThreads {
+    /// Starts the watcher and the loader when a watch folder is configured.
+    fn start(shared: &Arc<Shared>) -> Result<ModelThreads, StartError> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let Some(cfg) = shared.models_config() else {
+            return Ok(ModelThreads {
+                handles: Vec::new(),
+                stop,
+            });
+        };
+        let (tx, rx) = std::sync::mpsc::channel::<LoaderMsg>();
+        let (wtx, wrx) = std::sync::mpsc::channel::<WatchEvent>();
+        shared.set_loader(Some(tx.clone()));
+        let dir = cfg.watch_dir.clone();
+        let watcher = spawn("rtinfer-watch", {
+            let stop = Arc::clone(&stop);
+            move || crate::models::watch::run(&dir, &wtx, &stop)
+        })?;
+        let forward = spawn("rtinfer-watch-fwd", move || forward(&wrx, &tx))?;
+        let loader = spawn("rtinfer-loader", {
+            let ctx = shared.loader_context();
+            let stop = Arc::clone(&stop);
+            move || Loader::new(ctx, cfg, stop).run(&rx)
+        })?;
+        Ok(ModelThreads {
+            handles: vec![watcher, forward, loader],
+            stop,
+        })
+    }
+
+    /// Stops and joins them (a load in progress is left to finish on its own).
+    fn stop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        for h in self.handles.drain(..) {
             let _ = h.join();
         }
-        // Another folder has other files; the same folder keeps what was tried (the serving
-        // model's file is not loaded a second time).
-        let same_folder = self
-            .shared
-            .models_config()
-            .zip(cfg.as_ref())
-            .is_some_and(|(old, new)| old.watch_dir == new.watch_dir);
-        if !same_folder {
-            self.shared.registry().forget_files();
-        }
-        *self
-            .shared
-            .models_cfg
-            .lock()
-            .unwrap_or_else(|p| p.into_inner()) = cfg;
-        self.models_stop = Arc::new(AtomicBool::new(false));
-        match start_models(&self.shared, &self.models_stop) {
-            Ok(h) => self.models = h,
-            Err(e) => log::error!("reload: watch folder: {e}"),
+    }
+}
+
+/// Forwards watcher events into the loader's queue (one queue serves the socket too).
+fn forward(events: &std::sync::mpsc::Receiver<WatchEvent>, loader: &Sender<LoaderMsg>) {
+    for ev in events {
+        if loader.send(LoaderMsg::Watch(ev)).is_err() {
+            return;
         }
     }
+}
 
-    /// SIGHUP: re-read and validate; on error keep everything; apply the live keys at once and
-    /// list the others as needing a restart (log line and `/status` `config.restart_required`).
-    fn reload(&mut self, reload: &dyn Fn() -> Result<(RawConfig, Config), String>) {
-        let n = Arc::clone(&self.shared.notifier);
-        n.send(&format!(
-            "RELOADING=1\nMONOTONIC_USEC={}",
-            MonoTime::now().as_nanos() / 1000
-        ));
-        match reload() {
-            Err(e) => log::error!("reload failed, keeping the running configuration: {e}"),
-            Ok((raw, cfg)) => {
-                let old_raw = self.shared.live().raw.clone();
-                let changed = crate::config::changed_keys(&old_raw, &raw);
-                let (mut live, mut restart): (Vec<String>, Vec<String>) = changed
-                    .into_iter()
-                    .partition(|k| LIVE_KEYS.contains(&k.as_str()));
-                if let Some(i) = restart.iter().position(|k| k == "run.source")
-                    && let Some(fps) = source_rate_change(&old_raw, &cfg)
-                {
-                    restart.remove(i);
-                    live.push("run.source".into());
-                    self.shared.source_health.request_rate(&cfg.source.uri, fps);
-                }
-                self.shared
-                    .ctl
-                    .budget_ns
-                    .store(cfg.budget.as_nanos() as u64, Ordering::SeqCst);
-                if std::env::var_os("RUST_LOG").is_none() {
-                    log::set_max_level(cfg.log_level);
-                }
-                if live.iter().any(|k| k.starts_with("models.")) {
-                    self.follow_watch_folder(cfg.models.clone());
-                }
-                if live.iter().any(|k| k.starts_with("power."))
-                    && let Err(e) = self.shared.replace_power(cfg.power.as_ref())
-                {
-                    log::error!("reload: power meter: {e}");
-                }
-                if live.iter().any(|k| k == "status.tcp") {
-                    if let Some((h, stop)) = self.tcp.take() {
-                        stop.store(true, Ordering::SeqCst);
-                        let _ = h.join();
-                    }
-                    if let Some(addr) = cfg.tcp {
-                        match start_tcp(&self.shared, addr) {
-                            Ok(t) => self.tcp = Some(t),
-                            Err(e) => log::error!("reload: status.tcp: {e}"),
-                        }
-                    }
-                }
-                let mut l = self.shared.live();
-                l.loaded_at = rfc3339_now();
-                l.raw = raw;
-                l.target_fps = cfg.target_fps;
-                for k in &restart {
-                    if !l.restart_required.contains(k) {
-                        l.restart_required.push(k.clone());
-                    }
-                }
-                drop(l);
-                log::info!(
-                    "reloaded: budget {:.2} ms; applied {}; restart required for {}",
-                    ms(cfg.budget),
-                    if live.is_empty() {
-                        "nothing".into()
-                    } else {
-                        live.join(", ")
-                    },
-                    if restart.is_empty() {
-                        "nothing".into()
-                    } else {
-                        restart.join(", ")
-                    }
-                );
-            }
-        }
-        n.send(&format!("READY=1\nSTATUS={}", self.shared.status_line()));
-    }
+/// A running daemon.
+pub struct Running {
+    pub shared: Arc<Shared>,
+    pipeline: JoinHandle<End>,
+    stats: JoinHandle<()>,
+    capture: JoinHandle<()>,
+    sampler: JoinHandle<()>,
+    status: JoinHandle<()>,
+    /// The watcher and loader (replaced when a reload follows a new watch folder).
+    models: ModelThreads,
+    notify: JoinHandle<()>,
+    tcp: Option<(JoinHandle<()>, Arc<AtomicBool>)>,
+    /// Stops the status server, the sampler, the notifier and the stall watcher.
+    aux_stop: Arc<AtomicBool>,
+}
 
-    /// Waits until the stream ends, `duration` elapses or a signal asks to stop; then stops every
-    /// thread and returns how the run ended.
+impl Running {
+    /// Waits until the stream ends, `duration` elapses or a signal asks to stop, reloading on
+    /// SIGHUP; then stops every thread and returns how the run ended.
     pub fn wait(
         mut self,
         signals: &SignalFlags,
@@ -768,39 +430,35 @@ impl Daemon {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+        self.stop()
+    }
+
+    /// Stops every thread: the pipeline first (its end says how the run ended), then the stats
+    /// thread once it drained the queue, then the rest.
+    fn stop(mut self) -> Finished {
         self.shared.set_state(State::Stopping);
         self.shared.notifier.send("STOPPING=1");
         self.shared.ctl.stop.store(true, Ordering::SeqCst);
-        let end = self
-            .pipeline
-            .join()
-            .unwrap_or_else(|_| End::Error("the pipeline thread panicked".into()));
+        let result = match self.pipeline.join() {
+            Ok(End::Clean) => Ok(()),
+            Ok(End::Error(e)) => Err(RunError::Source(e)),
+            Err(_) => Err(RunError::PipelinePanicked),
+        };
         if let Some(w) = &self.shared.ctl.watchdog {
             w.stop();
         }
         // The pipeline dropped its sender: the stats thread drains what is queued and returns.
         let _ = self.stats.join();
         self.aux_stop.store(true, Ordering::SeqCst);
-        if let Some(s) = self.status {
-            let _ = s.join();
-        }
+        let _ = self.status.join();
         let _ = self.sampler.join();
-        if let Some(h) = self.notify {
-            let _ = h.join();
-        }
-        if let Some((h, stop)) = self.tcp {
+        let _ = self.notify.join();
+        if let Some((h, stop)) = self.tcp.take() {
             stop.store(true, Ordering::SeqCst);
             let _ = h.join();
         }
-        *self
-            .shared
-            .loader_tx
-            .lock()
-            .unwrap_or_else(|p| p.into_inner()) = None;
-        self.models_stop.store(true, Ordering::SeqCst);
-        for h in self.models {
-            let _ = h.join();
-        }
+        self.shared.set_loader(None);
+        self.models.stop();
         if let Some(p) = self.shared.power() {
             p.stop();
         }
@@ -812,7 +470,7 @@ impl Daemon {
             }
             std::thread::sleep(Duration::from_millis(10));
         }
-        Finished { end }
+        Finished { result }
     }
 }
 
@@ -824,104 +482,4 @@ fn spawn<F: FnOnce() -> T + Send + 'static, T: Send + 'static>(
         .name(name.into())
         .spawn(f)
         .map_err(|source| StartError::Thread { name, source })
-}
-
-fn stats_thread(shared: &Shared, rx: &Receiver<FrameRecord>) {
-    let mut results =
-        shared
-            .config
-            .results
-            .as_ref()
-            .and_then(|p| match results::ResultsLog::create(p) {
-                Ok(r) => Some(r),
-                Err(e) => {
-                    log::error!("results file {}: {e}; results are not written", p.display());
-                    None
-                }
-            });
-    // Records are drained into a reused batch, absorbed under the stats lock, and written to the
-    // results file after the lock is released, so a status request never waits on file I/O.
-    let mut batch: Vec<FrameRecord> = Vec::with_capacity(RECORD_QUEUE);
-    let mut lines: Vec<MissLine> = Vec::with_capacity(4);
-    loop {
-        match rx.recv_timeout(Duration::from_millis(250)) {
-            Ok(r) => batch.push(r),
-            Err(RecvTimeoutError::Timeout) => {}
-            Err(RecvTimeoutError::Disconnected) => break,
-        }
-        batch.extend(rx.try_iter());
-        {
-            let mut st = shared.stats();
-            for rec in &batch {
-                // A period that ended before this frame gets its summary first, so it is logged
-                // before the next period's detailed line, not after it.
-                lines.extend(st.misslog.tick(rec.done_at));
-                lines.extend(absorb(&mut st, shared, rec));
-            }
-            lines.extend(st.misslog.tick(MonoTime::now()));
-        }
-        for line in lines.drain(..) {
-            log::warn!(target: "rtinfer::pipeline", "{line}");
-        }
-        if let Some(r) = results.as_mut() {
-            for rec in &batch {
-                r.write(shared, rec);
-            }
-            r.flush();
-        }
-        batch.clear();
-    }
-    // The last, partial period's count is not logged at WARN: that could be a third line in a
-    // second. The final summary carries the total (`missed_deadline`).
-    let mut st = shared.stats();
-    while let Some(line) = st.misslog.flush() {
-        log::debug!(target: "rtinfer::pipeline", "at shutdown: {line}");
-    }
-}
-
-/// Folds one record into the statistics; returns the miss line to log, if this miss gets one.
-fn absorb(st: &mut StatsState, shared: &Shared, rec: &FrameRecord) -> Option<MissLine> {
-    match rec.outcome {
-        Outcome::OnTime | Outcome::Late => {
-            st.latency.record(rec.done_at, &rec.times);
-            st.last_result = Some(*rec);
-            st.last_done = Some(rec.done_at);
-            if shared.state() == State::Waiting {
-                shared.set_state(State::Running);
-            }
-        }
-        Outcome::Cancelled | Outcome::Failed | Outcome::NoModel | Outcome::Skipped => {}
-    }
-    if matches!(rec.outcome, Outcome::Late | Outcome::Cancelled) {
-        let latency = rec.times.end_to_end;
-        let overshoot = latency.saturating_sub(rec.budget);
-        st.last_miss = Some(LastMiss {
-            seq: rec.seq,
-            latency,
-            overshoot,
-            at: SystemTime::now(),
-        });
-        return st.misslog.on_miss(rec.done_at, rec.seq, latency, overshoot);
-    }
-    None
-}
-
-fn sampler_thread(shared: &Shared, stop: &AtomicBool) {
-    let mut sampler = SystemSampler::new();
-    while !stop.load(Ordering::Relaxed) {
-        let fig = sampler.sample();
-        *shared.system.lock().unwrap_or_else(|p| p.into_inner()) = fig;
-        for _ in 0..10 {
-            if stop.load(Ordering::Relaxed) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-}
-
-/// Where the status socket of a config lives (for `rtinfer status`).
-pub fn socket_path(cfg: Option<&Config>) -> PathBuf {
-    cfg.map(|c| c.socket.clone())
-        .unwrap_or_else(|| PathBuf::from(crate::config::DEFAULT_SOCKET))
 }

@@ -8,17 +8,17 @@
 //! discarded when it finally arrives, and no second load starts while one is abandoned.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
+use super::serving::{Serving, SwapError};
 use super::watch::WatchEvent;
 use super::{
-    FileState, Kind, ModelsConfig, PrepareError, Prepared, SwapRecord, Version, classify,
-    newest_model, prepare,
+    FileState, Kind, ModelsConfig, PrepareError, Prepared, Registry, SwapRecord, Version, classify,
+    newest_model,
 };
-use crate::daemon::Shared;
 use crate::time::{MonoTime, rfc3339_now};
 
 /// What the loader is asked to do.
@@ -29,9 +29,50 @@ pub enum LoaderMsg {
     Activate(String),
 }
 
+/// Opens a model file into a pipeline ready to go live, warmed up the given number of times (in
+/// the daemon: [`super::prepare`] with the backend settings and the source's frame size). Called
+/// on a worker thread; may take minutes.
+pub type Preparer = Arc<dyn Fn(&Path, u32) -> Result<Prepared, PrepareError> + Send + Sync>;
+
+/// What the loader works with: exactly this, not the daemon.
+#[derive(Clone)]
+pub struct LoaderContext {
+    /// How a candidate becomes a pipeline.
+    pub prepare: Preparer,
+    /// The model serving now, and the hand-over to the pipeline thread.
+    pub serving: Arc<Serving>,
+    /// Per-file states and the swap history (`GET /models`, `/status` `swaps`).
+    pub registry: Arc<Mutex<Registry>>,
+    /// Called after a model went live and the old one was freed (the daemon locks memory then,
+    /// `realtime.lock_memory`, once the first model is in the process).
+    pub after_swap: Arc<dyn Fn() + Send + Sync>,
+}
+
+/// Why a candidate was not swapped in: the reason the history and the log show.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error(transparent)]
+    Prepare(#[from] PrepareError),
+    #[error(transparent)]
+    Swap(#[from] SwapError),
+    #[error("{} is not in the watch folder", path.display())]
+    NotInFolder { path: PathBuf },
+    #[error("cannot start a load thread: {0}")]
+    Thread(std::io::Error),
+    #[error("the load thread panicked")]
+    Panicked,
+    #[error("stopping")]
+    Stopping,
+    #[error(
+        "load exceeded models.load_timeout_s = {} s; abandoned (its result will be discarded)",
+        timeout.as_secs_f64()
+    )]
+    TimedOut { timeout: Duration },
+}
+
 /// The loader thread's state.
 pub struct Loader {
-    shared: Arc<Shared>,
+    ctx: LoaderContext,
     cfg: ModelsConfig,
     /// A timed-out load still running; its result is thrown away when it arrives.
     abandoned: Option<Receiver<Result<Prepared, PrepareError>>>,
@@ -44,13 +85,17 @@ pub struct Loader {
 const STOP_POLL: Duration = Duration::from_millis(100);
 
 impl Loader {
-    pub fn new(shared: Arc<Shared>, cfg: ModelsConfig, stop: Arc<AtomicBool>) -> Loader {
+    pub fn new(ctx: LoaderContext, cfg: ModelsConfig, stop: Arc<AtomicBool>) -> Loader {
         Loader {
-            shared,
+            ctx,
             cfg,
             abandoned: None,
             stop,
         }
+    }
+
+    fn registry(&self) -> MutexGuard<'_, Registry> {
+        self.ctx.registry.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn stopping(&self) -> bool {
@@ -69,9 +114,9 @@ impl Loader {
             match msg {
                 LoaderMsg::Watch(WatchEvent::Changed(p)) => self.consider(&p, false),
                 LoaderMsg::Watch(WatchEvent::Removed(p)) => self.removed(&p),
-                LoaderMsg::Watch(WatchEvent::Lost) => self.shared.registry().watching = false,
+                LoaderMsg::Watch(WatchEvent::Lost) => self.registry().watching = false,
                 LoaderMsg::Watch(WatchEvent::Rescan { since }) => {
-                    self.shared.registry().watching = true;
+                    self.registry().watching = true;
                     self.rescan(!started, since);
                     started = true;
                 }
@@ -91,7 +136,7 @@ impl Loader {
         let dir = self.cfg.watch_dir.clone();
         if first && let Some(name) = self.cfg.active.clone() {
             let pinned = dir.join(&name);
-            let serving = self.shared.model().map(|m| m.path.clone());
+            let serving = self.ctx.serving.model().map(|m| m.path.clone());
             match serving {
                 Some(p) if p == pinned => {}
                 Some(p) if p.parent() != Some(dir.as_path()) => {}
@@ -108,7 +153,7 @@ impl Loader {
     }
 
     fn removed(&mut self, path: &Path) {
-        if let Some(info) = self.shared.model()
+        if let Some(info) = self.ctx.serving.model()
             && info.path == path
         {
             log::warn!(
@@ -121,8 +166,7 @@ impl Loader {
     fn consider(&mut self, path: &Path, force: bool) {
         let name = file_name(path);
         if let Kind::Ignored(why) = classify(path) {
-            self.shared
-                .registry()
+            self.registry()
                 .set(&name, FileState::Ignored(why.to_string()), None);
             return;
         }
@@ -131,66 +175,60 @@ impl Loader {
             if force {
                 self.reject(
                     &name,
-                    format!("{} is not in the watch folder", path.display()),
+                    LoadError::NotInFolder {
+                        path: path.to_path_buf(),
+                    },
                     None,
                 );
             }
             return;
         }
-        if !force && self.shared.registry().tried(&name, version) {
+        if !force && self.registry().tried(&name, version) {
             return;
         }
         if !self.wait_for_abandoned() {
             return;
         }
-        self.shared
-            .registry()
-            .set(&name, FileState::Loading, version);
+        self.registry().set(&name, FileState::Loading, version);
         log::info!("loading candidate {}", path.display());
         match self.load(path.to_path_buf()) {
             Ok(prepared) => self.go_live(&name, version, prepared),
             Err(_) if self.stopping() => {
                 log::info!("stopping: the load of {name} is left unfinished");
                 // Not tried: a loader that follows a reload in the same folder takes it again.
-                self.shared
-                    .registry()
-                    .set(&name, FileState::Candidate, version);
+                self.registry().set(&name, FileState::Candidate, version);
             }
             Err(reason) => self.reject(&name, reason, version),
         }
     }
 
     /// Loads on a worker thread, waiting at most the load timeout.
-    fn load(&mut self, path: PathBuf) -> Result<Prepared, String> {
+    fn load(&mut self, path: PathBuf) -> Result<Prepared, LoadError> {
         let (tx, rx) = channel();
-        let cfg = self.shared.config.clone();
+        let prepare = Arc::clone(&self.ctx.prepare);
         let warmup = self.cfg.warmup;
-        let frame_size = (self.shared.source.width, self.shared.source.height);
         std::thread::Builder::new()
             .name("rtinfer-load".into())
             .spawn(move || {
                 crate::rt::run_in_background();
-                let _ = tx.send(prepare(&cfg.backend, &path, warmup, frame_size));
+                let _ = tx.send(prepare(&path, warmup));
             })
-            .map_err(|e| format!("cannot start a load thread: {e}"))?;
+            .map_err(LoadError::Thread)?;
         let deadline = MonoTime::now().plus(self.cfg.load_timeout);
         loop {
             let left = deadline.saturating_since(MonoTime::now());
             match rx.recv_timeout(left.min(STOP_POLL)) {
-                Ok(r) => return r.map_err(|e| e.to_string()),
-                Err(RecvTimeoutError::Disconnected) => {
-                    return Err("the load thread panicked".into());
-                }
+                Ok(r) => return Ok(r?),
+                Err(RecvTimeoutError::Disconnected) => return Err(LoadError::Panicked),
                 Err(RecvTimeoutError::Timeout) if self.stopping() => {
-                    return Err("stopping".into());
+                    return Err(LoadError::Stopping);
                 }
                 Err(RecvTimeoutError::Timeout) if left > STOP_POLL => {}
                 Err(RecvTimeoutError::Timeout) => {
                     self.abandoned = Some(rx);
-                    return Err(format!(
-                        "load exceeded models.load_timeout_s = {} s; abandoned (its result will be discarded)",
-                        self.cfg.load_timeout.as_secs_f64()
-                    ));
+                    return Err(LoadError::TimedOut {
+                        timeout: self.cfg.load_timeout,
+                    });
                 }
             }
         }
@@ -216,16 +254,14 @@ impl Loader {
     }
 
     fn go_live(&mut self, name: &str, version: Option<Version>, p: Prepared) {
-        let from = self.shared.model().map(|m| m.name.clone());
+        let from = self.ctx.serving.model().map(|m| m.name.clone());
         let info = p.info.clone();
-        let memory = p.pipeline.engine.memory();
-        let retired = match self.shared.swap_in(p.pipeline) {
+        let retired = match self.ctx.serving.swap_in(p.pipeline) {
             Ok(old) => old,
-            Err(reason) => return self.reject(name, reason, version),
+            Err(e) => return self.reject(name, e.into(), version),
         };
-        self.shared.set_model(Some(info.clone()), memory);
-        self.shared.registry().set(name, FileState::Active, version);
-        self.shared.registry().record(SwapRecord {
+        self.registry().set(name, FileState::Active, version);
+        self.registry().record(SwapRecord {
             at: rfc3339_now(),
             from: from.clone(),
             to: info.name.clone(),
@@ -245,18 +281,17 @@ impl Loader {
         // the heap it and the load left behind goes back to the kernel.
         drop(retired);
         crate::rt::trim_heap();
-        // Memory is locked (realtime.lock_memory) once the first model is in the process.
-        crate::rt::lock_memory(&self.shared.config.realtime, &self.shared.realtime);
+        (self.ctx.after_swap)();
     }
 
-    fn reject(&mut self, name: &str, reason: String, version: Option<Version>) {
+    fn reject(&mut self, name: &str, reason: LoadError, version: Option<Version>) {
+        let reason = reason.to_string();
         log::warn!("model {name} rejected: {reason}; the current model keeps serving");
-        self.shared
-            .registry()
+        self.registry()
             .set(name, FileState::Rejected(reason.clone()), version);
-        self.shared.registry().record(SwapRecord {
+        self.registry().record(SwapRecord {
             at: rfc3339_now(),
-            from: self.shared.model().map(|m| m.name.clone()),
+            from: self.ctx.serving.model().map(|m| m.name.clone()),
             to: name.to_string(),
             ok: false,
             reason: Some(reason),

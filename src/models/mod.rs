@@ -19,6 +19,7 @@ use crate::invalid_key::InvalidKey;
 
 pub mod loader;
 pub mod prepare;
+pub mod serving;
 pub mod watch;
 
 pub use prepare::{PrepareError, Prepared, prepare};
