@@ -272,7 +272,213 @@ pub fn watch_stalls(ctx: &CaptureContext, stop: &AtomicBool) {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::VecDeque;
+
     use super::*;
+    use crate::slot::Take;
+    use crate::source::{Frame, SourceError, SourceInfo};
+
+    /// What the scripted source does on each call of `next`.
+    #[derive(Clone, Copy)]
+    enum Step {
+        Frame,
+        /// A timeout with the device unplugged.
+        Unplugged,
+        Fail,
+    }
+
+    /// A source that plays a script, then ends the stream; no pixels are touched.
+    struct Script {
+        steps: VecDeque<Step>,
+        connected: bool,
+        fps_set: Arc<Mutex<Option<f64>>>,
+    }
+
+    impl Script {
+        fn new(steps: &[Step]) -> Script {
+            Script {
+                steps: steps.iter().copied().collect(),
+                connected: true,
+                fps_set: Arc::default(),
+            }
+        }
+    }
+
+    impl Source for Script {
+        fn info(&self) -> SourceInfo {
+            SourceInfo {
+                uri: "script://".into(),
+                width: 2,
+                height: 2,
+                fps: Some(100.0),
+            }
+        }
+
+        fn next(&mut self, frame: &mut Frame, _timeout: Duration) -> Result<Capture, SourceError> {
+            match self.steps.pop_front() {
+                Some(Step::Frame) => {
+                    self.connected = true;
+                    frame.captured_at = MonoTime::now();
+                    Ok(Capture::Frame)
+                }
+                Some(Step::Unplugged) => {
+                    self.connected = false;
+                    Ok(Capture::Timeout)
+                }
+                Some(Step::Fail) => Err(SourceError::Io {
+                    uri: "script://".into(),
+                    source: std::io::Error::other("device gone"),
+                }),
+                None => Ok(Capture::EndOfStream),
+            }
+        }
+
+        fn connected(&self) -> bool {
+            self.connected
+        }
+
+        fn set_fps(&mut self, fps: f64) -> bool {
+            *self.fps_set.lock().unwrap_or_else(|p| p.into_inner()) = Some(fps);
+            true
+        }
+    }
+
+    /// A capture context on a fresh slot; no daemon.
+    fn context(state: State) -> CaptureContext {
+        CaptureContext {
+            slot: Arc::new(FrameSlot::new(2, 2)),
+            health: Arc::new(SourceHealth::new(
+                "script://",
+                Some(100.0),
+                Duration::from_millis(10),
+            )),
+            state: Arc::new(StateCell::new(state)),
+            ctl: Arc::new(LoopControl::new(Duration::from_millis(10))),
+            realtime: RealtimeOptions::default(),
+            duration: None,
+        }
+    }
+
+    fn take(ctx: &CaptureContext) -> Take {
+        ctx.slot.take(None, Duration::from_millis(1))
+    }
+
+    #[test]
+    fn frames_are_numbered_into_the_slot_until_the_end_of_stream() {
+        let ctx = context(State::Running);
+        run(&mut Script::new(&[Step::Frame; 3]), &ctx);
+        assert_eq!(ctx.slot.counters().captured, 3);
+        // Nobody took them: the newest waits, the two before it were replaced (dropped).
+        assert_eq!(ctx.slot.counters().dropped, 2);
+        let Take::Frame(f) = take(&ctx) else {
+            panic!("the newest frame waits in the slot")
+        };
+        assert_eq!(f.seq, 3);
+        assert!(matches!(take(&ctx), Take::Ended(End::Clean)));
+        assert!(
+            ctx.health.jitter_p99_ms().is_some(),
+            "intervals were recorded"
+        );
+    }
+
+    #[test]
+    fn a_source_error_ends_the_stream_with_the_error_whole() {
+        let ctx = context(State::Running);
+        run(
+            &mut Script::new(&[Step::Frame, Step::Fail, Step::Frame]),
+            &ctx,
+        );
+        assert_eq!(
+            ctx.slot.counters().captured,
+            1,
+            "nothing is read after the error"
+        );
+        let Some(End::Error(e)) = ctx.slot.ended() else {
+            panic!("the stream ended with an error")
+        };
+        assert!(matches!(&*e, SourceError::Io { uri, .. } if uri == "script://"));
+        let cause = std::error::Error::source(&*e).map(|c| c.to_string());
+        assert_eq!(cause.as_deref(), Some("device gone"), "the chain is kept");
+        assert!(!ctx.health.connected());
+    }
+
+    #[test]
+    fn an_unplugged_source_degrades_a_running_daemon_and_frames_recover_it() {
+        let ctx = context(State::Running);
+        run(&mut Script::new(&[Step::Unplugged, Step::Unplugged]), &ctx);
+        assert_eq!(ctx.state.get(), State::Degraded);
+        assert!(!ctx.health.connected());
+        assert!(ctx.health.stalled.load(Ordering::Relaxed));
+        run(&mut Script::new(&[Step::Frame]), &ctx);
+        assert_eq!(ctx.state.get(), State::Running);
+        assert!(ctx.health.connected());
+        assert!(!ctx.health.stalled.load(Ordering::Relaxed));
+    }
+
+    #[test]
+    fn a_daemon_waiting_for_its_first_result_stays_waiting_when_the_source_goes() {
+        let ctx = context(State::Waiting);
+        run(&mut Script::new(&[Step::Unplugged]), &ctx);
+        assert_eq!(ctx.state.get(), State::Waiting);
+        assert!(ctx.health.stalled.load(Ordering::Relaxed));
+    }
+
+    #[test]
+    fn a_stop_ends_the_stream_cleanly_before_the_next_read() {
+        let ctx = context(State::Running);
+        ctx.ctl.stop.store(true, Ordering::SeqCst);
+        run(&mut Script::new(&[Step::Frame]), &ctx);
+        assert_eq!(ctx.slot.counters().captured, 0);
+        assert!(matches!(ctx.slot.ended(), Some(End::Clean)));
+    }
+
+    #[test]
+    fn the_duration_window_closes_on_the_first_frame_past_it() {
+        let mut ctx = context(State::Running);
+        ctx.duration = Some(Duration::ZERO);
+        run(&mut Script::new(&[Step::Frame, Step::Frame]), &ctx);
+        assert_eq!(
+            ctx.slot.counters().captured,
+            0,
+            "captured at or after the window's end"
+        );
+        assert!(matches!(ctx.slot.ended(), Some(End::Clean)));
+    }
+
+    #[test]
+    fn a_rate_request_re_paces_the_source_between_frames() {
+        let ctx = context(State::Running);
+        ctx.health.request_rate("script://?fps=25", 25.0);
+        let mut src = Script::new(&[Step::Frame]);
+        let fps_set = Arc::clone(&src.fps_set);
+        run(&mut src, &ctx);
+        assert_eq!(
+            *fps_set.lock().unwrap_or_else(|p| p.into_inner()),
+            Some(25.0)
+        );
+        assert_eq!(ctx.health.fps(), Some(25.0));
+        assert_eq!(ctx.health.uri(), "script://?fps=25");
+        assert_eq!(ctx.health.period(), Duration::from_millis(40));
+    }
+
+    #[test]
+    fn the_stall_watcher_degrades_a_running_daemon_whose_source_fell_silent() {
+        let ctx = Arc::new(context(State::Running));
+        // One frame long ago: more than five 10 ms periods of silence since.
+        ctx.health.on_frame(MonoTime::from_nanos(1));
+        let stop = Arc::new(AtomicBool::new(false));
+        let watcher = std::thread::spawn({
+            let (ctx, stop) = (Arc::clone(&ctx), Arc::clone(&stop));
+            move || watch_stalls(&ctx, &stop)
+        });
+        let end = std::time::Instant::now() + Duration::from_secs(10);
+        while ctx.state.get() != State::Degraded && std::time::Instant::now() < end {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        stop.store(true, Ordering::SeqCst);
+        watcher.join().expect("the watcher returns when stopped");
+        assert_eq!(ctx.state.get(), State::Degraded);
+    }
 
     #[test]
     fn jitter_is_the_deviation_from_the_period() {

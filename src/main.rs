@@ -176,10 +176,28 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => ExitCode::from(code),
         Err(f) => {
-            eprintln!("rtinfer: error: {:#}", f.error);
+            eprintln!("rtinfer: error: {}", chain(&f.error));
             ExitCode::from(f.code)
         }
     }
+}
+
+/// The error and its causes, each said once: many errors already print their cause in their own
+/// message (`cannot read config X: <io error>`), so a cause whose text is already there is not
+/// repeated.
+fn chain(e: &anyhow::Error) -> String {
+    let mut s = String::new();
+    for cause in e.chain() {
+        let t = cause.to_string();
+        if s.contains(&t) {
+            continue;
+        }
+        if !s.is_empty() {
+            s.push_str(": ");
+        }
+        s.push_str(&t);
+    }
+    s
 }
 
 /// Logging: `RUST_LOG` when set (per-module targets, e.g. `RUST_LOG=rtinfer::power=debug`), else

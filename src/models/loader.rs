@@ -314,3 +314,319 @@ fn file_name(path: &Path) -> String {
         |n| n.to_string_lossy().into_owned(),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicU32;
+    use std::sync::mpsc::Sender;
+    use std::thread::JoinHandle;
+
+    use super::*;
+    use crate::backend::{BackendError, BackendKind, Engine, ModelInfo, Precision};
+    use crate::pipeline::{FrameRecord, LoopControl, Pipeline};
+    use crate::preprocess::{PreprocessOptions, Preprocessor};
+    use crate::slot::FrameSlot;
+    use crate::tensor::{InputBufMut, InputElement, InputSpec, Layout};
+
+    const SPEC: InputSpec = InputSpec {
+        width: 4,
+        height: 4,
+        channels: 3,
+        layout: Layout::Nchw,
+        element: InputElement::F32,
+    };
+
+    /// An engine that runs instantly; only its name matters here.
+    struct Fake {
+        info: ModelInfo,
+        input: Vec<f32>,
+        scores: Vec<f32>,
+    }
+
+    impl Engine for Fake {
+        fn info(&self) -> &ModelInfo {
+            &self.info
+        }
+        fn input(&mut self) -> InputBufMut<'_> {
+            InputBufMut::F32(&mut self.input)
+        }
+        fn run(&mut self) -> Result<(), BackendError> {
+            Ok(())
+        }
+        fn output(&self) -> &[f32] {
+            &self.scores
+        }
+    }
+
+    fn prepared(path: &Path) -> Prepared {
+        let info = ModelInfo {
+            name: path
+                .file_stem()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into(),
+            path: path.to_path_buf(),
+            backend: BackendKind::OnnxRuntime,
+            precision: Precision::Fp32,
+            inputs: Vec::new(),
+            outputs: Vec::new(),
+            input: SPEC,
+            classes: 2,
+            params: None,
+            can_cancel: false,
+        };
+        let engine = Fake {
+            info: info.clone(),
+            input: vec![0.0; SPEC.len()],
+            scores: vec![0.0; 2],
+        };
+        let pre = Preprocessor::new(SPEC, PreprocessOptions::default()).expect("preprocessor");
+        Prepared {
+            pipeline: Pipeline::new(Box::new(engine), pre),
+            info,
+            load_ms: 1.0,
+            warmup_p50_ms: None,
+        }
+    }
+
+    /// A loader on a temporary watch folder, a pipeline thread that takes what it stages, and a
+    /// preparer that reads each file's text: `good`, `bad` (no scores), or `slow` (waits until
+    /// the test sends on `release`). No daemon, no runtime.
+    struct Harness {
+        dir: tempfile::TempDir,
+        ctx: LoaderContext,
+        tx: Sender<LoaderMsg>,
+        stop: Arc<AtomicBool>,
+        loader: Option<JoinHandle<()>>,
+        ctl: Arc<LoopControl>,
+        pipeline: Option<JoinHandle<()>>,
+        prepared: Arc<AtomicU32>,
+        /// The most preparations that ran at once.
+        most_at_once: Arc<AtomicU32>,
+        swaps: Arc<AtomicU32>,
+        release: Sender<()>,
+    }
+
+    impl Harness {
+        fn new(load_timeout: Duration) -> Harness {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let prepared_n = Arc::new(AtomicU32::new(0));
+            let running = Arc::new(AtomicU32::new(0));
+            let most_at_once = Arc::new(AtomicU32::new(0));
+            let swaps = Arc::new(AtomicU32::new(0));
+            let (release, released) = channel::<()>();
+            let released = Mutex::new(released);
+            let ctx = LoaderContext {
+                prepare: Arc::new({
+                    let n = Arc::clone(&prepared_n);
+                    let (running, most) = (Arc::clone(&running), Arc::clone(&most_at_once));
+                    move |path: &Path, _warmup| {
+                        n.fetch_add(1, Ordering::SeqCst);
+                        most.fetch_max(
+                            running.fetch_add(1, Ordering::SeqCst) + 1,
+                            Ordering::SeqCst,
+                        );
+                        let r = match std::fs::read_to_string(path).unwrap_or_default().as_str() {
+                            "bad" => Err(PrepareError::NoScores {
+                                path: path.to_path_buf(),
+                            }),
+                            "slow" => {
+                                let rx = released.lock().unwrap_or_else(|p| p.into_inner());
+                                let _ = rx.recv();
+                                Ok(prepared(path))
+                            }
+                            _ => Ok(prepared(path)),
+                        };
+                        running.fetch_sub(1, Ordering::SeqCst);
+                        r
+                    }
+                }),
+                serving: Arc::default(),
+                registry: Arc::default(),
+                after_swap: Arc::new({
+                    let swaps = Arc::clone(&swaps);
+                    move || {
+                        swaps.fetch_add(1, Ordering::SeqCst);
+                    }
+                }),
+            };
+            let ctl = Arc::new(LoopControl::new(Duration::from_millis(10)));
+            let pipeline = std::thread::spawn({
+                let serving = Arc::clone(&ctx.serving);
+                let ctl = Arc::clone(&ctl);
+                move || {
+                    let (records, _keep) = std::sync::mpsc::sync_channel::<FrameRecord>(4);
+                    let slot = FrameSlot::new(1, 1);
+                    crate::pipeline::run(&mut None, serving.swap_slot(), &slot, &ctl, &records);
+                }
+            });
+            let cfg = ModelsConfig {
+                watch_dir: dir.path().to_path_buf(),
+                active: None,
+                load_timeout,
+                warmup: 0,
+            };
+            let stop = Arc::new(AtomicBool::new(false));
+            let (tx, rx) = channel();
+            let loader = std::thread::spawn({
+                let (ctx, stop) = (ctx.clone(), Arc::clone(&stop));
+                move || Loader::new(ctx, cfg, stop).run(&rx)
+            });
+            Harness {
+                dir,
+                ctx,
+                tx,
+                stop,
+                loader: Some(loader),
+                ctl,
+                pipeline: Some(pipeline),
+                prepared: prepared_n,
+                most_at_once,
+                swaps,
+                release,
+            }
+        }
+
+        /// Writes `name` with `text` and tells the loader it was completed.
+        fn drop_in(&self, name: &str, text: &str) {
+            let path = self.dir.path().join(name);
+            std::fs::write(&path, text).expect("write the candidate");
+            self.tx
+                .send(LoaderMsg::Watch(WatchEvent::Changed(path)))
+                .expect("the loader listens");
+        }
+
+        fn state(&self, name: &str) -> Option<FileState> {
+            let r = self.ctx.registry.lock().unwrap_or_else(|p| p.into_inner());
+            r.state(name).cloned()
+        }
+
+        /// Waits until `name` reaches a state `done` accepts (a load is asynchronous).
+        fn wait_for(&self, name: &str, done: impl Fn(&FileState) -> bool) -> FileState {
+            let end = std::time::Instant::now() + Duration::from_secs(20);
+            loop {
+                match self.state(name) {
+                    Some(s) if done(&s) => return s,
+                    s if std::time::Instant::now() > end => panic!("{name} stayed {s:?}"),
+                    _ => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        }
+
+        fn serving(&self) -> Option<String> {
+            self.ctx.serving.model().map(|m| m.name)
+        }
+
+        fn history(&self) -> Vec<(String, bool)> {
+            let r = self.ctx.registry.lock().unwrap_or_else(|p| p.into_inner());
+            r.swaps().map(|s| (s.to.clone(), s.ok)).collect()
+        }
+    }
+
+    impl Drop for Harness {
+        fn drop(&mut self) {
+            self.stop.store(true, Ordering::SeqCst);
+            let _ = self.release.send(());
+            self.ctl.stop.store(true, Ordering::SeqCst);
+            for h in [self.loader.take(), self.pipeline.take()]
+                .into_iter()
+                .flatten()
+            {
+                let _ = h.join();
+            }
+        }
+    }
+
+    fn settled(s: &FileState) -> bool {
+        !matches!(s, FileState::Loading | FileState::Candidate)
+    }
+
+    #[test]
+    fn a_good_candidate_goes_live_and_replaces_the_one_before() {
+        let h = Harness::new(Duration::from_secs(60));
+        h.drop_in("a.onnx", "good");
+        assert_eq!(h.wait_for("a.onnx", settled), FileState::Active);
+        assert_eq!(h.serving().as_deref(), Some("a"));
+        h.drop_in("b.onnx", "good");
+        assert_eq!(h.wait_for("b.onnx", settled), FileState::Active);
+        assert_eq!(h.state("a.onnx"), Some(FileState::LoadedBefore));
+        assert_eq!(h.serving().as_deref(), Some("b"));
+        assert_eq!(h.ctx.serving.generation_name(2).as_deref(), Some("b"));
+        assert_eq!(h.history(), vec![("a".into(), true), ("b".into(), true)]);
+        assert_eq!(
+            h.swaps.load(Ordering::SeqCst),
+            2,
+            "after_swap once per swap"
+        );
+    }
+
+    #[test]
+    fn a_failing_candidate_is_rejected_and_the_model_keeps_serving() {
+        let h = Harness::new(Duration::from_secs(60));
+        h.drop_in("a.onnx", "good");
+        h.wait_for("a.onnx", settled);
+        h.drop_in("b.onnx", "bad");
+        let FileState::Rejected(why) = h.wait_for("b.onnx", settled) else {
+            panic!("b is rejected")
+        };
+        assert!(why.contains("has no scores"), "{why}");
+        assert_eq!(h.serving().as_deref(), Some("a"));
+        assert_eq!(
+            h.history(),
+            vec![("a".into(), true), ("b.onnx".into(), false)]
+        );
+        assert_eq!(h.swaps.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn files_that_are_not_models_are_never_opened() {
+        let h = Harness::new(Duration::from_secs(60));
+        for name in [".a.onnx", "a.onnx.tmp", "notes.txt"] {
+            h.drop_in(name, "good");
+            assert!(matches!(h.wait_for(name, settled), FileState::Ignored(_)));
+        }
+        assert_eq!(h.prepared.load(Ordering::SeqCst), 0);
+        assert!(h.history().is_empty());
+    }
+
+    #[test]
+    fn a_load_past_the_timeout_is_abandoned_and_the_next_one_waits_for_it() {
+        let h = Harness::new(Duration::from_millis(300));
+        h.drop_in("slow.onnx", "slow");
+        let FileState::Rejected(why) = h.wait_for("slow.onnx", settled) else {
+            panic!("the slow load is rejected")
+        };
+        assert!(why.contains("models.load_timeout_s"), "{why}");
+        h.drop_in("c.onnx", "good");
+        // A loader that did not wait for the abandoned load would start c now, beside it.
+        std::thread::sleep(Duration::from_millis(200));
+        h.release.send(()).expect("release the slow load");
+        assert_eq!(h.wait_for("c.onnx", settled), FileState::Active);
+        assert_eq!(h.prepared.load(Ordering::SeqCst), 2);
+        assert_eq!(
+            h.most_at_once.load(Ordering::SeqCst),
+            1,
+            "never two loads at once"
+        );
+        // The abandoned result was discarded, never swapped in.
+        assert_eq!(h.serving().as_deref(), Some("c"));
+        assert_eq!(
+            h.history(),
+            vec![("slow.onnx".into(), false), ("c".into(), true)]
+        );
+    }
+
+    #[test]
+    fn a_load_interrupted_by_a_stop_is_left_a_candidate() {
+        let mut h = Harness::new(Duration::from_secs(60));
+        h.drop_in("slow.onnx", "slow");
+        h.wait_for("slow.onnx", |s| *s == FileState::Loading);
+        h.stop.store(true, Ordering::SeqCst);
+        if let Some(l) = h.loader.take() {
+            l.join().expect("the loader returns on stop");
+        }
+        assert_eq!(h.state("slow.onnx"), Some(FileState::Candidate));
+        assert!(h.history().is_empty(), "not tried, not rejected");
+        assert_eq!(h.serving(), None);
+    }
+}
