@@ -101,6 +101,23 @@ fn cancelled_run_is_followed_by_a_normal_one_in_process() {
 }
 
 #[test]
+fn a_run_under_the_terminate_flag_is_reported_cancelled_and_a_reset_re_arms_it() {
+    util::ort_env();
+    let dir = util::tempdir();
+    let model = zoo_model(dir.path(), "mobilenetv2", "cifar10", 0.25);
+    let mut p = util::ort_pipeline(&model);
+    let c = p.engine.canceller().expect("ONNX Runtime engines can cancel");
+    c.cancel();
+    let e = p.engine.run().expect_err("the terminate flag stops the run");
+    assert!(
+        matches!(e, rtinfer::backend::BackendError::Cancelled { .. }),
+        "a cancel, not a failure: {e}"
+    );
+    c.reset();
+    p.engine.run().expect("the next run completes");
+}
+
+#[test]
 fn tiny_cancel_limit_counts_cancelled_frames_and_the_loop_runs_on() {
     let dir = util::tempdir();
     let model = zoo_model(dir.path(), "resnet50", "tinyimagenet", 1.0);

@@ -147,10 +147,10 @@ fn zoo_model_shapes_and_types_match_the_onnx_file() {
     assert_eq!(info.inputs.len(), 1);
     assert_eq!(&info.inputs[0].name, in_name);
     assert_eq!(info.inputs[0].shape, vec![1, 3, 32, 32]);
-    assert_eq!(info.inputs[0].element, "float32");
+    assert_eq!(info.inputs[0].element.name(), "float32");
     assert_eq!(&info.outputs[0].name, out_name);
     assert_eq!(info.outputs[0].shape, vec![1, 10]);
-    assert_eq!(info.outputs[0].element, "float32");
+    assert_eq!(info.outputs[0].element.name(), "float32");
     assert_eq!(info.classes, 10);
     assert_eq!((info.input.width, info.input.height), (32, 32));
     assert_eq!(info.precision, Precision::Fp32);

@@ -183,13 +183,74 @@ impl Precision {
     }
 }
 
+/// A tensor's element type as a runtime reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ElementType {
+    Float32,
+    Float16,
+    Float64,
+    Int8,
+    Uint8,
+    Int32,
+    Int64,
+    Bool,
+    /// An ONNX value that is not a tensor (a sequence or a map).
+    NonTensor,
+    /// Any type rtinfer has no use for.
+    Other,
+}
+
+impl ElementType {
+    /// The name used in messages (`float32`, `int8`, ...).
+    pub fn name(self) -> &'static str {
+        match self {
+            ElementType::Float32 => "float32",
+            ElementType::Float16 => "float16",
+            ElementType::Float64 => "float64",
+            ElementType::Int8 => "int8",
+            ElementType::Uint8 => "uint8",
+            ElementType::Int32 => "int32",
+            ElementType::Int64 => "int64",
+            ElementType::Bool => "bool",
+            ElementType::NonTensor => "non-tensor",
+            ElementType::Other => "other",
+        }
+    }
+
+    /// The type a runtime layer names this way (the TensorRT C++ layer reports names).
+    pub fn from_name(name: &str) -> ElementType {
+        match name {
+            "float32" => ElementType::Float32,
+            "float16" => ElementType::Float16,
+            "float64" => ElementType::Float64,
+            "int8" => ElementType::Int8,
+            "uint8" => ElementType::Uint8,
+            "int32" => ElementType::Int32,
+            "int64" => ElementType::Int64,
+            "bool" => ElementType::Bool,
+            "non-tensor" => ElementType::NonTensor,
+            _ => ElementType::Other,
+        }
+    }
+
+    /// 8-bit integers: a quantised tensor.
+    pub fn is_8_bit_integer(self) -> bool {
+        matches!(self, ElementType::Int8 | ElementType::Uint8)
+    }
+}
+
+impl fmt::Display for ElementType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// One input or output tensor as the runtime reports it. Dynamic dimensions are `-1`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TensorInfo {
     pub name: String,
     pub shape: Vec<i64>,
-    /// The runtime's element type name (`float32`, `int8`, `uint8`, ...).
-    pub element: String,
+    pub element: ElementType,
 }
 
 /// What a loaded engine is, for the pipeline (input spec, classes) and for `/status` (`model`).

@@ -14,8 +14,8 @@ use ort::session::{HasSelectedOutputs, OutputSelector, RunOptions, Session};
 use ort::value::{Tensor, TensorElementType, ValueType};
 
 use super::{
-    Backend, BackendError, BackendKind, Engine, LoadOptions, ModelInfo, Precision, TensorInfo,
-    image_input_spec, ort_library,
+    Backend, BackendError, BackendKind, ElementType, Engine, LoadOptions, ModelInfo, Precision,
+    TensorInfo, image_input_spec, ort_library,
 };
 use crate::invalid_key::InvalidKey;
 use crate::tensor::{InputBufMut, InputElement, Layout};
@@ -211,7 +211,7 @@ impl OnnxEngine {
             )));
         }
         let first_in = &inputs[0];
-        if first_in.element != "float32" {
+        if first_in.element != ElementType::Float32 {
             return Err(unsupported(format!(
                 "input '{}' is {} {:?}, expected a float32 image tensor",
                 first_in.name, first_in.element, first_in.shape
@@ -221,7 +221,7 @@ impl OnnxEngine {
         let first_out = outputs
             .first()
             .ok_or_else(|| unsupported("the model has no output".into()))?;
-        if first_out.element != "float32" {
+        if first_out.element != ElementType::Float32 {
             return Err(unsupported(format!(
                 "output '{}' is {}, expected float32",
                 first_out.name, first_out.element
@@ -258,7 +258,7 @@ impl OnnxEngine {
         let precision = if inputs
             .iter()
             .chain(&outputs)
-            .any(|t| t.element == "int8" || t.element == "uint8")
+            .any(|t| t.element.is_8_bit_integer())
             || proto.as_ref().is_some_and(crate::onnx::graph::is_qdq)
         {
             Precision::Int8
@@ -303,13 +303,14 @@ impl Engine for OnnxEngine {
     }
 
     fn run(&mut self) -> Result<(), BackendError> {
+        let (name, cancel) = (&self.info.name, &self.cancel);
         let outputs = self
             .session
             .run_with_options(ort::inputs![&self.input], &self.run_options)
-            .map_err(|e| run_error(&self.info.name, e))?;
+            .map_err(|e| run_error(name, cancel.terminated(), e))?;
         let (_, data) = outputs[0]
             .try_extract_tensor::<f32>()
-            .map_err(|e| run_error(&self.info.name, e))?;
+            .map_err(|e| run_error(name, false, e))?;
         let n = data.len().min(self.scores.len());
         self.scores[..n].copy_from_slice(&data[..n]);
         Ok(())
@@ -324,16 +325,16 @@ impl Engine for OnnxEngine {
     }
 }
 
-fn run_error(name: &str, e: ort::Error) -> BackendError {
-    let reason = e.to_string();
-    if reason.contains("terminate flag") {
+/// A failed run: cancelled when the watchdog's terminate flag was set during it.
+fn run_error(name: &str, cancelled: bool, e: ort::Error) -> BackendError {
+    if cancelled {
         BackendError::Cancelled {
             name: name.to_string(),
         }
     } else {
         BackendError::Run {
             name: name.to_string(),
-            reason,
+            reason: e.to_string(),
         }
     }
 }
@@ -365,9 +366,7 @@ fn tensor_info(name: &str, ty: &ValueType) -> TensorInfo {
         .unwrap_or_default();
     let element = ty
         .tensor_type()
-        .map(element_name)
-        .unwrap_or("non-tensor")
-        .to_string();
+        .map_or(ElementType::NonTensor, element_type);
     TensorInfo {
         name: name.to_string(),
         shape,
@@ -375,16 +374,17 @@ fn tensor_info(name: &str, ty: &ValueType) -> TensorInfo {
     }
 }
 
-fn element_name(t: TensorElementType) -> &'static str {
+fn element_type(t: TensorElementType) -> ElementType {
     match t {
-        TensorElementType::Float32 => "float32",
-        TensorElementType::Float16 => "float16",
-        TensorElementType::Float64 => "float64",
-        TensorElementType::Int8 => "int8",
-        TensorElementType::Uint8 => "uint8",
-        TensorElementType::Int32 => "int32",
-        TensorElementType::Int64 => "int64",
-        _ => "other",
+        TensorElementType::Float32 => ElementType::Float32,
+        TensorElementType::Float16 => ElementType::Float16,
+        TensorElementType::Float64 => ElementType::Float64,
+        TensorElementType::Int8 => ElementType::Int8,
+        TensorElementType::Uint8 => ElementType::Uint8,
+        TensorElementType::Int32 => ElementType::Int32,
+        TensorElementType::Int64 => ElementType::Int64,
+        TensorElementType::Bool => ElementType::Bool,
+        _ => ElementType::Other,
     }
 }
 

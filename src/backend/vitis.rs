@@ -34,8 +34,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{
-    Backend, BackendError, BackendKind, Engine, LoadOptions, ModelInfo, Precision, TensorInfo,
-    image_input_spec,
+    Backend, BackendError, BackendKind, ElementType, Engine, LoadOptions, ModelInfo, Precision,
+    TensorInfo, image_input_spec,
 };
 use crate::invalid_key::InvalidKey;
 use crate::tensor::{InputBufMut, InputElement, Layout};
@@ -268,7 +268,7 @@ fn check_tensors(
         )));
     }
     for t in inputs.iter().chain(outputs) {
-        if t.element != "int8" {
+        if t.element != ElementType::Int8 {
             return Err(unsupported(format!(
                 "tensor '{}' is {} {:?}; the DPU path needs int8",
                 t.name, t.element, t.dims
@@ -322,7 +322,7 @@ fn tensor_info(t: &TensorDesc) -> TensorInfo {
     TensorInfo {
         name: t.name.clone(),
         shape: t.dims.clone(),
-        element: t.element.to_string(),
+        element: t.element,
     }
 }
 

@@ -11,8 +11,8 @@ use super::calib::{CalibSource, image_files};
 use super::{TensorRtOptions, TrtPrecision, load_err};
 use crate::backend::onnx::model_name;
 use crate::backend::{
-    Backend, BackendError, BackendKind, Engine, EngineMemory, LoadOptions, ModelInfo, Precision,
-    TensorInfo, image_input_spec,
+    Backend, BackendError, BackendKind, ElementType, Engine, EngineMemory, LoadOptions, ModelInfo,
+    Precision, TensorInfo, image_input_spec,
 };
 use crate::preprocess::PreprocessOptions;
 use crate::tensor::{InputBufMut, InputElement, InputSpec, Layout};
@@ -346,7 +346,7 @@ impl TrtEngine {
         let info_of = |t: &TensorDesc| TensorInfo {
             name: t.name.clone(),
             shape: t.declared_shape.clone(),
-            element: t.element.clone(),
+            element: ElementType::from_name(&t.element),
         };
         let inputs: Vec<TensorInfo> = tensors.iter().filter(|t| t.input).map(info_of).collect();
         let outputs: Vec<TensorInfo> = tensors.iter().filter(|t| !t.input).map(info_of).collect();
