@@ -11,12 +11,9 @@ use rtinfer::config::{self, Config, RawConfig};
 use rtinfer::daemon;
 use rtinfer::study::zoo;
 
-const SOURCES_HELP: &str = "Sources (URIs): synthetic://WxH@FPS, file:///clip.y4m, file:///frames/ (PNG/JPEG), \
-pipe:// or - (Y4M on stdin, e.g. ffmpeg ... -f yuv4mpegpipe -); options ?loop=true, ?fps=N.";
-
 #[derive(Parser)]
 #[command(name = "rtinfer", version = concat!(env!("CARGO_PKG_VERSION"), " (", env!("RTINFER_TARGET"), ")"),
-    about = "Real-time CNN inference daemon for embedded Linux boards", after_help = SOURCES_HELP)]
+    about = "Real-time CNN inference daemon for embedded Linux boards", after_help = rtinfer::source::uri::USAGE)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,

@@ -355,9 +355,6 @@ pub fn postprocess(scores: &[f32], probs: &mut [f32], top: &mut [(u32, f32); TOP
     len as u8
 }
 
-/// Shared handle type for the loop control.
-pub type Control = Arc<LoopControl>;
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -106,9 +106,15 @@ fn a_run_under_the_terminate_flag_is_reported_cancelled_and_a_reset_re_arms_it()
     let dir = util::tempdir();
     let model = zoo_model(dir.path(), "mobilenetv2", "cifar10", 0.25);
     let mut p = util::ort_pipeline(&model);
-    let c = p.engine.canceller().expect("ONNX Runtime engines can cancel");
+    let c = p
+        .engine
+        .canceller()
+        .expect("ONNX Runtime engines can cancel");
     c.cancel();
-    let e = p.engine.run().expect_err("the terminate flag stops the run");
+    let e = p
+        .engine
+        .run()
+        .expect_err("the terminate flag stops the run");
     assert!(
         matches!(e, rtinfer::backend::BackendError::Cancelled { .. }),
         "a cancel, not a failure: {e}"

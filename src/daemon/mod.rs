@@ -189,11 +189,6 @@ impl Daemon {
             aux_stop,
         })
     }
-
-    /// The state the threads will share (for the final summary).
-    pub fn shared(&self) -> &Arc<Shared> {
-        &self.shared
-    }
 }
 
 /// Opens the source and loads the `--model` file synchronously (a broken one is a start-up
