@@ -156,10 +156,6 @@ fn tiny_cancel_limit_counts_cancelled_frames_and_the_loop_runs_on() {
     assert!(!err.contains("panicked"), "{err}");
 }
 
-fn signal(pid: u32, sig: nix::sys::signal::Signal) {
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), sig).expect("signal");
-}
-
 #[test]
 fn timed_stalled_pipe_degrades_once_recovers_and_eof_ends_the_run() {
     use nix::sys::signal::Signal;
@@ -198,18 +194,18 @@ fn timed_stalled_pipe_degrades_once_recovers_and_eof_ends_the_run() {
     let v = status_until(&sock, 20.0, |v| v["state"] == "running");
     assert_eq!(v["state"], "running", "{v}");
     // Five periods at 30 FPS are 167 ms; a 1.5 s freeze is a stall.
-    signal(ffmpeg.id(), Signal::SIGSTOP);
+    util::signal(&ffmpeg, Signal::SIGSTOP);
     let v = status_until(&sock, 5.0, |v| v["state"] == "degraded");
     assert_eq!(v["state"], "degraded", "{v}");
     std::thread::sleep(Duration::from_millis(1500));
-    signal(ffmpeg.id(), Signal::SIGCONT);
+    util::signal(&ffmpeg, Signal::SIGCONT);
     let v = status_until(&sock, 10.0, |v| v["state"] == "running");
     assert_eq!(v["state"], "running", "frames returned: {v}");
     assert!(util::counters_add_up(&v), "{v}");
     let jitter = v["source"]["interval_jitter_ms_p99"].as_f64();
     assert!(jitter.is_some_and(|j| j >= 0.0), "{v}");
     // Killed mid-stream: the pipe's EOF ends the run, without hanging.
-    signal(ffmpeg.id(), Signal::SIGKILL);
+    util::signal(&ffmpeg, Signal::SIGKILL);
     let _ = ffmpeg.wait();
     let out = daemon.wait_with_output().expect("daemon exits");
     let err = String::from_utf8_lossy(&out.stderr);
