@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Command 2 of the README: the whole test suite (what CI runs).
-# Installs what the tests need (scripts/setup.sh), checks formatting and lints, then runs every test.
+# Installs what the tests need (scripts/setup.sh), checks formatting, the import direction and lints,
+# then runs every test.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 scripts/setup.sh
 export ORT_DYLIB_PATH="$ROOT/.cache/onnxruntime/$(uname -m)/libonnxruntime.so.1.31.1"
 cargo fmt --all -- --check
+# The import direction of docs/ARCHITECTURE.md (prints every import that points the wrong way).
+bash scripts/check_imports.sh
 cargo clippy --all-targets --quiet -- -D warnings
 # Timing-sensitive tests (hot swap gaps) run against the release binary, one at a time.
 cargo build --release --quiet
