@@ -67,11 +67,11 @@ pub struct Shared {
     pub notifier: Arc<Notifier>,
     pub ctl: Arc<LoopControl>,
     pub slot: Arc<FrameSlot>,
-    pub state: Arc<StateCell>,
+    state: Arc<StateCell>,
     /// The model serving now, its memory and generations, and the hand-over to the pipeline.
     pub serving: Arc<Serving>,
     /// Watch-folder bookkeeping and swap history.
-    pub registry: Arc<Mutex<Registry>>,
+    registry: Arc<Mutex<Registry>>,
     /// The source as opened: its frame size. The URI and rate in force (a reload can re-pace the
     /// source) are `source_health.uri()` and `.fps()`.
     pub source: SourceInfo,
@@ -171,6 +171,11 @@ impl Shared {
 
     pub fn set_state(&self, s: State) {
         self.state.set(s);
+    }
+
+    /// Moves the state to `to` only from `from`.
+    pub fn change_state(&self, from: State, to: State) -> bool {
+        self.state.change(from, to)
     }
 
     pub fn stats(&self) -> MutexGuard<'_, StatsState> {

@@ -115,7 +115,7 @@ pub fn run(shared: &Shared, rx: &Receiver<FrameRecord>) {
                 lines.extend(st.misslog.tick(rec.done_at));
                 lines.extend(st.absorb(rec));
                 if matches!(rec.outcome, Outcome::OnTime | Outcome::Late) {
-                    shared.state.change(State::Waiting, State::Running);
+                    shared.change_state(State::Waiting, State::Running);
                 }
             }
             lines.extend(st.misslog.tick(MonoTime::now()));
