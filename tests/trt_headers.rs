@@ -303,9 +303,7 @@ fn declarations(src: &str) -> BTreeMap<Key, Option<Marks>> {
                             item.push(e.clone());
                         }
                     }
-                } else if let (Some(k), false) =
-                    (class, clean.contains(&Tok::Punct('(')))
-                {
+                } else if let (Some(k), false) = (class, clean.contains(&Tok::Punct('('))) {
                     // `class NAME : public BASE {` (a name before `:`, `final` or `{`).
                     let head: Vec<&Tok> = clean[k + 1..]
                         .iter()
