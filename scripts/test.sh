@@ -15,7 +15,9 @@ cargo clippy --all-targets --quiet -- -D warnings
 cargo build --release --quiet
 export RTINFER_RELEASE_BIN="$ROOT/target/release/rtinfer"
 cargo test -- --test-threads=2 --skip timed_
-# The TensorRT layer against its CPU test double, in the 8.5 and 10.x API shapes.
+# The TensorRT layer against its CPU test double, in the 8.5, 10.3 and 10.16 API shapes.
 bash scripts/test_tensorrt_double.sh
+# The TensorRT layer and the VART shim against the vendors' real headers (third_party/).
+bash scripts/check_sdk_headers.sh
 # Tests named timed_* measure gaps between frames: alone, one at a time.
 cargo test timed_ -- --test-threads=1

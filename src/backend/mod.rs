@@ -194,6 +194,10 @@ pub enum ElementType {
     Int32,
     Int64,
     Bool,
+    Bfloat16,
+    /// 8-bit float (TensorRT's FP8).
+    Fp8,
+    Int4,
     /// An ONNX value that is not a tensor (a sequence or a map).
     NonTensor,
     /// Any type rtinfer has no use for.
@@ -212,24 +216,11 @@ impl ElementType {
             ElementType::Int32 => "int32",
             ElementType::Int64 => "int64",
             ElementType::Bool => "bool",
+            ElementType::Bfloat16 => "bfloat16",
+            ElementType::Fp8 => "fp8",
+            ElementType::Int4 => "int4",
             ElementType::NonTensor => "non-tensor",
             ElementType::Other => "other",
-        }
-    }
-
-    /// The type a runtime layer names this way (the TensorRT C++ layer reports names).
-    pub fn from_name(name: &str) -> ElementType {
-        match name {
-            "float32" => ElementType::Float32,
-            "float16" => ElementType::Float16,
-            "float64" => ElementType::Float64,
-            "int8" => ElementType::Int8,
-            "uint8" => ElementType::Uint8,
-            "int32" => ElementType::Int32,
-            "int64" => ElementType::Int64,
-            "bool" => ElementType::Bool,
-            "non-tensor" => ElementType::NonTensor,
-            _ => ElementType::Other,
         }
     }
 

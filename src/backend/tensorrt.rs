@@ -24,6 +24,8 @@ pub mod config;
 pub mod double;
 #[cfg(rtinfer_trt)]
 mod engine;
+#[cfg(rtinfer_trt)]
+pub mod precision;
 
 #[cfg(rtinfer_trt)]
 pub use engine::{TrtBackend, TrtEngine, build_engine, cached_plan, runtime_info};
@@ -37,8 +39,8 @@ pub enum TrtPrecision {
     #[default]
     Fp32,
     Fp16,
-    /// int8 with float fallback per layer, from an entropy calibration (the study's mixed
-    /// float32/int8 engines).
+    /// int8 with float layers where int8 has no kernel (the study's mixed float32/int8
+    /// engines): calibrated on TensorRT 8.x, explicitly quantized from a Q/DQ model on 10.x.
     Int8,
 }
 
@@ -68,7 +70,7 @@ impl std::str::FromStr for TrtPrecision {
 #[derive(Debug, Clone, PartialEq)]
 pub struct TensorRtOptions {
     pub precision: TrtPrecision,
-    /// Let an int8 build also pick fp16 kernels.
+    /// Let a calibrated int8 build (TensorRT 8.x) also pick fp16 kernels.
     pub fp16_fallback: bool,
     /// Folder of calibration images (PNG/JPEG, sorted by name) for int8 builds.
     pub calibration_images: Option<PathBuf>,
