@@ -24,6 +24,7 @@ use crate::power::{PowerOptions, RawPower};
 use crate::preprocess::RawPreprocess;
 use crate::rt::{RawRealtime, RealtimeOptions};
 use crate::source::SourceSpec;
+use crate::units;
 
 /// Default socket path when run by systemd (`RuntimeDirectory=rtinfer`).
 pub const DEFAULT_SOCKET: &str = "/run/rtinfer/status.sock";
@@ -163,30 +164,20 @@ impl RawRun {
             .unwrap_or("auto")
             .parse()
             .map_err(|e| InvalidKey::new("run.backend", e))?;
-        let target_fps = self.fps.unwrap_or(60.0);
-        if !(target_fps.is_finite() && target_fps > 0.0 && target_fps <= 10_000.0) {
-            return Err(InvalidKey::new(
-                "run.fps",
-                format!("{target_fps} is not a frame rate in (0, 10000]"),
-            ));
-        }
-        let budget_ms = self.budget_ms.unwrap_or(1000.0 / target_fps);
-        if !(budget_ms.is_finite() && budget_ms > 0.0 && budget_ms <= 60_000.0) {
-            return Err(InvalidKey::new(
-                "run.budget_ms",
-                format!("{budget_ms} is not a budget in (0, 60000] ms"),
-            ));
-        }
+        let target_fps = units::rate(self.fps.unwrap_or(60.0), 10_000.0)
+            .map_err(|e| InvalidKey::new("run.fps", e))?;
+        // The default budget of a slow rate is capped at the key's own limit.
+        let budget_ms = self
+            .budget_ms
+            .unwrap_or((1000.0 / target_fps).min(60_000.0));
+        let budget = units::millis(budget_ms, 0.0, 60_000.0)
+            .map_err(|e| InvalidKey::new("run.budget_ms", format!("budget {e}")))?;
         let duration = match self.duration_s {
-            None => None,
-            Some(d) if d.is_finite() && d > 0.0 => Some(Duration::from_secs_f64(d)),
-            Some(0.0) => None,
-            Some(d) => {
-                return Err(InvalidKey::new(
-                    "run.duration_s",
-                    format!("{d} is not a duration in seconds"),
-                ));
-            }
+            None | Some(0.0) => None,
+            Some(d) => Some(
+                units::seconds(d, 0.0, units::MAX_SECONDS)
+                    .map_err(|e| InvalidKey::new("run.duration_s", format!("duration {e}")))?,
+            ),
         };
         let threads = self.threads.unwrap_or(1);
         if threads > 256 {
@@ -200,7 +191,7 @@ impl RawRun {
             model: self.model,
             backend,
             target_fps,
-            budget: Duration::from_secs_f64(budget_ms / 1000.0),
+            budget,
             duration,
             threads,
             warmup: self.warmup.unwrap_or(20),

@@ -29,4 +29,5 @@ pub mod system;
 pub mod systemd;
 pub mod tensor;
 pub mod time;
+pub mod units;
 pub mod watchdog;

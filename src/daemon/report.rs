@@ -78,7 +78,7 @@ pub fn health(s: &Shared) -> (bool, String) {
     }
     let st = s.stats();
     let now = MonoTime::now();
-    let period = Duration::from_secs_f64(1.0 / s.live().target_fps);
+    let period = crate::units::period(s.live().target_fps);
     let window = (period * 5).max(Duration::from_secs(1));
     match (st.last_done, &st.last_result) {
         (Some(t), Some(last)) if now.saturating_since(t) <= window => {

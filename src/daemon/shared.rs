@@ -106,7 +106,7 @@ impl Shared {
         let source_health = SourceHealth::new(
             &source.uri,
             source.fps,
-            Duration::from_secs_f64(1.0 / source.fps.unwrap_or(config.target_fps)),
+            crate::units::period(source.fps.unwrap_or(config.target_fps)),
         );
         Shared {
             started,

@@ -74,12 +74,8 @@ impl RawModels {
             BackendChoice::Only(BackendKind::TensorRt) => DEFAULT_TENSORRT_LOAD_TIMEOUT_S,
             _ => DEFAULT_LOAD_TIMEOUT_S,
         });
-        if !(timeout.is_finite() && timeout > 0.0 && timeout <= 86_400.0) {
-            return Err(InvalidKey::new(
-                "models.load_timeout_s",
-                format!("{timeout} is not a timeout in (0, 86400] s"),
-            ));
-        }
+        let load_timeout = crate::units::seconds(timeout, 0.0, 86_400.0)
+            .map_err(|e| InvalidKey::new("models.load_timeout_s", format!("timeout {e}")))?;
         if let Some(a) = &self.active
             && (a.contains('/') || a.is_empty())
         {
@@ -91,7 +87,7 @@ impl RawModels {
         Ok(Some(ModelsConfig {
             watch_dir,
             active: self.active,
-            load_timeout: Duration::from_secs_f64(timeout),
+            load_timeout,
             warmup: self.warmup.unwrap_or(run_warmup),
         }))
     }

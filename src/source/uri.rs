@@ -224,12 +224,14 @@ fn parse_bool(value: &str) -> Option<bool> {
 }
 
 fn parse_fps(value: &str) -> Result<f64, String> {
-    match value.parse::<f64>() {
-        Ok(f) if f.is_finite() && f > 0.0 && f <= MAX_FPS => Ok(f),
-        _ => Err(format!(
-            "fps must be a number in (0, {MAX_FPS}], not '{value}'"
-        )),
-    }
+    let bad = || {
+        format!(
+            "fps must be a number in [{}, {MAX_FPS}], not '{value}'",
+            crate::units::MIN_FPS
+        )
+    };
+    let f = value.parse::<f64>().map_err(|_| bad())?;
+    crate::units::rate(f, MAX_FPS).map_err(|_| bad())
 }
 
 /// `WxH@FPS` or `WxH` (rate from `?fps=` or the default).

@@ -1,0 +1,140 @@
+//! Issue 18's defects, each reproduced as it was found: user numbers that overflowed a
+//! `Duration`, check-config and run disagreeing, models that never finish, full disks, symlink
+//! switches of the watch folder, unbounded per-file state and queues, repeated error causes.
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+
+use crate::util::{self, signal, status_until, wait_for, zoo_model};
+
+/// `rtinfer check-config` on `text`: (exit code, stderr).
+fn check_config(text: &str) -> (Option<i32>, String) {
+    let dir = util::tempdir();
+    let path = dir.path().join("c.toml");
+    std::fs::write(&path, text).expect("write config");
+    let out = util::rtinfer()
+        .arg("check-config")
+        .arg(&path)
+        .output()
+        .expect("run check-config");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// `rtinfer run ARGS` that must refuse to start: (exit code, stderr).
+fn run_refused(args: &[&str]) -> (Option<i32>, String) {
+    let dir = util::tempdir();
+    let sock = dir.path().join("s.sock");
+    let out = util::rtinfer_ort()
+        .arg("run")
+        .args(args)
+        .arg("--socket")
+        .arg(&sock)
+        .stdout(Stdio::null())
+        .output()
+        .expect("run");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn overflowing_numbers_are_configuration_errors_not_panics() {
+    // check-config itself panicked on duration_s = 1e300 (exit 101).
+    let (code, err) = check_config("[run]\nduration_s = 1e300\n");
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("run.duration_s") && !err.contains("panicked"),
+        "{err}"
+    );
+    let (code, err) = check_config("[run]\nduration_s = 1e20\n");
+    assert_eq!(code, Some(2), "{err}");
+    // run.fps = 1e-20 with budget_ms = 10 made every GET /healthz panic.
+    let (code, err) = check_config("[run]\nfps = 1e-20\nbudget_ms = 10\n");
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("run.fps"), "{err}");
+    let (code, err) = check_config("[run]\nsource = \"synthetic://320x240@1e-300\"\n");
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("run.source") && err.contains("fps"), "{err}");
+    let (code, err) = check_config("[realtime]\ncancel_after_ms = inf\n");
+    assert_eq!(code, Some(2), "{err}");
+    let (code, err) = check_config("[models]\nwatch_dir = \"/tmp\"\nload_timeout_s = 1e300\n");
+    assert_eq!(code, Some(2), "{err}");
+}
+
+#[test]
+fn overflowing_numbers_on_the_command_line_are_refused_at_start() {
+    let dir = util::tempdir();
+    let clip = dir.path().join("c.y4m");
+    std::fs::write(
+        &clip,
+        b"YUV4MPEG2 W2 H2 F30:1 C444\nFRAME\n\0\0\0\0\0\0\0\0\0\0\0\0",
+    )
+    .unwrap();
+    let file_uri = format!("file://{}?fps=1e-30", clip.display());
+    // A bad number is a configuration error (2); a source URI that cannot be named is a source
+    // that cannot open (3, README "Exit codes"). All four panicked (101).
+    for (args, want) in [
+        (vec!["--duration", "1e20"], 2),
+        (vec!["--source", file_uri.as_str()], 3),
+        (vec!["--source", "pipe://?fps=1e-30"], 3),
+        (vec!["--source", "synthetic://320x240@1e-300"], 3),
+    ] {
+        let (code, err) = run_refused(&args);
+        assert_eq!(code, Some(want), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+    }
+}
+
+#[test]
+fn sighup_with_an_overflowing_value_logs_and_changes_nothing() {
+    let dir = util::tempdir();
+    let model = zoo_model(dir.path(), "mobilenetv2", "cifar10", 0.25);
+    let cfg = dir.path().join("rtinfer.toml");
+    let sock = dir.path().join("s.sock");
+    let source = "[run]\nsource = \"synthetic://64x48@30\"\nbudget_ms = 40\n";
+    std::fs::write(&cfg, source).unwrap();
+    let child = util::rtinfer_ort()
+        .args(["run", "--warmup", "1", "--config"])
+        .arg(&cfg)
+        .arg("--model")
+        .arg(&model)
+        .arg("--socket")
+        .arg(&sock)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start");
+    assert!(wait_for(&sock, 20.0));
+    // The panic of the report: a SIGHUP with duration_s = 1e20 killed the daemon (exit 101).
+    std::fs::write(&cfg, format!("{source}duration_s = 1e20\n")).unwrap();
+    signal(&child, Signal::SIGHUP);
+    std::thread::sleep(Duration::from_millis(500));
+    // And a rate that was "applied" and ran unpaced.
+    std::fs::write(
+        &cfg,
+        "[run]\nsource = \"synthetic://64x48@1e-300\"\nbudget_ms = 40\n",
+    )
+    .unwrap();
+    signal(&child, Signal::SIGHUP);
+    std::thread::sleep(Duration::from_millis(500));
+    let v = status_until(&sock, 5.0, |v| v["state"] == "running");
+    assert_eq!(v["state"], "running", "{v}");
+    assert_eq!(v["source"]["fps"].as_f64(), Some(30.0), "{v}");
+    assert_eq!(v["budget_ms"].as_f64(), Some(40.0), "{v}");
+    signal(&child, Signal::SIGTERM);
+    let out = child.wait_with_output().expect("exit");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert_eq!(err.matches("reload failed").count(), 2, "{err}");
+    assert!(
+        err.contains("run.duration_s") && !err.contains("panicked"),
+        "{err}"
+    );
+}
