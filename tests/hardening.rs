@@ -138,3 +138,36 @@ fn sighup_with_an_overflowing_value_logs_and_changes_nothing() {
         "{err}"
     );
 }
+
+#[test]
+fn a_full_disk_under_results_is_logged_once_counted_and_shown() {
+    let dir = util::tempdir();
+    let model = zoo_model(dir.path(), "mobilenetv2", "cifar10", 0.25);
+    let sock = dir.path().join("s.sock");
+    let child = util::rtinfer_ort()
+        .args(["run", "--warmup", "1", "--source", "synthetic://64x48@60"])
+        .args(["--results", "/dev/full", "--model"])
+        .arg(&model)
+        .arg("--socket")
+        .arg(&sock)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start");
+    assert!(wait_for(&sock, 20.0));
+    let v = status_until(&sock, 20.0, |v| v["results"]["lost"].as_u64() > Some(0));
+    assert_eq!(v["results"]["path"], "/dev/full", "{v}");
+    assert_eq!(v["results"]["written"], 0, "{v}");
+    assert!(
+        v["results"]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("No space left")),
+        "{v}"
+    );
+    signal(&child, Signal::SIGTERM);
+    let out = child.wait_with_output().expect("exit");
+    let err = String::from_utf8_lossy(&out.stderr);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(err.matches("results file /dev/full").count(), 1, "{err}");
+    assert!(stdout.contains("results /dev/full: 0 written"), "{stdout}");
+}

@@ -168,6 +168,7 @@ pub fn status_json(s: &Shared) -> Value {
         "memory": {"rss_bytes": sys.rss_bytes},
         "power": s.power().map(|p| p.snapshot(now, summary.fps)),
         "swaps": swaps,
+        "results": s.config.results.as_ref().map(|p| s.results.to_json(p)),
         "config": {
             "path": s.config.path,
             "loaded_at": live.loaded_at,
@@ -205,4 +206,19 @@ pub fn final_summary(s: &Shared) -> String {
         ms(s.ctl.budget()),
         MonoTime::now().saturating_since(s.started).as_secs_f64(),
     ) + &super::power::summary_line(s, c.processed)
+        + &results_line(s)
+}
+
+/// `results: N written, M lost (error)` when the results file lost lines, else nothing.
+fn results_line(s: &Shared) -> String {
+    match &s.config.results {
+        Some(p) if s.results.lost() > 0 => format!(
+            "\nresults {}: {} written, {} lost ({})",
+            p.display(),
+            s.results.written(),
+            s.results.lost(),
+            s.results.error().unwrap_or_default()
+        ),
+        _ => String::new(),
+    }
 }

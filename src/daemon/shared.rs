@@ -85,6 +85,8 @@ pub struct Shared {
     watch: Mutex<Watch>,
     /// The power meter's thread and figures (`[power]`), if configured; replaced by a reload.
     power: Mutex<Option<Arc<PowerMonitor>>>,
+    /// `--results`: lines written and lost, the write error in force (`/status` `results`).
+    pub results: super::results::ResultsHealth,
 }
 
 impl Shared {
@@ -132,6 +134,7 @@ impl Shared {
             source_health: Arc::new(source_health),
             realtime: Arc::default(),
             power: Mutex::new(power.map(Arc::new)),
+            results: Default::default(),
             config,
         }
     }
