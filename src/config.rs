@@ -210,6 +210,12 @@ impl RawStatus {
             })?),
         };
         let socket = self.socket.unwrap_or_else(|| PathBuf::from(DEFAULT_SOCKET));
+        if socket.as_os_str().is_empty() || socket.file_name().is_none() {
+            return Err(InvalidKey::new(
+                "status.socket",
+                format!("'{}' is not a socket file path", socket.display()),
+            ));
+        }
         Ok((socket, tcp))
     }
 }
@@ -338,12 +344,27 @@ pub fn read_raw(path: &Path) -> Result<RawConfig, ConfigError> {
 
 /// Parses TOML text into its raw form.
 pub fn parse_raw(text: &str, path: &Path) -> Result<RawConfig, ConfigError> {
-    toml::from_str(text).map_err(|e| {
-        let (line, col) = e.span().map(|s| line_col(text, s.start)).unwrap_or((0, 0));
+    let error = |e: &toml::de::Error, key: Option<String>| {
+        // The key path is said when it adds something: a syntax error has none, and a position
+        // alone can point at the start of a table that holds the bad key deep inside.
+        let key = key.filter(|k| !k.is_empty() && k != "?");
+        let message = match (e.span().map(|s| line_col(text, s.start)), key) {
+            (Some((line, col)), Some(k)) => {
+                format!("line {line}, column {col}: {k}: {}", e.message())
+            }
+            (Some((line, col)), None) => format!("line {line}, column {col}: {}", e.message()),
+            (None, Some(k)) => format!("{k}: {}", e.message()),
+            (None, None) => e.message().to_string(),
+        };
         ConfigError::Parse {
             path: path.to_path_buf(),
-            message: format!("line {line}, column {col}: {}", e.message()),
+            message,
         }
+    };
+    let de = toml::de::Deserializer::parse(text).map_err(|e| error(&e, None))?;
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let key = e.path().to_string();
+        error(e.inner(), Some(key))
     })
 }
 

@@ -2,7 +2,6 @@
 //! `Duration`, check-config and run disagreeing, models that never finish, full disks, symlink
 //! switches of the watch folder, unbounded per-file state and queues, repeated error causes.
 
-use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -170,4 +169,73 @@ fn a_full_disk_under_results_is_logged_once_counted_and_shown() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(err.matches("results file /dev/full").count(), 1, "{err}");
     assert!(stdout.contains("results /dev/full: 0 written"), "{stdout}");
+}
+
+#[test]
+fn check_config_and_run_agree_on_every_reproduced_file() {
+    let dir = util::tempdir();
+    let a_file = dir.path().join("not-a-folder");
+    std::fs::write(&a_file, "x").unwrap();
+    let cases = [
+        ("[preprocess]\nmean = [nan, 0.5, 0.5]\n", "preprocess.mean"),
+        ("[status]\nsocket = \"\"\n", "status.socket"),
+        (
+            "[preprocess]\nmean = [0.1, 0.2, 0.3, 0.4]\n",
+            "preprocess.mean",
+        ),
+        ("[preprocess]\nstd = [1e-45, 0.5, 0.5]\n", "preprocess.std"),
+        (
+            &format!("[models]\nwatch_dir = \"{}\"\n", a_file.display()),
+            "models.watch_dir",
+        ),
+        (
+            "[run]\nsource = \"synthetic://64x48?fps=30&fps=60\"\n",
+            "given twice",
+        ),
+    ];
+    for (text, key) in cases {
+        let (code, err) = check_config(text);
+        assert_eq!(code, Some(2), "check-config {text:?}: {err}");
+        assert!(err.contains(key), "check-config {text:?}: {err}");
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, text).unwrap();
+        // No --socket flag: it would override status.socket.
+        let out = util::rtinfer_ort()
+            .args(["run", "--config"])
+            .arg(&path)
+            .output()
+            .expect("run");
+        let (code, run_err) = (out.status.code(), String::from_utf8_lossy(&out.stderr));
+        assert!(
+            matches!(code, Some(2 | 3)) && run_err.contains(key),
+            "run {text:?} ({code:?}): {run_err}"
+        );
+    }
+    // ?loop=true&loop=false on a file was accepted (the last one won).
+    let clip = dir.path().join("c.y4m");
+    std::fs::write(
+        &clip,
+        b"YUV4MPEG2 W2 H2 F30:1 C444\nFRAME\n\0\0\0\0\0\0\0\0\0\0\0\0",
+    )
+    .unwrap();
+    let (code, err) = check_config(&format!(
+        "[run]\nsource = \"file://{}?loop=true&loop=false\"\n",
+        clip.display()
+    ));
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("'loop' is given twice"), "{err}");
+}
+
+#[test]
+fn deep_dotted_keys_report_their_position_and_key_path() {
+    for (text, want) in [
+        ("run.source.x.y = 1\n", "run.source"),
+        ("[power]\nidle_watts.a.b.c = 1\n", "power.idle_watts"),
+        ("[preprocess]\nmean.a.b = 1\n", "preprocess.mean"),
+    ] {
+        let (code, err) = check_config(text);
+        assert_eq!(code, Some(2), "{text:?}: {err}");
+        assert!(!err.contains("line 0"), "{text:?}: {err}");
+        assert!(err.contains(want), "{text:?}: {err}");
+    }
 }

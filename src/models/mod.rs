@@ -74,6 +74,17 @@ impl RawModels {
             BackendChoice::Only(BackendKind::TensorRt) => DEFAULT_TENSORRT_LOAD_TIMEOUT_S,
             _ => DEFAULT_LOAD_TIMEOUT_S,
         });
+        // A folder that does not exist yet is waited for; anything else that is not a folder is
+        // refused here, so check-config says what run would find.
+        if watch_dir.as_os_str().is_empty() {
+            return Err(InvalidKey::new("models.watch_dir", "an empty path"));
+        }
+        if watch_dir.exists() && !watch_dir.is_dir() {
+            return Err(InvalidKey::new(
+                "models.watch_dir",
+                format!("{} is not a folder", watch_dir.display()),
+            ));
+        }
         let load_timeout = crate::units::seconds(timeout, 0.0, 86_400.0)
             .map_err(|e| InvalidKey::new("models.load_timeout_s", format!("timeout {e}")))?;
         if let Some(a) = &self.active

@@ -164,8 +164,13 @@ fn is_video_device(path: &str) -> bool {
 /// `loop=true&fps=30`; both optional, nothing else allowed.
 fn parse_query(query: &str) -> Result<SourceOptions, String> {
     let mut options = SourceOptions::default();
+    let mut seen: Vec<&str> = Vec::new();
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         let (key, value) = pair.split_once('=').unwrap_or((pair, "true"));
+        if seen.contains(&key) {
+            return Err(format!("option '{key}' is given twice"));
+        }
+        seen.push(key);
         match key {
             "loop" => {
                 options.looping =
