@@ -8,6 +8,7 @@
 
 pub mod backend;
 pub mod capture;
+pub mod causes;
 pub mod config;
 pub mod daemon;
 pub mod invalid_key;

@@ -239,3 +239,57 @@ fn deep_dotted_keys_report_their_position_and_key_path() {
         assert!(err.contains(want), "{text:?}: {err}");
     }
 }
+
+#[test]
+fn the_daemons_own_errors_say_each_cause_once() {
+    use rtinfer::causes::each_once;
+    use rtinfer::status::StatusError;
+    let enoent = || std::io::Error::from_raw_os_error(2);
+    // "status socket: status socket ... is already in use: ... already in use" before.
+    let in_use = rtinfer::daemon::StartError::Status(StatusError::AlreadyInUse {
+        path: "/run/rtinfer/status.sock".into(),
+    });
+    for line in [each_once(&in_use), in_use.to_string()] {
+        assert_eq!(line.matches("already in use").count(), 1, "{line}");
+        assert_eq!(line.matches("status socket").count(), 1, "{line}");
+    }
+    let read = rtinfer::config::ConfigError::Read {
+        path: "/etc/rtinfer/x.toml".into(),
+        source: enoent(),
+    };
+    let source = rtinfer::source::SourceError::Open {
+        path: "/clip.y4m".into(),
+        source: enoent(),
+    };
+    let meter = rtinfer::power::MeterError::Open {
+        device: "/dev/ttyACM0".into(),
+        source: enoent(),
+    };
+    for line in [each_once(&read), each_once(&source), each_once(&meter)] {
+        assert_eq!(line.matches("os error 2").count(), 1, "{line}");
+    }
+}
+
+#[test]
+fn the_cli_says_each_cause_once() {
+    // A missing ONNX Runtime library: the loader's reason sits one level down in libloading's
+    // error and used to be appended twice per place tried.
+    let dir = util::tempdir();
+    let out = util::rtinfer()
+        .args([
+            "run",
+            "--model",
+            "/nonexistent.onnx",
+            "--ort-library",
+            "/nonexistent/libonnxruntime.so",
+        ])
+        .arg("--socket")
+        .arg(dir.path().join("s.sock"))
+        .output()
+        .expect("run");
+    let err = String::from_utf8_lossy(&out.stderr);
+    for line in err.lines() {
+        let n = line.matches("No such file or directory").count();
+        assert!(n <= 1, "a cause repeated: {line}");
+    }
+}

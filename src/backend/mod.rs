@@ -413,12 +413,5 @@ pub fn image_input_spec(
 /// hides the loader's reason one level down (DEPENDENCIES.md), and a library failure is only
 /// useful with that reason.
 pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
+    crate::causes::each_once(e)
 }

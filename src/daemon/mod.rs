@@ -54,7 +54,8 @@ pub enum StartError {
     Model(#[from] crate::models::PrepareError),
     #[error(transparent)]
     Source(#[from] SourceError),
-    #[error("status socket: {0}")]
+    /// Its own message names the socket.
+    #[error(transparent)]
     Status(#[from] crate::status::StatusError),
     #[error("cannot start thread {name}: {source}")]
     Thread {
