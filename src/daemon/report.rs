@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use super::Shared;
+use super::shared::ActivateError;
 use crate::state::State;
 use crate::status::http::{Request, Response};
 use crate::status::router::{Route, route};
@@ -64,7 +65,9 @@ fn activate(s: &Shared, name: &str, origin: Origin) -> Response {
         return Response::error(404, &format!("no file {name} in {}", m.watch_dir.display()));
     }
     match s.request_activate(name) {
-        Ok(()) => Response::json(202, &json!({"queued": name})),
+        Ok(replaced) => Response::json(202, &json!({"queued": name, "replaces": replaced})),
+        // The same request again before the loader took the first: nothing more to queue.
+        Err(e @ ActivateError::Queued(_)) => Response::error(409, &e.to_string()),
         Err(e) => Response::error(503, &e.to_string()),
     }
 }

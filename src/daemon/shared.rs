@@ -57,6 +57,8 @@ pub enum ActivateError {
     NoWatchFolder,
     #[error("the loader has stopped")]
     LoaderStopped,
+    #[error(transparent)]
+    Queued(#[from] crate::models::QueueError),
 }
 
 /// State shared between the threads and the status handler.
@@ -220,11 +222,14 @@ impl Shared {
     }
 
     /// Asks the loader to (re)load a file of the watch folder.
-    pub fn request_activate(&self, name: &str) -> Result<(), ActivateError> {
+    /// Returns the activation this one replaced in the queue, if any (the newest wins).
+    pub fn request_activate(&self, name: &str) -> Result<Option<String>, ActivateError> {
         let w = lock(&self.watch);
         let tx = w.requests.as_ref().ok_or(ActivateError::NoWatchFolder)?;
+        let replaced = self.registry().queue_activation(name)?;
         tx.send(LoaderMsg::Activate(name.to_string()))
-            .map_err(|_| ActivateError::LoaderStopped)
+            .map_err(|_| ActivateError::LoaderStopped)?;
+        Ok(replaced)
     }
 
     /// The power meter, if one is configured.

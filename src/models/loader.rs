@@ -103,53 +103,100 @@ impl Loader {
     }
 
     /// Serves `rx` until `stop` is set or every sender is gone.
+    ///
+    /// Whatever queued up meanwhile (while a load ran, a burst of renames, a client posting
+    /// `activate` in a loop) is taken at once: the bookkeeping in order, and of the loads asked
+    /// for only the newest, so 200 renames in 4 ms load one model, not 200 in turn.
     pub fn run(mut self, rx: &Receiver<LoaderMsg>) {
         let mut started = false;
         while !self.stopping() {
-            let msg = match rx.recv_timeout(Duration::from_millis(100)) {
+            let first = match rx.recv_timeout(Duration::from_millis(100)) {
                 Ok(m) => m,
                 Err(RecvTimeoutError::Timeout) => continue,
                 Err(RecvTimeoutError::Disconnected) => return,
             };
-            match msg {
-                LoaderMsg::Watch(WatchEvent::Changed(p)) => self.consider(&p, false),
-                LoaderMsg::Watch(WatchEvent::Removed(p)) => self.removed(&p),
-                LoaderMsg::Watch(WatchEvent::Lost) => self.registry().watching = false,
-                LoaderMsg::Watch(WatchEvent::Rescan { since }) => {
-                    self.registry().watching = true;
-                    self.rescan(!started, since);
-                    started = true;
-                }
-                LoaderMsg::Activate(name) => {
-                    let p = self.cfg.watch_dir.join(&name);
-                    self.consider(&p, true);
+            let mut wanted: Option<(PathBuf, bool)> = None;
+            let mut superseded = 0usize;
+            for msg in std::iter::once(first).chain(rx.try_iter()) {
+                let request = match msg {
+                    LoaderMsg::Watch(WatchEvent::Changed(p)) => Some((p, false)),
+                    LoaderMsg::Watch(WatchEvent::Removed(p)) => {
+                        self.removed(&p);
+                        None
+                    }
+                    LoaderMsg::Watch(WatchEvent::Lost) => {
+                        self.registry().watching = false;
+                        None
+                    }
+                    LoaderMsg::Watch(WatchEvent::Rescan { since }) => {
+                        self.registry().watching = true;
+                        let r = self.rescan(!started, since);
+                        started = true;
+                        r
+                    }
+                    LoaderMsg::Activate(name) => {
+                        self.registry().activation_taken(&name);
+                        Some((self.cfg.watch_dir.join(&name), true))
+                    }
+                };
+                // A request that would be skipped (not a model, or this version already tried)
+                // never hides an earlier one that would load.
+                if let Some((p, force)) = request
+                    && self.worth_loading(&p, force)
+                    && wanted.replace((p, force)).is_some()
+                {
+                    superseded += 1;
                 }
             }
+            if let Some((p, force)) = wanted {
+                if superseded > 0 {
+                    log::info!(
+                        "{superseded} queued load request(s) superseded by the newest, {}",
+                        p.display()
+                    );
+                }
+                self.consider(&p, force);
+            }
         }
+    }
+
+    /// Whether [`Loader::consider`] would load `path` (an activation always does something: it
+    /// loads or says why not).
+    fn worth_loading(&self, path: &Path, force: bool) -> bool {
+        if force {
+            return true;
+        }
+        if let Kind::Ignored(why) = classify(path) {
+            // Recorded (the listing shows why), never opened.
+            self.registry()
+                .set(&file_name(path), FileState::Ignored(why.to_string()), None);
+            return false;
+        }
+        let version = Version::of(path);
+        version.is_some() && !self.registry().tried(&file_name(path), version)
     }
 
     /// At start (of the daemon, or after a reload changed `[models]`): the pinned model, unless
     /// it already serves or the serving model came from `run.model` outside the folder; else the
     /// newest file not tried in this version. Later (after an overflow or the folder coming
-    /// back): the newest file not tried.
-    fn rescan(&mut self, first: bool, since: SystemTime) {
+    /// back): the newest file not tried. Returns what to load (and whether it is forced).
+    fn rescan(&mut self, first: bool, since: SystemTime) -> Option<(PathBuf, bool)> {
         let dir = self.cfg.watch_dir.clone();
         if first && let Some(name) = self.cfg.active.clone() {
             let pinned = dir.join(&name);
             let serving = self.ctx.serving.model().map(|m| m.path.clone());
-            match serving {
-                Some(p) if p == pinned => {}
-                Some(p) if p.parent() != Some(dir.as_path()) => {}
-                _ => self.consider(&pinned, true),
-            }
-            return;
+            return match serving {
+                Some(p) if p == pinned => None,
+                Some(p) if p.parent() != Some(dir.as_path()) => None,
+                _ => Some((pinned, true)),
+            };
         }
         // Files written after the watch was set up announce themselves with their own close or
         // rename event; only older ones are taken from the scan, so a file still being written
         // is never read half-way.
-        if let Some(p) = newest_model(&dir).filter(|p| written_before(p, since)) {
-            self.consider(&p, false);
-        }
+        newest_model(&dir)
+            .filter(|p| written_before(p, since))
+            .map(|p| (p, false))
     }
 
     fn removed(&mut self, path: &Path) {
@@ -161,6 +208,9 @@ impl Loader {
                 path.display()
             );
         }
+        // A file that is gone keeps no state (the listing reads the folder): per-file state is
+        // bounded by what the folder holds, not by every name it ever held.
+        self.registry().forget(&file_name(path));
     }
 
     fn consider(&mut self, path: &Path, force: bool) {
@@ -323,6 +373,7 @@ mod tests {
 
     use super::*;
     use crate::backend::{BackendError, BackendKind, Engine, ModelInfo, Precision};
+    use crate::models::QueueError;
     use crate::pipeline::{FrameRecord, LoopControl, Pipeline};
     use crate::preprocess::{PreprocessOptions, Preprocessor};
     use crate::slot::FrameSlot;
@@ -628,5 +679,97 @@ mod tests {
         assert_eq!(h.state("slow.onnx"), Some(FileState::Candidate));
         assert!(h.history().is_empty(), "not tried, not rejected");
         assert_eq!(h.serving(), None);
+    }
+
+    #[test]
+    fn a_burst_of_candidates_loads_only_the_newest() {
+        // Issue 18 item 12: 200 renames in 4 ms loaded and swapped all 200 in turn.
+        let h = Harness::new(Duration::from_secs(60));
+        h.drop_in("slow.onnx", "slow");
+        h.wait_for("slow.onnx", |s| *s == FileState::Loading);
+        for i in 0..200 {
+            h.drop_in(&format!("m{i:03}.onnx"), "good");
+        }
+        h.release.send(()).expect("release the slow load");
+        assert_eq!(h.wait_for("m199.onnx", settled), FileState::Active);
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(
+            h.prepared.load(Ordering::SeqCst),
+            2,
+            "slow, then the newest"
+        );
+        assert_eq!(h.state("m000.onnx"), None, "superseded, never tried");
+        assert_eq!(h.serving().as_deref(), Some("m199"));
+    }
+
+    #[test]
+    fn activations_queued_during_a_load_coalesce() {
+        let h = Harness::new(Duration::from_secs(60));
+        h.drop_in("slow.onnx", "slow");
+        h.wait_for("slow.onnx", |s| *s == FileState::Loading);
+        std::fs::write(h.dir.path().join("a.onnx"), "good").expect("write");
+        let mut refused = 0;
+        for _ in 0..1000 {
+            let queued = h
+                .ctx
+                .registry
+                .lock()
+                .expect("registry")
+                .queue_activation("a.onnx");
+            match queued {
+                Ok(_) => {
+                    h.tx.send(LoaderMsg::Activate("a.onnx".into()))
+                        .expect("send")
+                }
+                Err(QueueError::AlreadyQueued { .. }) => refused += 1,
+            }
+        }
+        assert_eq!(refused, 999, "one activation queued, the rest refused");
+        h.release.send(()).expect("release");
+        assert_eq!(h.wait_for("a.onnx", settled), FileState::Active);
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(h.prepared.load(Ordering::SeqCst), 2);
+        // Taken off the queue: the same name can be queued again.
+        let again = h
+            .ctx
+            .registry
+            .lock()
+            .expect("registry")
+            .queue_activation("a.onnx");
+        assert_eq!(again, Ok(None));
+    }
+
+    #[test]
+    fn deleted_files_leave_no_state_behind() {
+        // Issue 18 item 9: 60,000 distinct names created and deleted grew the registry forever.
+        let h = Harness::new(Duration::from_secs(60));
+        h.drop_in("a.onnx", "good");
+        h.wait_for("a.onnx", settled);
+        for i in 0..500 {
+            let name = format!("junk{i}.txt");
+            h.drop_in(&name, "x");
+            let path = h.dir.path().join(&name);
+            std::fs::remove_file(&path).expect("rm");
+            h.tx.send(LoaderMsg::Watch(WatchEvent::Removed(path)))
+                .expect("send");
+        }
+        h.drop_in("b.onnx", "bad");
+        h.wait_for("b.onnx", settled);
+        let path = h.dir.path().join("b.onnx");
+        std::fs::remove_file(&path).expect("rm");
+        h.tx.send(LoaderMsg::Watch(WatchEvent::Removed(path)))
+            .expect("send");
+        let end = std::time::Instant::now() + Duration::from_secs(10);
+        while h.ctx.registry.lock().expect("registry").file_states() > 1
+            && std::time::Instant::now() < end
+        {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(h.ctx.registry.lock().expect("registry").file_states(), 1);
+        assert_eq!(
+            h.state("a.onnx"),
+            Some(FileState::Active),
+            "the active one stays"
+        );
     }
 }

@@ -210,6 +210,20 @@ pub struct Registry {
     swaps: VecDeque<SwapRecord>,
     swaps_ok: u64,
     swaps_rejected: u64,
+    /// The `POST /models/NAME/activate` queued and not yet taken by the loader.
+    queued_activation: Option<String>,
+}
+
+/// At most this many per-file states are kept (a folder with more model files than this is
+/// pathological); past it, states of files other than the active and loading ones are dropped,
+/// which at worst tries such a file once more.
+pub const MAX_FILE_STATES: usize = 4096;
+
+/// Why an activation was not queued.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum QueueError {
+    #[error("{name} is already queued for activation")]
+    AlreadyQueued { name: String },
 }
 
 impl Registry {
@@ -222,6 +236,45 @@ impl Registry {
             }
         }
         self.states.insert(name.to_string(), (state, version));
+        if self.states.len() > MAX_FILE_STATES {
+            self.states.retain(|n, (s, _)| {
+                n == name || matches!(s, FileState::Active | FileState::Loading)
+            });
+            log::debug!(
+                "more than {MAX_FILE_STATES} per-file states: kept the active and loading ones"
+            );
+        }
+    }
+
+    /// Drops the state of a file that left the folder (the active one keeps it: it serves).
+    pub fn forget(&mut self, name: &str) {
+        if !matches!(
+            self.state(name),
+            Some(FileState::Active | FileState::Loading)
+        ) {
+            self.states.remove(name);
+        }
+    }
+
+    /// How many per-file states are kept.
+    pub fn file_states(&self) -> usize {
+        self.states.len()
+    }
+
+    /// Queues `POST /models/NAME/activate`: the newest request wins (returns the one it
+    /// replaced); the same name twice before the loader took it is refused.
+    pub fn queue_activation(&mut self, name: &str) -> Result<Option<String>, QueueError> {
+        if self.queued_activation.as_deref() == Some(name) {
+            return Err(QueueError::AlreadyQueued { name: name.into() });
+        }
+        Ok(self.queued_activation.replace(name.to_string()))
+    }
+
+    /// The loader took the activation of `name` off the queue.
+    pub fn activation_taken(&mut self, name: &str) {
+        if self.queued_activation.as_deref() == Some(name) {
+            self.queued_activation = None;
+        }
     }
 
     pub fn state(&self, name: &str) -> Option<&FileState> {
@@ -383,5 +436,33 @@ mod tests {
         assert!(r.tried("a.onnx", v1));
         assert!(!r.tried("a.onnx", v2));
         assert!(!r.tried("b.onnx", v1));
+    }
+
+    #[test]
+    fn per_file_states_are_capped() {
+        let mut r = Registry::default();
+        r.set("live.onnx", FileState::Active, None);
+        for i in 0..(MAX_FILE_STATES + 10) {
+            r.set(
+                &format!("bad{i}.onnx"),
+                FileState::Rejected("x".into()),
+                None,
+            );
+        }
+        assert!(r.file_states() <= MAX_FILE_STATES);
+        assert_eq!(r.state("live.onnx"), Some(&FileState::Active));
+    }
+
+    #[test]
+    fn the_newest_activation_wins_and_a_repeat_is_refused() {
+        let mut r = Registry::default();
+        assert_eq!(r.queue_activation("a.onnx"), Ok(None));
+        assert!(matches!(
+            r.queue_activation("a.onnx"),
+            Err(QueueError::AlreadyQueued { .. })
+        ));
+        assert_eq!(r.queue_activation("b.onnx"), Ok(Some("a.onnx".into())));
+        r.activation_taken("b.onnx");
+        assert_eq!(r.queue_activation("b.onnx"), Ok(None));
     }
 }
