@@ -326,6 +326,8 @@ fn start_tcp(
 struct ModelThreads {
     handles: Vec<JoinHandle<()>>,
     stop: Arc<AtomicBool>,
+    /// Set on SIGHUP: the watcher resolves the folder's path again at once.
+    recheck: Arc<AtomicBool>,
 }
 
 impl ModelThreads {
@@ -336,15 +338,17 @@ impl ModelThreads {
             return Ok(ModelThreads {
                 handles: Vec::new(),
                 stop,
+                recheck: Arc::default(),
             });
         };
         let (tx, rx) = std::sync::mpsc::channel::<LoaderMsg>();
         let (wtx, wrx) = std::sync::mpsc::channel::<WatchEvent>();
         shared.set_loader(Some(tx.clone()));
         let dir = cfg.watch_dir.clone();
+        let recheck = Arc::new(AtomicBool::new(false));
         let watcher = spawn("rtinfer-watch", {
-            let stop = Arc::clone(&stop);
-            move || crate::models::watch::run(&dir, &wtx, &stop)
+            let (stop, recheck) = (Arc::clone(&stop), Arc::clone(&recheck));
+            move || crate::models::watch::run_following(&dir, &wtx, &stop, &recheck)
         })?;
         let forward = spawn("rtinfer-watch-fwd", move || forward(&wrx, &tx))?;
         let loader = spawn("rtinfer-loader", {
@@ -355,7 +359,13 @@ impl ModelThreads {
         Ok(ModelThreads {
             handles: vec![watcher, forward, loader],
             stop,
+            recheck,
         })
+    }
+
+    /// Asks the watcher to resolve the folder's path again now (SIGHUP).
+    fn recheck(&self) {
+        self.recheck.store(true, Ordering::Relaxed);
     }
 
     /// Stops and joins them (a load in progress is left to finish on its own).

@@ -57,6 +57,8 @@ pub enum LoadError {
     Swap(#[from] SwapError),
     #[error("{} is not in the watch folder", path.display())]
     NotInFolder { path: PathBuf },
+    #[error("{}: {reason}", path.display())]
+    Outside { path: PathBuf, reason: String },
     #[error("cannot start a load thread: {0}")]
     Thread(std::io::Error),
     #[error("the load thread panicked")]
@@ -126,6 +128,12 @@ impl Loader {
                     }
                     LoaderMsg::Watch(WatchEvent::Lost) => {
                         self.registry().watching = false;
+                        None
+                    }
+                    LoaderMsg::Watch(WatchEvent::Switched) => {
+                        // Another folder under the same path: its files are new to us.
+                        self.registry().forget_files();
+                        wanted = None;
                         None
                     }
                     LoaderMsg::Watch(WatchEvent::Rescan { since }) => {
@@ -235,6 +243,10 @@ impl Loader {
         }
         if !force && self.registry().tried(&name, version) {
             return;
+        }
+        if let Some(reason) = super::outside_folder(&self.cfg.watch_dir, path) {
+            let path = path.to_path_buf();
+            return self.reject(&name, LoadError::Outside { path, reason }, version);
         }
         if !self.wait_for_abandoned() {
             return;
@@ -770,6 +782,47 @@ mod tests {
             h.state("a.onnx"),
             Some(FileState::Active),
             "the active one stays"
+        );
+    }
+
+    #[test]
+    fn symlinks_inside_the_folder_load_and_links_out_of_it_are_refused() {
+        // Issue 18 item 10: a symlink to a file outside the folder went live, and a symlinked
+        // model could be active but missing from GET /models.
+        let h = Harness::new(Duration::from_secs(60));
+        let dir = h.dir.path();
+        std::fs::write(dir.join("v1.onnx"), "good").expect("write");
+        std::os::unix::fs::symlink("v1.onnx", dir.join("current.onnx")).expect("link in");
+        let outside = tempfile::tempdir().expect("outside");
+        std::fs::write(outside.path().join("x.onnx"), "good").expect("write");
+        std::os::unix::fs::symlink(outside.path().join("x.onnx"), dir.join("out.onnx"))
+            .expect("link out");
+        let send = |name: &str| {
+            h.tx.send(LoaderMsg::Watch(WatchEvent::Changed(dir.join(name))))
+                .expect("send")
+        };
+        send("current.onnx");
+        assert_eq!(h.wait_for("current.onnx", settled), FileState::Active);
+        send("out.onnx");
+        let FileState::Rejected(why) = h.wait_for("out.onnx", settled) else {
+            panic!("a link out of the folder is refused")
+        };
+        assert!(why.contains("outside the watch folder"), "{why}");
+        assert_eq!(h.serving().as_deref(), Some("current"));
+        // The listing shows both, as the loader saw them.
+        let listing = h.ctx.registry.lock().expect("registry").listing(dir);
+        let state = |n: &str| {
+            listing["files"]
+                .as_array()
+                .and_then(|f| f.iter().find(|f| f["name"] == n))
+                .map(|f| f["state"].clone())
+        };
+        assert_eq!(state("current.onnx"), Some("active".into()), "{listing}");
+        assert_eq!(state("out.onnx"), Some("rejected".into()), "{listing}");
+        assert_eq!(
+            h.prepared.load(Ordering::SeqCst),
+            1,
+            "the link out was never opened"
         );
     }
 }

@@ -158,6 +158,27 @@ pub fn classify(path: &Path) -> Kind {
     }
 }
 
+/// The symlink policy of the watch folder: a regular file, or a symlink that resolves to a file
+/// inside the folder (a release tool's `current.onnx -> v42.onnx`), is a model; a symlink that
+/// leads out of the folder is refused with this reason. The folder is the trust boundary (its
+/// permissions are what the operator set up); a link out of it could put any file the daemon can
+/// read into service. Listing (`GET /models`) and loading both ask this one function.
+pub fn outside_folder(dir: &Path, path: &Path) -> Option<String> {
+    let is_link = std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink());
+    if !is_link {
+        return None;
+    }
+    let (Ok(dir), Ok(target)) = (std::fs::canonicalize(dir), std::fs::canonicalize(path)) else {
+        return Some("a symlink that does not resolve".into());
+    };
+    (!target.starts_with(&dir)).then(|| {
+        format!(
+            "a symlink to {}, outside the watch folder (only links within it are followed)",
+            target.display()
+        )
+    })
+}
+
 /// One entry of the `swaps` history.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SwapRecord {
@@ -319,8 +340,9 @@ impl Registry {
         let mut files: Vec<Value> = Vec::new();
         let mut names: Vec<String> = std::fs::read_dir(dir)
             .map(|rd| {
+                // Symlinks included (followed), as the loader sees them.
                 rd.flatten()
-                    .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+                    .filter(|e| std::fs::metadata(e.path()).is_ok_and(|m| m.is_file()))
                     .filter_map(|e| e.file_name().into_string().ok())
                     .collect()
             })
@@ -331,7 +353,10 @@ impl Registry {
             let state = match (classify(&path), self.states.get(&name)) {
                 (Kind::Ignored(why), _) => FileState::Ignored(why.to_string()),
                 (_, Some((s, _))) => s.clone(),
-                (Kind::Model(_), None) => FileState::Candidate,
+                (Kind::Model(_), None) => match outside_folder(dir, &path) {
+                    Some(why) => FileState::Rejected(why),
+                    None => FileState::Candidate,
+                },
             };
             let reason = match &state {
                 FileState::Rejected(r) | FileState::Ignored(r) => Some(r.clone()),
