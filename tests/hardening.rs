@@ -2,10 +2,12 @@
 //! `Duration`, check-config and run disagreeing, models that never finish, full disks, symlink
 //! switches of the watch folder, unbounded per-file state and queues, repeated error causes.
 
+use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
+use serde_json::Value;
 
 use crate::util::{self, signal, status_until, wait_for, zoo_model};
 
@@ -292,4 +294,372 @@ fn the_cli_says_each_cause_once() {
         let n = line.matches("No such file or directory").count();
         assert!(n <= 1, "a cause repeated: {line}");
     }
+}
+
+/// How many times the `Loop` of [`looping_model`] turns.
+#[derive(Clone, Copy, PartialEq)]
+enum Trips {
+    /// `max(input) + trips`: the warm-up (on a zero input) never ends.
+    WarmUp,
+    /// `max(input) * trips`: zero on the warm-up's zero input, endless on real frames.
+    RealFrames,
+}
+
+/// A model (input 1x3x32x32, 10 scores) whose one node is an ONNX `Loop` that does nothing, many
+/// times (see [`Trips`]).
+fn looping_model(trips: f32, how: Trips) -> rtinfer::onnx::pb::ModelProto {
+    use rtinfer::onnx::pb;
+    let typed = |name: &str, elem: i32, shape: &[i64]| {
+        let mut v = pb::ValueInfoProto::float_tensor(name, shape);
+        if let Some(pb::TypeProto {
+            value: Some(pb::type_proto::Value::TensorType(t)),
+            ..
+        }) = v.r#type.as_mut()
+        {
+            t.elem_type = elem;
+        }
+        v
+    };
+    const BOOL: i32 = 9;
+    let node = |op: &str, inputs: &[&str], outputs: &[&str], attribute| pb::NodeProto {
+        input: inputs.iter().map(ToString::to_string).collect(),
+        output: outputs.iter().map(ToString::to_string).collect(),
+        name: outputs[0].into(),
+        op_type: op.into(),
+        attribute,
+        ..Default::default()
+    };
+    let body = pb::GraphProto {
+        name: "body".into(),
+        node: vec![
+            node("Identity", &["cond_in"], &["cond_out"], vec![]),
+            node("Identity", &["v_in"], &["v_out"], vec![]),
+        ],
+        input: vec![
+            typed("iter", pb::DATA_TYPE_INT64, &[]),
+            typed("cond_in", BOOL, &[]),
+            pb::ValueInfoProto::float_tensor("v_in", &[1, 10]),
+        ],
+        output: vec![
+            typed("cond_out", BOOL, &[]),
+            pb::ValueInfoProto::float_tensor("v_out", &[1, 10]),
+        ],
+        ..Default::default()
+    };
+    let mut loop_attr = pb::AttributeProto::int("body", 0);
+    loop_attr.i = None;
+    loop_attr.g = Some(body);
+    loop_attr.r#type = 5; // GRAPH
+    let mut nodes = vec![];
+    {
+        nodes.push(node(
+            "ReduceMax",
+            &["input"],
+            &["peak"],
+            vec![pb::AttributeProto::int("keepdims", 0)],
+        ));
+        let op = if how == Trips::WarmUp { "Add" } else { "Mul" };
+        nodes.push(node(op, &["peak", "trips"], &["scaled"], vec![]));
+        nodes.push(node(
+            "Cast",
+            &["scaled"],
+            &["M"],
+            vec![pb::AttributeProto::int("to", 7)],
+        ));
+    }
+    nodes.push(node(
+        "Loop",
+        &["M", "cond", "zeros"],
+        &["output"],
+        vec![loop_attr],
+    ));
+    let graph = pb::GraphProto {
+        node: nodes,
+        name: "looping".into(),
+        initializer: vec![
+            pb::TensorProto {
+                name: "trips".into(),
+                data_type: pb::DATA_TYPE_FLOAT,
+                float_data: vec![trips],
+                ..Default::default()
+            },
+            pb::TensorProto {
+                name: "cond".into(),
+                data_type: BOOL,
+                int32_data: vec![1],
+                ..Default::default()
+            },
+            pb::TensorProto {
+                name: "zeros".into(),
+                data_type: pb::DATA_TYPE_FLOAT,
+                dims: vec![1, 10],
+                float_data: vec![0.0; 10],
+                ..Default::default()
+            },
+        ],
+        input: vec![pb::ValueInfoProto::float_tensor("input", &[1, 3, 32, 32])],
+        output: vec![pb::ValueInfoProto::float_tensor("output", &[1, 10])],
+        ..Default::default()
+    };
+    pb::ModelProto {
+        ir_version: 7,
+        producer_name: "rtinfer-tests".into(),
+        graph: Some(graph),
+        opset_import: vec![pb::OperatorSetIdProto {
+            domain: String::new(),
+            version: 13,
+        }],
+        ..Default::default()
+    }
+}
+
+/// Polls `GET /models` until `pred` holds.
+fn models_until(sock: &Path, secs: f64, pred: impl Fn(&Value) -> bool) -> Value {
+    let end = std::time::Instant::now() + Duration::from_secs_f64(secs);
+    let mut last = Value::Null;
+    while std::time::Instant::now() < end {
+        let (code, body) = util::curl(sock, "/models");
+        if code == 200 {
+            last = serde_json::from_str(&body).unwrap_or(Value::Null);
+            if pred(&last) {
+                return last;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    last
+}
+
+fn file_state(models: &Value, name: &str) -> Option<String> {
+    models["files"]
+        .as_array()?
+        .iter()
+        .find(|f| f["name"] == name)
+        .and_then(|f| f["state"].as_str().map(String::from))
+}
+
+#[test]
+fn a_warm_up_that_never_ends_is_terminated_and_a_later_model_loads() {
+    // Issue 18 item 5: the abandoned thread spun a core forever and every later model waited
+    // for it; `activate` answered 202 and did nothing.
+    let _serial = util::serial();
+    let dir = util::tempdir();
+    let models = dir.path().join("models");
+    std::fs::create_dir(&models).unwrap();
+    let good = zoo_model(dir.path(), "mobilenetv2", "cifar10", 0.25);
+    let cfg = dir.path().join("rtinfer.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[run]\nsource = \"synthetic://64x48@30\"\nwarmup = 2\n[models]\nwatch_dir = \"{}\"\nload_timeout_s = 2\n",
+            models.display()
+        ),
+    )
+    .unwrap();
+    let sock = dir.path().join("s.sock");
+    let child = util::rtinfer_ort()
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .arg("--socket")
+        .arg(&sock)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start");
+    assert!(wait_for(&sock, 20.0));
+    let drop_in = |from: &Path, name: &str| {
+        let tmp = models.join(format!(".{name}.tmp"));
+        std::fs::copy(from, &tmp).unwrap();
+        std::fs::rename(&tmp, models.join(name)).unwrap();
+    };
+    let endless = dir.path().join("endless.onnx");
+    rtinfer::onnx::pb::write_model(&endless, &looping_model(1e15, Trips::WarmUp)).unwrap();
+    drop_in(&endless, "endless.onnx");
+    let m = models_until(&sock, 20.0, |m| {
+        file_state(m, "endless.onnx").as_deref() == Some("rejected")
+    });
+    assert_eq!(
+        file_state(&m, "endless.onnx").as_deref(),
+        Some("rejected"),
+        "{m}"
+    );
+    assert_eq!(
+        m["stuck_loads"],
+        serde_json::json!([]),
+        "terminated, not stuck: {m}"
+    );
+    // The folder is alive: the next model loads, and activate does what it says.
+    drop_in(&good, "good.onnx");
+    let m = models_until(&sock, 20.0, |m| {
+        file_state(m, "good.onnx").as_deref() == Some("active")
+    });
+    assert_eq!(
+        file_state(&m, "good.onnx").as_deref(),
+        Some("active"),
+        "{m}"
+    );
+    let (code, body) = util::curl_unix(&sock, &["-X", "POST"], "/models/endless.onnx/activate");
+    assert_eq!(code, 202, "{body}");
+    let v = status_until(&sock, 20.0, |v| {
+        v["swaps"].as_array().is_some_and(|s| s.len() >= 3)
+    });
+    let swaps = v["swaps"].as_array().cloned().unwrap_or_default();
+    assert_eq!(swaps.len(), 3, "the activation was tried again: {v}");
+    assert!(
+        swaps[2]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("terminated")),
+        "{v}"
+    );
+    signal(&child, Signal::SIGTERM);
+    let out = child.wait_with_output().expect("exit");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(
+        !err.contains("\u{1b}["),
+        "no ANSI colour from ONNX Runtime: {err}"
+    );
+}
+
+#[test]
+fn a_model_that_hangs_on_real_frames_is_stalled_swappable_and_stoppable() {
+    // Issue 18 item 6: /healthz 503 but state `running`, a new model rejected ("did not take the
+    // model within 5 s"), SIGTERM ignored.
+    let _serial = util::serial();
+    let dir = util::tempdir();
+    let models = dir.path().join("models");
+    std::fs::create_dir(&models).unwrap();
+    let good = zoo_model(dir.path(), "mobilenetv2", "cifar10", 0.25);
+    let hang = dir.path().join("hang.onnx");
+    rtinfer::onnx::pb::write_model(&hang, &looping_model(1e15, Trips::RealFrames)).unwrap();
+    std::fs::copy(&hang, models.join("hang.onnx")).unwrap();
+    let sock = dir.path().join("s.sock");
+    let child = util::rtinfer_ort()
+        .args([
+            "run",
+            "--warmup",
+            "2",
+            "--source",
+            "synthetic://64x48@30",
+            "--models",
+        ])
+        .arg(&models)
+        .arg("--socket")
+        .arg(&sock)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start");
+    assert!(wait_for(&sock, 20.0));
+    let v = status_until(&sock, 20.0, |v| v["state"] == "stalled");
+    assert_eq!(v["state"], "stalled", "{v}");
+    let (code, _) = util::curl(&sock, "/healthz");
+    assert_eq!(code, 503);
+    // A new model still goes live: the stuck run is cancelled (ONNX Runtime can).
+    let tmp = models.join(".good.onnx.tmp");
+    std::fs::copy(&good, &tmp).unwrap();
+    std::fs::rename(&tmp, models.join("good.onnx")).unwrap();
+    let v = status_until(&sock, 30.0, |v| {
+        v["state"] == "running" && v["model"]["name"] == "good"
+    });
+    assert_eq!(v["model"]["name"], "good", "{v}");
+    assert_eq!(v["state"], "running", "{v}");
+    assert!(util::counters_add_up(&v), "{v}");
+    signal(&child, Signal::SIGTERM);
+    let out = child.wait_with_output().expect("exit");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn sigterm_ends_a_daemon_whose_model_hangs() {
+    let _serial = util::serial();
+    let dir = util::tempdir();
+    let hang = dir.path().join("hang.onnx");
+    rtinfer::onnx::pb::write_model(&hang, &looping_model(1e15, Trips::RealFrames)).unwrap();
+    let sock = dir.path().join("s.sock");
+    let child = util::rtinfer_ort()
+        .args([
+            "run",
+            "--warmup",
+            "2",
+            "--source",
+            "synthetic://64x48@30",
+            "--model",
+        ])
+        .arg(&hang)
+        .arg("--socket")
+        .arg(&sock)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start");
+    assert!(wait_for(&sock, 20.0));
+    let v = status_until(&sock, 20.0, |v| v["state"] == "stalled");
+    assert_eq!(v["state"], "stalled", "{v}");
+    signal(&child, Signal::SIGTERM);
+    // The stop cancels the stuck run (ONNX Runtime can): a clean exit, not a SIGKILL.
+    let out = child.wait_with_output().expect("exit");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains("cancelling it"), "{err}");
+}
+
+#[test]
+fn onnx_runtime_log_lines_go_through_our_logger_rate_limited() {
+    // Issue 18 item 6: every cancel printed an ANSI-coloured ONNX Runtime ERROR line straight to
+    // stderr (148 lines in 7 s).
+    let _serial = util::serial();
+    let dir = util::tempdir();
+    let hang = dir.path().join("hang.onnx");
+    rtinfer::onnx::pb::write_model(&hang, &looping_model(1e15, Trips::RealFrames)).unwrap();
+    let cfg = dir.path().join("rtinfer.toml");
+    std::fs::write(&cfg, "[realtime]\ncancel_after_ms = 20\n").unwrap();
+    let sock = dir.path().join("s.sock");
+    let child = util::rtinfer_ort()
+        .args([
+            "run",
+            "--warmup",
+            "2",
+            "--source",
+            "synthetic://64x48@60",
+            "--config",
+        ])
+        .arg(&cfg)
+        .arg("--model")
+        .arg(&hang)
+        .arg("--socket")
+        .arg(&sock)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start");
+    assert!(wait_for(&sock, 20.0));
+    let v = status_until(&sock, 20.0, |v| {
+        v["frames"]["cancelled"].as_u64() >= Some(40)
+    });
+    let cancelled = v["frames"]["cancelled"].as_u64().unwrap_or(0);
+    let t = v["uptime_s"].as_f64().unwrap_or(0.0);
+    assert!(cancelled >= 40, "{v}");
+    signal(&child, Signal::SIGTERM);
+    let out = child.wait_with_output().expect("exit");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("\u{1b}["), "ANSI colour on stderr: {err}");
+    let ort_lines = err
+        .lines()
+        .filter(|l| l.contains("rtinfer::onnxruntime"))
+        .count();
+    assert!(
+        ort_lines >= 1,
+        "ONNX Runtime's lines come through our logger: {err}"
+    );
+    // At most two a second (plus the second that was running at the stop).
+    assert!(
+        (ort_lines as f64) <= 2.0 * (t + 2.0) && (ort_lines as u64) < cancelled,
+        "{ort_lines} lines for {cancelled} cancels in {t:.1} s"
+    );
 }

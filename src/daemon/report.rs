@@ -67,7 +67,9 @@ fn activate(s: &Shared, name: &str, origin: Origin) -> Response {
     match s.request_activate(name) {
         Ok(replaced) => Response::json(202, &json!({"queued": name, "replaces": replaced})),
         // The same request again before the loader took the first: nothing more to queue.
-        Err(e @ ActivateError::Queued(_)) => Response::error(409, &e.to_string()),
+        Err(e @ ActivateError::Queued(crate::models::QueueError::AlreadyQueued { .. })) => {
+            Response::error(409, &e.to_string())
+        }
         Err(e) => Response::error(503, &e.to_string()),
     }
 }
@@ -110,6 +112,11 @@ pub fn status_json(s: &Shared) -> Value {
     let mut st = s.stats();
     let summary = st.latency.summary(now);
     let swaps: Vec<Value> = s.registry().swaps().map(|w| w.to_json()).collect();
+    // Loads that were abandoned and could not be cancelled, and whether the loader waits.
+    let loader = s.models_config().map(|_| {
+        let r = s.registry();
+        json!({"stuck_loads": r.stuck_loads, "blocked": r.blocked})
+    });
     let live = s.live().clone();
     let (model, memory) = s.serving.model_and_memory();
     let last_miss = st.last_miss.as_ref().map(|l| {
@@ -172,6 +179,7 @@ pub fn status_json(s: &Shared) -> Value {
         "power": s.power().map(|p| p.snapshot(now, summary.fps)),
         "swaps": swaps,
         "results": s.config.results.as_ref().map(|p| s.results.to_json(p)),
+        "loader": loader,
         "config": {
             "path": s.config.path,
             "loaded_at": live.loaded_at,

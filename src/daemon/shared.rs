@@ -161,17 +161,27 @@ impl Shared {
         let realtime = self.config.realtime.clone();
         let achieved = Arc::clone(&self.realtime);
         LoaderContext {
-            prepare: Arc::new(move |path, warmup| {
-                crate::models::prepare(&settings, path, warmup, frame_size)
+            prepare: Arc::new(move |path, warmup, handle| {
+                crate::models::prepare(&settings, path, warmup, frame_size, handle)
             }),
             serving: Arc::clone(&self.serving),
+            pipeline: Some(Arc::clone(&self.ctl)),
             registry: Arc::clone(&self.registry),
             after_swap: Arc::new(move || crate::rt::lock_memory(&realtime, &achieved)),
         }
     }
 
+    /// The state word, or `stalled` while the model's run has not returned for far longer than
+    /// a frame (the pipeline thread then cannot say so itself).
     pub fn state(&self) -> State {
-        self.state.get()
+        match self.state.get() {
+            State::Waiting | State::Running | State::Degraded
+                if self.ctl.stalled(MonoTime::now()).is_some() =>
+            {
+                State::Stalled
+            }
+            s => s,
+        }
     }
 
     pub fn set_state(&self, s: State) {

@@ -16,9 +16,10 @@ use std::time::{Duration, SystemTime};
 use super::serving::{Serving, SwapError};
 use super::watch::WatchEvent;
 use super::{
-    FileState, Kind, ModelsConfig, PrepareError, Prepared, Registry, SwapRecord, Version, classify,
-    newest_model,
+    FileState, Kind, LoadHandle, ModelsConfig, PrepareError, Prepared, Registry, SwapRecord,
+    Version, classify, newest_model,
 };
+use crate::pipeline::LoopControl;
 use crate::time::{MonoTime, rfc3339_now};
 
 /// What the loader is asked to do.
@@ -32,7 +33,8 @@ pub enum LoaderMsg {
 /// Opens a model file into a pipeline ready to go live, warmed up the given number of times (in
 /// the daemon: [`super::prepare`] with the backend settings and the source's frame size). Called
 /// on a worker thread; may take minutes.
-pub type Preparer = Arc<dyn Fn(&Path, u32) -> Result<Prepared, PrepareError> + Send + Sync>;
+pub type Preparer =
+    Arc<dyn Fn(&Path, u32, &LoadHandle) -> Result<Prepared, PrepareError> + Send + Sync>;
 
 /// What the loader works with: exactly this, not the daemon.
 #[derive(Clone)]
@@ -46,6 +48,9 @@ pub struct LoaderContext {
     /// Called after a model went live and the old one was freed (the daemon locks memory then,
     /// `realtime.lock_memory`, once the first model is in the process).
     pub after_swap: Arc<dyn Fn() + Send + Sync>,
+    /// The pipeline loop's control, when there is one: a swap that finds the serving model's run
+    /// stuck cancels it (or says exactly why the swap cannot happen).
+    pub pipeline: Option<Arc<LoopControl>>,
 }
 
 /// Why a candidate was not swapped in: the reason the history and the log show.
@@ -66,18 +71,48 @@ pub enum LoadError {
     #[error("stopping")]
     Stopping,
     #[error(
-        "load exceeded models.load_timeout_s = {} s; abandoned (its result will be discarded)",
-        timeout.as_secs_f64()
+        "load exceeded models.load_timeout_s = {} s; abandoned ({})",
+        timeout.as_secs_f64(),
+        match ended {
+            true => "it was terminated",
+            false => "it cannot be cancelled and still runs; its result will be discarded",
+        }
     )]
-    TimedOut { timeout: Duration },
+    TimedOut { timeout: Duration, ended: bool },
+    #[error(
+        "the pipeline thread did not take the model: it has been inside model {serving}'s run for \
+         {:.1} s and {}",
+        busy.as_secs_f64(),
+        if *cancelled { "a cancel did not end it" } else { "that model cannot be cancelled; restart the daemon" }
+    )]
+    PipelineStuck {
+        serving: String,
+        busy: Duration,
+        cancelled: bool,
+    },
+}
+
+/// How long an abandoned load is given to end once cancelled.
+pub const ABANDON_GRACE: Duration = Duration::from_secs(2);
+/// At this many abandoned loads that could not be cancelled and still run, the loader waits for
+/// one of them to end before it starts another. One: never two runtime loads at once (two engine
+/// builds or two sessions being created can exhaust a board's memory), so a load that can be
+/// neither finished nor cancelled holds the folder, visibly (`/models` and `/status` `loader`
+/// `blocked`; `activate` answers 503 with the reason instead of queueing).
+pub const MAX_STUCK_LOADS: usize = 1;
+
+/// An abandoned load that did not end.
+struct Stuck {
+    name: String,
+    rx: Receiver<Result<Prepared, PrepareError>>,
 }
 
 /// The loader thread's state.
 pub struct Loader {
     ctx: LoaderContext,
     cfg: ModelsConfig,
-    /// A timed-out load still running; its result is thrown away when it arrives.
-    abandoned: Option<Receiver<Result<Prepared, PrepareError>>>,
+    /// Timed-out loads that could not be cancelled and still run; their results are thrown away.
+    stuck: Vec<Stuck>,
     /// Set on shutdown (or when a reload replaces the watch folder): a load in progress is left
     /// to finish on its own, so SIGTERM during a minutes-long engine build stops at once.
     stop: Arc<AtomicBool>,
@@ -91,7 +126,7 @@ impl Loader {
         Loader {
             ctx,
             cfg,
-            abandoned: None,
+            stuck: Vec::new(),
             stop,
         }
     }
@@ -248,12 +283,12 @@ impl Loader {
             let path = path.to_path_buf();
             return self.reject(&name, LoadError::Outside { path, reason }, version);
         }
-        if !self.wait_for_abandoned() {
+        if !self.wait_for_stuck() {
             return;
         }
         self.registry().set(&name, FileState::Loading, version);
         log::info!("loading candidate {}", path.display());
-        match self.load(path.to_path_buf()) {
+        match self.load(&name, path.to_path_buf()) {
             Ok(prepared) => self.go_live(&name, version, prepared),
             Err(_) if self.stopping() => {
                 log::info!("stopping: the load of {name} is left unfinished");
@@ -265,15 +300,19 @@ impl Loader {
     }
 
     /// Loads on a worker thread, waiting at most the load timeout.
-    fn load(&mut self, path: PathBuf) -> Result<Prepared, LoadError> {
+    fn load(&mut self, name: &str, path: PathBuf) -> Result<Prepared, LoadError> {
         let (tx, rx) = channel();
         let prepare = Arc::clone(&self.ctx.prepare);
         let warmup = self.cfg.warmup;
+        let handle = Arc::new(LoadHandle::default());
         std::thread::Builder::new()
             .name("rtinfer-load".into())
-            .spawn(move || {
-                crate::rt::run_in_background();
-                let _ = tx.send(prepare(&path, warmup));
+            .spawn({
+                let handle = Arc::clone(&handle);
+                move || {
+                    crate::rt::run_in_background();
+                    let _ = tx.send(prepare(&path, warmup, &handle));
+                }
             })
             .map_err(LoadError::Thread)?;
         let deadline = MonoTime::now().plus(self.cfg.load_timeout);
@@ -287,40 +326,117 @@ impl Loader {
                 }
                 Err(RecvTimeoutError::Timeout) if left > STOP_POLL => {}
                 Err(RecvTimeoutError::Timeout) => {
-                    self.abandoned = Some(rx);
+                    // Abandoned: terminate its run, and give it a moment to end.
+                    handle.abandon();
+                    let ended = !matches!(
+                        rx.recv_timeout(ABANDON_GRACE),
+                        Err(RecvTimeoutError::Timeout)
+                    );
+                    if !ended {
+                        self.stuck.push(Stuck {
+                            name: name.to_string(),
+                            rx,
+                        });
+                        self.publish_stuck();
+                    }
                     return Err(LoadError::TimedOut {
                         timeout: self.cfg.load_timeout,
+                        ended,
                     });
                 }
             }
         }
     }
 
-    /// Waits for an abandoned load to end before starting another (never two at once); false
-    /// when stopping meanwhile.
-    fn wait_for_abandoned(&mut self) -> bool {
-        let Some(rx) = self.abandoned.take() else {
-            return true;
-        };
-        log::info!("waiting for the abandoned load to finish before the next one");
+    /// `/models` and `/status` show the loads that could not be cancelled and still run, and
+    /// whether the loader waits for them.
+    fn publish_stuck(&self) {
+        let names: Vec<String> = self.stuck.iter().map(|s| s.name.clone()).collect();
+        let blocked = (self.stuck.len() >= MAX_STUCK_LOADS).then(|| {
+            format!(
+                "the loader waits: {} abandoned loads ({}) cannot be cancelled and still run",
+                names.len(),
+                names.join(", ")
+            )
+        });
+        let mut r = self.registry();
+        r.stuck_loads = names;
+        r.blocked = blocked;
+    }
+
+    /// Forgets the stuck loads that ended; with [`MAX_STUCK_LOADS`] of them still running, waits
+    /// for one to end before another load starts. False when stopping meanwhile.
+    fn wait_for_stuck(&mut self) -> bool {
+        let mut said = false;
         loop {
-            match rx.recv_timeout(STOP_POLL) {
-                Ok(_) | Err(RecvTimeoutError::Disconnected) => return true,
-                Err(RecvTimeoutError::Timeout) if self.stopping() => {
-                    self.abandoned = Some(rx);
-                    return false;
+            let before = self.stuck.len();
+            self.stuck.retain(|s| {
+                let ended = !matches!(s.rx.try_recv(), Err(std::sync::mpsc::TryRecvError::Empty));
+                if ended {
+                    log::info!("the abandoned load of {} has ended", s.name);
                 }
-                Err(RecvTimeoutError::Timeout) => {}
+                !ended
+            });
+            if self.stuck.len() != before || said {
+                self.publish_stuck();
             }
+            if self.stuck.len() < MAX_STUCK_LOADS {
+                return true;
+            }
+            if !said {
+                log::warn!(
+                    "{} abandoned loads cannot be cancelled and still run; the next load waits \
+                     for one of them to end",
+                    self.stuck.len()
+                );
+                said = true;
+                self.publish_stuck();
+            }
+            if self.stopping() {
+                return false;
+            }
+            std::thread::sleep(STOP_POLL);
         }
     }
 
     fn go_live(&mut self, name: &str, version: Option<Version>, p: Prepared) {
         let from = self.ctx.serving.model().map(|m| m.name.clone());
         let info = p.info.clone();
+        // A serving model stuck in its run never reaches the next frame, where swaps happen.
+        let mut cancelled = false;
+        if let Some(ctl) = &self.ctx.pipeline
+            && let Some(busy) = ctl.stalled(MonoTime::now())
+        {
+            cancelled = ctl.cancel_current();
+            log::warn!(
+                "model {}'s run has not returned for {:.1} s; {}",
+                from.as_deref().unwrap_or("-"),
+                busy.as_secs_f64(),
+                if cancelled {
+                    "cancelling it so the new model can go live"
+                } else {
+                    "it cannot be cancelled"
+                }
+            );
+        }
         let retired = match self.ctx.serving.swap_in(p.pipeline) {
             Ok(old) => old,
-            Err(e) => return self.reject(name, e.into(), version),
+            Err(e) => {
+                let stuck = self
+                    .ctx
+                    .pipeline
+                    .as_ref()
+                    .and_then(|c| c.stalled(MonoTime::now()));
+                let reason = match stuck {
+                    Some(busy) => LoadError::PipelineStuck {
+                        serving: from.clone().unwrap_or_default(),
+                        busy,
+                        cancelled,
+                    },
+                    None => e.into(),
+                };
+                return self.reject(name, reason, version);
+            }
         };
         self.registry().set(name, FileState::Active, version);
         self.registry().record(SwapRecord {
@@ -483,7 +599,7 @@ mod tests {
                 prepare: Arc::new({
                     let n = Arc::clone(&prepared_n);
                     let (running, most) = (Arc::clone(&running), Arc::clone(&most_at_once));
-                    move |path: &Path, _warmup| {
+                    move |path: &Path, _warmup, _handle: &LoadHandle| {
                         n.fetch_add(1, Ordering::SeqCst);
                         most.fetch_max(
                             running.fetch_add(1, Ordering::SeqCst) + 1,
@@ -512,6 +628,7 @@ mod tests {
                         swaps.fetch_add(1, Ordering::SeqCst);
                     }
                 }),
+                pipeline: None,
             };
             let ctl = Arc::new(LoopControl::new(Duration::from_millis(10)));
             let pipeline = std::thread::spawn({
@@ -734,6 +851,7 @@ mod tests {
                         .expect("send")
                 }
                 Err(QueueError::AlreadyQueued { .. }) => refused += 1,
+                Err(e) => panic!("{e}"),
             }
         }
         assert_eq!(refused, 999, "one activation queued, the rest refused");
@@ -824,5 +942,36 @@ mod tests {
             1,
             "the link out was never opened"
         );
+    }
+
+    #[test]
+    fn a_load_that_cannot_be_cancelled_holds_the_folder_visibly() {
+        // The policy for a backend without cancel (the fake preparer has none): the abandoned
+        // load is listed as stuck, the loader says it waits, an activation is refused with the
+        // reason instead of answered 202 and forgotten; when it ends, the folder moves again.
+        let h = Harness::new(Duration::from_millis(200));
+        h.drop_in("slow.onnx", "slow");
+        h.wait_for("slow.onnx", settled);
+        let (stuck, blocked) = {
+            let r = h.ctx.registry.lock().expect("registry");
+            (r.stuck_loads.clone(), r.blocked.clone())
+        };
+        assert_eq!(stuck, vec!["slow.onnx".to_string()]);
+        assert!(blocked.is_some_and(|b| b.contains("cannot be cancelled")));
+        let refused = h
+            .ctx
+            .registry
+            .lock()
+            .expect("registry")
+            .queue_activation("a.onnx");
+        assert!(
+            matches!(refused, Err(QueueError::Blocked { .. })),
+            "{refused:?}"
+        );
+        h.drop_in("c.onnx", "good");
+        h.release.send(()).expect("release");
+        assert_eq!(h.wait_for("c.onnx", settled), FileState::Active);
+        let r = h.ctx.registry.lock().expect("registry");
+        assert!(r.stuck_loads.is_empty() && r.blocked.is_none());
     }
 }

@@ -22,7 +22,7 @@ pub mod prepare;
 pub mod serving;
 pub mod watch;
 
-pub use prepare::{PrepareError, Prepared, prepare};
+pub use prepare::{LoadHandle, PrepareError, Prepared, prepare};
 
 /// Swaps kept in the history (newest last).
 pub const HISTORY: usize = 100;
@@ -233,6 +233,10 @@ pub struct Registry {
     swaps_rejected: u64,
     /// The `POST /models/NAME/activate` queued and not yet taken by the loader.
     queued_activation: Option<String>,
+    /// Abandoned loads that could not be cancelled and still run (file names).
+    pub stuck_loads: Vec<String>,
+    /// Why the loader takes no new load now, when it waits for stuck loads to end.
+    pub blocked: Option<String>,
 }
 
 /// At most this many per-file states are kept (a folder with more model files than this is
@@ -245,6 +249,8 @@ pub const MAX_FILE_STATES: usize = 4096;
 pub enum QueueError {
     #[error("{name} is already queued for activation")]
     AlreadyQueued { name: String },
+    #[error("not queued: {why}")]
+    Blocked { why: String },
 }
 
 impl Registry {
@@ -285,6 +291,9 @@ impl Registry {
     /// Queues `POST /models/NAME/activate`: the newest request wins (returns the one it
     /// replaced); the same name twice before the loader took it is refused.
     pub fn queue_activation(&mut self, name: &str) -> Result<Option<String>, QueueError> {
+        if let Some(why) = &self.blocked {
+            return Err(QueueError::Blocked { why: why.clone() });
+        }
         if self.queued_activation.as_deref() == Some(name) {
             return Err(QueueError::AlreadyQueued { name: name.into() });
         }
@@ -372,7 +381,8 @@ impl Registry {
                 "backend": backend, "bytes": size}),
             );
         }
-        json!({"watch_dir": dir, "exists": dir.is_dir(), "watching": self.watching, "files": files})
+        json!({"watch_dir": dir, "exists": dir.is_dir(), "watching": self.watching, "files": files,
+            "stuck_loads": self.stuck_loads, "blocked": self.blocked})
     }
 }
 
