@@ -4,8 +4,10 @@
 //! can take minutes), the preprocessing buffers for the new input size, the warm-up runs, and
 //! dropping the old engine (freeing a session takes milliseconds). The pipeline only swaps a
 //! pointer between two frames. A load runs on its own worker thread so it can be abandoned when it
-//! exceeds `models.load_timeout_s` (a runtime's load cannot be interrupted): its result is
-//! discarded when it finally arrives, and no second load starts while one is abandoned.
+//! exceeds `models.load_timeout_s`: its runs (ONNX Runtime's proving run, the warm-up) are
+//! terminated through its [`LoadHandle`]; a load that still does not end (a runtime's own load
+//! cannot be interrupted) is kept as stuck, shown in `/models` and `/status`, its result
+//! discarded when it arrives, and no second load starts while it runs.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
