@@ -663,3 +663,35 @@ fn onnx_runtime_log_lines_go_through_our_logger_rate_limited() {
         "{ort_lines} lines for {cancelled} cancels in {t:.1} s"
     );
 }
+
+#[test]
+fn the_config_regression_inputs_are_refused_without_a_panic() {
+    // The inputs in fuzz/regressions/config (issue 18's numbers and keys), through the same
+    // steps as the config fuzz target: parse, check, and the reload's rate change (old\0new).
+    use rtinfer::config::{Config, changed_keys, parse_raw};
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/regressions/config");
+    let mut n = 0;
+    for entry in std::fs::read_dir(&dir).expect("fuzz/regressions/config") {
+        let bytes = std::fs::read(entry.expect("entry").path()).expect("read");
+        let (old, new) = match bytes.iter().position(|&b| b == 0) {
+            Some(i) => (&bytes[..i], &bytes[i + 1..]),
+            None => (&b""[..], &bytes[..]),
+        };
+        let load = |b: &[u8]| {
+            let raw = parse_raw(std::str::from_utf8(b).ok()?, Path::new("f.toml")).ok()?;
+            let checked = Config::from_raw(raw.clone(), None).ok();
+            Some((raw, checked))
+        };
+        let old = load(old).unwrap_or_default();
+        if let Some(new) = load(new) {
+            assert!(
+                new.1.is_none(),
+                "{:?} is accepted",
+                String::from_utf8_lossy(&bytes)
+            );
+            let _ = changed_keys(&old.0, &new.0);
+        }
+        n += 1;
+    }
+    assert!(n >= 7, "{n} inputs");
+}
