@@ -14,9 +14,57 @@
 # violation, or a dead daemon.
 #
 # RTINFER=path/to/rtinfer overrides the binary (default target/release/rtinfer, built if missing).
+# `scripts/soak.sh --report OUT_DIR` prints the figures of a finished soak again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+report() { # CSV ALIVE RC OUT
+    python3 - "$@" <<'EOF'
+import csv, sys
+rows = list(csv.DictReader(open(sys.argv[1])))
+alive, rc, out = sys.argv[2], int(sys.argv[3]), sys.argv[4]
+late = [r for r in rows if int(r["t_s"]) >= 600]
+def slope(rs):
+    if len(rs) < 2:
+        return float("nan")
+    xs = [int(r["t_s"]) / 3600 for r in rs]; ys = [int(r["rss_kib"]) / 1024 for r in rs]
+    mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
+    return sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sum((x - mx) ** 2 for x in xs)
+g = slope(late)
+rng = lambda k, rs: (min(int(r[k]) for r in rs), max(int(r[k]) for r in rs)) if rs else (0, 0)
+thr, fds = rng("threads", late), rng("fds", late)
+# Growth: the floor (least count) of the last third above the floor of the first third. A sample
+# taken while a load runs sees its worker thread and the model file's fd (a transient +1); a leak
+# raises the floor.
+third = max(1, len(late) // 3)
+grow = lambda k: (min(int(r[k]) for r in late[-third:]) - min(int(r[k]) for r in late[:third])) if late else 0
+thr_growth, fd_growth = grow("threads"), grow("fds")
+bad = [r for r in rows if r["invariant"] != "ok"]
+last = rows[-1]
+print(f"samples {len(rows)} over {last['t_s']} s; RSS first {rows[0]['rss_kib']} KiB, at 10 min "
+      f"{late[0]['rss_kib'] if late else '-'} KiB, last {last['rss_kib']} KiB")
+print(f"RSS growth after 10 min: {g:.3f} MiB/h (least squares over {len(late)} samples)")
+print(f"threads after 10 min: {thr[0]}..{thr[1]} (growth {thr_growth}); fds after 10 min: "
+      f"{fds[0]}..{fds[1]} (growth {fd_growth})")
+print(f"swaps: ok {last['swaps_ok']} rejected {last['swaps_rejected']}")
+print(f"invariant: {len(rows) - len(bad)}/{len(rows)} samples ok")
+print(f"frames: captured {last['captured']} processed {last['processed']} dropped {last['dropped']} "
+      f"cancelled {last['cancelled']}")
+print(f"daemon alive at the end: {alive}; exit code after SIGTERM: {rc}")
+try:
+    print("poller failures:", sum(1 for _ in open(f"{out}/poller.err")))
+except FileNotFoundError:
+    print("poller failures: 0")
+ok = g < 1.0 and thr_growth <= 0 and fd_growth <= 0 and not bad and alive == "yes" and rc == 0
+print("soak:", "PASS" if ok else "FAIL")
+sys.exit(0 if ok else 1)
+EOF
+}
+if [ "${1:-}" = --report ]; then
+    D=${2:?usage: scripts/soak.sh --report OUT_DIR}
+    report "$D/soak.csv" "$(cat "$D/alive" 2>/dev/null || echo unknown)" "$(cat "$D/rc" 2>/dev/null || echo 0)" "$D"
+    exit $?
+fi
 SECS=${1:-3600}
 OUT=${2:-.cache/soak/$(date +%Y%m%d-%H%M%S)}
 BIN=${RTINFER:-target/release/rtinfer}
@@ -143,42 +191,6 @@ RC=0
 wait "$PID" || RC=$?
 trap - EXIT
 
-python3 - "$CSV" "$ALIVE" "$RC" "$OUT" <<'EOF'
-import csv, sys
-rows = list(csv.DictReader(open(sys.argv[1])))
-alive, rc, out = sys.argv[2], int(sys.argv[3]), sys.argv[4]
-late = [r for r in rows if int(r["t_s"]) >= 600]
-def slope(rs):
-    if len(rs) < 2:
-        return float("nan")
-    xs = [int(r["t_s"]) / 3600 for r in rs]; ys = [int(r["rss_kib"]) / 1024 for r in rs]
-    mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
-    return sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sum((x - mx) ** 2 for x in xs)
-g = slope(late)
-rng = lambda k, rs: (min(int(r[k]) for r in rs), max(int(r[k]) for r in rs)) if rs else (0, 0)
-thr, fds = rng("threads", late), rng("fds", late)
-# Growth: the highest count in the last third above the highest in the first third (a sample can
-# fall while a loader thread or a meter restart briefly exists; that is not growth).
-third = max(1, len(late) // 3)
-grow = lambda k: (max(int(r[k]) for r in late[-third:]) - max(int(r[k]) for r in late[:third])) if late else 0
-thr_growth, fd_growth = grow("threads"), grow("fds")
-bad = [r for r in rows if r["invariant"] != "ok"]
-last = rows[-1]
-print(f"samples {len(rows)} over {last['t_s']} s; RSS first {rows[0]['rss_kib']} KiB, at 10 min "
-      f"{late[0]['rss_kib'] if late else '-'} KiB, last {last['rss_kib']} KiB")
-print(f"RSS growth after 10 min: {g:.3f} MiB/h (least squares over {len(late)} samples)")
-print(f"threads after 10 min: {thr[0]}..{thr[1]} (growth {thr_growth}); fds after 10 min: "
-      f"{fds[0]}..{fds[1]} (growth {fd_growth})")
-print(f"swaps: ok {last['swaps_ok']} rejected {last['swaps_rejected']}")
-print(f"invariant: {len(rows) - len(bad)}/{len(rows)} samples ok")
-print(f"frames: captured {last['captured']} processed {last['processed']} dropped {last['dropped']} "
-      f"cancelled {last['cancelled']}")
-print(f"daemon alive at the end: {alive}; exit code after SIGTERM: {rc}")
-try:
-    print("poller failures:", sum(1 for _ in open(f"{out}/poller.err")))
-except FileNotFoundError:
-    print("poller failures: 0")
-ok = g < 1.0 and thr_growth <= 0 and fd_growth <= 0 and not bad and alive == "yes" and rc == 0
-print("soak:", "PASS" if ok else "FAIL")
-sys.exit(0 if ok else 1)
-EOF
+echo "$ALIVE" >"$OUT/alive"
+echo "$RC" >"$OUT/rc"
+report "$CSV" "$ALIVE" "$RC" "$OUT"
