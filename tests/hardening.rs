@@ -695,3 +695,84 @@ fn the_config_regression_inputs_are_refused_without_a_panic() {
     }
     assert!(n >= 7, "{n} inputs");
 }
+
+/// `POST path` on the Unix socket with std only (1000 curl processes would take longer than the
+/// requests): the status code.
+fn post_unix(sock: &Path, path: &str) -> u16 {
+    use std::io::{Read, Write};
+    let mut s = std::os::unix::net::UnixStream::connect(sock).expect("connect");
+    write!(
+        s,
+        "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .expect("write");
+    let mut answer = String::new();
+    let _ = s.read_to_string(&mut answer);
+    answer
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_thousand_activations_do_not_queue_a_thousand_reloads() {
+    // Issue 18 item 12: 1,000 POST /models/NAME/activate queued 1,000 reloads.
+    let _serial = util::serial();
+    let dir = util::tempdir();
+    let models = dir.path().join("models");
+    std::fs::create_dir(&models).unwrap();
+    let good = zoo_model(dir.path(), "mobilenetv2", "cifar10", 0.25);
+    std::fs::copy(&good, models.join("a.onnx")).unwrap();
+    let sock = dir.path().join("s.sock");
+    let child = util::rtinfer_ort()
+        .args([
+            "run",
+            "--warmup",
+            "20",
+            "--source",
+            "synthetic://64x48@30",
+            "--models",
+        ])
+        .arg(&models)
+        .arg("--socket")
+        .arg(&sock)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start");
+    assert!(wait_for(&sock, 20.0));
+    status_until(&sock, 20.0, |v| v["model"]["name"] == "a");
+    let mut codes = std::collections::BTreeMap::new();
+    for _ in 0..1000 {
+        *codes
+            .entry(post_unix(&sock, "/models/a.onnx/activate"))
+            .or_insert(0) += 1;
+    }
+    let accepted = codes.get(&202).copied().unwrap_or(0);
+    assert_eq!(
+        accepted + codes.get(&409).copied().unwrap_or(0),
+        1000,
+        "every answer is 202 (queued) or 409 (already queued): {codes:?}"
+    );
+    // Let the loader finish what was queued: at most one activation waits at any time.
+    std::thread::sleep(Duration::from_secs(3));
+    let (_, metrics) = util::curl(&sock, "/metrics");
+    let total = |result: &str| -> u64 {
+        let key = format!("rtinfer_swaps_total{{result=\"{result}\"}} ");
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(key.as_str()))
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    let swaps = total("ok") + total("rejected");
+    signal(&child, Signal::SIGTERM);
+    let _ = child.wait_with_output();
+    assert!(accepted < 1000, "some were coalesced: {codes:?}");
+    // The start-up load, then one load per accepted activation at most.
+    assert!(
+        swaps <= accepted + 1,
+        "{swaps} swaps for {accepted} accepted: {codes:?}"
+    );
+}
