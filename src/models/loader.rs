@@ -976,4 +976,20 @@ mod tests {
         let r = h.ctx.registry.lock().expect("registry");
         assert!(r.stuck_loads.is_empty() && r.blocked.is_none());
     }
+
+    #[test]
+    fn generation_names_are_bounded() {
+        let serving = Serving::default();
+        for i in 0..100 {
+            let mut p = prepared(Path::new(&format!("/m/g{i}.onnx"))).pipeline;
+            serving.install(&mut p);
+            assert_eq!(p.generation, i + 1);
+        }
+        assert_eq!(serving.generation_name(100).as_deref(), Some("g99"));
+        assert_eq!(
+            serving.generation_name(1),
+            None,
+            "the oldest names are dropped"
+        );
+    }
 }
