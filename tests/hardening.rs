@@ -776,3 +776,54 @@ fn a_thousand_activations_do_not_queue_a_thousand_reloads() {
         "{swaps} swaps for {accepted} accepted: {codes:?}"
     );
 }
+
+#[test]
+fn an_atomic_symlink_switch_of_the_watch_folder_swaps_the_model() {
+    // Issue 18 item 8, end to end: `ln -s relB models.new && mv -T models.new models`.
+    let _serial = util::serial();
+    let dir = util::tempdir();
+    let good = zoo_model(dir.path(), "mobilenetv2", "cifar10", 0.25);
+    let (a, b) = (dir.path().join("relA"), dir.path().join("relB"));
+    std::fs::create_dir(&a).unwrap();
+    std::fs::create_dir(&b).unwrap();
+    std::fs::copy(&good, a.join("a.onnx")).unwrap();
+    std::fs::copy(&good, b.join("b.onnx")).unwrap();
+    let link = dir.path().join("models");
+    std::os::unix::fs::symlink("relA", &link).unwrap();
+    let sock = dir.path().join("s.sock");
+    let child = util::rtinfer_ort()
+        .args([
+            "run",
+            "--warmup",
+            "2",
+            "--source",
+            "synthetic://64x48@30",
+            "--models",
+        ])
+        .arg(&link)
+        .arg("--socket")
+        .arg(&sock)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start");
+    assert!(wait_for(&sock, 20.0));
+    let v = status_until(&sock, 20.0, |v| v["model"]["name"] == "a");
+    assert_eq!(v["model"]["name"], "a", "{v}");
+    let new = dir.path().join("models.new");
+    std::os::unix::fs::symlink("relB", &new).unwrap();
+    std::fs::rename(&new, &link).unwrap();
+    let v = status_until(&sock, 20.0, |v| v["model"]["name"] == "b");
+    assert_eq!(v["model"]["name"], "b", "the new folder's model: {v}");
+    let m = models_until(&sock, 5.0, |m| file_state(m, "b.onnx").is_some());
+    assert_eq!(file_state(&m, "b.onnx").as_deref(), Some("active"), "{m}");
+    assert_eq!(
+        file_state(&m, "a.onnx"),
+        None,
+        "the old folder is not listed: {m}"
+    );
+    signal(&child, Signal::SIGTERM);
+    let out = child.wait_with_output().expect("exit");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("now resolves to"), "{err}");
+}
