@@ -144,8 +144,10 @@ impl Loader {
     /// Serves `rx` until `stop` is set or every sender is gone.
     ///
     /// Whatever queued up meanwhile (while a load ran, a burst of renames, a client posting
-    /// `activate` in a loop) is taken at once: the bookkeeping in order, and of the loads asked
-    /// for only the newest, so 200 renames in 4 ms load one model, not 200 in turn.
+    /// `activate` in a loop) is taken at once: the bookkeeping in order, then the files asked
+    /// for, each once, newest first, until one goes live; the older ones are superseded (left
+    /// candidates). So 200 renames in 4 ms load one model, not 200 in turn, and a bad newest file
+    /// neither hides an older good one nor keeps the older bad ones from being tried and rejected.
     pub fn run(mut self, rx: &Receiver<LoaderMsg>) {
         let mut started = false;
         while !self.stopping() {
@@ -154,8 +156,7 @@ impl Loader {
                 Err(RecvTimeoutError::Timeout) => continue,
                 Err(RecvTimeoutError::Disconnected) => return,
             };
-            let mut wanted: Option<(PathBuf, bool)> = None;
-            let mut superseded = 0usize;
+            let mut wanted: Vec<(PathBuf, bool)> = Vec::new();
             for msg in std::iter::once(first).chain(rx.try_iter()) {
                 let request = match msg {
                     LoaderMsg::Watch(WatchEvent::Changed(p)) => Some((p, false)),
@@ -170,7 +171,7 @@ impl Loader {
                     LoaderMsg::Watch(WatchEvent::Switched) => {
                         // Another folder under the same path: its files are new to us.
                         self.registry().forget_files();
-                        wanted = None;
+                        wanted.clear();
                         None
                     }
                     LoaderMsg::Watch(WatchEvent::Rescan { since }) => {
@@ -188,19 +189,26 @@ impl Loader {
                 // never hides an earlier one that would load.
                 if let Some((p, force)) = request
                     && self.worth_loading(&p, force)
-                    && wanted.replace((p, force)).is_some()
                 {
-                    superseded += 1;
+                    // Once per file, at its newest position; an activation stays forced.
+                    let force = force || wanted.iter().any(|(q, f)| *q == p && *f);
+                    wanted.retain(|(q, _)| *q != p);
+                    wanted.push((p, force));
                 }
             }
-            if let Some((p, force)) = wanted {
-                if superseded > 0 {
-                    log::info!(
-                        "{superseded} queued load request(s) superseded by the newest, {}",
-                        p.display()
-                    );
-                }
+            while let Some((p, force)) = wanted.pop() {
                 self.consider(&p, force);
+                let live = self.registry().state(&file_name(&p)) == Some(&FileState::Active);
+                if live || self.stopping() {
+                    if !wanted.is_empty() {
+                        log::info!(
+                            "{} older queued load request(s) superseded by {}",
+                            wanted.len(),
+                            p.display()
+                        );
+                    }
+                    break;
+                }
             }
         }
     }
