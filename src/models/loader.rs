@@ -1000,4 +1000,20 @@ mod tests {
             "the oldest names are dropped"
         );
     }
+
+    #[test]
+    fn a_bad_newest_candidate_does_not_hide_an_older_good_one() {
+        let h = Harness::new(Duration::from_secs(60));
+        h.drop_in("slow.onnx", "slow");
+        h.wait_for("slow.onnx", |s| *s == FileState::Loading);
+        h.drop_in("a.onnx", "good");
+        h.drop_in("b.onnx", "bad");
+        h.release.send(()).expect("release");
+        assert!(matches!(
+            h.wait_for("b.onnx", settled),
+            FileState::Rejected(_)
+        ));
+        assert_eq!(h.wait_for("a.onnx", settled), FileState::Active);
+        assert_eq!(h.serving().as_deref(), Some("a"));
+    }
 }
