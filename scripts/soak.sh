@@ -23,7 +23,11 @@ report() { # CSV ALIVE RC OUT
 import csv, sys
 rows = list(csv.DictReader(open(sys.argv[1])))
 alive, rc, out = sys.argv[2], int(sys.argv[3]), sys.argv[4]
-late = [r for r in rows if int(r["t_s"]) >= 600]
+late_all = [r for r in rows if int(r["t_s"]) >= 600]
+# A sample taken while a model loads (a load's worker thread alive: more threads than the floor)
+# counts the engine being built beside the serving one; RSS is fitted over the others.
+floor = min((int(r["threads"]) for r in late_all), default=0)
+late = [r for r in late_all if int(r["threads"]) == floor]
 def slope(rs):
     if len(rs) < 2:
         return float("nan")
@@ -32,18 +36,21 @@ def slope(rs):
     return sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sum((x - mx) ** 2 for x in xs)
 g = slope(late)
 rng = lambda k, rs: (min(int(r[k]) for r in rs), max(int(r[k]) for r in rs)) if rs else (0, 0)
-thr, fds = rng("threads", late), rng("fds", late)
+thr, fds = rng("threads", late_all), rng("fds", late_all)
 # Growth: the floor (least count) of the last third above the floor of the first third. A sample
 # taken while a load runs sees its worker thread and the model file's fd (a transient +1); a leak
 # raises the floor.
 third = max(1, len(late) // 3)
-grow = lambda k: (min(int(r[k]) for r in late[-third:]) - min(int(r[k]) for r in late[:third])) if late else 0
+third = max(1, len(late_all) // 3)
+grow = lambda k: (min(int(r[k]) for r in late_all[-third:]) - min(int(r[k]) for r in late_all[:third])) if late_all else 0
 thr_growth, fd_growth = grow("threads"), grow("fds")
 bad = [r for r in rows if r["invariant"] != "ok"]
 last = rows[-1]
 print(f"samples {len(rows)} over {last['t_s']} s; RSS first {rows[0]['rss_kib']} KiB, at 10 min "
       f"{late[0]['rss_kib'] if late else '-'} KiB, last {last['rss_kib']} KiB")
-print(f"RSS growth after 10 min: {g:.3f} MiB/h (least squares over {len(late)} samples)")
+print(f"RSS growth after 10 min: {g:.3f} MiB/h (least squares over {len(late)} samples; "
+      f"{len(late_all) - len(late)} taken during a load left out; all samples: "
+      f"{slope(late_all):.3f} MiB/h)")
 print(f"threads after 10 min: {thr[0]}..{thr[1]} (growth {thr_growth}); fds after 10 min: "
       f"{fds[0]}..{fds[1]} (growth {fd_growth})")
 print(f"swaps: ok {last['swaps_ok']} rejected {last['swaps_rejected']}")
