@@ -323,18 +323,25 @@ fn silent_client_does_not_block_others() {
 }
 
 #[test]
-fn over_the_connection_cap_gets_503() {
+fn over_the_connection_cap_gets_429_with_retry_after() {
     let dir = util::tempdir();
     let sock = sock_in(&dir);
     let server = StatusServer::bind_unix(&sock)
         .expect("bind")
         .with_io_timeout(Duration::from_secs(30))
         .with_max_connections(1);
-    let _server = Running::start(server);
+    let server = Running::start(server);
     let silent = UnixStream::connect(&sock).expect("connect silent client");
-    let (code, body) = curl_unix(&sock, &[], "/status");
-    assert_eq!(code, 503);
-    assert_one_line_error(&body);
+    // Issue 17/18: 429 + Retry-After (documented), not the 503 `/healthz` uses for "unhealthy".
+    let (code, text) = curl_unix(&sock, &["-i"], "/status");
+    assert_eq!(code, 429);
+    let (head, body) = split_reply(&text);
+    assert!(
+        head.lines().any(|l| l.eq_ignore_ascii_case("retry-after: 1")),
+        "{head}"
+    );
+    assert_one_line_error(body);
+    assert_eq!(server.calls(), 0, "refused before the handler");
     drop(silent);
     // The slot is released when the silent connection's thread sees EOF.
     let mut code = 0;
