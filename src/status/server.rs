@@ -306,9 +306,7 @@ fn tcp_policy(req: &Request) -> Option<Response> {
 pub fn too_many_requests(max: usize) -> Response {
     Response::error(
         429,
-        &format!(
-            "more than {max} concurrent status connections; retry after {RETRY_AFTER_S} s"
-        ),
+        &format!("more than {max} concurrent status connections; retry after {RETRY_AFTER_S} s"),
     )
     .with_header("Retry-After", &RETRY_AFTER_S.to_string())
 }
@@ -444,7 +442,11 @@ impl Loop {
             },
             Phase::Handling | Phase::Closed => {}
         }
-        if self.conns.get(&id).is_some_and(|c| c.phase == Phase::Closed) {
+        if self
+            .conns
+            .get(&id)
+            .is_some_and(|c| c.phase == Phase::Closed)
+        {
             self.conns.remove(&id);
         }
     }
@@ -476,7 +478,15 @@ impl Loop {
         }
         c.phase = Phase::Handling;
         let tag = if head_only { id | HEAD_BIT } else { id };
-        if self.jobs.send(Job { id: tag, req, origin }).is_err() {
+        if self
+            .jobs
+            .send(Job {
+                id: tag,
+                req,
+                origin,
+            })
+            .is_err()
+        {
             c.respond(&Response::error(500, "internal error"), head_only);
         }
     }
@@ -595,11 +605,9 @@ impl Loop {
                 }
                 Err(e) => log::error!("status socket {shown}: {e}"),
             },
-            Err(e) => self.log.log(
-                log::Level::Error,
-                "rebind",
-                format_args!("{e}; retrying"),
-            ),
+            Err(e) => self
+                .log
+                .log(log::Level::Error, "rebind", format_args!("{e}; retrying")),
         }
     }
 }
@@ -644,6 +652,9 @@ mod tests {
         let mut out = Vec::new();
         r.write_to(&mut out, false).expect("write");
         let text = String::from_utf8(out).expect("utf-8");
-        assert!(text.starts_with("HTTP/1.1 429 Too Many Requests\r\n"), "{text}");
+        assert!(
+            text.starts_with("HTTP/1.1 429 Too Many Requests\r\n"),
+            "{text}"
+        );
     }
 }

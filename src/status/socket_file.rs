@@ -234,7 +234,10 @@ mod tests {
         assert!(directory_risk(0o40777, me, me).is_err(), "world-writable");
         assert!(directory_risk(0o40757, 0, me).is_err());
         assert!(directory_risk(0o40755, 1001, me).is_err(), "another owner");
-        assert!(directory_risk(0o41777, 1001, me).is_err(), "sticky but theirs");
+        assert!(
+            directory_risk(0o41777, 1001, me).is_err(),
+            "sticky but theirs"
+        );
         assert!(matches!(directory_risk(0o40775, me, me), Ok(Some(_))));
         assert_eq!(directory_risk(0o41775, me, me), Ok(None));
     }
