@@ -8,10 +8,13 @@ scripts/setup.sh
 export ORT_DYLIB_PATH="$ROOT/.cache/onnxruntime/$(uname -m)/libonnxruntime.so.1.31.1"
 cargo fmt --all -- --check
 cargo clippy --all-targets --quiet -- -D warnings
+cargo clippy -p rtinfer-fuzz --all-targets --quiet -- -D warnings
 # Timing-sensitive tests (hot swap gaps) run against the release binary, one at a time.
 cargo build --release --quiet
 export RTINFER_RELEASE_BIN="$ROOT/target/release/rtinfer"
 cargo test -- --test-threads=2 --skip timed_
+# The fuzz targets built on stable, replaying the committed seeds and past crashes (fuzz/).
+cargo test -p rtinfer-fuzz
 # The TensorRT layer against its CPU test double, in the 8.5 and 10.x API shapes.
 bash scripts/test_tensorrt_double.sh
 # Tests named timed_* measure gaps between frames: alone, one at a time.
