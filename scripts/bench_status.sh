@@ -6,7 +6,9 @@
 #   3. 50 clients polling /status and /metrics every 100 ms for 20 s: their errors, and the
 #      pipeline's end-to-end p99 and misses over 20 s quiet vs 20 s under the pollers.
 # Environment: SECS (phases 1-2, default 10), BIN (the daemon, default target/release/rtinfer:
-# point it at an older build to compare).
+# point it at an older build to compare), CLIENT_NICE (default 0: the load generator's nice value;
+# the 50 client threads share this machine's cores with the daemon, which a board's remote
+# scrapers would not: CLIENT_NICE=19 shows the server's own cost).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -28,7 +30,7 @@ PID=$!
 for _ in $(seq 1 200); do [ -S "$SOCK" ] && break; sleep 0.05; done
 sleep 3
 echo "daemon: $BIN ($(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg))"
-cargo bench --bench status_load --quiet -- "$SOCK" "$SECS"
+nice -n "${CLIENT_NICE:-0}" cargo bench --bench status_load --quiet -- "$SOCK" "$SECS"
 kill -TERM "$PID"
 wait "$PID" || true
 PID=""

@@ -259,6 +259,9 @@ struct Worker {
 
 impl Worker {
     fn run(self) {
+        // Status answers are never urgent next to a frame: on a 2-core board the pipeline must
+        // win the CPU from fifty pollers.
+        crate::rt::run_in_background();
         loop {
             let job = {
                 let jobs = self.jobs.lock().unwrap_or_else(|p| p.into_inner());
@@ -329,6 +332,7 @@ const HEAD_BIT: u64 = 1 << 63;
 
 impl Loop {
     fn run(mut self, stop: &AtomicBool) {
+        crate::rt::run_in_background();
         let mut next_path_check = Instant::now() + self.server.path_check;
         while !stop.load(Ordering::Relaxed) {
             self.turn();
@@ -520,7 +524,13 @@ impl Loop {
                 );
                 continue;
             }
-            let served = self.conns.values().filter(|c| !c.refused).count();
+            // A connection that has its answer and is only draining no longer counts: its
+            // client may already be opening the next one.
+            let served = self
+                .conns
+                .values()
+                .filter(|c| !c.refused && c.phase != Phase::Draining)
+                .count();
             let refused = served >= self.server.max_connections;
             if refused {
                 self.log.log(
