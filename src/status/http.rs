@@ -265,6 +265,11 @@ fn parse_request_line(line: &str) -> Result<(String, String, Option<String>), Pa
     if method.is_empty() || !method.bytes().all(is_tchar) {
         return Err(malformed("bad request line: method is not a token"));
     }
+    // The same bound the early check applies to an incomplete line (found by fuzzing: a long
+    // method was refused while arriving and accepted when it came in one piece).
+    if method.len() > 32 {
+        return Err(malformed("bad request line: method too long"));
+    }
     if version != "HTTP/1.1" && version != "HTTP/1.0" {
         return Err(malformed(
             "unsupported protocol version (only HTTP/1.0 and HTTP/1.1)",
@@ -522,6 +527,17 @@ mod tests {
         assert!(super::parse(b"\x16\x03", &limits).is_err());
         assert!(super::parse(b"GET /x HTTP/2", &limits).is_ok());
         assert!(super::parse(b"GET /x HTTP/2.0\n", &limits).is_err());
+    }
+
+    #[test]
+    fn a_method_longer_than_32_bytes_is_refused_whole_and_in_part() {
+        // fuzz/regressions/http/method_longer_than_32: a 39-byte method.
+        let req = b"`%%%%%%%%%%%%%%%%%%%%%%%%%%%%%%%%%%%%%P*ST /x HTTP/1.1\r\nA: b\r\n\r\n";
+        let limits = Limits::default();
+        assert!(super::parse(&req[..34], &limits).is_err());
+        assert!(malformed_msg(req).contains("method too long"));
+        let ok = format!("{} /x HTTP/1.1\r\n\r\n", "M".repeat(32));
+        assert!(parse(ok.as_bytes()).is_ok());
     }
 
     #[test]
