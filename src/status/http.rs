@@ -170,23 +170,20 @@ pub fn read_request(stream: &mut impl Read, limits: &Limits) -> Result<Request, 
     }
 }
 
-/// Where the head ends: (length of the head without its final line end, offset of the body).
-/// The head ends at the first empty line, whether lines end in CRLF or LF.
+/// Where the head ends: (offset of the last header line's LF, offset of the body). The head
+/// ends at the first empty line, whether lines end in CRLF or LF; each line loses one CR before
+/// its LF when split, exactly as [`check_prefix`] strips it (found by fuzzing: stripping the
+/// last line's CR twice accepted `...HTTP/1.1\r\r\n` whole but not while arriving).
 fn head_end(buf: &[u8]) -> Option<(usize, usize)> {
     let mut from = 0;
     while let Some(p) = buf[from..].iter().position(|&b| b == b'\n') {
         let nl = from + p;
         let rest = &buf[nl + 1..];
-        let line_end = if nl > 0 && buf[nl - 1] == b'\r' {
-            nl - 1
-        } else {
-            nl
-        };
         if rest.starts_with(b"\n") {
-            return Some((line_end, nl + 2));
+            return Some((nl, nl + 2));
         }
         if rest.starts_with(b"\r\n") {
-            return Some((line_end, nl + 3));
+            return Some((nl, nl + 3));
         }
         from = nl + 1;
     }
@@ -538,6 +535,15 @@ mod tests {
         assert!(malformed_msg(req).contains("method too long"));
         let ok = format!("{} /x HTTP/1.1\r\n\r\n", "M".repeat(32));
         assert!(parse(ok.as_bytes()).is_ok());
+    }
+
+    #[test]
+    fn a_line_ending_in_cr_cr_lf_is_refused_whole_and_in_part() {
+        // fuzz/regressions/http/cr_cr_lf_line_end.
+        let req = b"`POST /x HTTP/1.1\r\r\n\r\n";
+        assert!(super::parse(&req[..21], &Limits::default()).is_err());
+        malformed_msg(req);
+        malformed_msg(b"GET /x HTTP/1.1\r\nA: b\r\r\n\r\n");
     }
 
     #[test]
