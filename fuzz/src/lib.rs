@@ -130,17 +130,25 @@ pub fn meters(data: &[u8]) {
             }
         }
         _ => {
-            let parsers = [
-                line::LineParser::new(None, 1.0),
-                line::LineParser::new(Some(r"V=(?P<volts>\S+) A=(?P<amps>\S+)"), 0.001),
-            ];
+            // Compiled once: a regex build per input made this target 30 times slower.
+            static PARSERS: std::sync::LazyLock<Vec<line::LineParser>> =
+                std::sync::LazyLock::new(|| {
+                    [
+                        line::LineParser::new(None, 1.0),
+                        line::LineParser::new(Some(r"V=(?P<volts>\S+) A=(?P<amps>\S+)"), 0.001),
+                    ]
+                    .into_iter()
+                    .flatten()
+                    .collect()
+                });
+            let parsers = &*PARSERS;
             let mut buf = line::LineBuffer::default();
             // Fed in two pieces, as a serial read splits a stream.
             let (a, b) = rest.split_at(rest.len() / 2);
             for piece in [a, b] {
                 buf.push(piece);
                 while let Ok(Some(l)) = buf.next_line() {
-                    for p in parsers.iter().flatten() {
+                    for p in parsers {
                         let _ = p.parse(&l);
                     }
                 }

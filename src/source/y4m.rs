@@ -55,7 +55,10 @@ impl Y4mHeader {
         let (mut width, mut height, mut fps) = (None, None, None);
         let (mut chroma, mut alpha, mut range) = (Chroma::C420, false, None);
         for token in text.split_ascii_whitespace() {
-            let (tag, value) = token.split_at(1);
+            // The tag is the first character, which need not be ASCII (found by fuzzing:
+            // splitting at byte 1 panicked inside a multi-byte character).
+            let tag_len = token.chars().next().map_or(0, char::len_utf8);
+            let (tag, value) = token.split_at(tag_len);
             match tag {
                 "W" => width = Some(dimension("width", value)?),
                 "H" => height = Some(dimension("height", value)?),
@@ -540,6 +543,14 @@ mod tests {
                 Ok(h) => panic!("{} parsed as {h:?}", String::from_utf8_lossy(line)),
             }
         }
+    }
+
+    #[test]
+    fn a_tag_starting_with_a_multibyte_character_is_ignored_not_a_panic() {
+        // fuzz/regressions/y4m/multibyte_tag had `\u{3bc}24MPPEG2` among the tags.
+        let h = Y4mHeader::parse("YUV4MPEG2 W4 H2 \u{3bc}24 Cmono".as_bytes())
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((h.width, h.height, h.chroma), (4, 2, Chroma::Mono));
     }
 
     #[test]
