@@ -75,6 +75,26 @@ impl std::str::FromStr for Overrun {
     }
 }
 
+/// `[pipeline]` as written.
+#[derive(Debug, Default, Clone, serde::Deserialize, serde::Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RawPipeline {
+    /// `latest` (default) or `skip`.
+    pub overrun: Option<String>,
+}
+
+impl RawPipeline {
+    /// Checks the section; an error names its key.
+    pub fn check(self) -> Result<Overrun, crate::invalid_key::InvalidKey> {
+        match self.overrun.as_deref() {
+            None => Ok(Overrun::Latest),
+            Some(o) => o
+                .parse()
+                .map_err(|e| crate::invalid_key::InvalidKey::new("pipeline.overrun", e)),
+        }
+    }
+}
+
 impl LoopControl {
     pub fn new(budget: Duration) -> LoopControl {
         LoopControl {
@@ -334,9 +354,6 @@ pub fn postprocess(scores: &[f32], probs: &mut [f32], top: &mut [(u32, f32); TOP
     }
     len as u8
 }
-
-/// Shared handle type for the loop control.
-pub type Control = Arc<LoopControl>;
 
 #[cfg(test)]
 mod tests {

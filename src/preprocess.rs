@@ -20,6 +20,7 @@
 use std::fmt;
 use std::str::FromStr;
 
+use crate::invalid_key::InvalidKey;
 use crate::source::Frame;
 use crate::tensor::{InputBufMut, InputElement, InputSpec, Layout};
 
@@ -264,6 +265,50 @@ impl Default for PreprocessOptions {
             fill: Fill::Mean,
             channel_order: ChannelOrder::Rgb,
         }
+    }
+}
+
+/// `[preprocess]` as written.
+#[derive(Debug, Default, Clone, serde::Deserialize, serde::Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RawPreprocess {
+    pub resize: Option<String>,
+    pub mean: Option<[f32; 3]>,
+    pub std: Option<[f32; 3]>,
+    /// `rgb` (default) or `bgr`.
+    pub channel_order: Option<String>,
+}
+
+impl RawPreprocess {
+    /// Checks the section; an error names its key.
+    pub fn check(self) -> Result<PreprocessOptions, InvalidKey> {
+        let defaults = PreprocessOptions::default();
+        let resize = match self.resize.as_deref() {
+            None => defaults.resize,
+            Some(s) => s.parse().map_err(|e: PreprocessError| {
+                InvalidKey::new("preprocess.resize", e.to_string())
+            })?,
+        };
+        let channel_order = match self.channel_order.as_deref() {
+            None => defaults.channel_order,
+            Some(s) => s.parse().map_err(|e: PreprocessError| {
+                InvalidKey::new("preprocess.channel_order", e.to_string())
+            })?,
+        };
+        let std = self.std.unwrap_or(defaults.std);
+        if std.iter().any(|s| !(s.is_finite() && *s > 0.0)) {
+            return Err(InvalidKey::new(
+                "preprocess.std",
+                format!("{std:?}: every value must be > 0"),
+            ));
+        }
+        Ok(PreprocessOptions {
+            resize,
+            mean: self.mean.unwrap_or(defaults.mean),
+            std,
+            channel_order,
+            ..defaults
+        })
     }
 }
 

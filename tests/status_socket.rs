@@ -7,7 +7,6 @@ use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
@@ -18,7 +17,7 @@ use rtinfer::status::{
 };
 use serde_json::{Value, json};
 
-use crate::util;
+use crate::util::{self, curl_to, curl_unix};
 
 /// What the fake handler serves at `/status`.
 fn fixed_status() -> Value {
@@ -92,32 +91,6 @@ fn sock_in(dir: &tempfile::TempDir) -> PathBuf {
 
 fn start_unix(path: &Path) -> Running {
     Running::start(StatusServer::bind_unix(path).expect("bind status socket"))
-}
-
-/// Runs curl and returns (HTTP code, output). Extra `args` go before the URL.
-fn curl(target: &[&str], args: &[&str], url: &str) -> (u16, String) {
-    let out = Command::new("curl")
-        .args(["-sS", "--max-time", "10", "-w", "\n%{http_code}"])
-        .args(target)
-        .args(args)
-        .arg(url)
-        .output()
-        .expect("run curl");
-    let text = String::from_utf8(out.stdout).expect("curl output is UTF-8");
-    let (body, code) = text.rsplit_once('\n').expect("curl printed the code");
-    let code = code
-        .parse()
-        .unwrap_or_else(|_| panic!("curl code {code:?}, stderr {:?}", out.stderr));
-    (code, body.to_string())
-}
-
-fn curl_unix(sock: &Path, args: &[&str], path: &str) -> (u16, String) {
-    let sock = sock.to_str().expect("UTF-8 temp path");
-    curl(
-        &["--unix-socket", sock],
-        args,
-        &format!("http://localhost{path}"),
-    )
 }
 
 /// A body that is exactly one line of JSON with an `error` string.
@@ -363,20 +336,20 @@ fn tcp_listener_is_read_only() {
     let addr = server.tcp_addr().expect("bound address");
     let running = Running::start(server);
     let url = |p: &str| format!("http://{addr}{p}");
-    let (code, body) = curl(&[], &["-X", "POST"], &url("/models/net/activate"));
+    let (code, body) = curl_to(&[], &["-X", "POST"], &url("/models/net/activate"));
     assert_eq!(code, 403);
     assert!(assert_one_line_error(&body).contains("read-only"));
-    assert_eq!(curl(&[], &["-X", "POST"], &url("/status")).0, 403);
+    assert_eq!(curl_to(&[], &["-X", "POST"], &url("/status")).0, 403);
     assert_eq!(running.calls(), 0, "refused before the handler");
-    assert_eq!(curl(&[], &[], &url("/models")).0, 404);
-    let (code, body) = curl(&[], &[], &url("/status"));
+    assert_eq!(curl_to(&[], &[], &url("/models")).0, 404);
+    let (code, body) = curl_to(&[], &[], &url("/status"));
     assert_eq!(code, 200);
     assert_eq!(
         serde_json::from_str::<Value>(&body).expect("JSON"),
         fixed_status()
     );
-    assert_eq!(curl(&[], &[], &url("/metrics")).0, 200);
-    assert_eq!(curl(&[], &[], &url("/healthz")).0, 200);
+    assert_eq!(curl_to(&[], &[], &url("/metrics")).0, 200);
+    assert_eq!(curl_to(&[], &[], &url("/healthz")).0, 200);
 }
 
 #[test]

@@ -17,5 +17,6 @@ mod status_socket; // HTTP on a Unix socket: routes, errors, stale sockets, the 
 mod study; // study tooling: inspect, bench, sweep, advise, NeuralScale, eval
 mod swap; // hot swap through a real watch folder: renames, bad files, slow writers
 mod tensorrt; // the TensorRT layer against the CPU test double: I/O, errors, calibration, cache
+mod trt_headers; // the TensorRT double held to the real 10.x headers: deprecations, noexcept
 mod vitis; // the Vitis AI backend through libloading on a fake DPU library
 mod zoo; // generated models: ONNX Runtime loads them, counts match the architecture text

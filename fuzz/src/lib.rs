@@ -98,7 +98,8 @@ pub fn config(data: &[u8]) {
 /// An ONNX file: protobuf decode with the ONNX checks, then `inspect` (shape inference, MACs,
 /// critical path).
 pub fn onnx(data: &[u8]) {
-    use rtinfer::study::{inspect, onnx_pb};
+    use rtinfer::onnx::pb as onnx_pb;
+    use rtinfer::study::inspect;
     if let Ok(model) = onnx_pb::decode(data) {
         let _ = inspect::inspect(&model);
     }

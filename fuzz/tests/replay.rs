@@ -110,7 +110,7 @@ fn encoded(img: image::DynamicImage, format: image::ImageFormat) -> Vec<u8> {
 }
 
 fn onnx_seed() -> Vec<u8> {
-    use rtinfer::study::onnx_pb as pb;
+    use rtinfer::onnx::pb;
     let floats = |name: &str, dims: Vec<i64>| pb::TensorProto {
         name: name.into(),
         data_type: pb::DATA_TYPE_FLOAT,

@@ -8,19 +8,18 @@
 //! discarded when it finally arrives, and no second load starts while one is abandoned.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
-use std::time::{Duration, Instant, SystemTime};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime};
 
+use super::serving::{Serving, SwapError};
 use super::watch::WatchEvent;
-use super::{FileState, Kind, ModelsConfig, SwapRecord, Version, classify, newest_model};
-use crate::backend::{Engine, LoadOptions, ModelInfo};
-use crate::config::Config;
-use crate::daemon::Shared;
-use crate::pipeline::Pipeline;
-use crate::preprocess::Preprocessor;
-use crate::time::{MonoTime, ms, rfc3339_now};
+use super::{
+    FileState, Kind, ModelsConfig, PrepareError, Prepared, Registry, SwapRecord, Version, classify,
+    newest_model,
+};
+use crate::time::{MonoTime, rfc3339_now};
 
 /// What the loader is asked to do.
 #[derive(Debug)]
@@ -30,74 +29,53 @@ pub enum LoaderMsg {
     Activate(String),
 }
 
-/// A model ready to go live.
-pub struct Prepared {
-    pub pipeline: Pipeline,
-    pub info: ModelInfo,
-    pub load_ms: f64,
-    pub warmup_p50_ms: Option<f64>,
+/// Opens a model file into a pipeline ready to go live, warmed up the given number of times (in
+/// the daemon: [`super::prepare`] with the backend settings and the source's frame size). Called
+/// on a worker thread; may take minutes.
+pub type Preparer = Arc<dyn Fn(&Path, u32) -> Result<Prepared, PrepareError> + Send + Sync>;
+
+/// What the loader works with: exactly this, not the daemon.
+#[derive(Clone)]
+pub struct LoaderContext {
+    /// How a candidate becomes a pipeline.
+    pub prepare: Preparer,
+    /// The model serving now, and the hand-over to the pipeline thread.
+    pub serving: Arc<Serving>,
+    /// Per-file states and the swap history (`GET /models`, `/status` `swaps`).
+    pub registry: Arc<Mutex<Registry>>,
+    /// Called after a model went live and the old one was freed (the daemon locks memory then,
+    /// `realtime.lock_memory`, once the first model is in the process).
+    pub after_swap: Arc<dyn Fn() + Send + Sync>,
 }
 
-/// Opens `path` with the backend its extension (or `run.backend`) selects, builds its
-/// preprocessing for frames of `frame_size` (so the pipeline's first frame on it allocates
-/// nothing), and warms it up `warmup` times. Errors are the reason shown in the history.
-pub fn prepare(
-    path: &Path,
-    cfg: &Config,
-    warmup: u32,
-    frame_size: (u32, u32),
-) -> Result<Prepared, String> {
-    let t0 = Instant::now();
-    let backend = crate::daemon::backend_for(cfg.backend, path, cfg).map_err(|e| e.to_string())?;
-    let mut engine = backend
-        .load(
-            path,
-            &LoadOptions {
-                threads: cfg.threads,
-            },
-        )
-        .map_err(|e| e.to_string())?;
-    let info = engine.info().clone();
-    if info.classes == 0 {
-        return Err(format!(
-            "model {}: its output has no scores",
-            path.display()
-        ));
-    }
-    let mut pre =
-        Preprocessor::new(info.input, cfg.preprocess).map_err(|e| format!("preprocessing: {e}"))?;
-    if frame_size.0 > 0 && frame_size.1 > 0 {
-        pre.prepare(frame_size.0, frame_size.1)
-            .map_err(|e| format!("preprocessing: {e}"))?;
-    }
-    let warmup_p50_ms = warm_up(&mut engine, warmup)?;
-    let load_ms = ms(t0.elapsed());
-    Ok(Prepared {
-        pipeline: Pipeline::new(engine, pre),
-        info,
-        load_ms,
-        warmup_p50_ms,
-    })
-}
-
-/// Runs the engine `n` times and returns the median run time.
-fn warm_up(engine: &mut Box<dyn Engine>, n: u32) -> Result<Option<f64>, String> {
-    let mut times = Vec::with_capacity(n as usize);
-    for _ in 0..n {
-        let t = MonoTime::now();
-        engine.run().map_err(|e| format!("warm-up: {e}"))?;
-        times.push(ms(MonoTime::now().saturating_since(t)));
-    }
-    times.sort_by(f64::total_cmp);
-    Ok(times.get(times.len() / 2).copied())
+/// Why a candidate was not swapped in: the reason the history and the log show.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error(transparent)]
+    Prepare(#[from] PrepareError),
+    #[error(transparent)]
+    Swap(#[from] SwapError),
+    #[error("{} is not in the watch folder", path.display())]
+    NotInFolder { path: PathBuf },
+    #[error("cannot start a load thread: {0}")]
+    Thread(std::io::Error),
+    #[error("the load thread panicked")]
+    Panicked,
+    #[error("stopping")]
+    Stopping,
+    #[error(
+        "load exceeded models.load_timeout_s = {} s; abandoned (its result will be discarded)",
+        timeout.as_secs_f64()
+    )]
+    TimedOut { timeout: Duration },
 }
 
 /// The loader thread's state.
 pub struct Loader {
-    shared: Arc<Shared>,
+    ctx: LoaderContext,
     cfg: ModelsConfig,
     /// A timed-out load still running; its result is thrown away when it arrives.
-    abandoned: Option<Receiver<Result<Prepared, String>>>,
+    abandoned: Option<Receiver<Result<Prepared, PrepareError>>>,
     /// Set on shutdown (or when a reload replaces the watch folder): a load in progress is left
     /// to finish on its own, so SIGTERM during a minutes-long engine build stops at once.
     stop: Arc<AtomicBool>,
@@ -107,13 +85,17 @@ pub struct Loader {
 const STOP_POLL: Duration = Duration::from_millis(100);
 
 impl Loader {
-    pub fn new(shared: Arc<Shared>, cfg: ModelsConfig, stop: Arc<AtomicBool>) -> Loader {
+    pub fn new(ctx: LoaderContext, cfg: ModelsConfig, stop: Arc<AtomicBool>) -> Loader {
         Loader {
-            shared,
+            ctx,
             cfg,
             abandoned: None,
             stop,
         }
+    }
+
+    fn registry(&self) -> MutexGuard<'_, Registry> {
+        self.ctx.registry.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn stopping(&self) -> bool {
@@ -132,9 +114,9 @@ impl Loader {
             match msg {
                 LoaderMsg::Watch(WatchEvent::Changed(p)) => self.consider(&p, false),
                 LoaderMsg::Watch(WatchEvent::Removed(p)) => self.removed(&p),
-                LoaderMsg::Watch(WatchEvent::Lost) => self.shared.registry().watching = false,
+                LoaderMsg::Watch(WatchEvent::Lost) => self.registry().watching = false,
                 LoaderMsg::Watch(WatchEvent::Rescan { since }) => {
-                    self.shared.registry().watching = true;
+                    self.registry().watching = true;
                     self.rescan(!started, since);
                     started = true;
                 }
@@ -154,7 +136,7 @@ impl Loader {
         let dir = self.cfg.watch_dir.clone();
         if first && let Some(name) = self.cfg.active.clone() {
             let pinned = dir.join(&name);
-            let serving = self.shared.model().map(|m| m.path.clone());
+            let serving = self.ctx.serving.model().map(|m| m.path.clone());
             match serving {
                 Some(p) if p == pinned => {}
                 Some(p) if p.parent() != Some(dir.as_path()) => {}
@@ -171,7 +153,7 @@ impl Loader {
     }
 
     fn removed(&mut self, path: &Path) {
-        if let Some(info) = self.shared.model()
+        if let Some(info) = self.ctx.serving.model()
             && info.path == path
         {
             log::warn!(
@@ -184,8 +166,7 @@ impl Loader {
     fn consider(&mut self, path: &Path, force: bool) {
         let name = file_name(path);
         if let Kind::Ignored(why) = classify(path) {
-            self.shared
-                .registry()
+            self.registry()
                 .set(&name, FileState::Ignored(why.to_string()), None);
             return;
         }
@@ -194,66 +175,60 @@ impl Loader {
             if force {
                 self.reject(
                     &name,
-                    format!("{} is not in the watch folder", path.display()),
+                    LoadError::NotInFolder {
+                        path: path.to_path_buf(),
+                    },
                     None,
                 );
             }
             return;
         }
-        if !force && self.shared.registry().tried(&name, version) {
+        if !force && self.registry().tried(&name, version) {
             return;
         }
         if !self.wait_for_abandoned() {
             return;
         }
-        self.shared
-            .registry()
-            .set(&name, FileState::Loading, version);
+        self.registry().set(&name, FileState::Loading, version);
         log::info!("loading candidate {}", path.display());
         match self.load(path.to_path_buf()) {
             Ok(prepared) => self.go_live(&name, version, prepared),
             Err(_) if self.stopping() => {
                 log::info!("stopping: the load of {name} is left unfinished");
                 // Not tried: a loader that follows a reload in the same folder takes it again.
-                self.shared
-                    .registry()
-                    .set(&name, FileState::Candidate, version);
+                self.registry().set(&name, FileState::Candidate, version);
             }
             Err(reason) => self.reject(&name, reason, version),
         }
     }
 
     /// Loads on a worker thread, waiting at most the load timeout.
-    fn load(&mut self, path: PathBuf) -> Result<Prepared, String> {
+    fn load(&mut self, path: PathBuf) -> Result<Prepared, LoadError> {
         let (tx, rx) = channel();
-        let cfg = self.shared.config.clone();
+        let prepare = Arc::clone(&self.ctx.prepare);
         let warmup = self.cfg.warmup;
-        let frame_size = (self.shared.source.width, self.shared.source.height);
         std::thread::Builder::new()
             .name("rtinfer-load".into())
             .spawn(move || {
                 crate::rt::run_in_background();
-                let _ = tx.send(prepare(&path, &cfg, warmup, frame_size));
+                let _ = tx.send(prepare(&path, warmup));
             })
-            .map_err(|e| format!("cannot start a load thread: {e}"))?;
+            .map_err(LoadError::Thread)?;
         let deadline = MonoTime::now().plus(self.cfg.load_timeout);
         loop {
             let left = deadline.saturating_since(MonoTime::now());
             match rx.recv_timeout(left.min(STOP_POLL)) {
-                Ok(r) => return r,
-                Err(RecvTimeoutError::Disconnected) => {
-                    return Err("the load thread panicked".into());
-                }
+                Ok(r) => return Ok(r?),
+                Err(RecvTimeoutError::Disconnected) => return Err(LoadError::Panicked),
                 Err(RecvTimeoutError::Timeout) if self.stopping() => {
-                    return Err("stopping".into());
+                    return Err(LoadError::Stopping);
                 }
                 Err(RecvTimeoutError::Timeout) if left > STOP_POLL => {}
                 Err(RecvTimeoutError::Timeout) => {
                     self.abandoned = Some(rx);
-                    return Err(format!(
-                        "load exceeded models.load_timeout_s = {} s; abandoned (its result will be discarded)",
-                        self.cfg.load_timeout.as_secs_f64()
-                    ));
+                    return Err(LoadError::TimedOut {
+                        timeout: self.cfg.load_timeout,
+                    });
                 }
             }
         }
@@ -279,16 +254,14 @@ impl Loader {
     }
 
     fn go_live(&mut self, name: &str, version: Option<Version>, p: Prepared) {
-        let from = self.shared.model().map(|m| m.name.clone());
+        let from = self.ctx.serving.model().map(|m| m.name.clone());
         let info = p.info.clone();
-        let memory = p.pipeline.engine.memory();
-        let retired = match self.shared.swap_in(p.pipeline) {
+        let retired = match self.ctx.serving.swap_in(p.pipeline) {
             Ok(old) => old,
-            Err(reason) => return self.reject(name, reason, version),
+            Err(e) => return self.reject(name, e.into(), version),
         };
-        self.shared.set_model(Some(info.clone()), memory);
-        self.shared.registry().set(name, FileState::Active, version);
-        self.shared.registry().record(SwapRecord {
+        self.registry().set(name, FileState::Active, version);
+        self.registry().record(SwapRecord {
             at: rfc3339_now(),
             from: from.clone(),
             to: info.name.clone(),
@@ -308,18 +281,17 @@ impl Loader {
         // the heap it and the load left behind goes back to the kernel.
         drop(retired);
         crate::rt::trim_heap();
-        // Memory is locked (realtime.lock_memory) once the first model is in the process.
-        crate::rt::lock_memory(&self.shared.config.realtime, &self.shared.realtime);
+        (self.ctx.after_swap)();
     }
 
-    fn reject(&mut self, name: &str, reason: String, version: Option<Version>) {
+    fn reject(&mut self, name: &str, reason: LoadError, version: Option<Version>) {
+        let reason = reason.to_string();
         log::warn!("model {name} rejected: {reason}; the current model keeps serving");
-        self.shared
-            .registry()
+        self.registry()
             .set(name, FileState::Rejected(reason.clone()), version);
-        self.shared.registry().record(SwapRecord {
+        self.registry().record(SwapRecord {
             at: rfc3339_now(),
-            from: self.shared.model().map(|m| m.name.clone()),
+            from: self.ctx.serving.model().map(|m| m.name.clone()),
             to: name.to_string(),
             ok: false,
             reason: Some(reason),
@@ -341,4 +313,320 @@ fn file_name(path: &Path) -> String {
         || path.display().to_string(),
         |n| n.to_string_lossy().into_owned(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicU32;
+    use std::sync::mpsc::Sender;
+    use std::thread::JoinHandle;
+
+    use super::*;
+    use crate::backend::{BackendError, BackendKind, Engine, ModelInfo, Precision};
+    use crate::pipeline::{FrameRecord, LoopControl, Pipeline};
+    use crate::preprocess::{PreprocessOptions, Preprocessor};
+    use crate::slot::FrameSlot;
+    use crate::tensor::{InputBufMut, InputElement, InputSpec, Layout};
+
+    const SPEC: InputSpec = InputSpec {
+        width: 4,
+        height: 4,
+        channels: 3,
+        layout: Layout::Nchw,
+        element: InputElement::F32,
+    };
+
+    /// An engine that runs instantly; only its name matters here.
+    struct Fake {
+        info: ModelInfo,
+        input: Vec<f32>,
+        scores: Vec<f32>,
+    }
+
+    impl Engine for Fake {
+        fn info(&self) -> &ModelInfo {
+            &self.info
+        }
+        fn input(&mut self) -> InputBufMut<'_> {
+            InputBufMut::F32(&mut self.input)
+        }
+        fn run(&mut self) -> Result<(), BackendError> {
+            Ok(())
+        }
+        fn output(&self) -> &[f32] {
+            &self.scores
+        }
+    }
+
+    fn prepared(path: &Path) -> Prepared {
+        let info = ModelInfo {
+            name: path
+                .file_stem()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into(),
+            path: path.to_path_buf(),
+            backend: BackendKind::OnnxRuntime,
+            precision: Precision::Fp32,
+            inputs: Vec::new(),
+            outputs: Vec::new(),
+            input: SPEC,
+            classes: 2,
+            params: None,
+            can_cancel: false,
+        };
+        let engine = Fake {
+            info: info.clone(),
+            input: vec![0.0; SPEC.len()],
+            scores: vec![0.0; 2],
+        };
+        let pre = Preprocessor::new(SPEC, PreprocessOptions::default()).expect("preprocessor");
+        Prepared {
+            pipeline: Pipeline::new(Box::new(engine), pre),
+            info,
+            load_ms: 1.0,
+            warmup_p50_ms: None,
+        }
+    }
+
+    /// A loader on a temporary watch folder, a pipeline thread that takes what it stages, and a
+    /// preparer that reads each file's text: `good`, `bad` (no scores), or `slow` (waits until
+    /// the test sends on `release`). No daemon, no runtime.
+    struct Harness {
+        dir: tempfile::TempDir,
+        ctx: LoaderContext,
+        tx: Sender<LoaderMsg>,
+        stop: Arc<AtomicBool>,
+        loader: Option<JoinHandle<()>>,
+        ctl: Arc<LoopControl>,
+        pipeline: Option<JoinHandle<()>>,
+        prepared: Arc<AtomicU32>,
+        /// The most preparations that ran at once.
+        most_at_once: Arc<AtomicU32>,
+        swaps: Arc<AtomicU32>,
+        release: Sender<()>,
+    }
+
+    impl Harness {
+        fn new(load_timeout: Duration) -> Harness {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let prepared_n = Arc::new(AtomicU32::new(0));
+            let running = Arc::new(AtomicU32::new(0));
+            let most_at_once = Arc::new(AtomicU32::new(0));
+            let swaps = Arc::new(AtomicU32::new(0));
+            let (release, released) = channel::<()>();
+            let released = Mutex::new(released);
+            let ctx = LoaderContext {
+                prepare: Arc::new({
+                    let n = Arc::clone(&prepared_n);
+                    let (running, most) = (Arc::clone(&running), Arc::clone(&most_at_once));
+                    move |path: &Path, _warmup| {
+                        n.fetch_add(1, Ordering::SeqCst);
+                        most.fetch_max(
+                            running.fetch_add(1, Ordering::SeqCst) + 1,
+                            Ordering::SeqCst,
+                        );
+                        let r = match std::fs::read_to_string(path).unwrap_or_default().as_str() {
+                            "bad" => Err(PrepareError::NoScores {
+                                path: path.to_path_buf(),
+                            }),
+                            "slow" => {
+                                let rx = released.lock().unwrap_or_else(|p| p.into_inner());
+                                let _ = rx.recv();
+                                Ok(prepared(path))
+                            }
+                            _ => Ok(prepared(path)),
+                        };
+                        running.fetch_sub(1, Ordering::SeqCst);
+                        r
+                    }
+                }),
+                serving: Arc::default(),
+                registry: Arc::default(),
+                after_swap: Arc::new({
+                    let swaps = Arc::clone(&swaps);
+                    move || {
+                        swaps.fetch_add(1, Ordering::SeqCst);
+                    }
+                }),
+            };
+            let ctl = Arc::new(LoopControl::new(Duration::from_millis(10)));
+            let pipeline = std::thread::spawn({
+                let serving = Arc::clone(&ctx.serving);
+                let ctl = Arc::clone(&ctl);
+                move || {
+                    let (records, _keep) = std::sync::mpsc::sync_channel::<FrameRecord>(4);
+                    let slot = FrameSlot::new(1, 1);
+                    crate::pipeline::run(&mut None, serving.swap_slot(), &slot, &ctl, &records);
+                }
+            });
+            let cfg = ModelsConfig {
+                watch_dir: dir.path().to_path_buf(),
+                active: None,
+                load_timeout,
+                warmup: 0,
+            };
+            let stop = Arc::new(AtomicBool::new(false));
+            let (tx, rx) = channel();
+            let loader = std::thread::spawn({
+                let (ctx, stop) = (ctx.clone(), Arc::clone(&stop));
+                move || Loader::new(ctx, cfg, stop).run(&rx)
+            });
+            Harness {
+                dir,
+                ctx,
+                tx,
+                stop,
+                loader: Some(loader),
+                ctl,
+                pipeline: Some(pipeline),
+                prepared: prepared_n,
+                most_at_once,
+                swaps,
+                release,
+            }
+        }
+
+        /// Writes `name` with `text` and tells the loader it was completed.
+        fn drop_in(&self, name: &str, text: &str) {
+            let path = self.dir.path().join(name);
+            std::fs::write(&path, text).expect("write the candidate");
+            self.tx
+                .send(LoaderMsg::Watch(WatchEvent::Changed(path)))
+                .expect("the loader listens");
+        }
+
+        fn state(&self, name: &str) -> Option<FileState> {
+            let r = self.ctx.registry.lock().unwrap_or_else(|p| p.into_inner());
+            r.state(name).cloned()
+        }
+
+        /// Waits until `name` reaches a state `done` accepts (a load is asynchronous).
+        fn wait_for(&self, name: &str, done: impl Fn(&FileState) -> bool) -> FileState {
+            let end = std::time::Instant::now() + Duration::from_secs(20);
+            loop {
+                match self.state(name) {
+                    Some(s) if done(&s) => return s,
+                    s if std::time::Instant::now() > end => panic!("{name} stayed {s:?}"),
+                    _ => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        }
+
+        fn serving(&self) -> Option<String> {
+            self.ctx.serving.model().map(|m| m.name)
+        }
+
+        fn history(&self) -> Vec<(String, bool)> {
+            let r = self.ctx.registry.lock().unwrap_or_else(|p| p.into_inner());
+            r.swaps().map(|s| (s.to.clone(), s.ok)).collect()
+        }
+    }
+
+    impl Drop for Harness {
+        fn drop(&mut self) {
+            self.stop.store(true, Ordering::SeqCst);
+            let _ = self.release.send(());
+            self.ctl.stop.store(true, Ordering::SeqCst);
+            for h in [self.loader.take(), self.pipeline.take()]
+                .into_iter()
+                .flatten()
+            {
+                let _ = h.join();
+            }
+        }
+    }
+
+    fn settled(s: &FileState) -> bool {
+        !matches!(s, FileState::Loading | FileState::Candidate)
+    }
+
+    #[test]
+    fn a_good_candidate_goes_live_and_replaces_the_one_before() {
+        let h = Harness::new(Duration::from_secs(60));
+        h.drop_in("a.onnx", "good");
+        assert_eq!(h.wait_for("a.onnx", settled), FileState::Active);
+        assert_eq!(h.serving().as_deref(), Some("a"));
+        h.drop_in("b.onnx", "good");
+        assert_eq!(h.wait_for("b.onnx", settled), FileState::Active);
+        assert_eq!(h.state("a.onnx"), Some(FileState::LoadedBefore));
+        assert_eq!(h.serving().as_deref(), Some("b"));
+        assert_eq!(h.ctx.serving.generation_name(2).as_deref(), Some("b"));
+        assert_eq!(h.history(), vec![("a".into(), true), ("b".into(), true)]);
+        assert_eq!(
+            h.swaps.load(Ordering::SeqCst),
+            2,
+            "after_swap once per swap"
+        );
+    }
+
+    #[test]
+    fn a_failing_candidate_is_rejected_and_the_model_keeps_serving() {
+        let h = Harness::new(Duration::from_secs(60));
+        h.drop_in("a.onnx", "good");
+        h.wait_for("a.onnx", settled);
+        h.drop_in("b.onnx", "bad");
+        let FileState::Rejected(why) = h.wait_for("b.onnx", settled) else {
+            panic!("b is rejected")
+        };
+        assert!(why.contains("has no scores"), "{why}");
+        assert_eq!(h.serving().as_deref(), Some("a"));
+        assert_eq!(
+            h.history(),
+            vec![("a".into(), true), ("b.onnx".into(), false)]
+        );
+        assert_eq!(h.swaps.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn files_that_are_not_models_are_never_opened() {
+        let h = Harness::new(Duration::from_secs(60));
+        for name in [".a.onnx", "a.onnx.tmp", "notes.txt"] {
+            h.drop_in(name, "good");
+            assert!(matches!(h.wait_for(name, settled), FileState::Ignored(_)));
+        }
+        assert_eq!(h.prepared.load(Ordering::SeqCst), 0);
+        assert!(h.history().is_empty());
+    }
+
+    #[test]
+    fn a_load_past_the_timeout_is_abandoned_and_the_next_one_waits_for_it() {
+        let h = Harness::new(Duration::from_millis(300));
+        h.drop_in("slow.onnx", "slow");
+        let FileState::Rejected(why) = h.wait_for("slow.onnx", settled) else {
+            panic!("the slow load is rejected")
+        };
+        assert!(why.contains("models.load_timeout_s"), "{why}");
+        h.drop_in("c.onnx", "good");
+        // A loader that did not wait for the abandoned load would start c now, beside it.
+        std::thread::sleep(Duration::from_millis(200));
+        h.release.send(()).expect("release the slow load");
+        assert_eq!(h.wait_for("c.onnx", settled), FileState::Active);
+        assert_eq!(h.prepared.load(Ordering::SeqCst), 2);
+        assert_eq!(
+            h.most_at_once.load(Ordering::SeqCst),
+            1,
+            "never two loads at once"
+        );
+        // The abandoned result was discarded, never swapped in.
+        assert_eq!(h.serving().as_deref(), Some("c"));
+        assert_eq!(
+            h.history(),
+            vec![("slow.onnx".into(), false), ("c".into(), true)]
+        );
+    }
+
+    #[test]
+    fn a_load_interrupted_by_a_stop_is_left_a_candidate() {
+        let mut h = Harness::new(Duration::from_secs(60));
+        h.drop_in("slow.onnx", "slow");
+        h.wait_for("slow.onnx", |s| *s == FileState::Loading);
+        h.stop.store(true, Ordering::SeqCst);
+        if let Some(l) = h.loader.take() {
+            l.join().expect("the loader returns on stop");
+        }
+        assert_eq!(h.state("slow.onnx"), Some(FileState::Candidate));
+        assert!(h.history().is_empty(), "not tried, not rejected");
+        assert_eq!(h.serving(), None);
+    }
 }

@@ -14,10 +14,15 @@ use std::time::{Duration, SystemTime};
 
 use serde_json::{Value, json};
 
-use crate::backend::BackendKind;
+use crate::backend::{BackendChoice, BackendKind};
+use crate::invalid_key::InvalidKey;
 
 pub mod loader;
+pub mod prepare;
+pub mod serving;
 pub mod watch;
+
+pub use prepare::{PrepareError, Prepared, prepare};
 
 /// Swaps kept in the history (newest last).
 pub const HISTORY: usize = 100;
@@ -32,6 +37,64 @@ pub struct ModelsConfig {
     pub load_timeout: Duration,
     /// Warm-up runs before a model goes live.
     pub warmup: u32,
+}
+
+/// `models.load_timeout_s` when unset: a minute (an ONNX Runtime load), or half an hour when
+/// every model is a TensorRT engine that may be built on the board (minutes on a Xavier).
+pub const DEFAULT_LOAD_TIMEOUT_S: f64 = 60.0;
+pub const DEFAULT_TENSORRT_LOAD_TIMEOUT_S: f64 = 1800.0;
+
+/// `[models]` as written.
+#[derive(Debug, Default, Clone, serde::Deserialize, serde::Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RawModels {
+    pub watch_dir: Option<PathBuf>,
+    pub active: Option<String>,
+    pub load_timeout_s: Option<f64>,
+    pub warmup: Option<u32>,
+}
+
+impl RawModels {
+    /// Checks the section: the watch folder is on when `watch_dir` is set. The warm-up count
+    /// defaults to `run_warmup` (`run.warmup`); the load timeout to
+    /// [`DEFAULT_TENSORRT_LOAD_TIMEOUT_S`] under `--backend tensorrt`, else
+    /// [`DEFAULT_LOAD_TIMEOUT_S`].
+    pub fn check(
+        self,
+        run_warmup: u32,
+        backend: BackendChoice,
+    ) -> Result<Option<ModelsConfig>, InvalidKey> {
+        let Some(watch_dir) = self.watch_dir else {
+            if self.active.is_some() {
+                return Err(InvalidKey::new("models.active", "needs models.watch_dir"));
+            }
+            return Ok(None);
+        };
+        let timeout = self.load_timeout_s.unwrap_or(match backend {
+            BackendChoice::Only(BackendKind::TensorRt) => DEFAULT_TENSORRT_LOAD_TIMEOUT_S,
+            _ => DEFAULT_LOAD_TIMEOUT_S,
+        });
+        if !(timeout.is_finite() && timeout > 0.0 && timeout <= 86_400.0) {
+            return Err(InvalidKey::new(
+                "models.load_timeout_s",
+                format!("{timeout} is not a timeout in (0, 86400] s"),
+            ));
+        }
+        if let Some(a) = &self.active
+            && (a.contains('/') || a.is_empty())
+        {
+            return Err(InvalidKey::new(
+                "models.active",
+                format!("'{a}' must be a file name in the watch folder"),
+            ));
+        }
+        Ok(Some(ModelsConfig {
+            watch_dir,
+            active: self.active,
+            load_timeout: Duration::from_secs_f64(timeout),
+            warmup: self.warmup.unwrap_or(run_warmup),
+        }))
+    }
 }
 
 /// What a file in the folder is to the daemon.

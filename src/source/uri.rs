@@ -12,6 +12,11 @@ use std::path::{Path, PathBuf};
 
 use super::{FrameLimits, Source, SourceError, images, synthetic, y4m};
 
+/// The URIs a source can be named by, for `--help` (kept beside the parser it describes).
+pub const USAGE: &str = "Sources (URIs): synthetic://WxH@FPS, file:///clip.y4m, file:///frames/ \
+(PNG/JPEG), pipe:// or - (Y4M on stdin, e.g. ffmpeg ... -f yuv4mpegpipe -), v4l2:///dev/video0 \
+(a camera; a bare /dev/videoN too); options ?loop=true, ?fps=N.";
+
 /// Largest synthetic frame side and highest rate we accept (anything beyond is a typo).
 const MAX_SIDE: u32 = 16_384;
 const MAX_FPS: f64 = 1000.0;
@@ -433,6 +438,20 @@ mod tests {
             None,
             "another option changed"
         );
+    }
+
+    #[test]
+    fn the_usage_names_every_scheme_the_parser_takes() {
+        for (uri, scheme) in [
+            ("synthetic://64x48@30", "synthetic://"),
+            ("pipe://", "pipe://"),
+            ("-", " - "),
+            ("v4l2:///dev/video0", "v4l2://"),
+            ("file:///nonexistent/clip.y4m", "file://"),
+        ] {
+            SourceSpec::parse(uri).unwrap_or_else(|e| panic!("{uri}: {e}"));
+            assert!(USAGE.contains(scheme), "{scheme} missing from the usage");
+        }
     }
 
     #[test]

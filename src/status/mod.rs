@@ -28,9 +28,6 @@ pub use http::{Request, Response};
 pub use router::{Route, route};
 pub use server::{Handler, Origin, StatusServer};
 
-/// Default socket path when run by systemd.
-pub const DEFAULT_SOCKET: &str = "/run/rtinfer/status.sock";
-
 /// Failures of the status server and client. Every variant names the socket (or, for TCP, the
 /// address); the underlying OS error, when there is one, is the error's `source()`.
 #[derive(Debug, thiserror::Error)]

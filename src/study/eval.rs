@@ -7,7 +7,6 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
-use crate::backend::LoadOptions;
 use crate::config::{Config, RawConfig};
 use crate::preprocess::Preprocessor;
 use crate::source::{Frame, FrameLimits};
@@ -330,14 +329,8 @@ pub fn evaluate(a: &EvalArgs) -> anyhow::Result<EvalReport> {
     }
     let cfg = Config::from_raw(raw, a.config.as_deref())?;
     let set = LabelledSet::open(&a.images)?;
-    let backend = crate::daemon::backend_for(cfg.backend, &a.model, &cfg)?;
-    let mut engine = backend.load(
-        &a.model,
-        &LoadOptions {
-            threads: cfg.threads,
-        },
-    )?;
-    let mut pre = Preprocessor::new(engine.info().input, cfg.preprocess)
+    let mut engine = crate::backend::load(&cfg.backend, &a.model)?;
+    let mut pre = Preprocessor::new(engine.info().input, cfg.backend.preprocess)
         .with_context(|| format!("preprocessing for {}", a.model.display()))?;
     let mut frame = Frame::with_capacity(32, 32);
     frame.captured_at = MonoTime::now();

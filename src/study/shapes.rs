@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 
-use super::onnx_pb::{GraphProto, NodeProto, TensorProto};
+use crate::onnx::pb::{GraphProto, NodeProto, TensorProto};
 
 /// Element type codes of `TensorProto.DataType` that hold integers we may need as values.
 const INT64: i32 = 7;
@@ -665,9 +665,9 @@ fn resolve_pads(
 
 /// Fixed dims of a value; a symbolic (or missing) batch dim is taken as 1, other symbolic
 /// dims make the shape unknown.
-fn dims_batch1(vi: &super::onnx_pb::ValueInfoProto) -> Option<Vec<i64>> {
-    use super::onnx_pb::tensor_shape_proto::dimension::Value as Dim;
-    use super::onnx_pb::type_proto::Value;
+fn dims_batch1(vi: &crate::onnx::pb::ValueInfoProto) -> Option<Vec<i64>> {
+    use crate::onnx::pb::tensor_shape_proto::dimension::Value as Dim;
+    use crate::onnx::pb::type_proto::Value;
     let Some(Value::TensorType(t)) = vi.r#type.as_ref()?.value.as_ref() else {
         return None;
     };
@@ -712,7 +712,7 @@ fn int_values(t: &TensorProto) -> Option<Vec<i64>> {
 }
 
 /// The attribute `name` of a node.
-pub fn attr<'n>(node: &'n NodeProto, name: &str) -> Option<&'n super::onnx_pb::AttributeProto> {
+pub fn attr<'n>(node: &'n NodeProto, name: &str) -> Option<&'n crate::onnx::pb::AttributeProto> {
     node.attribute.iter().find(|a| a.name == name)
 }
 
@@ -732,7 +732,7 @@ pub fn int_or(node: &NodeProto, name: &str, default: i64) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::study::onnx_pb::AttributeProto;
+    use crate::onnx::pb::AttributeProto;
 
     #[test]
     fn broadcasting_follows_numpy() {

@@ -1,6 +1,7 @@
 //! The daemon-facing glue kept here so `report.rs` needs one call per place.
 
-use crate::daemon::{Shared, State};
+use super::Shared;
+use crate::state::State;
 
 /// The contract's `state`: a running daemon whose meter is lost is `degraded`.
 pub fn state(s: &Shared) -> State {

@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::daemon::{Shared, State};
+use super::Shared;
+use crate::state::State;
 use crate::status::http::{Request, Response};
 use crate::status::router::{Route, route};
 use crate::status::server::{Handler, Origin};
@@ -42,8 +43,8 @@ impl Handler for StatusHandler {
             Ok(Route::Activate { model }) => activate(&self.shared, &model, origin),
             Ok(Route::Metrics) => Response::text(
                 200,
-                crate::metrics::CONTENT_TYPE,
-                crate::metrics::render(&self.shared),
+                super::metrics::CONTENT_TYPE,
+                super::metrics::render(&self.shared),
             ),
             Err(resp) => resp,
         }
@@ -64,7 +65,7 @@ fn activate(s: &Shared, name: &str, origin: Origin) -> Response {
     }
     match s.request_activate(name) {
         Ok(()) => Response::json(202, &json!({"queued": name})),
-        Err(e) => Response::error(503, &e),
+        Err(e) => Response::error(503, &e.to_string()),
     }
 }
 
@@ -107,6 +108,7 @@ pub fn status_json(s: &Shared) -> Value {
     let summary = st.latency.summary(now);
     let swaps: Vec<Value> = s.registry().swaps().map(|w| w.to_json()).collect();
     let live = s.live().clone();
+    let (model, memory) = s.serving.model_and_memory();
     let last_miss = st.last_miss.as_ref().map(|l| {
         json!({"seq": l.seq, "latency_ms": ms(l.latency), "overshoot_ms": ms(l.overshoot), "at": crate::time::rfc3339(l.at)})
     });
@@ -115,15 +117,15 @@ pub fn status_json(s: &Shared) -> Value {
             .iter()
             .map(|(c, p)| json!({"class": c, "score": p}))
             .collect();
-        json!({"seq": r.seq, "model": s.generation_name(r.model_gen), "top": top})
+        json!({"seq": r.seq, "model": s.serving.generation_name(r.model_gen), "top": top})
     });
     json!({
         "uptime_s": now.saturating_since(s.started).as_secs_f64(),
-        "state": crate::power::report::state(s).name(),
+        "state": super::power::state(s).name(),
         "budget_ms": ms(s.ctl.budget()),
         "target_fps": live.target_fps,
         "fps": summary.fps,
-        "model": s.model().map(|m| json!({
+        "model": model.map(|m| json!({
             "name": m.name,
             "path": m.path,
             "file_present": m.path.is_file(),
@@ -135,7 +137,7 @@ pub fn status_json(s: &Shared) -> Value {
             },
             "params": m.params,
             "can_cancel": m.can_cancel,
-            "memory": s.engine_memory().map(|e| json!({
+            "memory": memory.as_ref().map(|e| json!({
                 "serialized_bytes": e.serialized_bytes, "persistent_bytes": e.persistent_bytes,
                 "activation_bytes": e.activation_bytes, "total_bytes": e.total_bytes(),
                 "persistent_source": e.persistent_source})),
@@ -155,7 +157,7 @@ pub fn status_json(s: &Shared) -> Value {
         "last_miss": last_miss,
         "source": {
             "uri": s.source_health.uri(),
-            "connected": s.source_connected.load(Ordering::Relaxed),
+            "connected": s.source_health.connected(),
             "width": s.source.width,
             "height": s.source.height,
             "fps": s.source_health.fps(),
@@ -202,5 +204,5 @@ pub fn final_summary(s: &Shared) -> String {
         f(inf.max),
         ms(s.ctl.budget()),
         MonoTime::now().saturating_since(s.started).as_secs_f64(),
-    ) + &crate::power::report::summary_line(s, c.processed)
+    ) + &super::power::summary_line(s, c.processed)
 }

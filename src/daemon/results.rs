@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::daemon::Shared;
+use crate::models::serving::Serving;
 use crate::pipeline::FrameRecord;
 use crate::slot::Outcome;
 use crate::time::ms;
@@ -28,7 +28,7 @@ impl ResultsLog {
         })
     }
 
-    pub fn write(&mut self, shared: &Shared, rec: &FrameRecord) {
+    pub fn write(&mut self, serving: &Serving, rec: &FrameRecord) {
         use std::io::Write;
         if !matches!(rec.outcome, Outcome::OnTime | Outcome::Late) || self.failed {
             return;
@@ -39,7 +39,7 @@ impl ResultsLog {
             .collect();
         let line = serde_json::json!({
             "seq": rec.seq,
-            "model": shared.generation_name(rec.model_gen),
+            "model": serving.generation_name(rec.model_gen),
             "captured_ms": rec.captured_at.as_nanos() as f64 / 1e6,
             "done_ms": rec.done_at.as_nanos() as f64 / 1e6,
             "latency_ms": ms(rec.times.end_to_end),

@@ -7,7 +7,7 @@
 
 use std::fmt::Write;
 
-use crate::daemon::Shared;
+use super::Shared;
 use crate::stats::{Percentiles, StageLatencies};
 use crate::time::{MonoTime, ms};
 
@@ -73,7 +73,7 @@ pub fn render(s: &Shared) -> String {
             f,
         );
     }
-    if let Some(m) = s.model() {
+    if let Some(m) = s.serving.model() {
         let _ = writeln!(out, "# HELP rtinfer_model_info The model serving now.");
         let _ = writeln!(out, "# TYPE rtinfer_model_info gauge");
         let _ = writeln!(

@@ -1,0 +1,105 @@
+//! One way from a model file to a pipeline ready to serve, for start-up and the loader alike.
+//!
+//! Open the runtime the backend settings choose, load, check the output has scores, build the
+//! preprocessing for the source's frame size (so the first frame on the new model allocates
+//! nothing), and warm up. A start-up model and a model dropped into the watch folder go through
+//! exactly these steps, so a file that serves at start serves when swapped in, and the reverse.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use crate::backend::{BackendError, Engine, ModelInfo, Settings};
+use crate::pipeline::Pipeline;
+use crate::preprocess::{PreprocessError, Preprocessor};
+use crate::time::{MonoTime, ms};
+
+/// A model ready to go live.
+pub struct Prepared {
+    pub pipeline: Pipeline,
+    pub info: ModelInfo,
+    /// Open, load, preprocessing and warm-up, in ms.
+    pub load_ms: f64,
+    /// Median warm-up run, when there was one.
+    pub warmup_p50_ms: Option<f64>,
+}
+
+/// Why a model could not be prepared. Every variant names the model.
+#[derive(Debug, thiserror::Error)]
+pub enum PrepareError {
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+    #[error("model {}: its output has no scores", path.display())]
+    NoScores { path: PathBuf },
+    #[error("preprocessing for model {model}: {source}")]
+    Preprocess {
+        model: String,
+        source: PreprocessError,
+    },
+    #[error("warm-up: {0}")]
+    WarmUp(BackendError),
+}
+
+/// Opens `path` with the runtime `settings` choose, checks it, builds its preprocessing for
+/// frames of `frame_size` (nothing when a dimension is 0) and runs it `warmup` times.
+pub fn prepare(
+    settings: &Settings,
+    path: &Path,
+    warmup: u32,
+    frame_size: (u32, u32),
+) -> Result<Prepared, PrepareError> {
+    let t0 = Instant::now();
+    let mut engine = crate::backend::load(settings, path)?;
+    let info = engine.info().clone();
+    log::info!(
+        "model {} ({}, {}): input {}x{}x{}, {} classes",
+        info.name,
+        info.backend,
+        info.precision.name(),
+        info.input.channels,
+        info.input.height,
+        info.input.width,
+        info.classes
+    );
+    if info.classes == 0 {
+        return Err(PrepareError::NoScores {
+            path: path.to_path_buf(),
+        });
+    }
+    let preprocess = |source| PrepareError::Preprocess {
+        model: info.name.clone(),
+        source,
+    };
+    let mut pre = Preprocessor::new(info.input, settings.preprocess).map_err(preprocess)?;
+    if frame_size.0 > 0 && frame_size.1 > 0 {
+        pre.prepare(frame_size.0, frame_size.1)
+            .map_err(preprocess)?;
+    }
+    let warmup_p50_ms = warm_up(&mut engine, warmup).map_err(PrepareError::WarmUp)?;
+    Ok(Prepared {
+        pipeline: Pipeline::new(engine, pre),
+        info,
+        load_ms: ms(t0.elapsed()),
+        warmup_p50_ms,
+    })
+}
+
+/// Runs the engine `n` times on its input so first-run costs stay out of the figures; returns
+/// the median run time.
+fn warm_up(engine: &mut Box<dyn Engine>, n: u32) -> Result<Option<f64>, BackendError> {
+    let t = MonoTime::now();
+    let mut times = Vec::with_capacity(n as usize);
+    for _ in 0..n {
+        let r = MonoTime::now();
+        engine.run()?;
+        times.push(ms(MonoTime::now().saturating_since(r)));
+    }
+    times.sort_by(f64::total_cmp);
+    let p50 = times.get(times.len() / 2).copied();
+    if let Some(p50) = p50 {
+        log::info!(
+            "warm-up: {n} runs in {:.1} ms (median {p50:.3} ms)",
+            ms(MonoTime::now().saturating_since(t))
+        );
+    }
+    Ok(p50)
+}
