@@ -684,7 +684,7 @@ fn a_handler_that_hangs_costs_one_answer_not_the_server() {
     let sock = sock_in(&dir);
     let server = StatusServer::bind_unix(&sock)
         .expect("bind")
-        .with_io_timeout(Duration::from_millis(500));
+        .with_handler_timeout(Duration::from_millis(500));
     let release = Arc::new(AtomicBool::new(false));
     let handler = {
         let release = Arc::clone(&release);

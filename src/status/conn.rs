@@ -2,7 +2,8 @@
 //!
 //! A connection costs a few kilobytes of buffer, not a thread: a peer that connects and sends
 //! nothing, or one byte a second, only holds an entry until its deadline, which bounds the whole
-//! exchange (request, answer, close) and not each read. Every answer is followed by a half-close
+//! request (and, once the answer is ready, the whole answer), not each read. The time a handler
+//! takes is the daemon's, not the client's: it has its own, longer bound. Every answer is followed by a half-close
 //! and a short drain of whatever the peer still sends, so the reply is never destroyed by a reset
 //! (closing a socket with unread input resets the connection, on TCP and on Unix sockets alike).
 
@@ -97,8 +98,12 @@ pub struct Conn {
     pub phase: Phase,
     /// Accepted over the connection cap: its request is read and answered 429.
     pub refused: bool,
-    /// The end of the whole exchange.
+    /// The end of the current phase: receiving the request, the handler's answer, or sending it.
     pub deadline: Instant,
+    /// What the client gets to send its request, and again to take the answer.
+    client_time: Duration,
+    /// What the handler got, once it has the request (for the 500's text).
+    handler_time: Duration,
     linger_until: Option<Instant>,
     buf: Vec<u8>,
     out: Vec<u8>,
@@ -106,12 +111,14 @@ pub struct Conn {
 }
 
 impl Conn {
-    pub fn new(stream: Stream, refused: bool, deadline: Instant) -> Conn {
+    pub fn new(stream: Stream, refused: bool, client_time: Duration) -> Conn {
         Conn {
             stream,
             phase: Phase::Reading,
             refused,
-            deadline,
+            deadline: Instant::now() + client_time,
+            client_time,
+            handler_time: Duration::ZERO,
             linger_until: None,
             buf: Vec::new(),
             out: Vec::new(),
@@ -179,8 +186,17 @@ impl Conn {
         }
     }
 
-    /// Starts sending `resp` (without its body for HEAD) and sends what the socket takes now.
+    /// The request went to a handler, which has `timeout` to answer.
+    pub fn start_handling(&mut self, timeout: Duration) {
+        self.phase = Phase::Handling;
+        self.handler_time = timeout;
+        self.deadline = Instant::now() + timeout;
+    }
+
+    /// Starts sending `resp` (without its body for HEAD) and sends what the socket takes now;
+    /// the client has its time again to take it.
     pub fn respond(&mut self, resp: &Response, head_only: bool) {
+        self.deadline = Instant::now() + self.client_time;
         self.out.clear();
         self.written = 0;
         if resp.write_to(&mut self.out, head_only).is_err() {
@@ -218,7 +234,7 @@ impl Conn {
     /// Called when [`Conn::wake_at`] has passed: ends a finished linger, or a connection past
     /// its deadline, telling a peer that is still sending or waiting why (best effort, one
     /// non-blocking write). Returns what was answered, for the log.
-    pub fn expire(&mut self, now: Instant, deadline: Duration) -> Option<u16> {
+    pub fn expire(&mut self, now: Instant) -> Option<u16> {
         if self.phase == Phase::Draining {
             if now >= self.wake_at() {
                 self.phase = Phase::Closed;
@@ -231,11 +247,11 @@ impl Conn {
         let answer = match self.phase {
             Phase::Reading => Some(Response::error(
                 408,
-                &format!("request not received within {deadline:?}"),
+                &format!("request not received within {:?}", self.client_time),
             )),
             Phase::Handling => Some(Response::error(
                 500,
-                &format!("no answer from the daemon within {deadline:?}"),
+                &format!("no answer from the daemon within {:?}", self.handler_time),
             )),
             _ => None,
         };

@@ -3,10 +3,13 @@
 //! The status server must never be able to hurt the pipeline, and must never be hurt by its
 //! peers. Connections are non-blocking entries in one `poll(2)` loop ([`super::conn`]), so a
 //! client that connects and says nothing, or dribbles a byte at a time, costs a buffer, not a
-//! thread, and is dropped when its deadline (the whole exchange, default 2 s) passes. Complete
+//! thread, and is dropped when its deadline (the whole request, default 2 s) passes. Complete
 //! requests go to a small pool of handler threads (building `/status` takes locks the stats
 //! thread also takes; the loop itself never waits on them), and answers come back to the loop to
-//! be written without blocking.
+//! be written without blocking, the client again having its 2 s to take them. A handler gets
+//! 30 s (a busy board is slow, not broken) before its client is told 500. The handler threads
+//! run at the loader's lower priority (nice 10), so a crowd of pollers takes CPU time from the
+//! pipeline last; the loop itself (syscalls only) keeps the normal one.
 //!
 //! Up to `max_connections` (default 64) connections are served at once, enough for a fleet's
 //! scrapers and dashboards. Beyond that a connection is still accepted and its request read, then
@@ -69,8 +72,10 @@ where
 pub const TCP_PATHS: [&str; 3] = ["/status", "/metrics", "/healthz"];
 /// Connections served at once by default.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 64;
-/// Default deadline of one connection's whole exchange.
+/// Default time a client has to send its request, and again to take the answer.
 pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(2);
+/// Default time a handler has to answer before its client gets a 500.
+pub const DEFAULT_HANDLER_TIMEOUT: Duration = Duration::from_secs(30);
 /// The `Retry-After` of a 429, in seconds.
 pub const RETRY_AFTER_S: u32 = 1;
 
@@ -89,6 +94,7 @@ pub struct StatusServer {
     listener: Listener,
     socket_file: Option<SocketFile>,
     deadline: Duration,
+    handler_timeout: Duration,
     max_connections: usize,
     path_check: Duration,
     limits: Limits,
@@ -143,6 +149,7 @@ impl StatusServer {
             listener,
             socket_file,
             deadline: DEFAULT_DEADLINE,
+            handler_timeout: DEFAULT_HANDLER_TIMEOUT,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             path_check: PATH_CHECK,
             limits: Limits {
@@ -152,11 +159,17 @@ impl StatusServer {
         }
     }
 
-    /// The deadline of one connection's whole exchange: receiving the request, the handler,
-    /// sending the answer (default 2 s). A peer still sending at the deadline gets a 408.
+    /// The time a client has to send its whole request, and again to take the whole answer
+    /// (default 2 s); a peer still sending at the deadline gets a 408 and is dropped.
     pub fn with_io_timeout(mut self, timeout: Duration) -> StatusServer {
         self.deadline = timeout.max(Duration::from_millis(1));
         self.limits.total_time = self.deadline;
+        self
+    }
+
+    /// The time a handler has to answer (default 30 s) before its client gets a 500.
+    pub fn with_handler_timeout(mut self, timeout: Duration) -> StatusServer {
+        self.handler_timeout = timeout.max(Duration::from_millis(1));
         self
     }
 
@@ -332,7 +345,6 @@ const HEAD_BIT: u64 = 1 << 63;
 
 impl Loop {
     fn run(mut self, stop: &AtomicBool) {
-        crate::rt::run_in_background();
         let mut next_path_check = Instant::now() + self.server.path_check;
         while !stop.load(Ordering::Relaxed) {
             self.turn();
@@ -480,7 +492,7 @@ impl Loop {
             c.respond(&resp, head_only);
             return;
         }
-        c.phase = Phase::Handling;
+        c.start_handling(self.server.handler_timeout);
         let tag = if head_only { id | HEAD_BIT } else { id };
         if self
             .jobs
@@ -542,9 +554,10 @@ impl Loop {
                     ),
                 );
             }
-            let deadline = Instant::now() + self.server.deadline;
-            self.conns
-                .insert(self.next_id, Conn::new(stream, refused, deadline));
+            self.conns.insert(
+                self.next_id,
+                Conn::new(stream, refused, self.server.deadline),
+            );
             self.next_id = (self.next_id + 1) & !HEAD_BIT;
             if self.conns.len() >= 2 * self.server.max_connections {
                 return;
@@ -555,16 +568,15 @@ impl Loop {
     /// Ends lingers that are over and exchanges past their deadline.
     fn expire(&mut self) {
         let now = Instant::now();
-        let deadline = self.server.deadline;
         let log = &self.log;
         self.conns.retain(|_, c| {
             if c.wake_at() <= now
-                && let Some(status) = c.expire(now, deadline)
+                && let Some(status) = c.expire(now)
             {
                 log.log(
                     log::Level::Info,
                     "deadline",
-                    format_args!("a status connection passed its {deadline:?} deadline ({status})"),
+                    format_args!("a status connection passed its deadline (answered {status})"),
                 );
             }
             c.phase != Phase::Closed
