@@ -42,7 +42,7 @@ fn usable(line: &[u8]) -> Option<String> {
 /// is appended to `pending` (the unfinished line of the reads before); `pending` keeps what
 /// follows the block's last line end. Only the lines taken are looked at: the cost of a block
 /// is one scan for line ends, however many lines it holds.
-fn newest_lines(pending: &mut Vec<u8>, block: &[u8], max: usize) -> Vec<String> {
+pub fn newest_lines(pending: &mut Vec<u8>, block: &[u8], max: usize) -> Vec<String> {
     let Some(end) = block.iter().rposition(is_eol) else {
         pending.extend_from_slice(block);
         if pending.len() > MAX_LINE {
