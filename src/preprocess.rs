@@ -565,14 +565,14 @@ fn validate_options(opts: &PreprocessOptions) -> Result<(), PreprocessError> {
     {
         return Err(PreprocessError::BadOption {
             option: "mean",
-            reason: format!("{m} is not a number in [-{MAX_MEAN}, {MAX_MEAN}]"),
+            reason: format!("{m:?} is not a number in [-{MAX_MEAN:?}, {MAX_MEAN:?}]"),
         });
     }
     // 1/std must be a normal float: 1e-45 (a subnormal) passed "> 0" and made every input inf.
     if let Some(s) = opts.std.iter().find(|s| !(s.is_finite() && **s >= MIN_STD)) {
         return Err(PreprocessError::BadOption {
             option: "std",
-            reason: format!("{s} is not a number >= {MIN_STD}"),
+            reason: format!("{s:?} is not a number >= {MIN_STD:?}"),
         });
     }
     Ok(())

@@ -14,18 +14,33 @@ pub const MIN_FPS: f64 = 0.001;
 /// The longest time any key accepts (about 31.7 years): far from `Duration`'s limit.
 pub const MAX_SECONDS: f64 = 1e9;
 
+/// A number as a user reads it: `60`, `0.5`, `1e300`, `1e-20` (plain notation prints 1e300 with
+/// three hundred digits).
+pub fn show(v: f64) -> String {
+    if v == 0.0 || (1e-4..1e16).contains(&v.abs()) {
+        format!("{v}")
+    } else {
+        format!("{v:e}")
+    }
+}
+
 /// A user float as a time in seconds within `(lo, hi]` (`lo` = 0 excludes zero); `what` names the
 /// unit in the message (`s`, `ms`).
 fn checked(value: f64, scale: f64, lo: f64, hi: f64, unit: &str) -> Result<Duration, String> {
     if !value.is_finite() {
-        return Err(format!("{value} is not a number of {unit}"));
+        return Err(format!("{} is not a number of {unit}", show(value)));
     }
     if !(value > lo && value <= hi) {
-        return Err(format!("{value} is not in ({lo}, {hi}] {unit}"));
+        return Err(format!(
+            "{} is not in ({}, {}] {unit}",
+            show(value),
+            show(lo),
+            show(hi)
+        ));
     }
     // In range, so the product is at most MAX_SECONDS: `try_` only guards the arithmetic.
     Duration::try_from_secs_f64(value * scale)
-        .map_err(|_| format!("{value} is not a time in {unit}"))
+        .map_err(|_| format!("{} is not a time in {unit}", show(value)))
 }
 
 /// Seconds within `(lo, hi]`, `hi` at most [`MAX_SECONDS`].
@@ -43,8 +58,13 @@ pub fn seconds_or_zero(value: f64, hi: f64) -> Result<Duration, String> {
     if value == 0.0 {
         return Ok(Duration::ZERO);
     }
-    checked(value, 1.0, 0.0, hi.min(MAX_SECONDS), "s")
-        .map_err(|_| format!("{value} is not in [0, {}] s", hi.min(MAX_SECONDS)))
+    checked(value, 1.0, 0.0, hi.min(MAX_SECONDS), "s").map_err(|_| {
+        format!(
+            "{} is not in [0, {}] s",
+            show(value),
+            show(hi.min(MAX_SECONDS))
+        )
+    })
 }
 
 /// A frame rate within `[MIN_FPS, max]`.
@@ -52,7 +72,11 @@ pub fn rate(value: f64, max: f64) -> Result<f64, String> {
     if value.is_finite() && (MIN_FPS..=max).contains(&value) {
         Ok(value)
     } else {
-        Err(format!("{value} is not a frame rate in [{MIN_FPS}, {max}]"))
+        Err(format!(
+            "{} is not a frame rate in [{MIN_FPS}, {}]",
+            show(value),
+            show(max)
+        ))
     }
 }
 
