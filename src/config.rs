@@ -16,10 +16,11 @@ use serde::{Deserialize, Serialize};
 use crate::backend::onnx::RawOrt;
 use crate::backend::tensorrt::config::RawTensorRt;
 use crate::backend::vitis::RawVitis;
-use crate::backend::{BackendChoice, Settings};
+use crate::backend::{BackendChoice, RawModel, Settings};
 use crate::invalid_key::InvalidKey;
 use crate::models::{ModelsConfig, RawModels};
 use crate::pipeline::{Overrun, RawPipeline};
+use crate::postprocess::RawPostprocess;
 use crate::power::{PowerOptions, RawPower};
 use crate::preprocess::RawPreprocess;
 use crate::rt::{RawRealtime, RealtimeOptions};
@@ -76,6 +77,10 @@ pub struct RawConfig {
     pub realtime: RawRealtime,
     #[serde(default)]
     pub pipeline: RawPipeline,
+    #[serde(default)]
+    pub model: RawModel,
+    #[serde(default)]
+    pub postprocess: RawPostprocess,
 }
 
 /// `[run]` as written.
@@ -260,6 +265,8 @@ impl Config {
         let power = raw.power.check().map_err(invalid)?;
         let realtime = raw.realtime.check().map_err(invalid)?;
         let overrun = raw.pipeline.check().map_err(invalid)?;
+        let input_shape = raw.model.check().map_err(invalid)?;
+        let postprocess = raw.postprocess.check().map_err(invalid)?;
         ort.cpus = realtime.cpus.clone().unwrap_or_default();
         Ok(Config {
             path: path.map(Path::to_path_buf),
@@ -277,6 +284,8 @@ impl Config {
                 tensorrt,
                 vitis,
                 preprocess,
+                input_shape,
+                postprocess,
             },
             socket,
             tcp,

@@ -16,6 +16,7 @@ pub mod misslog;
 pub mod models;
 pub mod onnx;
 pub mod pipeline;
+pub mod postprocess;
 pub mod power;
 pub mod preprocess;
 pub mod rt;

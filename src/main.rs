@@ -102,6 +102,9 @@ struct RunArgs {
     /// stretch | center-crop | letterbox
     #[arg(long)]
     resize: Option<String>,
+    /// Pin the model's symbolic input dims, e.g. 1x3x48x192 (model.input_shape).
+    #[arg(long, value_name = "NxCxHxW")]
+    input_shape: Option<String>,
 }
 
 #[derive(Args)]
@@ -313,6 +316,9 @@ fn overlay(raw: &mut RawConfig, a: &RunArgs) {
     raw.onnxruntime.spinning = a.spinning.or(raw.onnxruntime.spinning);
     if a.resize.is_some() {
         raw.preprocess.resize.clone_from(&a.resize);
+    }
+    if let Some(s) = &a.input_shape {
+        raw.model.input_shape = Some(rtinfer::backend::ShapeValue::Text(s.clone()));
     }
 }
 

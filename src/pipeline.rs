@@ -13,13 +13,14 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use crate::backend::{BackendError, Engine};
+use crate::postprocess::{Plan, RawSummary, Summary};
 use crate::preprocess::Preprocessor;
 use crate::slot::{End, FrameSlot, Outcome, Take};
 use crate::stats::FrameTimes;
 use crate::time::MonoTime;
 
 /// How many classes a result keeps.
-pub const TOP_K: usize = 5;
+pub use crate::postprocess::TOP_K;
 
 /// Everything the stats thread needs to know about one frame. `Copy`, so sending it allocates
 /// nothing.
@@ -33,9 +34,22 @@ pub struct FrameRecord {
     pub times: FrameTimes,
     pub outcome: Outcome,
     pub budget: Duration,
-    /// (class, probability) best first; `top_len` entries are valid.
+    /// (class, probability) best first; `top_len` entries are valid (none for a raw output).
     pub top: [(u32, f32); TOP_K],
     pub top_len: u8,
+    /// A raw output's shape and summary (`postprocess.kind` raw), `None` for a classifier.
+    pub raw: Option<RawSummary>,
+}
+
+impl FrameRecord {
+    /// `classify` or `raw`: what `top`/`raw` hold.
+    pub fn kind_name(&self) -> &'static str {
+        if self.raw.is_some() {
+            "raw"
+        } else {
+            "classify"
+        }
+    }
 }
 
 /// Knobs and shared state the loop reads while it runs.
@@ -155,17 +169,29 @@ impl LoopControl {
 pub struct Pipeline {
     pub engine: Box<dyn Engine>,
     pub pre: Preprocessor,
+    /// What the output means (`[postprocess]` and the graph), decided at load.
+    pub post: Plan,
     probs: Vec<f32>,
     /// Numbers the engines that went live, 1-based, so results name the model they came from.
     pub generation: u32,
 }
 
 impl Pipeline {
+    /// A pipeline whose output is classified as [`Plan::decide`] does with default options and
+    /// no graph (logits: softmax) — what models the study generates need.
     pub fn new(engine: Box<dyn Engine>, pre: Preprocessor) -> Pipeline {
+        let shape = engine.info().output_shape.clone();
+        let post = Plan::decide(&Default::default(), &shape, None);
+        Pipeline::with_plan(engine, pre, post)
+    }
+
+    /// A pipeline with its postprocessing decided by the caller.
+    pub fn with_plan(engine: Box<dyn Engine>, pre: Preprocessor, post: Plan) -> Pipeline {
         let classes = engine.info().classes;
         Pipeline {
             engine,
             pre,
+            post,
             probs: vec![0.0; classes],
             generation: 0,
         }
@@ -330,8 +356,12 @@ pub fn process_guarded(
     let t2 = MonoTime::now();
     let mut top = [(0u32, 0f32); TOP_K];
     let mut top_len = 0u8;
+    let mut raw = None;
     if outcome.is_none() {
-        top_len = postprocess(p.engine.output(), &mut p.probs, &mut top);
+        match p.post.run(p.engine.output(), &mut p.probs) {
+            Summary::Classes { top: t, len } => (top, top_len) = (t, len),
+            Summary::Raw(r) => raw = Some(r),
+        }
     }
     let done = MonoTime::now();
     let end_to_end = done.saturating_since(frame.captured_at);
@@ -356,52 +386,15 @@ pub fn process_guarded(
         budget,
         top,
         top_len,
+        raw,
     }
 }
 
 /// Softmax of `scores` into `probs` and the `TOP_K` best classes into `top`, best first. Returns
 /// how many entries of `top` are valid. No allocation.
 pub fn postprocess(scores: &[f32], probs: &mut [f32], top: &mut [(u32, f32); TOP_K]) -> u8 {
-    let n = scores.len().min(probs.len());
-    if n == 0 {
-        return 0;
-    }
-    let max = scores[..n]
-        .iter()
-        .copied()
-        .fold(f32::NEG_INFINITY, f32::max);
-    let mut sum = 0.0f32;
-    for (p, s) in probs[..n].iter_mut().zip(&scores[..n]) {
-        *p = (s - max).exp();
-        sum += *p;
-    }
-    let inv = if sum > 0.0 && sum.is_finite() {
-        1.0 / sum
-    } else {
-        0.0
-    };
-    let mut len = 0usize;
-    for (i, p) in probs[..n].iter_mut().enumerate() {
-        *p *= inv;
-        let v = *p;
-        if len < TOP_K {
-            top[len] = (i as u32, v);
-            len += 1;
-        } else if v > top[TOP_K - 1].1 {
-            top[TOP_K - 1] = (i as u32, v);
-        } else {
-            continue;
-        }
-        // Bubble the new entry up to keep `top[..len]` sorted, best first.
-        let mut j = len - 1;
-        while j > 0 && top[j].1 > top[j - 1].1 {
-            top.swap(j, j - 1);
-            j -= 1;
-        }
-    }
-    len as u8
+    crate::postprocess::classify(crate::postprocess::Activation::Softmax, scores, probs, top)
 }
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -66,3 +66,61 @@ impl InputBufMut<'_> {
         self.len() == 0
     }
 }
+
+/// Parses a tensor shape as a user writes it: `1x3x48x192` (or `1,3,48,192`).
+pub fn parse_shape(text: &str) -> Result<Vec<i64>, String> {
+    let dims: Result<Vec<i64>, String> = text
+        .split(['x', 'X', ','])
+        .map(|d| {
+            let d = d.trim();
+            match d.parse::<i64>() {
+                Ok(v) if v > 0 => Ok(v),
+                _ => Err(format!(
+                    "'{text}' is not a shape like 1x3x224x224 ('{d}' is not a positive number)"
+                )),
+            }
+        })
+        .collect();
+    let dims = dims?;
+    check_shape(&dims)?;
+    Ok(dims)
+}
+
+/// A pinned shape: 1 to 8 positive dims, the product within 2^31 elements.
+pub fn check_shape(dims: &[i64]) -> Result<(), String> {
+    let shown = || {
+        dims.iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("x")
+    };
+    if dims.is_empty() || dims.len() > 8 {
+        return Err(format!("{} dims (1 to 8 expected)", dims.len()));
+    }
+    if let Some(d) = dims.iter().find(|d| **d <= 0) {
+        return Err(format!(
+            "{} has a dim {d}; every dim must be positive",
+            shown()
+        ));
+    }
+    let total = dims.iter().try_fold(1i64, |a, d| a.checked_mul(*d));
+    if total.is_none_or(|t| t > 1 << 31) {
+        return Err(format!("{} is more than 2^31 elements", shown()));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shapes_parse_as_written() {
+        assert_eq!(parse_shape("1x3x48x192"), Ok(vec![1, 3, 48, 192]));
+        assert_eq!(parse_shape("1, 3, 8, 8"), Ok(vec![1, 3, 8, 8]));
+        assert!(parse_shape("1x3x?x192").is_err());
+        assert!(parse_shape("1x0x8").is_err());
+        assert!(parse_shape("").is_err());
+        assert!(parse_shape("99999x99999x99999").is_err());
+    }
+}

@@ -226,7 +226,7 @@ pub fn ort_pipeline(model: &std::path::Path) -> rtinfer::pipeline::Pipeline {
     })
     .expect("ONNX Runtime loads");
     let engine = backend
-        .load(model, &rtinfer::backend::LoadOptions { threads: 1 })
+        .load(model, &rtinfer::backend::LoadOptions::default())
         .expect("model loads");
     let pre = rtinfer::preprocess::Preprocessor::new(
         engine.info().input,

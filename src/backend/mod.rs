@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::Arc;
 
+use crate::postprocess::PostprocessOptions;
 use crate::preprocess::PreprocessOptions;
 use crate::tensor::{InputBufMut, InputSpec};
 
@@ -109,6 +110,10 @@ pub struct Settings {
     pub vitis: vitis::VitisOptions,
     /// How frames are preprocessed; TensorRT's int8 calibration feeds its images the same way.
     pub preprocess: PreprocessOptions,
+    /// `model.input_shape`: the shape symbolic input dims are pinned to, for every runtime.
+    pub input_shape: Option<Vec<i64>>,
+    /// `[postprocess]`: which output is read and what it means.
+    pub postprocess: PostprocessOptions,
 }
 
 impl Default for Settings {
@@ -120,6 +125,8 @@ impl Default for Settings {
             tensorrt: tensorrt::TensorRtOptions::default(),
             vitis: vitis::VitisOptions::default(),
             preprocess: PreprocessOptions::default(),
+            input_shape: None,
+            postprocess: PostprocessOptions::default(),
         }
     }
 }
@@ -129,6 +136,39 @@ impl Settings {
     pub fn load_options(&self) -> LoadOptions {
         LoadOptions {
             threads: self.threads,
+            input_shape: self.input_shape.clone(),
+            output: self.postprocess.output.clone(),
+        }
+    }
+}
+
+/// `[model]` as written: what a runtime needs to know about a model that its file leaves open.
+#[derive(Debug, Default, Clone, serde::Deserialize, serde::Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RawModel {
+    /// `[1, 3, 48, 192]` or `"1x3x48x192"`.
+    pub input_shape: Option<ShapeValue>,
+}
+
+/// A shape as a TOML array or as `NxCxHxW` text.
+#[derive(Debug, Clone, serde::Deserialize, serde::Serialize, PartialEq)]
+#[serde(untagged)]
+pub enum ShapeValue {
+    Dims(Vec<i64>),
+    Text(String),
+}
+
+impl RawModel {
+    /// Checks the section; an error names its key.
+    pub fn check(self) -> Result<Option<Vec<i64>>, crate::invalid_key::InvalidKey> {
+        let bad = |e: String| crate::invalid_key::InvalidKey::new("model.input_shape", e);
+        match self.input_shape {
+            None => Ok(None),
+            Some(ShapeValue::Text(t)) => crate::tensor::parse_shape(&t).map(Some).map_err(bad),
+            Some(ShapeValue::Dims(d)) => {
+                crate::tensor::check_shape(&d).map_err(bad)?;
+                Ok(Some(d))
+            }
         }
     }
 }
@@ -137,7 +177,14 @@ impl Settings {
 pub fn open(settings: &Settings, model: &Path) -> Result<Box<dyn Backend>, BackendError> {
     match settings.choice.kind_for(model) {
         BackendKind::OnnxRuntime => Ok(Box::new(onnx::OnnxBackend::new(settings.ort.clone())?)),
-        BackendKind::TensorRt => tensorrt::backend(&settings.tensorrt, settings.preprocess),
+        BackendKind::TensorRt => {
+            // `model.input_shape` is the shape of every runtime; `tensorrt.input_shape` wins.
+            let mut trt = settings.tensorrt.clone();
+            if trt.input_shape.is_none() {
+                trt.input_shape.clone_from(&settings.input_shape);
+            }
+            tensorrt::backend(&trt, settings.preprocess)
+        }
         BackendKind::Vitis => vitis::backend(&settings.vitis),
     }
 }
@@ -265,8 +312,15 @@ pub struct ModelInfo {
     pub outputs: Vec<TensorInfo>,
     /// The image input preprocessing must fill.
     pub input: InputSpec,
-    /// Number of scores in [`Engine::output`].
+    /// Number of values in [`Engine::output`] (scores of a classifier, elements of a map).
     pub classes: usize,
+    /// Which of `outputs` [`Engine::output`] reads (`postprocess.output`, else the first).
+    pub output: usize,
+    /// That output's shape as run (dynamic dims resolved, batch 1).
+    pub output_shape: Vec<i64>,
+    /// The operator that produces it (looking through reshapes), when the graph is known:
+    /// `Softmax` means its scores are already probabilities.
+    pub output_op: Option<String>,
     /// Weight/bias elements, when the backend can count them.
     pub params: Option<u64>,
     /// Whether an inference can be aborted from another thread (see [`Engine::canceller`]).
@@ -278,11 +332,19 @@ pub struct ModelInfo {
 pub struct LoadOptions {
     /// Intra-op threads (0 = the runtime's default).
     pub threads: usize,
+    /// `model.input_shape` / `--input-shape`: symbolic input dims pinned to these.
+    pub input_shape: Option<Vec<i64>>,
+    /// `postprocess.output`: the output to read (`None`: the first).
+    pub output: Option<String>,
 }
 
 impl Default for LoadOptions {
     fn default() -> Self {
-        LoadOptions { threads: 1 }
+        LoadOptions {
+            threads: 1,
+            input_shape: None,
+            output: None,
+        }
     }
 }
 
@@ -300,7 +362,7 @@ pub trait Engine: Send {
     fn input(&mut self) -> InputBufMut<'_>;
     /// Runs one inference on the current input. Must not allocate in steady state.
     fn run(&mut self) -> Result<(), BackendError>;
-    /// Scores of the last run (the first output, dequantised to f32), `info().classes` long.
+    /// Values of the last run (the chosen output, dequantised to f32), `info().classes` long.
     fn output(&self) -> &[f32];
     /// A handle to abort a run from a watchdog thread, when the runtime supports it.
     fn canceller(&self) -> Option<Arc<dyn Canceller>> {

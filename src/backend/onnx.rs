@@ -200,9 +200,18 @@ impl OnnxEngine {
                 },
             )
             .map_err(|e: ort::Error| BackendError::load(path, BackendKind::OnnxRuntime, e))?;
-        let session = builder
-            .commit_from_file(path)
+        let bytes = std::fs::read(path)
             .map_err(|e| BackendError::load(path, BackendKind::OnnxRuntime, e))?;
+        let proto = crate::onnx::pb::decode(&bytes).ok();
+        let pinned = pin(path, &bytes, proto.as_ref(), opts.input_shape.as_deref())?;
+        drop(bytes);
+        let mut session = match &pinned {
+            Some(b) => builder.commit_from_memory(b),
+            // From the file: external weights next to it are found.
+            None => builder.commit_from_file(path),
+        }
+        .map_err(|e| BackendError::load(path, BackendKind::OnnxRuntime, e))?;
+        drop(pinned);
 
         let inputs: Vec<TensorInfo> = session
             .inputs()
@@ -233,22 +242,34 @@ impl OnnxEngine {
             )));
         }
         let spec = image_input_spec(path, &first_in.shape, Layout::Nchw, InputElement::F32)?;
-        let first_out = outputs
-            .first()
-            .ok_or_else(|| unsupported("the model has no output".into()))?;
+        if outputs.is_empty() {
+            return Err(unsupported("the model has no output".into()));
+        }
+        let chosen = match &opts.output {
+            Some(n) => outputs.iter().position(|o| o.name == *n).ok_or_else(|| {
+                unsupported(format!(
+                    "postprocess.output '{n}' is not one of its outputs: {}",
+                    names(&outputs)
+                ))
+            })?,
+            None => 0,
+        };
+        let first_out = &outputs[chosen];
+        if outputs.len() > 1 && opts.output.is_none() {
+            log::info!(
+                "model {}: {} outputs ({}); reading the first, '{}' (postprocess.output picks another)",
+                model_name(path),
+                outputs.len(),
+                names(&outputs),
+                first_out.name
+            );
+        }
         if first_out.element != ElementType::Float32 {
             return Err(unsupported(format!(
                 "output '{}' is {}, expected float32",
                 first_out.name, first_out.element
             )));
         }
-        let out_shape = concrete_output_shape(&first_out.shape).ok_or_else(|| {
-            unsupported(format!(
-                "output '{}' has dynamic shape {:?}",
-                first_out.name, first_out.shape
-            ))
-        })?;
-        let classes: usize = out_shape.iter().skip(1).product::<i64>().max(1) as usize;
 
         let allocator = Allocator::default();
         let in_shape = [
@@ -259,6 +280,26 @@ impl OnnxEngine {
         ];
         let input = Tensor::<f32>::new(&allocator, in_shape)
             .map_err(|e| BackendError::load(path, BackendKind::OnnxRuntime, e))?;
+        let out_shape = match concrete_output_shape(&first_out.shape) {
+            Some(s) => s,
+            // Dims that depend on the input (a map of H x W): one run at this input tells.
+            None => {
+                let outs = session
+                    .run(ort::inputs![&input])
+                    .map_err(|e| BackendError::load(path, BackendKind::OnnxRuntime, e))?;
+                let (shape, _) = outs[first_out.name.as_str()]
+                    .try_extract_tensor::<f32>()
+                    .map_err(|e| BackendError::load(path, BackendKind::OnnxRuntime, e))?;
+                shape.iter().copied().collect()
+            }
+        };
+        if out_shape.is_empty() || out_shape.iter().any(|d| *d <= 0) {
+            return Err(unsupported(format!(
+                "output '{}' has shape {out_shape:?} at this input",
+                first_out.name
+            )));
+        }
+        let classes: usize = out_shape.iter().product::<i64>().max(1) as usize;
         let output = Tensor::<f32>::new(&allocator, out_shape.clone())
             .map_err(|e| BackendError::load(path, BackendKind::OnnxRuntime, e))?;
         let selector = OutputSelector::no_default()
@@ -268,7 +309,6 @@ impl OnnxEngine {
             .map_err(|e| BackendError::load(path, BackendKind::OnnxRuntime, e))?
             .with_outputs(selector);
 
-        let proto = crate::onnx::pb::read_model(path).ok();
         let params = proto.as_ref().map(crate::onnx::graph::model_params);
         let precision = if inputs
             .iter()
@@ -280,6 +320,10 @@ impl OnnxEngine {
         } else {
             guess_precision(path)
         };
+        let output_op = proto
+            .as_ref()
+            .and_then(|m| crate::onnx::graph::final_op(m, &outputs[chosen].name))
+            .map(str::to_string);
         let info = ModelInfo {
             name: model_name(path),
             path: path.to_path_buf(),
@@ -289,6 +333,9 @@ impl OnnxEngine {
             outputs,
             input: spec,
             classes,
+            output_op,
+            output: chosen,
+            output_shape: out_shape,
             params,
             // The terminate flag is reached from the watchdog through `onnx_cancel`.
             can_cancel: true,
@@ -339,6 +386,81 @@ impl Engine for OnnxEngine {
 
     fn canceller(&self) -> Option<std::sync::Arc<dyn super::Canceller>> {
         Some(self.cancel.clone())
+    }
+}
+
+/// The file's bytes with the image input's symbolic dims pinned to `model.input_shape`, when that
+/// takes a rewrite; `None` to load the file as it is. A symbolic height, width or channel count
+/// without a pinned shape is refused with the key to set and the dims the model declares.
+fn pin(
+    path: &Path,
+    bytes: &[u8],
+    proto: Option<&crate::onnx::pb::ModelProto>,
+    shape: Option<&[i64]>,
+) -> Result<Option<Vec<u8>>, BackendError> {
+    use crate::onnx::shape::{check_pin, declared_dims, format_dims, pin_input, real_inputs};
+    let unsupported = |reason: String| BackendError::Unsupported {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let Some(proto) = proto else {
+        return match shape {
+            Some(_) => Err(unsupported(
+                "model.input_shape is set but the file cannot be read as ONNX to pin it".into(),
+            )),
+            None => Ok(None),
+        };
+    };
+    let inputs = real_inputs(proto);
+    // More than one input is refused once the session tells its inputs.
+    let [input] = inputs.as_slice() else {
+        return Ok(None);
+    };
+    let declared = declared_dims(input);
+    match shape {
+        Some(s) => {
+            check_pin(&declared, s).map_err(|e| {
+                unsupported(format!(
+                    "model.input_shape {}: {e}",
+                    crate::onnx::shape::format_shape(s)
+                ))
+            })?;
+            if declared.iter().all(|d| d.fixed().is_some()) {
+                return Ok(None);
+            }
+            log::info!(
+                "model {}: input '{}' {} pinned to {}",
+                model_name(path),
+                input.name,
+                format_dims(&declared),
+                crate::onnx::shape::format_shape(s)
+            );
+            pin_input(bytes, &input.name, s)
+                .map(Some)
+                .map_err(|e| unsupported(format!("cannot pin input '{}': {e}", input.name)))
+        }
+        None if declared.iter().skip(1).any(|d| d.fixed().is_none()) => {
+            let example: Vec<String> = declared
+                .iter()
+                .enumerate()
+                .map(|(i, d)| match (d.fixed(), i, declared.len()) {
+                    (Some(v), _, _) => v.to_string(),
+                    (None, 0, _) => "1".into(),
+                    (None, 2, 4) => "H".into(),
+                    (None, 3, 4) => "W".into(),
+                    _ => "?".into(),
+                })
+                .collect();
+            Err(unsupported(format!(
+                "input '{}' declares symbolic dims {}: pin them with model.input_shape \
+                 (config: [model] input_shape = [{}]; command line: --input-shape {})",
+                input.name,
+                format_dims(&declared),
+                example.join(", "),
+                example.join("x")
+            )))
+        }
+        None => Ok(None),
     }
 }
 

@@ -183,6 +183,9 @@ impl VitisEngine {
             outputs: outputs.iter().map(tensor_info).collect(),
             input: checked.spec,
             classes: outputs[0].batch_bytes,
+            output: 0,
+            output_shape: vec![1, outputs[0].batch_bytes as i64],
+            output_op: None,
             params: None,
             can_cancel: false,
         };

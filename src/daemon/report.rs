@@ -127,7 +127,8 @@ pub fn status_json(s: &Shared) -> Value {
             .iter()
             .map(|(c, p)| json!({"class": c, "score": p}))
             .collect();
-        json!({"seq": r.seq, "model": s.serving.generation_name(r.model_gen), "top": top})
+        json!({"seq": r.seq, "model": s.serving.generation_name(r.model_gen), "top": top,
+            "kind": r.kind_name(), "raw": r.raw.as_ref().map(crate::postprocess::RawSummary::to_json)})
     });
     json!({
         "uptime_s": now.saturating_since(s.started).as_secs_f64(),
@@ -146,6 +147,10 @@ pub fn status_json(s: &Shared) -> Value {
                 crate::tensor::Layout::Nhwc => [1, m.input.height, m.input.width, m.input.channels],
             },
             "params": m.params,
+            "outputs": m.outputs.iter().enumerate().map(|(i, o)| json!({
+                "name": o.name, "shape": o.shape, "dtype": o.element.name(),
+                "used": i == m.output})).collect::<Vec<_>>(),
+            "output_shape": m.output_shape,
             "can_cancel": m.can_cancel,
             "memory": memory.as_ref().map(|e| json!({
                 "serialized_bytes": e.serialized_bytes, "persistent_bytes": e.persistent_bytes,

@@ -112,6 +112,8 @@ impl<'h> ResultsLog<'h> {
             "inference_ms": ms(rec.times.inference),
             "late": rec.outcome == Outcome::Late,
             "top": top,
+            "kind": rec.kind_name(),
+            "raw": rec.raw.as_ref().map(crate::postprocess::RawSummary::to_json),
         });
         // Writing a Value into a Vec cannot fail.
         let _ = serde_json::to_writer(&mut self.buf, &line);
@@ -196,6 +198,7 @@ mod tests {
             budget: Duration::from_millis(16),
             top: [(0, 0.0); crate::pipeline::TOP_K],
             top_len: 1,
+            raw: None,
         }
     }
 

@@ -561,6 +561,9 @@ mod tests {
             outputs: Vec::new(),
             input: SPEC,
             classes: 2,
+            output: 0,
+            output_shape: vec![1, 2],
+            output_op: None,
             params: None,
             can_cancel: false,
         };

@@ -12,6 +12,7 @@ use std::time::Instant;
 
 use crate::backend::{BackendError, Canceller, Engine, ModelInfo, Settings};
 use crate::pipeline::Pipeline;
+use crate::postprocess::Plan;
 use crate::preprocess::{PreprocessError, Preprocessor};
 use crate::time::{MonoTime, ms};
 
@@ -102,15 +103,25 @@ pub fn prepare(
         return Err(PrepareError::Abandoned);
     }
     let info = engine.info().clone();
+    let post = Plan::decide(
+        &settings.postprocess,
+        &info.output_shape,
+        info.output_op.as_deref(),
+    );
     log::info!(
-        "model {} ({}, {}): input {}x{}x{}, {} classes",
+        "model {} ({}, {}): input {}x{}x{}; outputs {}; reading '{}' {:?} as {}",
         info.name,
         info.backend,
         info.precision.name(),
         info.input.channels,
         info.input.height,
         info.input.width,
-        info.classes
+        outputs_line(&info),
+        info.outputs
+            .get(info.output)
+            .map_or("?", |o| o.name.as_str()),
+        info.output_shape,
+        post.describe()
     );
     if info.classes == 0 {
         return Err(PrepareError::NoScores {
@@ -129,11 +140,20 @@ pub fn prepare(
     let warmup_p50_ms = warm_up(&mut engine, warmup, handle)?;
     handle.set_canceller(None);
     Ok(Prepared {
-        pipeline: Pipeline::new(engine, pre),
+        pipeline: Pipeline::with_plan(engine, pre, post),
         info,
         load_ms: ms(t0.elapsed()),
         warmup_p50_ms,
     })
+}
+
+/// `name [1, 2] float32, ...`: every output as the runtime declares it.
+pub fn outputs_line(info: &ModelInfo) -> String {
+    info.outputs
+        .iter()
+        .map(|o| format!("{} {:?} {}", o.name, o.shape, o.element))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Runs the engine `n` times on its input so first-run costs stay out of the figures; returns

@@ -74,6 +74,38 @@ pub fn model_params(model: &ModelProto) -> u64 {
     total
 }
 
+/// Operators that pass scores through unchanged in meaning (shape moves, copies).
+const PASS_THROUGH: &[&str] = &[
+    "Identity",
+    "Reshape",
+    "Flatten",
+    "Squeeze",
+    "Unsqueeze",
+    "Transpose",
+    "Cast",
+];
+
+/// The operator that gives graph output `output` its meaning: its producer, looking through
+/// shape-only nodes (`Identity`, `Reshape`, `Flatten`, ...). `None` when a graph input or an
+/// initializer produces it.
+pub fn final_op<'m>(model: &'m ModelProto, output: &str) -> Option<&'m str> {
+    let graph = model.graph.as_ref()?;
+    let mut name = output;
+    // A chain longer than the graph is a cycle: stop.
+    for _ in 0..=graph.node.len() {
+        let node = graph
+            .node
+            .iter()
+            .find(|n| n.output.iter().any(|o| o == name))?;
+        if PASS_THROUGH.contains(&node.op_type.as_str()) {
+            name = node.input.first()?;
+            continue;
+        }
+        return Some(node.op_type.as_str());
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -121,6 +153,31 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(model_params(&m), 8 * 27 + 160 + 50);
+    }
+
+    #[test]
+    fn the_final_op_looks_through_reshapes() {
+        let node = |op: &str, i: &str, o: &str| NodeProto {
+            input: vec![i.into()],
+            output: vec![o.into()],
+            op_type: op.into(),
+            ..Default::default()
+        };
+        let m = ModelProto {
+            graph: Some(GraphProto {
+                node: vec![
+                    node("Gemm", "x", "logits"),
+                    node("Softmax", "logits", "p"),
+                    node("Reshape", "p", "p2"),
+                    node("Identity", "p2", "out"),
+                ],
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        assert_eq!(final_op(&m, "out"), Some("Softmax"));
+        assert_eq!(final_op(&m, "logits"), Some("Gemm"));
+        assert_eq!(final_op(&m, "x"), None);
     }
 
     #[test]

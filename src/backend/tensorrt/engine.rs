@@ -416,6 +416,9 @@ impl TrtEngine {
             outputs,
             input: spec,
             classes,
+            output: 0,
+            output_shape: first_out.shape.clone(),
+            output_op: None,
             params: None,
             can_cancel: false,
         };
