@@ -74,6 +74,69 @@ fn steady_state_frames_allocate_nothing() {
     );
 }
 
+#[test]
+fn every_postprocess_kind_allocates_nothing_per_frame() {
+    use rtinfer::postprocess::{Activation, Plan};
+    let dir = util::tempdir();
+    let model = util::zoo_model(dir.path(), "vgg11", "cifar10", 0.125);
+    let mut p = util::ort_pipeline(&model);
+    let mut src =
+        source::open(&SourceSpec::parse("synthetic://64x48@1000").expect("uri")).expect("open");
+    let slot = FrameSlot::new(64, 48);
+    let mut buf = slot.buffer();
+    let mut held = None;
+    let mut seq = 0u64;
+    let plans = [
+        Plan::Classify(Activation::Softmax),
+        Plan::Classify(Activation::Exp),
+        Plan::Classify(Activation::Identity),
+        Plan::Raw {
+            shape: [1, 10, 0, 0, 0, 0],
+            rank: 2,
+        },
+    ];
+    for plan in plans {
+        p.post = plan;
+        let mut frame_through = |p: &mut pipeline::Pipeline| {
+            seq += 1;
+            while !matches!(
+                src.next(&mut buf, Duration::from_millis(100))
+                    .expect("frame"),
+                Capture::Frame
+            ) {}
+            buf.seq = seq;
+            buf = slot.publish(std::mem::take(&mut buf));
+            let Take::Frame(frame) = slot.take(held.take(), Duration::from_millis(100)) else {
+                panic!("the frame just published is there")
+            };
+            let rec = pipeline::process(p, &frame, Duration::from_secs(1));
+            slot.finish(rec.outcome);
+            held = Some(frame);
+            rec
+        };
+        for _ in 0..10 {
+            frame_through(&mut p);
+        }
+        let mut kinds = Vec::with_capacity(200);
+        let info = allocation_counter::measure(|| {
+            for _ in 0..200 {
+                let rec = frame_through(&mut p);
+                kinds.push((rec.kind_name(), rec.top_len));
+            }
+        });
+        assert_eq!(
+            info.count_total, 0,
+            "{plan:?}: {} allocations over 200 frames",
+            info.count_total
+        );
+        let want = match plan {
+            Plan::Raw { .. } => ("raw", 0),
+            Plan::Classify(_) => ("classify", 5),
+        };
+        assert!(kinds.iter().all(|k| *k == want), "{plan:?}: {:?}", kinds[0]);
+    }
+}
+
 /// A source whose first `left` reads are not counted (they size buffers).
 struct WarmedUp {
     inner: Box<dyn source::Source>,

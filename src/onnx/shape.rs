@@ -159,11 +159,7 @@ type Rewrite<'a> = dyn FnMut(&[u8]) -> Result<Option<Vec<u8>>, String> + 'a;
 
 /// Copies the protobuf message `msg`, passing each length-delimited field number `field` through
 /// `f` (`None` keeps it as it is). Other fields are copied verbatim.
-fn rewrite_field(
-    msg: &[u8],
-    field: u64,
-    f: &mut Rewrite<'_>,
-) -> Result<Vec<u8>, String> {
+fn rewrite_field(msg: &[u8], field: u64, f: &mut Rewrite<'_>) -> Result<Vec<u8>, String> {
     let mut out = Vec::with_capacity(msg.len() + 64);
     let mut buf = msg;
     let bad = |what: &str| format!("malformed protobuf ({what})");
