@@ -166,12 +166,12 @@ fn main() -> ExitCode {
         } => status(socket, json, config),
         Cmd::Zoo(args) => zoo_cmd(args).map_err(fail(1)),
         Cmd::CheckConfig { file } => check_config(&file),
-        Cmd::Inspect(args) => rtinfer::study::inspect::run(args).map_err(fail(1)),
-        Cmd::Bench(args) => rtinfer::study::bench::run(args).map_err(fail(1)),
-        Cmd::Advise(args) => rtinfer::study::advise::run(args).map_err(fail(1)),
-        Cmd::Eval(args) => rtinfer::study::eval::run(args).map_err(fail(1)),
+        Cmd::Inspect(args) => rtinfer::study::inspect::run(args).map_err(refusal),
+        Cmd::Bench(args) => rtinfer::study::bench::run(args).map_err(refusal),
+        Cmd::Advise(args) => rtinfer::study::advise::run(args).map_err(refusal),
+        Cmd::Eval(args) => rtinfer::study::eval::run(args).map_err(refusal),
         Cmd::Sweep(args) => rtinfer::study::sweep::run(args).map_err(fail(1)),
-        Cmd::Quantize(args) => rtinfer::study::quantize::cli::run(args).map_err(fail(1)),
+        Cmd::Quantize(args) => rtinfer::study::quantize::cli::run(args).map_err(refusal),
     };
     match result {
         Ok(code) => ExitCode::from(code),
@@ -180,6 +180,42 @@ fn main() -> ExitCode {
             ExitCode::from(f.code)
         }
     }
+}
+
+/// A study command's error with the exit code `run` gives the same refusal: 3 for a model or
+/// runtime that cannot be opened (start-up), 2 for a bad configuration, a child's own code, else 1.
+fn refusal(error: anyhow::Error) -> Failure {
+    use rtinfer::study::quantize::QuantizeError as Q;
+    let code = error
+        .chain()
+        .find_map(|e| {
+            if let Some(c) = e.downcast_ref::<config::ConfigError>() {
+                return Some(match c {
+                    config::ConfigError::Invalid {
+                        key: "run.source", ..
+                    } => 3,
+                    _ => 2,
+                });
+            }
+            if let Some(c) = e.downcast_ref::<rtinfer::study::bench::ChildFailed>() {
+                return Some(c.code);
+            }
+            if e.is::<rtinfer::backend::BackendError>() || e.is::<rtinfer::onnx::pb::OnnxError>() {
+                return Some(3);
+            }
+            if let Some(i) = e.downcast_ref::<rtinfer::study::inspect::InspectError>() {
+                return Some(match i {
+                    rtinfer::study::inspect::InspectError::Cycle { .. } => 1,
+                    _ => 3,
+                });
+            }
+            match e.downcast_ref::<Q>() {
+                Some(Q::Onnx(_) | Q::Input { .. } | Q::Shape { .. }) => Some(3),
+                _ => None,
+            }
+        })
+        .unwrap_or(1);
+    Failure { code, error }
 }
 
 /// The error and its causes, each said once: many errors already print their cause in their own

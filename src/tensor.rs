@@ -67,6 +67,17 @@ impl InputBufMut<'_> {
     }
 }
 
+/// A shape given on the command line (`--input-shape 1x3x48x192`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Shape(pub Vec<i64>);
+
+impl std::str::FromStr for Shape {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Shape, String> {
+        parse_shape(s).map(Shape)
+    }
+}
+
 /// Parses a tensor shape as a user writes it: `1x3x48x192` (or `1,3,48,192`).
 pub fn parse_shape(text: &str) -> Result<Vec<i64>, String> {
     let dims: Result<Vec<i64>, String> = text

@@ -324,3 +324,66 @@ fn several_outputs_are_listed_the_one_used_is_said_and_postprocess_output_picks(
         "{err}"
     );
 }
+
+/// One PNG in a one-class ImageFolder tree, for `eval`.
+fn image_folder(dir: &Path) -> PathBuf {
+    let root = dir.join("images");
+    std::fs::create_dir_all(root.join("a")).expect("mkdir");
+    image::RgbImage::from_pixel(16, 12, image::Rgb([90, 120, 200]))
+        .save(root.join("a/0.png"))
+        .expect("png");
+    root
+}
+
+#[test]
+fn the_same_refusal_exits_3_in_every_subcommand_and_the_shape_flag_fixes_each() {
+    let dir = util::tempdir();
+    let m = write(dir.path(), "cls.onnx", &classifier([1.0, 0.0], false));
+    let images = image_folder(dir.path());
+    let sub = |args: &[&str]| {
+        let out = rtinfer_ort().args(args).output().expect("run rtinfer");
+        (
+            out.status.code(),
+            stderr(&out),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+        )
+    };
+    let model = m.to_str().expect("utf-8 path");
+    let images = images.to_str().expect("utf-8 path");
+    let bench = [
+        "bench", model, "--trials", "1", "--warmup", "1", "--runs", "3",
+    ];
+    let eval = ["eval", model, "--images", images];
+    let quantize = ["quantize", model, "--samples", "4", "--check-samples", "2"];
+    let (run_code, _) = {
+        let (out, _) = run(dir.path(), &m, &[], None);
+        (out.status.code(), ())
+    };
+    assert_eq!(run_code, Some(3));
+    for args in [&bench[..], &eval[..], &quantize[..]] {
+        let (code, err, _) = sub(args);
+        assert_eq!(code, Some(3), "{args:?}: {err}");
+        assert!(
+            err.contains("model.input_shape") && err.contains("[N, 3, ?, ?]"),
+            "{args:?}: {err}"
+        );
+    }
+    // A shape that contradicts the model is the same refusal in inspect.
+    let (code, err, _) = sub(&["inspect", model, "--input-shape", "1x4x8x8"]);
+    assert_eq!(code, Some(3), "{err}");
+    assert!(err.contains("fixes it at 3"), "{err}");
+    // Pinned, each of them runs.
+    let (code, err, out) = sub(&[&bench[..], &["--input-shape", "1x3x8x8"]].concat());
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("(1 thread)"), "singular: {out}");
+    let (code, err, out) = sub(&[&eval[..], &["--input-shape", "1x3x8x8"]].concat());
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        out.contains("1 samples") || out.contains("samples"),
+        "{out}"
+    );
+    let (code, err, out) = sub(&["inspect", model, "--input-shape", "1x3x8x8", "--json"]);
+    assert_eq!(code, Some(0), "{err}");
+    let v: Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(v["macs"], 6, "Gemm 3 -> 2: {v}");
+}

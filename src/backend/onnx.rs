@@ -439,28 +439,10 @@ fn pin(
                 .map(Some)
                 .map_err(|e| unsupported(format!("cannot pin input '{}': {e}", input.name)))
         }
-        None if declared.iter().skip(1).any(|d| d.fixed().is_none()) => {
-            let example: Vec<String> = declared
-                .iter()
-                .enumerate()
-                .map(|(i, d)| match (d.fixed(), i, declared.len()) {
-                    (Some(v), _, _) => v.to_string(),
-                    (None, 0, _) => "1".into(),
-                    (None, 2, 4) => "H".into(),
-                    (None, 3, 4) => "W".into(),
-                    _ => "?".into(),
-                })
-                .collect();
-            Err(unsupported(format!(
-                "input '{}' declares symbolic dims {}: pin them with model.input_shape \
-                 (config: [model] input_shape = [{}]; command line: --input-shape {})",
-                input.name,
-                format_dims(&declared),
-                example.join(", "),
-                example.join("x")
-            )))
-        }
-        None => Ok(None),
+        None => match crate::onnx::shape::needs_pin(&input.name, &declared) {
+            Some(reason) => Err(unsupported(reason)),
+            None => Ok(None),
+        },
     }
 }
 

@@ -119,6 +119,62 @@ pub fn check_pin(declared: &[DeclaredDim], pinned: &[i64]) -> Result<(), String>
     Ok(())
 }
 
+/// Why a model with these declared input dims cannot run unpinned, as a user reads it: the key
+/// to set, an example value, and the dims; `None` when height, width and channels are fixed (a
+/// symbolic batch alone runs as 1).
+pub fn needs_pin(input: &str, declared: &[DeclaredDim]) -> Option<String> {
+    if declared.iter().skip(1).all(|d| d.fixed().is_some()) {
+        return None;
+    }
+    let example: Vec<String> = declared
+        .iter()
+        .enumerate()
+        .map(|(i, d)| match (d.fixed(), i, declared.len()) {
+            (Some(v), _, _) => v.to_string(),
+            (None, 0, _) => "1".into(),
+            (None, 2, 4) => "H".into(),
+            (None, 3, 4) => "W".into(),
+            _ => "?".into(),
+        })
+        .collect();
+    Some(format!(
+        "input '{input}' declares symbolic dims {}: pin them with model.input_shape \
+         (config: [model] input_shape = [{}]; command line: --input-shape {})",
+        format_dims(declared),
+        example.join(", "),
+        example.join("x")
+    ))
+}
+
+/// The file's bytes with its one image input pinned to `shape` (checked against what it
+/// declares); `Ok(None)` when nothing needs rewriting (every dim already fixed and equal).
+pub fn pin_file(bytes: &[u8], shape: &[i64]) -> Result<Option<Vec<u8>>, String> {
+    let model = super::pb::decode(bytes).map_err(|e| e.to_string())?;
+    let inputs = real_inputs(&model);
+    let [input] = inputs.as_slice() else {
+        return Err(format!(
+            "model.input_shape pins one image input; the model has {}",
+            inputs.len()
+        ));
+    };
+    let declared = declared_dims(input);
+    check_pin(&declared, shape)
+        .map_err(|e| format!("model.input_shape {}: {e}", format_shape(shape)))?;
+    if declared.iter().all(|d| d.fixed().is_some()) {
+        return Ok(None);
+    }
+    pin_input(bytes, &input.name, shape).map(Some)
+}
+
+/// The refusal of an unpinned symbolic input of the file, if it has one (see [`needs_pin`]).
+pub fn unpinned(model: &ModelProto) -> Option<String> {
+    let inputs = real_inputs(model);
+    let [input] = inputs.as_slice() else {
+        return None;
+    };
+    needs_pin(&input.name, &declared_dims(input))
+}
+
 /// Returns `bytes` (a whole `.onnx` file) with graph input `input` declared as exactly `dims`;
 /// everything else is copied byte for byte.
 pub fn pin_input(bytes: &[u8], input: &str, dims: &[i64]) -> Result<Vec<u8>, String> {

@@ -150,6 +150,9 @@ pub struct BenchArgs {
     /// Intra-op threads.
     #[arg(long, default_value_t = 1)]
     pub threads: usize,
+    /// Pin the model's symbolic input dims, e.g. 1x3x48x192 (model.input_shape).
+    #[arg(long, value_name = "NxCxHxW")]
+    pub input_shape: Option<crate::tensor::Shape>,
     /// Trials of (warm-up + measured) runs; the study used 50.
     #[arg(long, default_value_t = 5)]
     pub trials: u32,
@@ -184,6 +187,7 @@ impl BenchArgs {
             model,
             backend: "auto".into(),
             threads: 1,
+            input_shape: None,
             trials: 5,
             warmup: 20,
             runs: 80,
@@ -244,16 +248,37 @@ pub fn bench_in_child(args: &BenchArgs) -> anyhow::Result<BenchReport> {
     if let Some(p) = &args.config {
         c.arg("--config").arg(p);
     }
+    if let Some(s) = &args.input_shape {
+        c.args(["--input-shape", &crate::onnx::shape::format_shape(&s.0)]);
+    }
     if let Some(p) = &args.ort_library {
         c.arg("--ort-library").arg(p);
     }
     c.stderr(std::process::Stdio::inherit());
     let out = c.output().context("start the bench child process")?;
     if !out.status.success() {
-        anyhow::bail!("bench of {} failed ({})", args.model.display(), out.status);
+        // The child said why on stderr; its exit code is the refusal's (3 for a model).
+        return Err(ChildFailed {
+            what: format!("bench of {}", args.model.display()),
+            code: out
+                .status
+                .code()
+                .and_then(|c| u8::try_from(c).ok())
+                .unwrap_or(1),
+        }
+        .into());
     }
     serde_json::from_slice(&out.stdout)
         .with_context(|| format!("bench child of {} printed no report", args.model.display()))
+}
+
+/// A fresh child process of a study command failed; it printed why. `code` is its exit code,
+/// which the parent exits with (the same refusal, the same code).
+#[derive(Debug, thiserror::Error)]
+#[error("{what} failed (exit code {code})")]
+pub struct ChildFailed {
+    pub what: String,
+    pub code: u8,
 }
 
 /// The engine options of a bench: the config file's, overridden by the flags.
@@ -265,6 +290,9 @@ fn bench_config(args: &BenchArgs) -> anyhow::Result<Config> {
     raw.run.model = Some(args.model.clone());
     raw.run.backend = Some(args.backend.clone());
     raw.run.threads = Some(args.threads);
+    if let Some(s) = &args.input_shape {
+        raw.model.input_shape = Some(crate::backend::ShapeValue::Dims(s.0.clone()));
+    }
     if args.ort_library.is_some() {
         raw.onnxruntime.library.clone_from(&args.ort_library);
     }
@@ -432,7 +460,7 @@ pub fn table(r: &BenchReport) -> String {
         )
     });
     format!(
-        "model      {}\nbackend    {} {} ({} threads), {} trials x ({} warm-up + {} runs), seed {}\n\
+        "model      {}\nbackend    {} {} ({} thread{}), {} trials x ({} warm-up + {} runs), seed {}\n\
          latency ms mean {:.3}  std {:.3}  min {:.3}  p50 {:.3}  p90 {:.3}  p99 {:.3}  max {:.3}  (n={})\n\
          {}memory MiB session {:.1}  peak RSS {:.1}\n\
          {}\
@@ -441,6 +469,7 @@ pub fn table(r: &BenchReport) -> String {
         r.backend,
         r.precision,
         r.threads,
+        if r.threads == 1 { "" } else { "s" },
         r.protocol.trials,
         r.protocol.warmup,
         r.protocol.runs,

@@ -279,6 +279,9 @@ pub struct EvalArgs {
     pub backend: String,
     #[arg(long, default_value_t = 1)]
     pub threads: usize,
+    /// Pin the model's symbolic input dims, e.g. 1x3x48x192 (model.input_shape).
+    #[arg(long, value_name = "NxCxHxW")]
+    pub input_shape: Option<crate::tensor::Shape>,
     /// Config file whose [preprocess] and engine options apply (as in `run`).
     #[arg(long)]
     pub config: Option<PathBuf>,
@@ -324,6 +327,9 @@ pub fn evaluate(a: &EvalArgs) -> anyhow::Result<EvalReport> {
     raw.run.model = Some(a.model.clone());
     raw.run.backend = Some(a.backend.clone());
     raw.run.threads = Some(a.threads);
+    if let Some(s) = &a.input_shape {
+        raw.model.input_shape = Some(crate::backend::ShapeValue::Dims(s.0.clone()));
+    }
     if a.ort_library.is_some() {
         raw.onnxruntime.library.clone_from(&a.ort_library);
     }

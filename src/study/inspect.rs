@@ -49,11 +49,39 @@ pub enum InspectError {
     Onnx(#[from] onnx_pb::OnnxError),
     #[error("model {path}: the graph has a cycle through node {node:?}")]
     Cycle { path: String, node: String },
+    #[error("model {path}: {reason}")]
+    Shape { path: String, reason: String },
 }
 
 /// Reads and inspects an ONNX file.
 pub fn inspect_file(path: &Path) -> Result<InspectReport, InspectError> {
     let model = onnx_pb::read_model(path)?;
+    let mut r = inspect(&model).map_err(|node| InspectError::Cycle {
+        path: path.display().to_string(),
+        node,
+    })?;
+    r.path = Some(path.to_path_buf());
+    Ok(r)
+}
+
+/// [`inspect_file`] with the input's symbolic dims pinned to `shape` first (`--input-shape`).
+pub fn inspect_file_pinned(
+    path: &Path,
+    shape: Option<&[i64]>,
+) -> Result<InspectReport, InspectError> {
+    let Some(shape) = shape else {
+        return inspect_file(path);
+    };
+    let bytes = std::fs::read(path).map_err(|source| onnx_pb::OnnxError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let pinned =
+        crate::onnx::shape::pin_file(&bytes, shape).map_err(|reason| InspectError::Shape {
+            path: path.display().to_string(),
+            reason,
+        })?;
+    let model = onnx_pb::decode(pinned.as_deref().unwrap_or(&bytes))?;
     let mut r = inspect(&model).map_err(|node| InspectError::Cycle {
         path: path.display().to_string(),
         node,
@@ -255,6 +283,9 @@ pub struct InspectArgs {
     /// Print JSON instead of the table.
     #[arg(long)]
     pub json: bool,
+    /// Pin symbolic input dims for shape inference and MACs, e.g. 1x3x48x192.
+    #[arg(long, value_name = "NxCxHxW")]
+    pub input_shape: Option<crate::tensor::Shape>,
     /// Also draw the layer-width profile as an SVG chart.
     #[arg(long, value_name = "FILE.svg")]
     pub plot: Option<PathBuf>,
@@ -262,7 +293,10 @@ pub struct InspectArgs {
 
 /// Runs `rtinfer inspect`.
 pub fn run(args: InspectArgs) -> anyhow::Result<u8> {
-    let r = inspect_file(&args.model)?;
+    let r = inspect_file_pinned(
+        &args.model,
+        args.input_shape.as_ref().map(|s| s.0.as_slice()),
+    )?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&r)?);
     } else {

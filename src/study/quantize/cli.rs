@@ -15,6 +15,9 @@ pub struct QuantizeArgs {
     /// Output file (default: NAME.int8.onnx next to NAME.onnx).
     #[arg(short, long)]
     pub output: Option<PathBuf>,
+    /// Pin the model's symbolic input dims, e.g. 1x3x48x192 (model.input_shape).
+    #[arg(long, value_name = "NxCxHxW")]
+    pub input_shape: Option<crate::tensor::Shape>,
     /// Folder of PNG/JPEG calibration images.
     #[arg(long, conflicts_with = "calib_source")]
     pub calib: Option<PathBuf>,
@@ -76,6 +79,7 @@ pub fn run(a: QuantizeArgs) -> anyhow::Result<u8> {
         check_samples: a.check_samples,
         threads: a.threads,
         allow_float_conv: a.allow_float_conv,
+        input_shape: a.input_shape.clone().map(|s| s.0),
         ..QuantizeOptions::default()
     };
     if let super::Method::Percentile(_) = opts.method {

@@ -52,6 +52,8 @@ pub struct QuantizeOptions {
     pub threads: usize,
     /// Write the model even when ORT would leave some convolutions in float.
     pub allow_float_conv: bool,
+    /// `--input-shape`: symbolic input dims pinned (the written model keeps the pinned shape).
+    pub input_shape: Option<Vec<i64>>,
 }
 
 impl Default for QuantizeOptions {
@@ -66,6 +68,7 @@ impl Default for QuantizeOptions {
             check_samples: 64,
             threads: 0,
             allow_float_conv: false,
+            input_shape: None,
         }
     }
 }
@@ -105,6 +108,8 @@ pub enum QuantizeError {
     Ort { what: String, reason: String },
     #[error("model {}: {source}", path.display())]
     Input { path: PathBuf, source: BackendError },
+    #[error("model {}: {reason}", path.display())]
+    Shape { path: PathBuf, reason: String },
     #[error("calibration source {source_name} gave no sample")]
     NoSamples { source_name: String },
     #[error(
@@ -199,10 +204,23 @@ pub fn quantize(
         path: input.to_owned(),
         source,
     })?;
+    let shape_err = |reason: String| QuantizeError::Shape {
+        path: input.to_owned(),
+        reason,
+    };
+    let bytes = match &opts.input_shape {
+        Some(s) => crate::onnx::shape::pin_file(&bytes, s)
+            .map_err(shape_err)?
+            .unwrap_or(bytes),
+        None => bytes,
+    };
     let original = onnx_pb::decode(&bytes).map_err(|_| OnnxError::NotOnnx {
         path: input.to_owned(),
         reason: "protobuf decode failed or not a model".into(),
     })?;
+    if let Some(reason) = crate::onnx::shape::unpinned(&original) {
+        return Err(shape_err(reason));
+    }
     if crate::onnx::graph::is_qdq(&original) {
         return Err(plan::PlanError::NoFloatWeights {
             graph: format!("{} (already QDQ-quantized)", input.display()),
