@@ -14,6 +14,7 @@
 set -euo pipefail
 
 ORT_VERSION=1.31.1
+RAPIDOCR_VERSION=1.4.4
 CUDA_HEADERS_VERSION=12.6.77
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 CACHE="$ROOT/.cache"
@@ -136,6 +137,48 @@ python_tools() {
   fi
 }
 
+# Third-party pretrained models for the tests of models as users bring them (issue 15): PaddleOCR's
+# text-direction classifier (cls, ends in Softmax, dims [?, 3, ?, ?]) and text detector (det, a
+# DB probability map) exactly as the rapidocr-onnxruntime wheel ships them, into
+# .cache/models/rapidocr-VERSION/ (git ignores it; nothing is fetched at run time).
+fetch_models() {
+  local dest="$CACHE/models/rapidocr-$RAPIDOCR_VERSION"
+  local cls=ch_ppocr_mobile_v2.0_cls_infer.onnx det=ch_PP-OCRv4_det_infer.onnx
+  if [ -s "$dest/$cls" ] && [ -s "$dest/$det" ]; then
+    log "rapidocr $RAPIDOCR_VERSION models cached: $dest"
+    return
+  fi
+  mkdir -p "$dest" "$CACHE/wheels"
+  local wheel
+  wheel="$(ls "$CACHE"/wheels/rapidocr_onnxruntime-"$RAPIDOCR_VERSION"-*.whl 2>/dev/null | head -n1 || true)"
+  if [ -z "$wheel" ]; then
+    log "downloading rapidocr-onnxruntime==$RAPIDOCR_VERSION wheel from PyPI (its two models are kept)"
+    python3 -m pip download --quiet --no-deps --only-binary=:all: \
+      -d "$CACHE/wheels" "rapidocr-onnxruntime==$RAPIDOCR_VERSION"
+    wheel="$(ls "$CACHE"/wheels/rapidocr_onnxruntime-"$RAPIDOCR_VERSION"-*.whl | head -n1)"
+  fi
+  local m
+  for m in "$cls" "$det"; do
+    unzip -p "$wheel" "rapidocr_onnxruntime/models/$m" > "$dest/$m.part"
+    mv "$dest/$m.part" "$dest/$m"
+  done
+  log "rapidocr $RAPIDOCR_VERSION models: $dest"
+}
+
+# The reference the model tests compare with: ONNX Runtime's own Python API (the same 1.31.1
+# wheel as the library), numpy, and onnx (to count initializer and Constant-node weights).
+python_models() {
+  local venv="$CACHE/venv-models"
+  if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import onnxruntime, numpy, onnx' 2>/dev/null; then
+    local wheel
+    wheel="$(ls "$CACHE"/wheels/onnxruntime-"$ORT_VERSION"-*"$(uname -m)"*.whl | head -n1)"
+    log "creating $venv with onnxruntime $ORT_VERSION, numpy and onnx"
+    python3 -m venv "$venv"
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "$wheel" \
+      numpy==2.4.6 onnx==1.20.1
+  fi
+}
+
 [ "$APT" = 1 ] && install_debs
 [ "$APT" = 1 ] && python_tools
 case "$(uname -m)" in
@@ -147,3 +190,4 @@ if [ "$WANT_AARCH64" = 1 ] && [ "$(uname -m)" != aarch64 ]; then
   fetch_ort aarch64 manylinux_2_28_aarch64
 fi
 if [ "$APT" = 1 ]; then fetch_cuda_headers; fi
+if [ "$APT" = 1 ]; then fetch_models; python_models; fi

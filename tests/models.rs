@@ -387,3 +387,200 @@ fn the_same_refusal_exits_3_in_every_subcommand_and_the_shape_flag_fixes_each() 
     let v: Value = serde_json::from_str(&out).expect("json");
     assert_eq!(v["macs"], 6, "Gemm 3 -> 2: {v}");
 }
+
+/// Dark strokes in three lines on white, like a page of text (a detector's map lights up).
+fn text_like_page() -> image::RgbImage {
+    let mut img = image::RgbImage::from_pixel(320, 240, image::Rgb([250, 250, 245]));
+    for line in 0..3u32 {
+        let y0 = 40 + line * 70;
+        for ch in 0..14u32 {
+            let x0 = 20 + ch * 20;
+            for (x, y, p) in img.enumerate_pixels_mut() {
+                let (dx, dy) = (x.wrapping_sub(x0), y.wrapping_sub(y0));
+                let stroke = dx < 14
+                    && dy < 24
+                    && (dx < 3 || dy < 3 || dy.abs_diff(12) < 2 || (dx + ch) % 7 < 2);
+                if stroke {
+                    *p = image::Rgb([20, 20, 30]);
+                }
+            }
+        }
+    }
+    img
+}
+
+/// The pretrained models `scripts/setup.sh` takes from the rapidocr-onnxruntime wheel.
+fn wheel_model(name: &str) -> PathBuf {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join(".cache/models/rapidocr-1.4.4")
+        .join(name);
+    assert!(p.is_file(), "{} missing: run scripts/setup.sh", p.display());
+    p
+}
+
+/// One third-party model end to end: the daemon starts with the pinned shape and lists the
+/// output; the scores rtinfer computes on a preprocessed frame equal ONNX Runtime's Python API
+/// on the same tensor within 1e-4; inspect's parameter count equals the initializer and
+/// Constant-node weights (counted with the onnx package). Returns the postprocessed summary.
+fn third_party(
+    name: &str,
+    shape: [i64; 4],
+    output: &str,
+    kind: &str,
+) -> rtinfer::postprocess::Summary {
+    use rtinfer::backend::onnx::{OnnxBackend, OrtOptions};
+    use rtinfer::backend::{Backend, LoadOptions};
+    let model = wheel_model(name);
+    let dir = util::tempdir();
+    let shape_text = rtinfer::onnx::shape::format_shape(&shape);
+    // Start-up accepted with a pinned shape, the outputs listed, the results of the right kind.
+    let (out, recs) = run(dir.path(), &model, &["--input-shape", &shape_text], None);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(
+        err.contains(&format!("outputs {output} ")),
+        "outputs listed: {err}"
+    );
+    assert_eq!(recs.last().expect("a result")["kind"], kind);
+
+    // In process: the daemon's own engine and preprocessing on one synthetic frame.
+    util::ort_env();
+    let backend = OnnxBackend::new(OrtOptions {
+        library: Some(util::ort_library()),
+        ..OrtOptions::default()
+    })
+    .expect("ONNX Runtime");
+    let opts = LoadOptions {
+        input_shape: Some(shape.to_vec()),
+        ..LoadOptions::default()
+    };
+    let mut engine = backend.load(&model, &opts).expect("pinned model loads");
+    let info = engine.info().clone();
+    assert_eq!(info.outputs[info.output].name, output);
+    let mut pre = rtinfer::preprocess::Preprocessor::new(info.input, Default::default())
+        .expect("preprocessor");
+    let frames = dir.path().join("frames");
+    std::fs::create_dir_all(&frames).expect("mkdir");
+    text_like_page().save(frames.join("0.png")).expect("png");
+    let uri = format!("file://{}/", frames.display());
+    let mut src = rtinfer::source::open(&rtinfer::source::SourceSpec::parse(&uri).expect("uri"))
+        .expect("image folder");
+    let mut frame = rtinfer::source::Frame::with_capacity(320, 240);
+    while !matches!(
+        src.next(&mut frame, std::time::Duration::from_secs(1))
+            .expect("frame"),
+        rtinfer::source::Capture::Frame
+    ) {}
+    pre.run(&frame, engine.input()).expect("preprocess");
+    let input: Vec<f32> = match engine.input() {
+        rtinfer::tensor::InputBufMut::F32(b) => b.to_vec(),
+        rtinfer::tensor::InputBufMut::I8(_) => panic!("ONNX Runtime takes float32"),
+    };
+    engine.run().expect("run");
+    let ours = engine.output().to_vec();
+
+    let input_path = dir.path().join("input.f32");
+    let out_path = dir.path().join("out.f32");
+    std::fs::write(
+        &input_path,
+        input
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect::<Vec<u8>>(),
+    )
+    .expect("write input");
+    let python = Path::new(env!("CARGO_MANIFEST_DIR")).join(".cache/venv-models/bin/python");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/models_reference.py");
+    let dims: Vec<String> = shape.iter().map(ToString::to_string).collect();
+    let o = std::process::Command::new(&python)
+        .arg(&script)
+        .arg(&model)
+        .arg(&input_path)
+        .args(&dims)
+        .arg(output)
+        .arg(&out_path)
+        .output()
+        .unwrap_or_else(|e| panic!("{}: {e} (scripts/setup.sh makes it)", python.display()));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let reference: Value = serde_json::from_slice(&o.stdout).expect("reference JSON");
+    let theirs: Vec<f32> = std::fs::read(&out_path)
+        .expect("reference output")
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    assert_eq!(
+        ours.len(),
+        theirs.len(),
+        "{:?} vs {}",
+        info.output_shape,
+        reference["shape"]
+    );
+    assert_eq!(
+        serde_json::json!(info.output_shape),
+        reference["shape"],
+        "output shape"
+    );
+    let worst = ours
+        .iter()
+        .zip(&theirs)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    assert!(
+        worst <= 1e-4,
+        "{name}: max |rtinfer - onnxruntime| = {worst}"
+    );
+    eprintln!(
+        "{name}: {} values, max |rtinfer - onnxruntime (python)| = {worst:e}",
+        ours.len()
+    );
+
+    // inspect's params: initializers and Constant-node weights.
+    let o = rtinfer_ort()
+        .args(["inspect", "--json", "--input-shape", &shape_text])
+        .arg(&model)
+        .output()
+        .expect("inspect");
+    assert!(o.status.success(), "{}", stderr(&o));
+    let r: Value = serde_json::from_slice(&o.stdout).expect("inspect JSON");
+    assert!(reference["params"].as_u64().expect("count") > 0);
+    assert_eq!(r["params"], reference["params"], "inspect params");
+
+    // What the pipeline makes of the output, as the daemon decides it.
+    let post = rtinfer::postprocess::Plan::decide(
+        &Default::default(),
+        &info.output_shape,
+        info.output_op.as_deref(),
+    );
+    let mut probs = vec![0.0; ours.len()];
+    post.run(&ours, &mut probs)
+}
+
+#[test]
+fn a_pretrained_paddle_classifier_from_a_wheel_matches_onnx_runtime() {
+    let s = third_party(
+        "ch_ppocr_mobile_v2.0_cls_infer.onnx",
+        [1, 3, 48, 192],
+        "save_infer_model/scale_0.tmp_1",
+        "classify",
+    );
+    // It ends in Softmax: its two scores sum to 1 as they are, and are reported as they are.
+    let top = s.top();
+    assert_eq!(top.len(), 2);
+    assert!((top[0].1 + top[1].1 - 1.0).abs() < 1e-4, "{top:?}");
+}
+
+#[test]
+fn a_pretrained_paddle_text_detector_from_a_wheel_matches_onnx_runtime() {
+    let s = third_party(
+        "ch_PP-OCRv4_det_infer.onnx",
+        [1, 3, 96, 128],
+        "sigmoid_0.tmp_0",
+        "raw",
+    );
+    let r = s.raw().expect("a probability map is raw");
+    assert_eq!(r.shape(), &[1, 1, 96, 128]);
+    assert!(s.top().is_empty(), "never classes");
+    assert!(r.min >= 0.0 && r.max <= 1.0, "{r:?}");
+    assert!(r.max > r.min, "a map, not a constant: {r:?}");
+    eprintln!("{r:?}");
+}

@@ -36,20 +36,36 @@ fn weight_inputs(op_type: &str) -> &'static [usize] {
     }
 }
 
+/// The graph's constant tensors by value name: its initializers and the `value` tensors of its
+/// `Constant` nodes (where Paddle and TensorFlow exporters keep weights).
+pub fn constant_tensors(
+    graph: &super::pb::GraphProto,
+) -> std::collections::HashMap<&str, &TensorProto> {
+    let mut m: std::collections::HashMap<&str, &TensorProto> = graph
+        .initializer
+        .iter()
+        .map(|t| (t.name.as_str(), t))
+        .collect();
+    for n in graph.node.iter().filter(|n| n.op_type == "Constant") {
+        let value = n.attribute.iter().find(|a| a.name == "value");
+        if let (Some(out), Some(t)) = (n.output.first(), value.and_then(|a| a.t.as_ref())) {
+            m.insert(out.as_str(), t);
+        }
+    }
+    m
+}
+
 /// Learned parameters of a model: elements of the weight and bias initializers of Conv,
 /// ConvTranspose, Gemm, MatMul, BatchNormalization and the quantized forms (QLinearConv, QGemm,
-/// ConvInteger, MatMulInteger, QLinearMatMul). A weight reached
+/// ConvInteger, MatMulInteger, QLinearMatMul), stored as initializers or in `Constant` nodes. A
+/// weight reached
 /// through a `DequantizeLinear` (QDQ-quantised models) counts its quantised initializer. Each
 /// initializer counts once even when shared.
 pub fn model_params(model: &ModelProto) -> u64 {
     let Some(graph) = model.graph.as_ref() else {
         return 0;
     };
-    let init: std::collections::HashMap<&str, &TensorProto> = graph
-        .initializer
-        .iter()
-        .map(|t| (t.name.as_str(), t))
-        .collect();
+    let init = constant_tensors(graph);
     let dequant: std::collections::HashMap<&str, &str> = graph
         .node
         .iter()
@@ -178,6 +194,29 @@ mod tests {
         assert_eq!(final_op(&m, "out"), Some("Softmax"));
         assert_eq!(final_op(&m, "logits"), Some("Gemm"));
         assert_eq!(final_op(&m, "x"), None);
+    }
+
+    #[test]
+    fn weights_in_constant_nodes_count() {
+        let mut m = tiny_model();
+        let g = m.graph.as_mut().expect("graph");
+        // Move the weight out of the initializers into a Constant node, as Paddle exports.
+        let w = g.initializer.remove(0);
+        g.node.insert(
+            0,
+            NodeProto {
+                output: vec![w.name.clone()],
+                op_type: "Constant".into(),
+                attribute: vec![crate::onnx::pb::AttributeProto {
+                    name: "value".into(),
+                    t: Some(w),
+                    r#type: crate::onnx::pb::attribute_type::TENSOR,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            },
+        );
+        assert_eq!(model_params(&m), 4 * 27 + 4);
     }
 
     #[test]

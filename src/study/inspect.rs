@@ -193,10 +193,9 @@ pub fn critical_datapath_length(graph: &GraphProto) -> Result<usize, String> {
 
 /// Output channels of each convolution and how many run quantized.
 fn conv_profile(graph: &GraphProto) -> (Vec<u64>, usize) {
-    let dims: HashMap<&str, &[i64]> = graph
-        .initializer
-        .iter()
-        .map(|t| (t.name.as_str(), t.dims.as_slice()))
+    let dims: HashMap<&str, &[i64]> = crate::onnx::graph::constant_tensors(graph)
+        .into_iter()
+        .map(|(name, t)| (name, t.dims.as_slice()))
         .collect();
     let dequant: HashMap<&str, &str> = graph
         .node
