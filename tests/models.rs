@@ -544,6 +544,15 @@ fn third_party(
     let r: Value = serde_json::from_slice(&o.stdout).expect("inspect JSON");
     assert!(reference["params"].as_u64().expect("count") > 0);
     assert_eq!(r["params"], reference["params"], "inspect params");
+    // MACs with every node sized (Resize, Slice, Reduce*, shape arithmetic), equal to a count
+    // over onnx's own shape inference.
+    assert_eq!(r["macs_complete"], true, "{}", r["unsized_ops"]);
+    assert!(
+        reference["macs"].as_u64().is_some(),
+        "onnx sized every MAC node"
+    );
+    assert_eq!(r["macs"], reference["macs"], "inspect MACs");
+    eprintln!("{name}: params {} MACs {}", r["params"], r["macs"]);
 
     // What the pipeline makes of the output, as the daemon decides it.
     let post = rtinfer::postprocess::Plan::decide(
@@ -583,4 +592,98 @@ fn a_pretrained_paddle_text_detector_from_a_wheel_matches_onnx_runtime() {
     assert!(r.min >= 0.0 && r.max <= 1.0, "{r:?}");
     assert!(r.max > r.min, "a map, not a constant: {r:?}");
     eprintln!("{r:?}");
+}
+
+/// An exporter's graph: weights in Constant nodes, Identity copies, shape arithmetic
+/// (`Shape -> Gather -> Mul -> Concat -> Reshape`), Resize by scales, Slice, ReduceMean, Split.
+/// inspect counts the Constant weights, sizes every node (so MACs are complete), and its CDL
+/// counts compute nodes only.
+#[test]
+fn inspect_counts_constant_weights_sizes_exporter_ops_and_skips_copies_in_the_cdl() {
+    let int64 = |name: &str, v: &[i64]| TensorProto {
+        dims: vec![v.len() as i64],
+        data_type: pb::DATA_TYPE_INT64,
+        name: name.into(),
+        raw_data: v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        ..Default::default()
+    };
+    let constant = |t: TensorProto| {
+        let out = t.name.clone();
+        NodeProto {
+            output: vec![out],
+            op_type: "Constant".into(),
+            attribute: vec![AttributeProto {
+                name: "value".into(),
+                t: Some(t),
+                r#type: pb::attribute_type::TENSOR,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }
+    };
+    let g = GraphProto {
+        node: vec![
+            constant(floats("w", &[4, 3, 3, 3], &[0.1; 108])),
+            node(
+                "Conv",
+                &["x", "w"],
+                &["c"],
+                vec![AttributeProto::ints("pads", &[1, 1, 1, 1])],
+            ),
+            node("Identity", &["c"], &["c2"], vec![]),
+            node("Relu", &["c2"], &["r"], vec![]),
+            // Resize x2 by constant scales: [1, 4, 8, 8] -> [1, 4, 16, 16].
+            constant(floats("scales", &[4], &[1.0, 1.0, 2.0, 2.0])),
+            node("Resize", &["r", "", "scales"], &["up"], vec![]),
+            // Keep rows 0..8 of 16: [1, 4, 8, 16].
+            constant(int64("s0", &[0])),
+            constant(int64("s1", &[8])),
+            constant(int64("ax", &[2])),
+            node("Slice", &["up", "s0", "s1", "ax"], &["sl"], vec![]),
+            node(
+                "ReduceMean",
+                &["sl"],
+                &["m"],
+                vec![AttributeProto::ints("axes", &[3])],
+            ),
+            // Shape arithmetic: reshape [1, 4, 8, 1] to [1, 4 * 8].
+            node("Shape", &["m"], &["shp"], vec![]),
+            constant(int64("i1", &[1])),
+            constant(int64("i2", &[2])),
+            node("Gather", &["shp", "i1"], &["d1"], vec![]),
+            node("Gather", &["shp", "i2"], &["d2"], vec![]),
+            node("Mul", &["d1", "d2"], &["d12"], vec![]),
+            constant(int64("one", &[1])),
+            node(
+                "Concat",
+                &["one", "d12"],
+                &["target"],
+                vec![AttributeProto::int("axis", 0)],
+            ),
+            node("Reshape", &["m", "target"], &["flat"], vec![]),
+            constant(floats("fw", &[32, 2], &[0.0; 64])),
+            node("MatMul", &["flat", "fw"], &["y"], vec![]),
+        ],
+        name: "exporter".into(),
+        input: vec![value("x", &["N", "3", "H", "W"])],
+        output: vec![value("y", &["N", "2"])],
+        ..Default::default()
+    };
+    let dir = util::tempdir();
+    let m = write(dir.path(), "exp.onnx", &model(g));
+    let o = rtinfer_ort()
+        .args(["inspect", "--json", "--input-shape", "1x3x8x8"])
+        .arg(&m)
+        .output()
+        .expect("inspect");
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: Value = serde_json::from_slice(&o.stdout).expect("json");
+    assert_eq!(v["params"], 108 + 64, "Constant-node weights count: {v}");
+    assert_eq!(v["conv_widths"], serde_json::json!([4]));
+    assert_eq!(v["macs_complete"], true, "{}", v["unsized_ops"]);
+    // Conv: 4 x 8 x 8 outputs x 27; MatMul: 1 x 2 x 32.
+    assert_eq!(v["macs"], 4 * 8 * 8 * 27 + 2 * 32);
+    // Conv, Relu, Resize, Slice, ReduceMean, Reshape, MatMul (no Identity, Constant, Shape,
+    // nor the shape arithmetic).
+    assert_eq!(v["cdl"], 7, "{v}");
 }

@@ -136,10 +136,58 @@ pub fn inspect(model: &ModelProto) -> Result<InspectReport, String> {
     })
 }
 
-/// Nodes on the longest path through the graph (graph inputs, initializers and outputs are not
-/// nodes; a path may start at any node). Nodes need not be listed in topological order; a
-/// cycle returns the name of a node on it.
+/// Which nodes compute on the data (the study's CDL counts only these): nodes reached from the
+/// graph's inputs (any value no node produces and no initializer holds), except `Identity`
+/// (a copy), `Constant`, and `Shape`/`Size` whose output is metadata and whose consumers (shape
+/// arithmetic, Reshape targets) are then not on the datapath through them.
+fn datapath_nodes(graph: &GraphProto) -> Vec<bool> {
+    use std::collections::HashSet;
+    let produced: HashSet<&str> = graph
+        .node
+        .iter()
+        .flat_map(|n| n.output.iter().map(String::as_str))
+        .collect();
+    let init: HashSet<&str> = graph.initializer.iter().map(|t| t.name.as_str()).collect();
+    let mut data: HashSet<&str> = graph
+        .node
+        .iter()
+        .flat_map(|n| n.input.iter().map(String::as_str))
+        .filter(|i| !i.is_empty() && !produced.contains(i) && !init.contains(i))
+        .collect();
+    let mut live = vec![false; graph.node.len()];
+    // Fixed point: nodes need not be in topological order.
+    loop {
+        let mut changed = false;
+        for (i, n) in graph.node.iter().enumerate() {
+            if live[i] || n.op_type == "Constant" {
+                continue;
+            }
+            if n.input.iter().any(|x| data.contains(x.as_str())) {
+                live[i] = true;
+                changed = true;
+                if !matches!(n.op_type.as_str(), "Shape" | "Size") {
+                    data.extend(n.output.iter().map(String::as_str));
+                }
+            }
+        }
+        if !changed {
+            break;
+        }
+    }
+    graph
+        .node
+        .iter()
+        .zip(live)
+        .map(|(n, l)| l && !matches!(n.op_type.as_str(), "Identity" | "Shape" | "Size"))
+        .collect()
+}
+
+/// Compute nodes on the longest path through the graph (graph inputs, initializers and outputs
+/// are not nodes; a path may start at any node; nodes off the datapath, see `datapath_nodes`,
+/// add no length). Nodes need not be listed in topological order; a cycle returns the name of a
+/// node on it.
 pub fn critical_datapath_length(graph: &GraphProto) -> Result<usize, String> {
+    let weight = datapath_nodes(graph);
     let producer: HashMap<&str, usize> = graph
         .node
         .iter()
@@ -183,12 +231,14 @@ pub fn critical_datapath_length(graph: &GraphProto) -> Result<usize, String> {
                     _ => {}
                 }
             } else {
-                depth[n] = 1 + preds[n].iter().map(|&p| depth[p]).max().unwrap_or(0);
+                // Stored one above the length, so a finished node of length 0 is not TODO.
+                depth[n] =
+                    usize::from(weight[n]) + preds[n].iter().map(|&p| depth[p]).max().unwrap_or(1);
                 stack.pop();
             }
         }
     }
-    Ok(depth.into_iter().max().unwrap_or(0))
+    Ok(depth.into_iter().max().unwrap_or(1).saturating_sub(1))
 }
 
 /// Output channels of each convolution and how many run quantized.

@@ -17,6 +17,8 @@ pub struct ShapeMap {
     pub shapes: HashMap<String, Vec<i64>>,
     /// Integer tensors whose values are known statically (Reshape targets, Pad amounts, axes).
     pub ints: HashMap<String, Vec<i64>>,
+    /// Small float constants (Resize and Upsample scales).
+    pub floats: HashMap<String, Vec<f32>>,
 }
 
 /// Why one node could not be sized.
@@ -47,6 +49,9 @@ impl ShapeMap {
             m.shapes.insert(t.name.clone(), t.dims.clone());
             if let Some(v) = int_values(t) {
                 m.ints.insert(t.name.clone(), v);
+            }
+            if let Some(v) = float_values(t) {
+                m.floats.insert(t.name.clone(), v);
             }
         }
         m
@@ -91,8 +96,32 @@ impl ShapeMap {
                 self.set(node, 0, s);
                 Ok(0)
             }
-            "Add" | "Sub" | "Mul" | "Div" | "Pow" | "Max" | "Min" | "Sum" | "Mean" | "PRelu"
-            | "Equal" | "Greater" | "Less" | "Where" => self.broadcast(node, &all(node)),
+            "Add" | "Sub" | "Mul" | "Div" => {
+                self.int_arithmetic(node);
+                self.broadcast(node, &all(node))
+            }
+            "Pow" | "Max" | "Min" | "Sum" | "Mean" | "PRelu" | "Equal" | "Greater" | "Less"
+            | "Where" | "And" | "Or" => self.broadcast(node, &all(node)),
+            "Slice" => self.slice(node),
+            "Resize" | "Upsample" => self.resize(node),
+            "ReduceMean" | "ReduceSum" | "ReduceMax" | "ReduceMin" | "ReduceProd" | "ReduceL2"
+            | "ReduceL1" | "ReduceSumSquare" | "ReduceLogSumExp" | "ArgMax" | "ArgMin" => {
+                self.reduce(node)
+            }
+            "Split" => self.split(node),
+            "Expand" => {
+                let s = self.input_shape(node, 0)?;
+                let target = self.int_input(node, 1)?;
+                let out = broadcast_shapes(&s, &target)
+                    .ok_or_else(|| fail(format!("{s:?} does not expand to {target:?}")))?;
+                self.set(node, 0, out);
+                Ok(0)
+            }
+            "ConstantOfShape" => {
+                let target = self.int_input(node, 0)?;
+                self.set(node, 0, target);
+                Ok(0)
+            }
             "QLinearAdd" | "QLinearMul" => self.broadcast(node, &[0, 3]),
             "Concat" => self.concat(node),
             "QLinearConcat" => self.qconcat(node),
@@ -104,7 +133,7 @@ impl ShapeMap {
                 self.carry_ints(node);
                 self.squeeze(node, op == "Unsqueeze")
             }
-            "Cast" | "Identity" => {
+            "Cast" | "Identity" | "Floor" | "Ceil" | "Round" => {
                 self.carry_ints(node);
                 let s = self.input_shape(node, 0)?;
                 self.set(node, 0, s);
@@ -148,10 +177,11 @@ impl ShapeMap {
             | "QLinearLeakyRelu"
             | "QLinearSigmoid"
             | "Softplus"
-            | "Floor"
-            | "Ceil"
-            | "Round"
-            | "Not" => {
+            | "Not"
+            | "Sin"
+            | "Cos"
+            | "Mish"
+            | "LayerNormalization" => {
                 let s = self.input_shape(node, 0)?;
                 self.set(node, 0, s);
                 Ok(0)
@@ -504,12 +534,231 @@ impl ShapeMap {
         Ok(0)
     }
 
+    /// The statically known integer values of input `i` (a shape, axes, sizes).
+    fn int_input(&self, node: &NodeProto, i: usize) -> Result<Vec<i64>, Unsized> {
+        let name = node
+            .input
+            .get(i)
+            .ok_or_else(|| fail(format!("no input {i}")))?;
+        self.ints
+            .get(name)
+            .cloned()
+            .ok_or_else(|| fail(format!("input {i} ({name}) is not a constant")))
+    }
+
+    /// Optional integer input `i` (empty name or absent: `None`).
+    fn opt_ints(&self, node: &NodeProto, i: usize) -> Result<Option<Vec<i64>>, Unsized> {
+        match node.input.get(i) {
+            None => Ok(None),
+            Some(n) if n.is_empty() => Ok(None),
+            Some(_) => self.int_input(node, i).map(Some),
+        }
+    }
+
+    /// Shape arithmetic (`Shape -> Gather -> Mul -> Concat -> Reshape`): integer values of
+    /// Add/Sub/Mul/Div over known integer inputs (one side may be a scalar).
+    fn int_arithmetic(&mut self, node: &NodeProto) {
+        let (Some(a), Some(b)) = (
+            node.input.first().and_then(|n| self.ints.get(n)),
+            node.input.get(1).and_then(|n| self.ints.get(n)),
+        ) else {
+            return;
+        };
+        let n = a.len().max(b.len());
+        if !(a.len() == n || a.len() == 1) || !(b.len() == n || b.len() == 1) {
+            return;
+        }
+        let at = |v: &Vec<i64>, i: usize| if v.len() == 1 { v[0] } else { v[i] };
+        let v: Option<Vec<i64>> = (0..n)
+            .map(|i| {
+                let (x, y) = (at(a, i), at(b, i));
+                match node.op_type.as_str() {
+                    "Add" => x.checked_add(y),
+                    "Sub" => x.checked_sub(y),
+                    "Mul" => x.checked_mul(y),
+                    _ => x.checked_div(y),
+                }
+            })
+            .collect();
+        if let (Some(v), Some(o)) = (v, node.output.first()) {
+            self.ints.insert(o.clone(), v);
+        }
+    }
+
+    fn slice(&mut self, node: &NodeProto) -> Sized {
+        let data = self.input_shape(node, 0)?;
+        // opset >= 10: starts, ends, axes, steps are inputs; before: attributes.
+        let (starts, ends, axes, steps) = if node.input.len() >= 3 {
+            (
+                self.int_input(node, 1)?,
+                self.int_input(node, 2)?,
+                self.opt_ints(node, 3)?,
+                self.opt_ints(node, 4)?,
+            )
+        } else {
+            (
+                ints_or(node, "starts", Vec::new()),
+                ints_or(node, "ends", Vec::new()),
+                ints(node, "axes"),
+                None,
+            )
+        };
+        let axes = axes.unwrap_or_else(|| (0..starts.len() as i64).collect());
+        let steps = steps.unwrap_or_else(|| vec![1; starts.len()]);
+        if ends.len() != starts.len() || axes.len() != starts.len() || steps.len() != starts.len() {
+            return Err(fail("starts, ends, axes and steps differ in length".into()));
+        }
+        let mut out = data.clone();
+        let mut values = node.input.first().and_then(|n| self.ints.get(n)).cloned();
+        for k in 0..starts.len() {
+            let axis = norm_axis(axes[k], data.len())?;
+            let dim = wide(data[axis]);
+            let step = wide(steps[k]);
+            if step == 0 {
+                return Err(fail("a step of 0".into()));
+            }
+            let clampi = |v: i64, lo: i128, hi: i128| {
+                let v = if v < 0 { wide(v) + dim } else { wide(v) };
+                v.clamp(lo, hi)
+            };
+            let (s, e) = if step > 0 {
+                (clampi(starts[k], 0, dim), clampi(ends[k], 0, dim))
+            } else {
+                (clampi(starts[k], 0, dim - 1), clampi(ends[k], -1, dim - 1))
+            };
+            let len = if step > 0 {
+                ((e - s).max(0) + step - 1) / step
+            } else {
+                ((s - e).max(0) + (-step) - 1) / (-step)
+            };
+            out[axis] = narrow(len, "sliced dim")?;
+            // A slice of a shape vector (`Shape -> Slice`).
+            values = values.filter(|_| data.len() == 1).and_then(|v| {
+                let mut picked = Vec::new();
+                let mut i = s;
+                while (step > 0 && i < e) || (step < 0 && i > e) {
+                    picked.push(*v.get(usize::try_from(i).ok()?)?);
+                    i += step;
+                }
+                Some(picked)
+            });
+        }
+        if let (Some(v), Some(o)) = (values, node.output.first()) {
+            self.ints.insert(o.clone(), v);
+        }
+        self.set(node, 0, out);
+        Ok(0)
+    }
+
+    fn resize(&mut self, node: &NodeProto) -> Sized {
+        let x = self.input_shape(node, 0)?;
+        // Resize-11+: X, roi, scales, sizes; Resize-10 and Upsample: X, scales.
+        let (scales_at, sizes_at) = if node.op_type == "Upsample" || node.input.len() == 2 {
+            (1, None)
+        } else {
+            (2, Some(3))
+        };
+        if let Some(sizes) = sizes_at
+            .map(|i| self.opt_ints(node, i))
+            .transpose()?
+            .flatten()
+        {
+            if sizes.len() != x.len() {
+                return Err(fail(format!("sizes {sizes:?} for rank {}", x.len())));
+            }
+            self.set(node, 0, sizes);
+            return Ok(0);
+        }
+        let scales = match node.input.get(scales_at).filter(|n| !n.is_empty()) {
+            Some(n) => self
+                .floats
+                .get(n)
+                .cloned()
+                .ok_or_else(|| fail(format!("scales ({n}) are not a constant")))?,
+            None => attr(node, "scales")
+                .map(|a| a.floats.clone())
+                .ok_or_else(|| fail("neither sizes nor scales".into()))?,
+        };
+        if scales.len() != x.len() {
+            return Err(fail(format!("scales {scales:?} for rank {}", x.len())));
+        }
+        let out: Vec<i64> = x
+            .iter()
+            .zip(&scales)
+            .map(|(&d, &s)| (d as f64 * f64::from(s)).floor() as i64)
+            .collect();
+        self.set(node, 0, out);
+        Ok(0)
+    }
+
+    fn reduce(&mut self, node: &NodeProto) -> Sized {
+        let x = self.input_shape(node, 0)?;
+        let keep = int_or(node, "keepdims", 1) != 0;
+        let axes = if matches!(node.op_type.as_str(), "ArgMax" | "ArgMin") {
+            vec![int_or(node, "axis", 0)]
+        } else {
+            match ints(node, "axes") {
+                Some(a) => a,
+                None => match self.opt_ints(node, 1)? {
+                    Some(a) => a,
+                    None if int_or(node, "noop_with_empty_axes", 0) != 0 => {
+                        self.set(node, 0, x);
+                        return Ok(0);
+                    }
+                    None => (0..x.len() as i64).collect(),
+                },
+            }
+        };
+        let axes = axes
+            .iter()
+            .map(|&a| norm_axis(a, x.len()))
+            .collect::<Result<Vec<_>, _>>()?;
+        let out: Vec<i64> = x
+            .iter()
+            .enumerate()
+            .filter_map(|(i, &d)| match (axes.contains(&i), keep) {
+                (false, _) => Some(d),
+                (true, true) => Some(1),
+                (true, false) => None,
+            })
+            .collect();
+        self.set(node, 0, out);
+        Ok(0)
+    }
+
+    fn split(&mut self, node: &NodeProto) -> Sized {
+        let x = self.input_shape(node, 0)?;
+        let axis = norm_axis(int_or(node, "axis", 0), x.len())?;
+        let n = node.output.len().max(1) as i64;
+        let parts = match ints(node, "split").filter(|s| !s.is_empty()) {
+            Some(s) => s,
+            None => match self.opt_ints(node, 1)? {
+                Some(s) => s,
+                None => {
+                    let each = ceil_div(x[axis], n);
+                    (0..n)
+                        .map(|i| each.min(x[axis] - each * i).max(0))
+                        .collect()
+                }
+            },
+        };
+        for (i, &p) in parts.iter().enumerate() {
+            let mut s = x.clone();
+            s[axis] = p;
+            self.set(node, i, s);
+        }
+        Ok(0)
+    }
+
     fn constant(&mut self, node: &NodeProto) -> Sized {
         let a = attr(node, "value").and_then(|a| a.t.as_ref());
         if let Some(t) = a {
             self.set(node, 0, t.dims.clone());
             if let (Some(v), Some(o)) = (int_values(t), node.output.first()) {
                 self.ints.insert(o.clone(), v);
+            }
+            if let (Some(v), Some(o)) = (float_values(t), node.output.first()) {
+                self.floats.insert(o.clone(), v);
             }
             return Ok(0);
         }
@@ -709,6 +958,23 @@ fn int_values(t: &TensorProto) -> Option<Vec<i64>> {
         ),
         _ => None,
     }
+}
+
+/// Values of a small float32 constant (Resize scales).
+fn float_values(t: &TensorProto) -> Option<Vec<f32>> {
+    let n = t.element_count()? as usize;
+    if n > 64 || t.data_type != crate::onnx::pb::DATA_TYPE_FLOAT {
+        return None;
+    }
+    if !t.float_data.is_empty() {
+        return Some(t.float_data.clone());
+    }
+    (t.raw_data.len() == 4 * n).then(|| {
+        t.raw_data
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes(c.try_into().unwrap_or([0; 4])))
+            .collect()
+    })
 }
 
 /// The attribute `name` of a node.
