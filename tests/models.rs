@@ -687,3 +687,60 @@ fn inspect_counts_constant_weights_sizes_exporter_ops_and_skips_copies_in_the_cd
     // nor the shape arithmetic).
     assert_eq!(v["cdl"], 7, "{v}");
 }
+
+#[test]
+fn an_opset_11_model_quantizes_and_a_disagreeing_int8_model_is_not_written_without_force() {
+    let model = wheel_model("ch_ppocr_mobile_v2.0_cls_infer.onnx");
+    let dir = util::tempdir();
+    let out = dir.path().join("cls.int8.onnx");
+    let q = |extra: &[&str]| {
+        let o = rtinfer_ort()
+            .arg("quantize")
+            .arg(&model)
+            .arg("-o")
+            .arg(&out)
+            .args([
+                "--input-shape",
+                "1x3x48x192",
+                "--samples",
+                "16",
+                "--check-samples",
+                "8",
+            ])
+            .args(extra)
+            .output()
+            .expect("quantize");
+        (
+            o.status.code(),
+            stderr(&o),
+            String::from_utf8_lossy(&o.stdout).to_string(),
+        )
+    };
+    // Opset 11 (was "QDQ needs >= 13"); per-channel falls back to per-tensor, said once.
+    let (code, err, report) = q(&["--per-channel"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(err.contains("opset 11 has no per-channel"), "{err}");
+    assert!(report.contains("QLinearConv 53"), "{report}");
+    // Noise calibration is said loudly, in the log and the report.
+    assert!(err.contains("FIT FOR LATENCY MEASUREMENTS ONLY"), "{err}");
+    assert!(
+        report.contains("WARNING: calibrated on random noise"),
+        "{report}"
+    );
+    // The int8 model serves in the daemon with the pinned shape.
+    let (o, recs) = run(dir.path(), &out, &["--input-shape", "1x3x48x192"], None);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(recs.last().expect("a result")["kind"], "classify");
+    // An agreement below the threshold: nothing written, non-zero exit, the figures said.
+    std::fs::remove_file(&out).expect("rm");
+    let (code, err, _) = q(&["--min-pearson", "1.01"]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("disagrees") && err.contains("--force"),
+        "{err}"
+    );
+    assert!(!out.exists(), "a refused model is not written");
+    let (code, err, _) = q(&["--min-pearson", "1.01", "--force"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.exists());
+}

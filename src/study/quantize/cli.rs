@@ -58,6 +58,16 @@ pub struct QuantizeArgs {
     /// Write the model even if ONNX Runtime leaves convolutions in float.
     #[arg(long)]
     pub allow_float_conv: bool,
+    /// Least top-1 agreement (0..1) of int8 with float on the kept samples for the model to be
+    /// written.
+    #[arg(long, default_value_t = 0.5)]
+    pub min_agreement: f64,
+    /// Least Pearson correlation of int8 with float logits for the model to be written.
+    #[arg(long, default_value_t = 0.9)]
+    pub min_pearson: f64,
+    /// Write the model even when it disagrees with the float model.
+    #[arg(long)]
+    pub force: bool,
     /// Path of libonnxruntime.so (searched first).
     #[arg(long)]
     pub ort_library: Option<PathBuf>,
@@ -79,6 +89,9 @@ pub fn run(a: QuantizeArgs) -> anyhow::Result<u8> {
         check_samples: a.check_samples,
         threads: a.threads,
         allow_float_conv: a.allow_float_conv,
+        min_agreement: a.min_agreement,
+        min_pearson: a.min_pearson,
+        force: a.force,
         input_shape: a.input_shape.clone().map(|s| s.0),
         ..QuantizeOptions::default()
     };
@@ -104,7 +117,9 @@ pub fn run(a: QuantizeArgs) -> anyhow::Result<u8> {
         (None, Some(uri)) => CalibSource::Uri(uri),
         (None, None) => {
             log::warn!(
-                "no --calib or --calib-source: calibrating on seeded random noise (seed {}); ranges from noise are poor, give real frames",
+                "no --calib or --calib-source: calibrating on random noise (seed {}): THE INT8 MODEL \
+                 IS FIT FOR LATENCY MEASUREMENTS ONLY, not for results; give real frames with \
+                 --calib DIR or --calib-source URI",
                 a.seed
             );
             CalibSource::Random { seed: a.seed }
@@ -173,5 +188,11 @@ pub fn render(r: &QuantizeReport, o: &QuantizeOptions) -> String {
         "time: calibration {:.2} s, total {:.2} s",
         r.calibration_s, r.total_s
     );
+    if let CalibSource::Random { seed } = o.calib {
+        let _ = writeln!(
+            s,
+            "WARNING: calibrated on random noise (seed {seed}): fit for latency measurements only"
+        );
+    }
     s
 }

@@ -52,6 +52,13 @@ pub struct QuantizeOptions {
     pub threads: usize,
     /// Write the model even when ORT would leave some convolutions in float.
     pub allow_float_conv: bool,
+    /// Least top-1 agreement of int8 with float on the kept samples below which nothing is
+    /// written (`--min-agreement`).
+    pub min_agreement: f64,
+    /// Least Pearson correlation of int8 with float logits (`--min-pearson`).
+    pub min_pearson: f64,
+    /// Write the model whatever the agreement (`--force`).
+    pub force: bool,
     /// `--input-shape`: symbolic input dims pinned (the written model keeps the pinned shape).
     pub input_shape: Option<Vec<i64>>,
 }
@@ -68,6 +75,9 @@ impl Default for QuantizeOptions {
             check_samples: 64,
             threads: 0,
             allow_float_conv: false,
+            min_agreement: 0.5,
+            min_pearson: 0.9,
+            force: false,
             input_shape: None,
         }
     }
@@ -110,6 +120,16 @@ pub enum QuantizeError {
     Input { path: PathBuf, source: BackendError },
     #[error("model {}: {reason}", path.display())]
     Shape { path: PathBuf, reason: String },
+    #[error(
+        "the int8 model disagrees with the float model on {} kept calibration samples: top-1 agreement {:.1} % (--min-agreement {min_top1}), pearson {:.3} (--min-pearson {min_pearson}); {} not written (--force writes it anyway; calibrate on real frames with --calib DIR, or try --method percentile)",
+        agreement.samples, agreement.top1 * 100.0, agreement.pearson, output.display()
+    )]
+    Disagrees {
+        output: PathBuf,
+        agreement: agree::Agreement,
+        min_top1: f64,
+        min_pearson: f64,
+    },
     #[error("calibration source {source_name} gave no sample")]
     NoSamples { source_name: String },
     #[error(
@@ -238,7 +258,16 @@ pub fn quantize(
         ort_run::optimised(&what, &bytes, GraphOptimizationLevel::Level1, &basic_path)?;
     let basic = ort_run::shape_infer(&what, &basic)?;
     let graph = basic.graph.clone().unwrap_or_default();
-    let plan = plan::plan(&graph, opts.per_channel)?;
+    let opset = qdq::default_opset(&basic);
+    let per_channel = opts.per_channel && opset >= qdq::PER_CHANNEL_OPSET;
+    if opts.per_channel && !per_channel {
+        log::warn!(
+            "{}: opset {opset} has no per-channel DequantizeLinear (needs {}): weights are quantized per tensor",
+            input.display(),
+            qdq::PER_CHANNEL_OPSET
+        );
+    }
+    let plan = plan::plan(&graph, per_channel)?;
 
     let Calibrated {
         samples,
@@ -282,6 +311,25 @@ pub fn quantize(
         })?;
         acc.add(float_logits, &got);
     }
+    let agreement = acc.finish();
+    if agreement.samples > 0
+        && (agreement.top1 < opts.min_agreement || agreement.pearson < opts.min_pearson)
+    {
+        if !opts.force {
+            return Err(QuantizeError::Disagrees {
+                output: output.to_owned(),
+                agreement,
+                min_top1: opts.min_agreement,
+                min_pearson: opts.min_pearson,
+            });
+        }
+        log::warn!(
+            "{}: int8 disagrees with float (top-1 {:.1} %, pearson {:.3}); written because of --force",
+            output.display(),
+            agreement.top1 * 100.0,
+            agreement.pearson,
+        );
+    }
     std::fs::write(output, &qbytes).map_err(|source| QuantizeError::Io {
         what: "cannot write",
         path: output.to_owned(),
@@ -295,7 +343,7 @@ pub fn quantize(
         left_float: plan.left_float,
         float_convs,
         ort_ops: op_histogram(&ort_graph),
-        agreement: acc.finish(),
+        agreement,
         calibration_s,
         total_s: t0.elapsed().as_secs_f64(),
     })

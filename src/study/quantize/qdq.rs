@@ -10,8 +10,10 @@ use super::qparams::{
 };
 use crate::onnx::pb::{AttributeProto, DATA_TYPE_FLOAT, ModelProto, NodeProto, TensorProto};
 
-/// Lowest default-domain opset written (per-channel DequantizeLinear needs 13).
-pub const MIN_OPSET: i64 = 13;
+/// Lowest default-domain opset quantized: QuantizeLinear/DequantizeLinear exist from 10.
+pub const MIN_OPSET: i64 = 10;
+/// Lowest opset of a per-channel DequantizeLinear (its `axis`); older models get per-tensor.
+pub const PER_CHANNEL_OPSET: i64 = 13;
 
 /// The rewrite could not be done; each variant names the tensor or model part concerned.
 #[derive(Debug, thiserror::Error)]
@@ -21,7 +23,7 @@ pub enum QdqError {
     #[error("initializer '{tensor}': {reason}")]
     BadInitializer { tensor: String, reason: String },
     #[error(
-        "the model imports default-domain opset {found}; QDQ needs >= {MIN_OPSET} (convert the model first)"
+        "the model imports default-domain opset {found}; QuantizeLinear/DequantizeLinear need >= {MIN_OPSET} (convert the model first)"
     )]
     OldOpset { found: i64 },
 }
