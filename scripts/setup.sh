@@ -49,6 +49,13 @@ install_debs() {
   compgen -G "/usr/lib/llvm-*/lib/libclang.so" >/dev/null || missing+=(libclang-dev)
   # The Vitis AI headers the VART shim is compile-checked against include glog.
   [ -f /usr/include/glog/logging.h ] || missing+=(libgoogle-glog-dev)
+  # Issue 17's tests: promtool (the metrics and rules linters, in Debian's prometheus package), a
+  # real MQTT broker, headless chromium + chromedriver for the page, an RTSP server fed by ffmpeg.
+  command -v promtool >/dev/null || missing+=(prometheus)
+  command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || missing+=(mosquitto)
+  command -v chromium >/dev/null || missing+=(chromium)
+  command -v chromedriver >/dev/null || missing+=(chromium-driver)
+  command -v rtsp-server-perl >/dev/null || missing+=(rtsp-server-perl)
   if [ "$WANT_AARCH64" = 1 ]; then
     command -v aarch64-linux-gnu-gcc >/dev/null || missing+=(gcc-aarch64-linux-gnu g++-aarch64-linux-gnu)
     command -v qemu-aarch64-static >/dev/null || missing+=(qemu-user-static)
@@ -57,7 +64,16 @@ install_debs() {
     log "installing Debian packages: ${missing[*]}"
     local sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo
     $sudo apt-get update -qq
+    # prometheus and mosquitto ship services: the tests start their own on loopback, so none is
+    # started by the install (policy-rc.d 101 = "not now"; an existing policy is left alone).
+    local policy=/usr/sbin/policy-rc.d own_policy=0
+    if [ ! -e "$policy" ]; then
+      printf '#!/bin/sh\nexit 101\n' | $sudo tee "$policy" >/dev/null
+      $sudo chmod 755 "$policy"
+      own_policy=1
+    fi
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    if [ "$own_policy" = 1 ]; then $sudo rm -f "$policy"; fi
   fi
 }
 
