@@ -55,7 +55,15 @@ install_debs() {
   command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || missing+=(mosquitto)
   command -v chromium >/dev/null || missing+=(chromium)
   command -v chromedriver >/dev/null || missing+=(chromium-driver)
-  command -v rtsp-server-perl >/dev/null || missing+=(rtsp-server-perl)
+  # The RTSP server of tests/rtsp_server.py: gst-rtsp-server through python3-gi (udpsrc and the
+  # RTP (de)payloaders are in plugins-good, h264parse in plugins-bad).
+  /usr/bin/python3 -c 'import gi; gi.require_version("GstRtspServer", "1.0")' >/dev/null 2>&1 \
+    || missing+=(gir1.2-gst-rtsp-server-1.0 python3-gi)
+  [ -f /usr/lib/x86_64-linux-gnu/gstreamer-1.0/libgstrtp.so ] \
+    || [ -n "$(find /usr/lib -name libgstrtp.so -path '*gstreamer-1.0*' 2>/dev/null | head -n1)" ] \
+    || missing+=(gstreamer1.0-plugins-good)
+  [ -n "$(find /usr/lib -name libgstvideoparsersbad.so -path '*gstreamer-1.0*' 2>/dev/null | head -n1)" ] \
+    || missing+=(gstreamer1.0-plugins-bad)
   if [ "$WANT_AARCH64" = 1 ]; then
     command -v aarch64-linux-gnu-gcc >/dev/null || missing+=(gcc-aarch64-linux-gnu g++-aarch64-linux-gnu)
     command -v qemu-aarch64-static >/dev/null || missing+=(qemu-user-static)

@@ -14,6 +14,7 @@ mod realtime; // cancel watchdog, SCHED_FIFO, mlock under prlimit, overrun polic
 mod service; // systemd: sd_notify, SIGHUP reload, /metrics, TCP, journald, the unit file
 mod sources; // URIs, Y4M colourspaces against ffmpeg, image folders, pacing
 mod status_socket; // HTTP on a Unix socket: routes, errors, stale sockets, the client table
+mod streams; // ffmpeg sources: any container, HTTP and RTSP on loopback, the child's lifetime
 mod study; // study tooling: inspect, bench, sweep, advise, NeuralScale, eval
 mod swap; // hot swap through a real watch folder: renames, bad files, slow writers
 mod tensorrt; // the TensorRT layer against the CPU test double: I/O, errors, calibration, cache
