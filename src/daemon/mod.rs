@@ -12,12 +12,15 @@
 //! this module get small contexts, never `Shared` (see [`shared`]).
 
 pub mod metrics;
+mod page;
 mod power;
+mod record;
 mod reload;
 pub mod report;
 pub mod results;
 pub mod shared;
 pub mod stats;
+pub mod subscribers;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

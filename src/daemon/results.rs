@@ -5,10 +5,9 @@
 
 use std::path::{Path, PathBuf};
 
+use super::record;
 use crate::models::serving::Serving;
 use crate::pipeline::FrameRecord;
-use crate::slot::Outcome;
-use crate::time::ms;
 
 /// `run.results`: one JSON line per completed frame (seq, model, capture and completion times on
 /// CLOCK_MONOTONIC in ms, latency, outcome, top classes), written by the stats thread.
@@ -30,23 +29,11 @@ impl ResultsLog {
 
     pub fn write(&mut self, serving: &Serving, rec: &FrameRecord) {
         use std::io::Write;
-        if !matches!(rec.outcome, Outcome::OnTime | Outcome::Late) || self.failed {
+        if !record::is_result(rec) || self.failed {
             return;
         }
-        let top: Vec<serde_json::Value> = rec.top[..rec.top_len as usize]
-            .iter()
-            .map(|(c, p)| serde_json::json!([c, p]))
-            .collect();
-        let line = serde_json::json!({
-            "seq": rec.seq,
-            "model": serving.generation_name(rec.model_gen),
-            "captured_ms": rec.captured_at.as_nanos() as f64 / 1e6,
-            "done_ms": rec.done_at.as_nanos() as f64 / 1e6,
-            "latency_ms": ms(rec.times.end_to_end),
-            "inference_ms": ms(rec.times.inference),
-            "late": rec.outcome == Outcome::Late,
-            "top": top,
-        });
+        let model = record::model_name(serving, rec);
+        let line = record::to_json(rec, model.as_deref());
         if let Err(e) = writeln!(self.out, "{line}") {
             log::error!(
                 "results file {}: {e}; no more results are written",

@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use super::stats::StatsState;
+use super::subscribers::Subscribers;
 use crate::capture::{CaptureContext, SourceHealth};
 use crate::config::{Config, RawConfig};
 use crate::models::loader::{LoaderContext, LoaderMsg};
@@ -85,6 +86,8 @@ pub struct Shared {
     watch: Mutex<Watch>,
     /// The power meter's thread and figures (`[power]`), if configured; replaced by a reload.
     power: Mutex<Option<Arc<PowerMonitor>>>,
+    /// `GET /results` subscribers, fed by the stats thread.
+    pub subscribers: Subscribers,
 }
 
 impl Shared {
@@ -132,6 +135,7 @@ impl Shared {
             source_health: Arc::new(source_health),
             realtime: Arc::default(),
             power: Mutex::new(power.map(Arc::new)),
+            subscribers: Subscribers::default(),
             config,
         }
     }

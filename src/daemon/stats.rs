@@ -129,6 +129,8 @@ pub fn run(shared: &Shared, rx: &Receiver<FrameRecord>) {
             }
             r.flush();
         }
+        // Subscribers' queues take the batch without blocking (a full queue loses records).
+        shared.subscribers.publish(&shared.serving, &batch);
         batch.clear();
     }
     // The last, partial period's count is not logged at WARN: that could be a third line in a
