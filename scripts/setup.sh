@@ -53,6 +53,7 @@ install_debs() {
   # real MQTT broker, headless chromium + chromedriver for the page, an RTSP server fed by ffmpeg.
   command -v promtool >/dev/null || missing+=(prometheus)
   command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || missing+=(mosquitto)
+  command -v mosquitto_sub >/dev/null || missing+=(mosquitto-clients)
   command -v chromium >/dev/null || missing+=(chromium)
   command -v chromedriver >/dev/null || missing+=(chromium-driver)
   # The RTSP server of tests/rtsp_server.py: gst-rtsp-server through python3-gi (udpsrc and the

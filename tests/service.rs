@@ -282,7 +282,7 @@ print(json.dumps(out))
 }
 
 /// Writes a Y4M header and `frames` grey frames to `w`.
-fn y4m(w: &mut impl Write, frames: usize) {
+pub fn y4m(w: &mut impl Write, frames: usize) {
     w.write_all(b"YUV4MPEG2 W64 H48 F60:1 Ip A1:1 C444\n")
         .expect("header");
     let frame = vec![128u8; 64 * 48 * 3];

@@ -7,6 +7,7 @@ mod camera; // V4L2 pixel formats vs ffmpeg, MJPEG without Huffman tables, fake-
 mod daemon; // the run loop end to end: socket, counters, deadlines, exit codes
 mod hot_loop; // zero heap allocations per frame in steady state (counting allocator)
 mod limits; // frame-size limits before allocation: images, Y4M, cameras, MJPEG, eval
+mod outputs; // GET /results, MQTT through mosquitto, the page in chromium, promtool rules, Grafana
 mod power; // meters on pty emulators and fake sysfs trees, the study figures, unplug/replug
 mod preprocess; // resize modes and normalisation into engine buffers
 mod quantize; // int8 PTQ: zoo models fully integer in ORT, QDQ arithmetic by hand, bad inputs

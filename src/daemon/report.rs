@@ -177,6 +177,7 @@ pub fn status_json(s: &Shared) -> Value {
         },
         "last_result": last_result,
         "subscribers": s.subscribers.status_json(),
+        "mqtt": s.mqtt().map(|m| m.status_json()),
     })
 }
 

@@ -18,6 +18,7 @@ use crate::config::{Config, RawConfig};
 use crate::models::loader::{LoaderContext, LoaderMsg};
 use crate::models::serving::Serving;
 use crate::models::{ModelsConfig, Registry};
+use crate::mqtt::Publisher;
 use crate::pipeline::LoopControl;
 use crate::power::{IdleSetting, PowerMonitor, PowerOptions};
 use crate::rt::RealtimeState;
@@ -88,6 +89,8 @@ pub struct Shared {
     power: Mutex<Option<Arc<PowerMonitor>>>,
     /// `GET /results` subscribers, fed by the stats thread.
     pub subscribers: Subscribers,
+    /// `[mqtt]`'s publisher, once started.
+    mqtt: Mutex<Option<Arc<Publisher>>>,
 }
 
 impl Shared {
@@ -136,6 +139,7 @@ impl Shared {
             realtime: Arc::default(),
             power: Mutex::new(power.map(Arc::new)),
             subscribers: Subscribers::default(),
+            mqtt: Mutex::new(None),
             config,
         }
     }
@@ -231,6 +235,15 @@ impl Shared {
     /// The power meter, if one is configured.
     pub fn power(&self) -> Option<Arc<PowerMonitor>> {
         lock(&self.power).clone()
+    }
+
+    /// The MQTT publisher, when `[mqtt]` names a broker.
+    pub fn mqtt(&self) -> Option<Arc<Publisher>> {
+        lock(&self.mqtt).clone()
+    }
+
+    pub fn set_mqtt(&self, p: Option<Publisher>) {
+        *lock(&self.mqtt) = p.map(Arc::new);
     }
 
     /// Replaces the meter (SIGHUP reload of `[power]`): the old thread stops, the new one starts

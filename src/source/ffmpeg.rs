@@ -35,7 +35,7 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStderr, ChildStdout, Command, Stdio};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, sync_channel};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -169,7 +169,6 @@ struct Run {
     free: Option<SyncSender<Frame>>,
     reader: Option<JoinHandle<()>>,
     stderr: Option<JoinHandle<()>>,
-    info: SourceInfo,
 }
 
 impl Run {
@@ -292,14 +291,13 @@ impl FfmpegSource {
     fn start(uri: &str, target: Target, limits: FrameLimits) -> Result<FfmpegSource, SourceError> {
         let program = program();
         let log = Arc::new(StderrLog::default());
-        let run = spawn(uri, &program, &target, &limits, &log)?;
+        let (run, info) = spawn(uri, &program, &target, &limits, &log)?;
         log::info!(
             "{uri}: ffmpeg (pid {}) decodes {}x{} at {}",
             run.child.id(),
-            run.info.width,
-            run.info.height,
-            run.info
-                .fps
+            info.width,
+            info.height,
+            info.fps
                 .map_or_else(|| "an unknown rate".to_string(), |f| format!("{f} fps"))
         );
         Ok(FfmpegSource {
@@ -308,7 +306,7 @@ impl FfmpegSource {
             limits,
             program,
             log,
-            info: run.info.clone(),
+            info,
             run: Some(run),
             pacer: None,
             released: None,
@@ -379,17 +377,19 @@ impl FfmpegSource {
             &self.limits,
             &self.log,
         ) {
-            Ok(run) => {
+            Ok((run, info)) => {
                 self.restarts += 1;
                 log::info!(
                     "{}: ffmpeg restarted (pid {}, {}x{}); waiting for frames",
                     self.uri,
                     run.child.id(),
-                    run.info.width,
-                    run.info.height
+                    info.width,
+                    info.height
                 );
-                self.info.width = run.info.width;
-                self.info.height = run.info.height;
+                // The rate in force (pacing, `?fps=`) stays; a camera may come back at
+                // another size.
+                let fps = self.info.fps;
+                self.info = SourceInfo { fps, ..info };
                 self.run = Some(run);
                 self.retry_at = None;
             }
@@ -476,7 +476,7 @@ fn spawn(
     target: &Target,
     limits: &FrameLimits,
     log: &Arc<StderrLog>,
-) -> Result<Run, SourceError> {
+) -> Result<(Run, SourceInfo), SourceError> {
     let mut cmd = Command::new(program);
     cmd.args(args::args(&target.input()))
         .stdin(Stdio::null())
@@ -496,47 +496,46 @@ fn spawn(
     })?;
     let stdout = child.stdout.take();
     let stderr = child.stderr.take().map(|e| pump_stderr(e, uri, log));
+    // Until the header is read there is no stream to describe; a failure kills and reaps.
+    let fail = |child: Child, stderr: Option<JoinHandle<()>>, error: SourceError| {
+        let status = Run {
+            child,
+            full: None,
+            free: None,
+            reader: None,
+            stderr,
+        }
+        .finish();
+        let last = log.last();
+        let reason = match error {
+            SourceError::Format { .. } if !last.is_empty() => format!("ffmpeg {status}: {last}"),
+            SourceError::Format { reason, .. } => format!("ffmpeg {status}: {reason}"),
+            other => return other,
+        };
+        SourceError::Ffmpeg {
+            uri: uri.to_string(),
+            reason,
+        }
+    };
+    let Some(stdout) = stdout else {
+        let e = SourceError::Format {
+            uri: uri.to_string(),
+            reason: "no stdout pipe".into(),
+        };
+        return Err(fail(child, stderr, e));
+    };
+    let source = match Y4mSource::with_limits(stdout, uri, limits) {
+        Ok(s) => s,
+        Err(e) => return Err(fail(child, stderr, e)),
+    };
     let mut run = Run {
         child,
         full: None,
         free: None,
         reader: None,
         stderr,
-        info: SourceInfo {
-            uri: uri.to_string(),
-            width: 0,
-            height: 0,
-            fps: None,
-        },
     };
-    let Some(stdout) = stdout else {
-        return Err(SourceError::Ffmpeg {
-            uri: uri.to_string(),
-            reason: "no stdout pipe".into(),
-        });
-    };
-    let source = match Y4mSource::with_limits(stdout, uri, limits) {
-        Ok(s) => s,
-        Err(e) => {
-            let status = run.finish();
-            let last = log.last();
-            let reason = match e {
-                SourceError::Format { .. } if !last.is_empty() => {
-                    format!("ffmpeg {status}: {last}")
-                }
-                SourceError::Format { reason, .. } => format!("ffmpeg {status}: {reason}"),
-                other => return Err(other),
-            };
-            return Err(SourceError::Ffmpeg {
-                uri: uri.to_string(),
-                reason,
-            });
-        }
-    };
-    let h = source.header();
-    run.info.width = h.width;
-    run.info.height = h.height;
-    run.info.fps = h.fps;
+    let info = source.info();
     let (full_tx, full_rx) = sync_channel::<Msg>(POOL);
     let (free_tx, free_rx) = sync_channel::<Frame>(POOL + 1);
     for _ in 0..POOL {
@@ -553,8 +552,13 @@ fn spawn(
     run.reader = Some(reader);
     run.full = Some(full_rx);
     run.free = Some(free_tx);
-    Ok(run)
+    Ok((run, info))
 }
+
+/// Test hook: when set, every step of every reader thread (one frame read and handed over) runs
+/// inside it, so the hot-loop test can count each step's allocations. Unset in the daemon.
+#[doc(hidden)]
+pub static READER_STEP_HOOK: OnceLock<fn(&mut dyn FnMut())> = OnceLock::new();
 
 /// The reader thread: frames from the child into pool buffers until the stream ends or the
 /// source drops its channels.
@@ -565,9 +569,9 @@ fn read_frames(
     full: &SyncSender<Msg>,
 ) {
     let mut last_stamp = MonoTime::now();
-    loop {
+    let mut step = || -> bool {
         let Ok(mut f) = free.recv() else {
-            return;
+            return false;
         };
         // A pipe read blocks until the child writes; the timeout does not apply.
         let result = loop {
@@ -587,7 +591,18 @@ fn read_frames(
             Err(e) => Msg::End(Some(e)),
         };
         let end = matches!(msg, Msg::End(_));
-        if full.send(msg).is_err() || end {
+        full.send(msg).is_ok() && !end
+    };
+    loop {
+        let go_on = match READER_STEP_HOOK.get() {
+            Some(hook) => {
+                let mut go_on = false;
+                hook(&mut || go_on = step());
+                go_on
+            }
+            None => step(),
+        };
+        if !go_on {
             return;
         }
     }

@@ -366,7 +366,7 @@ impl Loop {
     /// One poll and everything it made ready.
     fn turn(&mut self) {
         let now = Instant::now();
-        let accepting = self.conns.len() < 2 * self.server.max_connections
+        let accepting = self.polling_conns() < 2 * self.server.max_connections
             && self.accept_pause_until.is_none_or(|t| now >= t);
         let wait = self
             .conns
@@ -439,6 +439,15 @@ impl Loop {
             self.accept();
         }
         self.expire();
+    }
+
+    /// Connections held for one exchange (served, refused or draining): what the accept limit
+    /// counts. Streaming subscribers are the daemon's to cap.
+    fn polling_conns(&self) -> usize {
+        self.conns
+            .values()
+            .filter(|c| c.phase != Phase::Streaming)
+            .count()
     }
 
     /// Reads or writes whatever connection `id` is ready for.
@@ -574,7 +583,7 @@ impl Loop {
                 Conn::new(stream, refused, self.server.deadline),
             );
             self.next_id = (self.next_id + 1) & !HEAD_BIT;
-            if self.conns.len() >= 2 * self.server.max_connections {
+            if self.polling_conns() >= 2 * self.server.max_connections {
                 return;
             }
         }
