@@ -395,6 +395,20 @@ fn the_page_renders_in_headless_chromium_with_the_daemons_figures() {
         dom.contains("id=\"governor-panel\" hidden"),
         "no governor key, no governor panel"
     );
+    // Since start, nothing changes once the pipe is silent: the page shows /status's figures.
+    for stage in ["end_to_end", "preprocess", "inference", "postprocess"] {
+        for q in ["p50", "p99"] {
+            let want = after["latency_ms_lifetime"][stage][q]
+                .as_f64()
+                .map(|x| format!("{x:.3}"))
+                .unwrap_or_else(|| panic!("{stage} {q} since start in {after}"));
+            assert_eq!(
+                shown(&format!("{q}-life-{stage}")),
+                want,
+                "{q} {stage} since start"
+            );
+        }
+    }
     // The window's percentiles are those of /status just before or just after (the 10 s window
     // may have moved on in between; nothing else changes).
     for (stage, q) in [
