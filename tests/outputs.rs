@@ -456,7 +456,7 @@ fn prometheus_rules_pass_promtool_and_their_unit_tests() {
         ["test", "rules", "rtinfer-rules.test.yml"],
     ] {
         let out = Command::new("promtool")
-            .args(&args)
+            .args(args)
             .current_dir(&dir)
             .output()
             .expect("promtool (scripts/setup.sh installs prometheus)");

@@ -279,8 +279,11 @@ fn an_http_stream_survives_a_killed_child_and_a_sender_restart() {
     )
     .expect("kill ffmpeg child");
     let _ = sender.wait();
-    let v = status_until(&sock, 20.0, |v| v["source"]["connected"] == false);
+    let v = status_until(&sock, 20.0, |v| {
+        v["source"]["connected"] == false && v["state"] == "degraded"
+    });
     assert_eq!(v["source"]["connected"], false, "{v}");
+    assert_eq!(v["state"], "degraded", "{v}");
     assert!(!alive(first), "the killed child was reaped");
     let before = captured(&v);
     // The camera comes back.
