@@ -138,7 +138,7 @@ fn daemon(dir: &Path, source: &str, extra: &[&str]) -> (Guard, PathBuf) {
 
 /// An ffmpeg HTTP sender (`-listen 1`: one client, like a camera's HTTP endpoint) of an
 /// MPEG-TS test pattern at its real rate.
-fn http_sender(port: u16) -> Guard {
+fn http_sender(port: u16, log: &Path) -> Guard {
     let child = Command::new("ffmpeg")
         .args([
             "-hide_banner",
@@ -164,10 +164,28 @@ fn http_sender(port: u16) -> Guard {
         .arg(format!("http://127.0.0.1:{port}/cam.ts"))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(log).expect("sender log"))
         .spawn()
         .expect("ffmpeg sender (scripts/setup.sh installs ffmpeg)");
     Guard::new(child)
+}
+
+/// A sender listening on `port`: started again while one exits before it listens (a bind
+/// that raced the old connection's teardown); its stderr says why in the failure message.
+fn listening_sender(port: u16, log: &Path) -> Guard {
+    let mut sender = http_sender(port, log);
+    let ok = eventually(20.0, || {
+        if listening(port) {
+            return true;
+        }
+        if matches!(sender.try_wait(), Ok(Some(_))) {
+            sender = http_sender(port, log);
+        }
+        false
+    });
+    let why = std::fs::read_to_string(log).unwrap_or_default();
+    assert!(ok, "the sender does not listen on {port}: {why}");
+    sender
 }
 
 fn captured(v: &Value) -> u64 {
@@ -194,9 +212,13 @@ fn an_mp4_and_an_mp4_renamed_y4m_run_to_their_end() {
             Some(60),
             "{source}: {stdout}"
         );
+        // Every decoded frame is accounted for; how many the single slot dropped while
+        // inference was busy depends on the machine's load, not on the source.
+        let n = |k| summary_field(&stdout, k).unwrap_or(0);
+        assert!(n("processed") > 0, "{source}: {stdout}");
         assert_eq!(
-            summary_field(&stdout, "processed"),
-            Some(60),
+            n("processed") + n("dropped") + n("cancelled"),
+            60,
             "{source}: {stdout}"
         );
         assert!(stderr.contains("ffmpeg (pid"), "{stderr}");
@@ -262,8 +284,8 @@ fn without_ffmpeg_the_error_says_how_to_install_it() {
 fn an_http_stream_survives_a_killed_child_and_a_sender_restart() {
     let dir = util::tempdir();
     let port = free_port();
-    let mut sender = http_sender(port);
-    assert!(eventually(20.0, || listening(port)), "the sender listens");
+    let log = dir.path().join("sender.log");
+    let mut sender = listening_sender(port, &log);
     let url = format!("http://127.0.0.1:{port}/cam.ts");
     let (mut child, sock) = daemon(dir.path(), &url, &[]);
     assert!(wait_for(&sock, 30.0), "socket");
@@ -287,11 +309,7 @@ fn an_http_stream_survives_a_killed_child_and_a_sender_restart() {
     assert!(!alive(first), "the killed child was reaped");
     let before = captured(&v);
     // The camera comes back.
-    let _sender = http_sender(port);
-    assert!(
-        eventually(20.0, || listening(port)),
-        "the sender listens again"
-    );
+    let _sender = listening_sender(port, &log);
     let v = status_until(&sock, 30.0, |v| {
         v["source"]["connected"] == true && captured(v) >= before + 10
     });
@@ -396,4 +414,51 @@ fn an_rtsp_stream_runs_over_tcp_and_udp() {
         let (code, _) = curl(&sock, "/status");
         assert_ne!(code, 200, "the daemon was stopped");
     }
+}
+
+/// A multicast-style camera: MPEG-TS over plain UDP, thinned by `?fps=` to the rate the
+/// daemon asks for (ffmpeg's `fps` filter in the child, so /status reports that rate).
+#[test]
+fn a_udp_stream_runs_at_the_fps_asked_for() {
+    let dir = util::tempdir();
+    let port = free_port();
+    let _sender = Guard::new(
+        Command::new("ffmpeg")
+            .args([
+                "-hide_banner",
+                "-loglevel",
+                "error",
+                "-nostdin",
+                "-re",
+                "-f",
+                "lavfi",
+                "-i",
+            ])
+            .arg("testsrc=size=160x120:rate=25")
+            .args(["-c:v", "mpeg2video", "-q:v", "5", "-g", "5", "-f", "mpegts"])
+            .arg(format!("udp://127.0.0.1:{port}?pkt_size=1316"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("ffmpeg udp sender"),
+    );
+    let url = format!("udp://127.0.0.1:{port}?fps=10");
+    let (child, sock) = daemon(dir.path(), &url, &[]);
+    assert!(wait_for(&sock, 30.0), "socket");
+    let v = status_until(&sock, 20.0, |v| captured(v) >= 10);
+    assert!(captured(&v) >= 10, "{v}");
+    assert_eq!(v["source"]["connected"], true, "{v}");
+    assert_eq!(v["source"]["width"], 160, "{v}");
+    assert_eq!(v["source"]["fps"], 10.0, "{v}");
+    let ff = ffmpeg_child(child.id());
+    let args = std::fs::read(format!("/proc/{ff}/cmdline")).expect("cmdline");
+    let args = String::from_utf8_lossy(&args).replace('\0', " ");
+    assert!(args.contains("-vf fps=10"), "{args}");
+    assert!(
+        args.contains(&format!("-i udp://127.0.0.1:{port} ")),
+        "our options are not passed to ffmpeg: {args}"
+    );
+    drop(child);
+    assert!(eventually(5.0, || !alive(ff)), "ffmpeg {ff} orphaned");
 }

@@ -171,9 +171,25 @@ struct Run {
     stderr: Option<JoinHandle<()>>,
 }
 
+/// How long a child that closed its output has to exit on its own before it is killed.
+const EXIT_GRACE: Duration = Duration::from_secs(2);
+
 impl Run {
     /// Kills and reaps the child, ends the threads; returns how the child ended.
     fn finish(mut self) -> String {
+        self.shutdown()
+    }
+
+    /// After a clean end of its output: lets the child exit by itself (its status then says
+    /// whether it succeeded), killing it only if it lingers.
+    fn finish_after_eof(mut self) -> String {
+        let until = Instant::now() + EXIT_GRACE;
+        while Instant::now() < until {
+            match self.child.try_wait() {
+                Ok(Some(_)) | Err(_) => break,
+                Ok(None) => std::thread::sleep(Duration::from_millis(10)),
+            }
+        }
         self.shutdown()
     }
 
@@ -331,7 +347,10 @@ impl FfmpegSource {
         let Some(run) = self.run.take() else {
             return Ok(Capture::Timeout);
         };
-        let status = run.finish();
+        let status = match error {
+            None => run.finish_after_eof(),
+            Some(_) => run.finish(),
+        };
         let last = self.log.last();
         let reason = match (&error, last.is_empty()) {
             (Some(e), _) if !last.is_empty() => format!("{e}; ffmpeg {status}: {last}"),
