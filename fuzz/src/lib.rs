@@ -109,7 +109,7 @@ pub fn onnx(data: &[u8]) {
 /// UM24C/UM25C/UM34C (130-byte frames), anything else the text-line reader with the default
 /// pattern and with a user pattern.
 pub fn meters(data: &[u8]) {
-    use rtinfer::power::{line, tc66, um};
+    use rtinfer::power::{exec, line, tc66, um};
     let Some((&which, rest)) = data.split_first() else {
         return;
     };
@@ -149,6 +149,16 @@ pub fn meters(data: &[u8]) {
             for piece in [a, b] {
                 buf.push(piece);
                 while let Ok(Some(l)) = buf.next_line() {
+                    for p in parsers {
+                        let _ = p.parse(&l);
+                    }
+                }
+            }
+            // The same bytes as an exec:// command's stdout, read in blocks (the newest lines of
+            // each kept), as the exec meter samples it.
+            let mut pending = Vec::new();
+            for piece in [a, b] {
+                for l in exec::newest_lines(&mut pending, piece, exec::LINES_PER_READ) {
                     for p in parsers {
                         let _ = p.parse(&l);
                     }

@@ -35,9 +35,16 @@ struct Current {
     model: Option<ModelInfo>,
     /// The engine's memory, when its backend reports it (TensorRT).
     memory: Option<EngineMemory>,
-    /// Names of the engines that went live, by generation (index = generation - 1).
-    generations: Vec<String>,
+    /// Names of the newest [`GENERATIONS_KEPT`] engine generations (generation, name): a result
+    /// names its model within milliseconds, so older ones are never asked for, and a daemon that
+    /// swaps every 30 s for a year does not keep a million names.
+    generations: std::collections::VecDeque<(u32, String)>,
+    /// The last generation numbered.
+    last_generation: u32,
 }
+
+/// Engine generations whose names are kept.
+pub const GENERATIONS_KEPT: usize = 64;
 
 impl Serving {
     fn lock(&self) -> MutexGuard<'_, Current> {
@@ -59,8 +66,10 @@ impl Serving {
     pub fn generation_name(&self, generation: u32) -> Option<String> {
         let c = self.lock();
         c.generations
-            .get((generation as usize).checked_sub(1)?)
-            .cloned()
+            .iter()
+            .rev()
+            .find(|(g, _)| *g == generation)
+            .map(|(_, name)| name.clone())
     }
 
     /// The hand-over slot the pipeline thread polls between frames.
@@ -71,8 +80,13 @@ impl Serving {
     /// Numbers `p` with the next generation.
     fn number(&self, p: &mut Pipeline) {
         let mut c = self.lock();
-        c.generations.push(p.engine.info().name.clone());
-        p.generation = c.generations.len() as u32;
+        c.last_generation += 1;
+        let g = c.last_generation;
+        if c.generations.len() == GENERATIONS_KEPT {
+            c.generations.pop_front();
+        }
+        c.generations.push_back((g, p.engine.info().name.clone()));
+        p.generation = g;
     }
 
     /// Start-up: numbers `p` and records it as serving, before the pipeline thread owns it.

@@ -226,8 +226,13 @@ fn split_foreign(query: &str) -> (String, String) {
 /// `loop=true&fps=30`; both optional, nothing else allowed.
 fn parse_query(query: &str) -> Result<SourceOptions, String> {
     let mut options = SourceOptions::default();
+    let mut seen: Vec<&str> = Vec::new();
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         let (key, value) = pair.split_once('=').unwrap_or((pair, "true"));
+        if seen.contains(&key) {
+            return Err(format!("option '{key}' is given twice"));
+        }
+        seen.push(key);
         match key {
             "loop" => {
                 options.looping =
@@ -298,12 +303,14 @@ fn parse_bool(value: &str) -> Option<bool> {
 }
 
 fn parse_fps(value: &str) -> Result<f64, String> {
-    match value.parse::<f64>() {
-        Ok(f) if f.is_finite() && f > 0.0 && f <= MAX_FPS => Ok(f),
-        _ => Err(format!(
-            "fps must be a number in (0, {MAX_FPS}], not '{value}'"
-        )),
-    }
+    let bad = || {
+        format!(
+            "fps must be a number in [{}, {MAX_FPS}], not '{value}'",
+            crate::units::MIN_FPS
+        )
+    };
+    let f = value.parse::<f64>().map_err(|_| bad())?;
+    crate::units::rate(f, MAX_FPS).map_err(|_| bad())
 }
 
 /// `WxH@FPS` or `WxH` (rate from `?fps=` or the default).
