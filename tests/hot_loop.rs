@@ -222,10 +222,20 @@ fn an_ffmpeg_source_allocates_nothing_per_frame() {
         .clone();
     assert!(steps.len() as u64 >= frames, "{} reader steps", steps.len());
     // The first steps size the pool's buffers; the last one ends the stream (its error is built).
+    // Beyond those, std's channels allocate once, lazily, the first time the reader waits on
+    // one (the thread's wait context, then each wait list's first entry: at most three
+    // allocations, at whatever step the load makes the first wait happen). Nothing recurs: over
+    // 300 frames the steady steps allocate at most those three times in all.
     let steady = &steps[10..steps.len() - 1];
+    let total: u64 = steady.iter().sum();
     assert!(
-        steady.iter().all(|n| *n == 0),
-        "allocations per reader step: {:?}",
-        steady.iter().filter(|n| **n > 0).collect::<Vec<_>>()
+        total <= 3,
+        "allocations at (reader step, count) of {}: {:?}",
+        steps.len(),
+        steps
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| **n > 0)
+            .collect::<Vec<_>>()
     );
 }
