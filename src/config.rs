@@ -19,6 +19,7 @@ use crate::backend::vitis::RawVitis;
 use crate::backend::{BackendChoice, RawModel, Settings};
 use crate::invalid_key::InvalidKey;
 use crate::models::{ModelsConfig, RawModels};
+use crate::mqtt::{MqttOptions, RawMqtt};
 use crate::pipeline::{Overrun, RawPipeline};
 use crate::postprocess::RawPostprocess;
 use crate::power::{PowerOptions, RawPower};
@@ -81,6 +82,7 @@ pub struct RawConfig {
     pub model: RawModel,
     #[serde(default)]
     pub postprocess: RawPostprocess,
+    pub mqtt: RawMqtt,
 }
 
 /// `[run]` as written.
@@ -143,6 +145,8 @@ pub struct Config {
     pub realtime: RealtimeOptions,
     /// `pipeline.overrun`.
     pub overrun: Overrun,
+    /// `[mqtt]`: the broker results are published to, if any.
+    pub mqtt: Option<MqttOptions>,
 }
 
 /// `[run]`, checked: what [`Config`] takes from it.
@@ -267,6 +271,7 @@ impl Config {
         let overrun = raw.pipeline.check().map_err(invalid)?;
         let input_shape = raw.model.check().map_err(invalid)?;
         let postprocess = raw.postprocess.check().map_err(invalid)?;
+        let mqtt = raw.mqtt.check().map_err(invalid)?;
         ort.cpus = realtime.cpus.clone().unwrap_or_default();
         Ok(Config {
             path: path.map(Path::to_path_buf),
@@ -294,6 +299,7 @@ impl Config {
             power,
             realtime,
             overrun,
+            mqtt,
         })
     }
 }
