@@ -82,6 +82,7 @@ pub struct RawConfig {
     pub model: RawModel,
     #[serde(default)]
     pub postprocess: RawPostprocess,
+    #[serde(default)]
     pub mqtt: RawMqtt,
 }
 
