@@ -26,7 +26,7 @@ use crate::pipeline::{self, FrameRecord, LoopControl, Pipeline, SwapSlot};
 use crate::preprocess::Preprocessor;
 use crate::signals::SignalFlags;
 use crate::slot::{End, FrameSlot, Outcome};
-use crate::source::{self, SourceInfo};
+use crate::source::{self, PixelFormat, SourceInfo};
 use crate::stats::LatencyStats;
 use crate::status::server::StatusServer;
 use crate::system::{SystemFigures, SystemSampler};
@@ -384,7 +384,7 @@ pub fn backend_for(
 fn initial_pipeline(
     config: &Config,
     model_path: &std::path::Path,
-    frame_size: (u32, u32),
+    frame_size: (u32, u32, PixelFormat),
 ) -> Result<Pipeline, StartError> {
     let backend = backend_for(config.backend, model_path, config)?;
     let engine = backend.load(
@@ -411,7 +411,7 @@ fn initial_pipeline(
         }
     })?;
     if frame_size.0 > 0 && frame_size.1 > 0 {
-        pre.prepare(frame_size.0, frame_size.1)
+        pre.prepare(frame_size.0, frame_size.1, frame_size.2)
             .map_err(|source| StartError::Preprocess {
                 model: info.name.clone(),
                 source,
@@ -446,7 +446,7 @@ pub fn start(
     let src = source::open(&config.source)?;
     let src_info = src.info();
     let build = || match &config.model {
-        Some(path) => initial_pipeline(&config, path, (src_info.width, src_info.height)).map(Some),
+        Some(path) => initial_pipeline(&config, path, src_info.frame_size()).map(Some),
         None => Ok(None),
     };
     // An int8 TensorRT build calibrating on the live source itself must be able to open it (a

@@ -20,6 +20,7 @@ use crate::config::Config;
 use crate::daemon::Shared;
 use crate::pipeline::Pipeline;
 use crate::preprocess::Preprocessor;
+use crate::source::PixelFormat;
 use crate::time::{MonoTime, ms, rfc3339_now};
 
 /// What the loader is asked to do.
@@ -45,7 +46,7 @@ pub fn prepare(
     path: &Path,
     cfg: &Config,
     warmup: u32,
-    frame_size: (u32, u32),
+    frame_size: (u32, u32, PixelFormat),
 ) -> Result<Prepared, String> {
     let t0 = Instant::now();
     let backend = crate::daemon::backend_for(cfg.backend, path, cfg).map_err(|e| e.to_string())?;
@@ -67,7 +68,7 @@ pub fn prepare(
     let mut pre =
         Preprocessor::new(info.input, cfg.preprocess).map_err(|e| format!("preprocessing: {e}"))?;
     if frame_size.0 > 0 && frame_size.1 > 0 {
-        pre.prepare(frame_size.0, frame_size.1)
+        pre.prepare(frame_size.0, frame_size.1, frame_size.2)
             .map_err(|e| format!("preprocessing: {e}"))?;
     }
     let warmup_p50_ms = warm_up(&mut engine, warmup)?;
@@ -228,7 +229,7 @@ impl Loader {
         let (tx, rx) = channel();
         let cfg = self.shared.config.clone();
         let warmup = self.cfg.warmup;
-        let frame_size = (self.shared.source.width, self.shared.source.height);
+        let frame_size = self.shared.source.frame_size();
         std::thread::Builder::new()
             .name("rtinfer-load".into())
             .spawn(move || {

@@ -9,7 +9,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::{Capture, Frame, Pacer, Source, SourceError, SourceInfo};
+use super::{Capture, Frame, Pacer, PixelFormat, Source, SourceError, SourceInfo};
 use crate::time::MonoTime;
 
 /// Rate of a folder without `?fps=`.
@@ -70,6 +70,7 @@ impl Source for ImageFolderSource {
             uri: self.uri.clone(),
             width: self.width,
             height: self.height,
+            format: PixelFormat::Rgb24,
             fps: Some(self.pacer.fps()),
         }
     }
@@ -144,7 +145,7 @@ fn decode_into(path: &Path, uri: &str, frame: &mut Frame) -> Result<(), SourceEr
     let img = image::open(path)
         .map_err(|e| decode_error(path, uri, e))?
         .into_rgb8();
-    frame.set_size(img.width(), img.height());
-    frame.rgb.copy_from_slice(img.as_raw());
+    frame.set_format(PixelFormat::Rgb24, img.width(), img.height());
+    frame.data.copy_from_slice(img.as_raw());
     Ok(())
 }

@@ -2,7 +2,8 @@
 //!
 //! The source negotiates once at open (the format the URI names, else the first of
 //! [`convert::PREFERRED`] the driver offers; the size and rate the driver grants closest to the
-//! request, logged), then converts each buffer into the frame's RGB. Capture time is the driver's
+//! request, logged), then copies each buffer into the frame in the camera's own layout (MJPEG is
+//! decoded); preprocessing resizes from that layout. Capture time is the driver's
 //! buffer timestamp when it is CLOCK_MONOTONIC, so end-to-end latency includes the time a frame
 //! waited in the driver queue.
 //!
@@ -14,7 +15,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::{Capture, Frame, Source, SourceError, SourceInfo, SourceOptions};
+use super::{Capture, Frame, PixelFormat, Source, SourceError, SourceInfo, SourceOptions};
 use crate::time::MonoTime;
 
 pub mod convert;
@@ -258,12 +259,18 @@ fn log_granted(uri: &str, req: &Request, g: &Granted) {
     );
 }
 
+/// The layout frames of a camera format arrive in: raw formats as they are, MJPEG decoded to RGB.
+fn frame_format(fourcc: FourCc) -> PixelFormat {
+    convert::pixel_format(fourcc).unwrap_or(PixelFormat::Rgb24)
+}
+
 impl Source for V4l2Source {
     fn info(&self) -> SourceInfo {
         SourceInfo {
             uri: self.uri.clone(),
             width: self.granted.width,
             height: self.granted.height,
+            format: frame_format(self.granted.fourcc),
             fps: self.granted.fps.or(self.request.fps),
         }
     }
@@ -278,14 +285,14 @@ impl Source for V4l2Source {
             return Ok(Capture::Timeout);
         };
         let g = self.granted;
-        frame.set_size(g.width, g.height);
+        frame.set_format(frame_format(g.fourcc), g.width, g.height);
         let scratch = &mut self.jpeg_scratch;
         let mut converted: Result<(), String> = Ok(());
         let mut stamp = None;
         let got = dev.next(timeout, &mut |data, at| {
             stamp = at;
             converted = if g.fourcc == convert::MJPG {
-                mjpeg::decode(data, g.width, g.height, scratch, &mut frame.rgb)
+                mjpeg::decode(data, g.width, g.height, scratch, &mut frame.data)
                     .map_err(|e| e.to_string())
             } else {
                 let l = Layout {
@@ -293,7 +300,7 @@ impl Source for V4l2Source {
                     height: g.height,
                     stride: g.stride,
                 };
-                convert::to_rgb(g.fourcc, &l, data, &mut frame.rgb).map_err(|e| e.to_string())
+                convert::copy_frame(g.fourcc, &l, data, &mut frame.data).map_err(|e| e.to_string())
             };
         });
         match got {

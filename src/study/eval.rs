@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::backend::LoadOptions;
 use crate::config::{Config, RawConfig};
 use crate::preprocess::Preprocessor;
-use crate::source::Frame;
+use crate::source::{Frame, PixelFormat};
 use crate::time::MonoTime;
 
 /// One CIFAR-10 binary record: label byte then 32x32 R, G and B planes.
@@ -103,16 +103,16 @@ impl LabelledSet {
         match &self.samples[i] {
             Sample::File { path, label } => {
                 let img = image::open(path).map_err(|e| set_err(path, e))?.into_rgb8();
-                frame.set_size(img.width(), img.height());
-                frame.rgb.copy_from_slice(img.as_raw());
+                frame.set_format(PixelFormat::Rgb24, img.width(), img.height());
+                frame.data.copy_from_slice(img.as_raw());
                 Ok(*label)
             }
             Sample::Cifar { path, index, label } => {
                 let bytes = read_record(path, *index)?;
-                frame.set_size(32, 32);
+                frame.set_format(PixelFormat::Rgb24, 32, 32);
                 for p in 0..1024 {
                     for c in 0..3 {
-                        frame.rgb[3 * p + c] = bytes[1 + c * 1024 + p];
+                        frame.data[3 * p + c] = bytes[1 + c * 1024 + p];
                     }
                 }
                 Ok(*label)
@@ -340,7 +340,7 @@ pub fn evaluate(a: &EvalArgs) -> anyhow::Result<EvalReport> {
     )?;
     let mut pre = Preprocessor::new(engine.info().input, cfg.preprocess)
         .with_context(|| format!("preprocessing for {}", a.model.display()))?;
-    let mut frame = Frame::with_capacity(32, 32);
+    let mut frame = Frame::rgb24(32, 32);
     frame.captured_at = MonoTime::now();
     let mut tally = Tally::default();
     let n = a.limit.unwrap_or(usize::MAX).min(set.samples.len());

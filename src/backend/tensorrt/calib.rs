@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::preprocess::{PreprocessOptions, Preprocessor};
-use crate::source::{Capture, Frame, Source, SourceSpec};
+use crate::source::{Capture, Frame, PixelFormat, Source, SourceSpec};
 use crate::tensor::{InputBufMut, InputSpec};
 
 /// How long one wait for a calibration frame lasts, and how much silence ends the calibration.
@@ -181,7 +181,7 @@ impl CalibSource {
 
 /// Preprocesses `frame` into `dst`.
 fn feed(pre: &mut Preprocessor, frame: &Frame, dst: &mut [f32]) -> Result<(), String> {
-    pre.prepare(frame.width, frame.height)
+    pre.prepare(frame.width, frame.height, frame.format)
         .map_err(|e| e.to_string())?;
     pre.run(frame, InputBufMut::F32(dst))
         .map_err(|e| e.to_string())
@@ -214,8 +214,8 @@ fn next_frame(src: &mut dyn Source, uri: &str, used: usize, frame: &mut Frame) -
 
 fn decode(path: &Path, frame: &mut Frame) -> Result<(), String> {
     let img = image::open(path).map_err(|e| e.to_string())?.to_rgb8();
-    frame.set_size(img.width(), img.height());
-    frame.rgb.copy_from_slice(img.as_raw());
+    frame.set_format(PixelFormat::Rgb24, img.width(), img.height());
+    frame.data.copy_from_slice(img.as_raw());
     Ok(())
 }
 

@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# The frame path (source frame -> model tensor) against OpenCV on the same frames, same run.
+#
+# Frames: ffmpeg's testsrc2 written as YUYV (yuyv422), I420 (yuv420p), NV12 and RGB24 at
+# 640x480, 1280x720 and 1920x1080 (into .cache/bench-frames/). rtinfer: `cargo bench --bench
+# frame_path` on those files (preprocessing straight from the source layout into 224x224 and
+# 32x32 NCHW f32, stretch and letterbox, antialiased bilinear). OpenCV: cvtColor to RGB,
+# resize(INTER_LINEAR), normalise into NCHW f32 (dnn.blobFromImageWithParams), one thread,
+# opencv-python-headless from PyPI in .cache/venv-frame (installed here).
+#
+# Both measure the thread CPU time per frame (the machine is shared: wall time would count
+# other processes). They run alternately, ROUNDS times (default 3); each case's figure is the
+# median over rounds of the per-round medians, and the ratio is rtinfer / OpenCV (below 1:
+# rtinfer is faster). Prints a table; asserts nothing.
+#
+# Env: ROUNDS, ITERATIONS (per case and round, default 200), BENCH_ISA (rtinfer's kernels:
+# scalar, sse4.1, avx2; default the widest), FILTER (substring of the case names).
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+ROUNDS="${ROUNDS:-3}"
+ITERATIONS="${ITERATIONS:-200}"
+FILTER="${FILTER:-}"
+FRAMES="$ROOT/.cache/bench-frames"
+VENV="$ROOT/.cache/venv-frame"
+OUT="$(mktemp -d)"
+trap 'rm -rf "$OUT"' EXIT
+
+command -v ffmpeg >/dev/null || { echo "ffmpeg missing: run scripts/setup.sh" >&2; exit 1; }
+mkdir -p "$FRAMES"
+for size in 640x480 1280x720 1920x1080; do
+  for fmt in yuyv422 yuv420p nv12 rgb24; do
+    f="$FRAMES/${fmt}_${size}.raw"
+    [ -s "$f" ] || ffmpeg -hide_banner -loglevel error -nostdin -y -f lavfi \
+      -i "testsrc2=size=$size:rate=1,format=rgb24" -frames:v 1 -pix_fmt "$fmt" -f rawvideo "$f"
+  done
+done
+
+if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c 'import cv2' 2>/dev/null; then
+  echo "creating $VENV with opencv-python-headless" >&2
+  python3 -m venv "$VENV"
+  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check \
+    opencv-python-headless==5.1.0.95 numpy==2.4.6
+fi
+
+echo "building the benchmark (release)..." >&2
+nice cargo bench --bench frame_path --no-run --quiet 2>/dev/null
+BIN="$(cargo bench --bench frame_path --no-run --message-format=json 2>/dev/null \
+  | python3 -c 'import json,sys
+for l in sys.stdin:
+    m = json.loads(l)
+    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "frame_path" and m.get("executable"):
+        print(m["executable"])' | tail -1)"
+
+for r in $(seq 1 "$ROUNDS"); do
+  echo "round $r/$ROUNDS: rtinfer" >&2
+  FRAME_DIR="$FRAMES" BENCH_ITERATIONS="$ITERATIONS" BENCH_FILTER="$FILTER" "$BIN" >"$OUT/rt.$r"
+  echo "round $r/$ROUNDS: opencv" >&2
+  "$VENV/bin/python" scripts/bench_frame_path.py "$FRAMES" "$ITERATIONS" "$FILTER" >"$OUT/cv.$r"
+done
+
+python3 - "$OUT" "$ROUNDS" <<'EOF'
+import statistics, sys
+out, rounds = sys.argv[1], int(sys.argv[2])
+def read(prefix):
+    cases, header = {}, ""
+    for r in range(1, rounds + 1):
+        for line in open(f"{out}/{prefix}.{r}"):
+            if line.startswith("#"):
+                header = line[2:].strip()
+            elif line.startswith("case "):
+                parts = line.split()
+                name = " ".join(parts[1:5])
+                cases.setdefault(name, []).append(float(parts[parts.index("median_ms") + 1]))
+    return header, {k: statistics.median(v) for k, v in cases.items()}
+rt_head, rt = read("rt")
+cv_head, cv = read("cv")
+print(f"rtinfer: {rt_head}; {cv_head}; median of {rounds} rounds of per-case medians,")
+print("thread CPU time per frame (ms); ratio = rtinfer / OpenCV")
+print()
+print(f"| {'case':<40} | rtinfer | OpenCV | ratio |")
+print(f"|{'-' * 42}|---------|--------|-------|")
+worst = 0.0
+for name, ms in rt.items():
+    if name not in cv:
+        continue
+    ratio = ms / cv[name]
+    worst = max(worst, ratio)
+    print(f"| {name:<40} | {ms:7.3f} | {cv[name]:6.3f} | {ratio:5.2f} |")
+print()
+print(f"largest ratio: {worst:.2f}")
+EOF
