@@ -102,9 +102,10 @@ impl FrameSlot {
         self.lock().free.pop().unwrap_or_default()
     }
 
-    /// Publishes a captured frame and returns the buffer to fill next (the frame it replaced,
-    /// counted as dropped, or a free one).
-    pub fn publish(&self, frame: Frame) -> Frame {
+    /// Publishes a captured frame, stamping `ready_at` (the end of its `capture` stage), and
+    /// returns the buffer to fill next (the frame it replaced, counted as dropped, or a free one).
+    pub fn publish(&self, mut frame: Frame) -> Frame {
+        frame.ready_at = crate::time::MonoTime::now();
         let mut g = self.lock();
         g.counters.captured += 1;
         g.counters.in_flight += 1;

@@ -453,6 +453,9 @@ fn timed_the_daemon_streams_from_a_camera_and_rides_out_an_unplug() {
         frames(v, "processed") > 10 && v["state"] == "running"
     });
     assert!(frames(&v, "processed") > 10, "frames flow: {v}");
+    if let Err(e) = util::stages_add_up(&v) {
+        panic!("camera stages: {e}: {}", v["latency_ms_lifetime"]);
+    }
     let s = &v["source"];
     assert_eq!(
         (s["width"].as_u64(), s["height"].as_u64()),
