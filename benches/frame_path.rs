@@ -7,7 +7,9 @@
 //! it ffmpeg's `testsrc2` frames (`FRAME_DIR`, files `FORMAT_WxH.raw`) and runs OpenCV on the same
 //! files in the same run for the ratio. `BENCH_ISA=sse4.1` (or `scalar`, `avx2`, `neon`) picks
 //! the kernels' instruction set; `BENCH_ITERATIONS` the sample count (default 300);
-//! `BENCH_FILTER` a substring of the case names to run.
+//! `BENCH_FILTER` a substring of the case names to run. Each line ends with a hash of the tensor
+//! (FNV-1a over the f32 bits): every instruction set, on x86_64 and on aarch64, must print the
+//! same hashes for the same frames (`scripts/cross.sh` compares them).
 
 use std::hint::black_box;
 use std::path::PathBuf;
@@ -64,6 +66,16 @@ fn frame(name: &str, format: PixelFormat, width: u32, height: u32) -> Frame {
     f
 }
 
+/// FNV-1a over the bits of the tensor's values.
+fn fnv(values: &[f32]) -> u64 {
+    values
+        .iter()
+        .flat_map(|v| v.to_bits().to_le_bytes())
+        .fold(0xcbf2_9ce4_8422_2325, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        })
+}
+
 fn main() {
     let iterations: usize = std::env::var("BENCH_ITERATIONS")
         .ok()
@@ -110,7 +122,10 @@ fn main() {
                             .expect("preprocess");
                         black_box(&out);
                     });
-                    println!("case {case:<40} median_ms {median:8.4} p99_ms {p99:8.4}");
+                    println!(
+                        "case {case:<40} median_ms {median:8.4} p99_ms {p99:8.4} tensor {:016x}",
+                        fnv(&out)
+                    );
                 }
             }
         }

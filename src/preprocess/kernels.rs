@@ -326,6 +326,7 @@ pub(crate) fn to_tensor_f32_scalar(
 /// The portable kernels, for the SIMD modules' loop tails.
 pub(crate) mod tail {
     pub(crate) use super::split2_scalar as split2;
+    #[cfg(target_arch = "x86_64")]
     pub(crate) use super::to_tensor_f32_scalar as to_tensor_f32;
     pub(crate) use super::{to_rgb_scalar as to_rgb, vertical_scalar as vertical};
 }

@@ -14,36 +14,40 @@ use super::kernels::{SAMPLE_MAX, q14_to_sample, tail};
 use super::layout::{CONV_SHIFT, Conv};
 use super::taps::{HTaps, SAMPLE_BITS, WEIGHT_BITS};
 
-#[inline(always)]
+#[inline]
+#[target_feature(enable = "neon")]
 fn load_i16x8(s: &[i16], i: usize) -> int16x8_t {
     let b: &[i16] = &s[i..i + 8];
     // SAFETY: `b` is 8 readable i16; `vld1q_s16` reads exactly 8.
     unsafe { vld1q_s16(b.as_ptr()) }
 }
 
-#[inline(always)]
+#[inline]
+#[target_feature(enable = "neon")]
 fn store_i16x8(s: &mut [i16], i: usize, v: int16x8_t) {
     let b: &mut [i16] = &mut s[i..i + 8];
     // SAFETY: `b` is 8 writable i16; `vst1q_s16` writes exactly 8.
     unsafe { vst1q_s16(b.as_mut_ptr(), v) }
 }
 
-#[inline(always)]
+#[inline]
+#[target_feature(enable = "neon")]
 fn store_u8x8(s: &mut [u8], i: usize, v: uint8x8_t) {
     let b: &mut [u8] = &mut s[i..i + 8];
     // SAFETY: `b` is 8 writable bytes; `vst1_u8` writes exactly 8.
     unsafe { vst1_u8(b.as_mut_ptr(), v) }
 }
 
-#[inline(always)]
-fn store_f32x4(s: &mut [f32], i: usize, v: float32x4_t) {
-    let b: &mut [f32] = &mut s[i..i + 4];
-    // SAFETY: `b` is 4 writable f32; `vst1q_f32` writes exactly 4.
-    unsafe { vst1q_f32(b.as_mut_ptr(), v) }
-}
-
 /// [`super::kernels::vertical`] (`src` starts at the first row it reads).
 pub fn vertical(src: &[u8], stride: usize, w: &[i16], out: &mut [i16]) {
+    assert!(std::arch::is_aarch64_feature_detected!("neon"));
+    // SAFETY: NEON is present (part of the aarch64 baseline, and checked above); the function
+    // checks every access itself.
+    unsafe { vertical_impl(src, stride, w, out) }
+}
+
+#[target_feature(enable = "neon")]
+fn vertical_impl(src: &[u8], stride: usize, w: &[i16], out: &mut [i16]) {
     let (n, width) = (w.len(), out.len());
     assert!(
         n > 0 && (n - 1) * stride + width <= src.len(),
@@ -87,6 +91,14 @@ pub fn vertical(src: &[u8], stride: usize, w: &[i16], out: &mut [i16]) {
 
 /// [`super::kernels::horizontal`].
 pub fn horizontal(src: &[i16], h: &HTaps, out: &mut [i16]) {
+    assert!(std::arch::is_aarch64_feature_detected!("neon"));
+    // SAFETY: NEON is present (part of the aarch64 baseline, and checked above); the function
+    // checks every access itself.
+    unsafe { horizontal_impl(src, h, out) }
+}
+
+#[target_feature(enable = "neon")]
+fn horizontal_impl(src: &[i16], h: &HTaps, out: &mut [i16]) {
     // `HTaps` holds `taps` weights per output, `taps` a positive multiple of 8, and its reach
     // is one past the furthest sample any output reads.
     assert!(h.reach() <= src.len() && out.len() == h.outputs() && h.taps().is_multiple_of(8));
@@ -110,6 +122,14 @@ pub fn horizontal(src: &[i16], h: &HTaps, out: &mut [i16]) {
 
 /// [`super::kernels::split2`].
 pub fn split2(src: &[i16], even: &mut [i16], odd: &mut [i16]) {
+    assert!(std::arch::is_aarch64_feature_detected!("neon"));
+    // SAFETY: NEON is present (part of the aarch64 baseline, and checked above); the function
+    // checks every access itself.
+    unsafe { split2_impl(src, even, odd) }
+}
+
+#[target_feature(enable = "neon")]
+fn split2_impl(src: &[i16], even: &mut [i16], odd: &mut [i16]) {
     assert!(even.len() == src.len() / 2 && odd.len() == even.len());
     let n = even.len();
     let mut i = 0;
@@ -127,7 +147,8 @@ pub fn split2(src: &[i16], even: &mut [i16], odd: &mut [i16]) {
 }
 
 /// One output channel of the matrix for four pixels (i32 lanes of the offset samples).
-#[inline(always)]
+#[inline]
+#[target_feature(enable = "neon")]
 fn mat_row(m: &[i32; 3], s: [int32x4_t; 3]) -> int32x4_t {
     let acc = vmlaq_n_s32(
         vmlaq_n_s32(
@@ -143,6 +164,14 @@ fn mat_row(m: &[i32; 3], s: [int32x4_t; 3]) -> int32x4_t {
 
 /// [`super::kernels::to_rgb`].
 pub fn to_rgb(conv: &Conv, ch: [&[i16]; 3], rgb: [&mut [u8]; 3]) {
+    assert!(std::arch::is_aarch64_feature_detected!("neon"));
+    // SAFETY: NEON is present (part of the aarch64 baseline, and checked above); the function
+    // checks every access itself.
+    unsafe { to_rgb_impl(conv, ch, rgb) }
+}
+
+#[target_feature(enable = "neon")]
+fn to_rgb_impl(conv: &Conv, ch: [&[i16]; 3], rgb: [&mut [u8]; 3]) {
     let n = ch[0].len();
     assert!(ch.iter().all(|c| c.len() == n) && rgb.iter().all(|c| c.len() == n));
     let off = [
