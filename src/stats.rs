@@ -191,9 +191,11 @@ pub struct StatsSummary {
 struct Slot {
     /// Index of the period (`now / slot_ns`) the histograms hold; `None` while unused.
     period: Option<u64>,
-    /// 32-bit counters: a tenth of a window never sees 4e9 frames, and half the memory (the
-    /// window's 50 histograms are most of the daemon's own heap).
-    hist: [Histogram<u32>; STAGES],
+    /// 16-bit counters: one bucket of a tenth of the window (1 s in `/status`) fills only at
+    /// 65 535 frames of the same latency in that second, far beyond any frame rate, and the
+    /// window's 70 histograms take half the memory of 32-bit ones (they are most of the
+    /// daemon's own heap). Counts saturate rather than wrap.
+    hist: [Histogram<u16>; STAGES],
 }
 
 /// Latency histograms per stage, windowed and lifetime. See the module docs.
@@ -211,8 +213,8 @@ pub struct LatencyStats {
 
 impl LatencyStats {
     /// Histograms for a recent window of `window` (10 s in `/status`), moving in tenths of it.
-    /// Allocates every histogram now (77 of 15 360 `u32` counters and 7 of `u64`: about 5.6 MB);
-    /// recording never does.
+    /// Allocates every histogram now (70 of 15 360 `u16` counters, 7 of `u32` and 7 of `u64`:
+    /// about 3.4 MB); recording never does.
     pub fn new(window: Duration) -> LatencyStats {
         let slot_ns = (window.as_nanos() / WINDOW_SLOTS as u128).clamp(1, u64::MAX as u128) as u64;
         LatencyStats {
@@ -261,8 +263,11 @@ impl LatencyStats {
         for (stage, merged) in self.merged.iter_mut().enumerate() {
             merged.reset();
             for slot in self.slots.iter().filter(|s| in_window(s.period, period)) {
-                // Same bounds everywhere, so adding cannot run out of range.
-                let _ = merged.add(&slot.hist[stage]);
+                // Same bounds everywhere: each recorded bucket lands in the same bucket here.
+                for v in slot.hist[stage].iter_recorded() {
+                    merged
+                        .saturating_record_n(v.value_iterated_to(), u32::from(v.count_at_value()));
+                }
             }
         }
         StatsSummary {
@@ -441,6 +446,20 @@ mod tests {
         }
         let fps = s.summary(at(t)).fps.unwrap_or(0.0);
         assert!((fps - 30.0).abs() < 1.0, "steady fps {fps}");
+    }
+
+    #[test]
+    fn a_full_window_bucket_saturates_instead_of_wrapping() {
+        let mut s = LatencyStats::default();
+        let sample = e2e(Duration::from_millis(5));
+        for _ in 0..70_000 {
+            s.record(at(1.0), &sample);
+        }
+        let sum = s.summary(at(1.5));
+        // One bucket of one slot holds at most u16::MAX; the lifetime histogram holds all.
+        assert_eq!(sum.window.end_to_end.count, u64::from(u16::MAX));
+        assert_eq!(sum.lifetime.end_to_end.count, 70_000);
+        assert!(close(sum.window.end_to_end.p99, 5.0), "{:?}", sum.window.end_to_end);
     }
 
     #[test]
