@@ -76,6 +76,42 @@ fn fnv(values: &[f32]) -> u64 {
         })
 }
 
+/// Capture-side decoding of MJPEG frames (4:2:2, as USB cameras send them) into a frame, from
+/// `FRAME_DIR` (`mjpeg_WxH.jpg`, made by the script with ffmpeg) or encoded here.
+fn bench_mjpeg(iterations: usize, filter: &str) {
+    use rtinfer::source::v4l2::mjpeg;
+    for (w, h) in [(640, 480), (1280, 720), (1920, 1080)] {
+        let case = format!("mjpeg {w}x{h} decode");
+        if !case.contains(filter) {
+            continue;
+        }
+        let jpeg = match std::env::var("FRAME_DIR") {
+            Ok(dir) => {
+                let path = PathBuf::from(dir).join(format!("mjpeg_{w}x{h}.jpg"));
+                std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+            }
+            Err(_) => {
+                let rgb = frame("rgb24", PixelFormat::Rgb24, w, h);
+                let mut out = Vec::new();
+                image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 85)
+                    .encode(&rgb.data, w, h, image::ExtendedColorType::Rgb8)
+                    .expect("encode a JPEG");
+                out
+            }
+        };
+        let mut f = Frame::default();
+        let mut scratch = mjpeg::Scratch::default();
+        let (median, p99) = time(iterations, || {
+            mjpeg::decode_frame(black_box(&jpeg), w, h, &mut scratch, &mut f).expect("decodes");
+            black_box(&f);
+        });
+        println!(
+            "case {case:<40} median_ms {median:8.4} p99_ms {p99:8.4} frame {}",
+            f.format
+        );
+    }
+}
+
 fn main() {
     let iterations: usize = std::env::var("BENCH_ITERATIONS")
         .ok()
@@ -87,6 +123,7 @@ fn main() {
     };
     let filter = std::env::var("BENCH_FILTER").unwrap_or_default();
     println!("# rtinfer frame path, kernels: {}", isa.name());
+    bench_mjpeg(iterations.min(100), &filter);
     let formats = [
         ("yuyv422", PixelFormat::Yuyv),
         ("yuv420p", PixelFormat::I420),

@@ -2,7 +2,8 @@
 # The frame path (source frame -> model tensor) against OpenCV on the same frames, same run.
 #
 # Frames: ffmpeg's testsrc2 written as YUYV (yuyv422), I420 (yuv420p), NV12 and RGB24 at
-# 640x480, 1280x720 and 1920x1080 (into .cache/bench-frames/). rtinfer: `cargo bench --bench
+# 640x480, 1280x720 and 1920x1080 (into .cache/bench-frames/), and as 4:2:2 MJPEG (whose decode
+# on the capture side the benchmark times too; OpenCV has no counterpart row for it). rtinfer: `cargo bench --bench
 # frame_path` on those files (preprocessing straight from the source layout into 224x224 and
 # 32x32 NCHW f32, stretch and letterbox, antialiased bilinear). OpenCV: cvtColor to RGB,
 # resize(INTER_LINEAR), normalise into NCHW f32 (dnn.blobFromImageWithParams), one thread,
@@ -43,6 +44,11 @@ for size in 640x480 1280x720 1920x1080; do
     [ -s "$f" ] || ffmpeg -hide_banner -loglevel error -nostdin -y -f lavfi \
       -i "testsrc2=size=$size:rate=1,format=rgb24" -frames:v 1 -pix_fmt "$fmt" -f rawvideo "$f"
   done
+  # MJPEG as USB cameras send it: 4:2:2, the standard Huffman tables.
+  f="$FRAMES/mjpeg_${size}.jpg"
+  [ -s "$f" ] || ffmpeg -hide_banner -loglevel error -nostdin -y -f lavfi \
+    -i "testsrc2=size=$size:rate=1,format=rgb24" -frames:v 1 -pix_fmt yuvj422p -c:v mjpeg \
+    -huffman default -q:v 3 "$f"
 done
 
 if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c 'import cv2' 2>/dev/null; then

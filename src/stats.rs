@@ -459,7 +459,11 @@ mod tests {
         // One bucket of one slot holds at most u16::MAX; the lifetime histogram holds all.
         assert_eq!(sum.window.end_to_end.count, u64::from(u16::MAX));
         assert_eq!(sum.lifetime.end_to_end.count, 70_000);
-        assert!(close(sum.window.end_to_end.p99, 5.0), "{:?}", sum.window.end_to_end);
+        assert!(
+            close(sum.window.end_to_end.p99, 5.0),
+            "{:?}",
+            sum.window.end_to_end
+        );
     }
 
     #[test]

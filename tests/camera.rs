@@ -193,10 +193,18 @@ fn mjpeg_with_and_without_huffman_tables_matches_ffmpeg() {
     assert!(mjpeg::has_huffman_tables(&full));
     assert!(!mjpeg::has_huffman_tables(&bare), "tables were stripped");
     assert!(bare.len() < full.len());
-    let mut scratch = Vec::new();
+    let mut scratch = mjpeg::Scratch::default();
     for (what, data) in [("mjpeg", &full), ("mjpeg without DHT", &bare)] {
-        let mut rgb = vec![0u8; (W * H * 3) as usize];
-        mjpeg::decode(data, W, H, &mut scratch, &mut rgb).expect("decodes");
+        let mut frame = Frame::default();
+        mjpeg::decode_frame(data, W, H, &mut scratch, &mut frame).expect("decodes");
+        assert_eq!(
+            frame.format.name(),
+            "yuvj422p",
+            "{what}: the camera's own layout"
+        );
+        let mut rgb = Vec::new();
+        frame.to_rgb(&mut rgb).expect("a whole frame");
+        assert_eq!(rgb.len(), (W * H * 3) as usize);
         assert_close(what, &rgb, &reference);
     }
 }

@@ -58,8 +58,8 @@ pub struct V4l2Source {
     opener: Box<dyn Opener>,
     device: Option<Box<dyn Device>>,
     granted: Granted,
-    /// Reused copy of an MJPEG frame with the standard Huffman tables inserted.
-    jpeg_scratch: Vec<u8>,
+    /// Buffers reused from MJPEG frame to MJPEG frame.
+    jpeg_scratch: mjpeg::Scratch,
     backoff: Duration,
     backoff_start: Duration,
     backoff_max: Duration,
@@ -138,7 +138,7 @@ impl V4l2Source {
             opener,
             device: Some(dev),
             granted,
-            jpeg_scratch: Vec::new(),
+            jpeg_scratch: mjpeg::Scratch::default(),
             backoff: BACKOFF_START,
             backoff_start: BACKOFF_START,
             backoff_max: BACKOFF_MAX,
@@ -259,9 +259,13 @@ fn log_granted(uri: &str, req: &Request, g: &Granted) {
     );
 }
 
-/// The layout frames of a camera format arrive in: raw formats as they are, MJPEG decoded to RGB.
+/// The layout frames of a camera format arrive in: raw formats as they are; MJPEG as the 4:2:2
+/// cameras send (`yuvj422p`; grey or RGB for the JPEGs that are not, see [`mjpeg`]).
 fn frame_format(fourcc: FourCc) -> PixelFormat {
-    convert::pixel_format(fourcc).unwrap_or(PixelFormat::Rgb24)
+    convert::pixel_format(fourcc).unwrap_or(PixelFormat::Yuv {
+        chroma: crate::source::color::Chroma::C422,
+        range: crate::source::color::ColorRange::Full,
+    })
 }
 
 impl Source for V4l2Source {
@@ -285,14 +289,16 @@ impl Source for V4l2Source {
             return Ok(Capture::Timeout);
         };
         let g = self.granted;
-        frame.set_format(frame_format(g.fourcc), g.width, g.height);
+        if g.fourcc != convert::MJPG {
+            frame.set_format(frame_format(g.fourcc), g.width, g.height);
+        }
         let scratch = &mut self.jpeg_scratch;
         let mut converted: Result<(), String> = Ok(());
         let mut stamp = None;
         let got = dev.next(timeout, &mut |data, at| {
             stamp = at;
             converted = if g.fourcc == convert::MJPG {
-                mjpeg::decode(data, g.width, g.height, scratch, &mut frame.data)
+                mjpeg::decode_frame(data, g.width, g.height, scratch, frame)
                     .map_err(|e| e.to_string())
             } else {
                 let l = Layout {
