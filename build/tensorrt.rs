@@ -7,8 +7,8 @@
 //! naming those variables, instead of a compiler error about a missing `NvInfer.h`.
 //!
 //! `tensorrt-double` compiles the same file against the CPU test double in `cpp/trt_double/`, in
-//! the shape `RTINFER_TRT_DOUBLE` selects (`8.5` or `10`, default `10`). Either feature sets the
-//! `rtinfer_trt` cfg the Rust side is gated on.
+//! the shape `RTINFER_TRT_DOUBLE` selects (`8.5`, `10.3` or `10.16`; `10` is `10.3`, the default).
+//! Either feature sets the `rtinfer_trt` cfg the Rust side is gated on.
 
 /// Compiles and links what the tensorrt backend needs; a no-op in the default build.
 pub fn configure() {
@@ -53,19 +53,20 @@ mod enabled {
         }
     }
 
-    /// The TensorRT major version the double imitates: 8 (8.5.2) or 10 (10.3).
-    fn double_shape() -> &'static str {
+    /// The TensorRT version (major, minor) the double imitates: 8.5.2, 10.3.0 or 10.16.1.
+    fn double_shape() -> (&'static str, &'static str) {
         match env("RTINFER_TRT_DOUBLE").as_deref() {
-            None | Some("10") | Some("10.x") | Some("10.3") => "10",
-            Some("8") | Some("8.5") | Some("8.5.2") => "8",
+            None | Some("10") | Some("10.3") | Some("10.3.0") => ("10", "3"),
+            Some("10.16") | Some("10.16.1") => ("10", "16"),
+            Some("8") | Some("8.5") | Some("8.5.2") => ("8", "5"),
             Some(other) => fail(&format!(
-                "RTINFER_TRT_DOUBLE={other}: expected 8.5 or 10 (the TensorRT API shape of the test double)"
+                "RTINFER_TRT_DOUBLE={other}: expected 8.5, 10.3 or 10.16 (the TensorRT API shape of the test double)"
             )),
         }
     }
 
     fn double() {
-        let shape = double_shape();
+        let (major, minor) = double_shape();
         rerun_on(&[
             DOUBLE_BRIDGE,
             "cpp/trt_double/trt_double.cc",
@@ -77,10 +78,15 @@ mod enabled {
             .file(LAYER)
             .file("cpp/trt_double/trt_double.cc")
             .file("cpp/trt_double/control_bridge.cc")
-            .include("cpp/trt_double/include")
-            .define("TRT_DOUBLE_MAJOR", shape)
+            // As system headers, like a real SDK's: a deprecated API used by the layer still warns
+            // at the layer's line; the double's own inline code does not.
+            .flag("-isystem")
+            .flag("cpp/trt_double/include")
+            .define("TRT_DOUBLE_MAJOR", major)
+            .define("TRT_DOUBLE_MINOR", minor)
             .std("c++17")
-            // The double marks what 8.5/10.x deprecate: the layer must not use any of it.
+            // The double marks what its version deprecates (tests/trt_headers.rs holds the 10.x
+            // marks to the real headers): the layer must not use any of it.
             .flag_if_supported("-Werror=deprecated-declarations")
             .warnings(false)
             .compile("rtinfer_trt");

@@ -1,16 +1,28 @@
 // rtinfer's TensorRT layer. Only the name-based API that TensorRT 8.5 and 10.x share is used
-// (getNbIOTensors / getIOTensorName / setTensorAddress / enqueueV3); the few differences (Dims
-// width, getDeviceMemorySizeV2, the explicit-batch flag) are behind NV_TENSORRT_MAJOR.
+// (getNbIOTensors / getIOTensorName / setTensorAddress / enqueueV3); the differences (Dims width,
+// getDeviceMemorySizeV2, the explicit-batch flag, and how each version wants fp16 and int8 built:
+// see build_path) are behind NV_TENSORRT_MAJOR/MINOR. Nothing a supported version deprecates is
+// used: scripts/check_sdk_headers.sh compiles this file against the real 10.3.0 and 10.16.1
+// headers with deprecations as errors.
+//
+// Rules of the real API this file keeps: the logger outlives every object (it is never
+// destroyed); builder configs and networks are destroyed before their builder, contexts before
+// their engine, engines before their runtime (member and local declaration order; the test
+// double aborts on a wrong order); setDLACore does nothing without DLA cores, so a requested DLA
+// core is checked against getNbDLACores() and its absence is an error at load.
 #include "rtinfer/cpp/trt_engine.h"
 
 #include <NvInfer.h>
 #include <NvOnnxParser.h>
 #include <cuda_runtime_api.h>
 
+#include <atomic>
 #include <cstdio>
 #include <cstring>
+#include <deque>
 #include <fstream>
 #include <iterator>
+#include <mutex>
 #include <stdexcept>
 #include <string>
 #include <type_traits>
@@ -18,26 +30,73 @@
 
 #include "rtinfer/src/backend/tensorrt/bridge.rs.h"
 
+// TensorRT 10.12 deprecates the weak-typing precision flags (kFP16, kINT8).
+#define RTINFER_TRT_SINCE(major, minor) \
+  (NV_TENSORRT_MAJOR > (major) || (NV_TENSORRT_MAJOR == (major) && NV_TENSORRT_MINOR >= (minor)))
+
 namespace rtinfer {
 namespace trt {
 namespace {
 
-using nvinfer1::DataType;
+namespace nv = nvinfer1;
 using nvinfer1::Dims;
 using nvinfer1::ILogger;
 using nvinfer1::TensorIOMode;
 
-// The last error TensorRT logged on this thread: TensorRT reports failures by returning null or
-// false and explains them only through the logger.
+// TensorRT reports failures by returning null or false and explains them only through the
+// logger, which it may call from threads of its own (builder and runtime workers). So an error
+// logged on a thread that is running one of our calls belongs to that call; one logged on any
+// other thread is kept (the last few, numbered) and a call that fails takes those logged since it
+// began. Two calls failing at once on two threads may both show such a message: better than none.
+thread_local bool t_in_call = false;
+thread_local uint64_t t_call_start = 0;
 thread_local std::string t_last_error;
+
+struct ForeignErrors {
+  std::mutex mu;
+  std::atomic<uint64_t> seq{0};
+  std::deque<std::pair<uint64_t, std::string>> last;
+};
+ForeignErrors& foreign_errors() {
+  static ForeignErrors* f = new ForeignErrors();  // never destroyed: see logger()
+  return *f;
+}
+
+std::string foreign_errors_since(uint64_t start) {
+  auto& f = foreign_errors();
+  std::lock_guard<std::mutex> g(f.mu);
+  std::string s;
+  for (auto const& e : f.last)
+    if (e.first > start) s += (s.empty() ? "" : "; ") + e.second;
+  return s;
+}
+
+Severity severity_of(ILogger::Severity s) {
+  switch (s) {
+    case ILogger::Severity::kINTERNAL_ERROR: return Severity::InternalError;
+    case ILogger::Severity::kERROR: return Severity::Error;
+    case ILogger::Severity::kWARNING: return Severity::Warning;
+    case ILogger::Severity::kINFO: return Severity::Info;
+    default: return Severity::Verbose;
+  }
+}
 
 class Logger : public ILogger {
  public:
   void log(Severity severity, char const* msg) noexcept override {
     if (msg == nullptr) return;
-    if (severity <= Severity::kERROR) t_last_error = msg;
     try {
-      trt_log(static_cast<int32_t>(severity),
+      if (severity <= Severity::kERROR) {
+        if (t_in_call) {
+          t_last_error = msg;
+        } else {
+          auto& f = foreign_errors();
+          std::lock_guard<std::mutex> g(f.mu);
+          f.last.emplace_back(f.seq.fetch_add(1) + 1, msg);
+          if (f.last.size() > 16) f.last.pop_front();
+        }
+      }
+      trt_log(severity_of(severity),
               rust::Slice<const uint8_t>(reinterpret_cast<uint8_t const*>(msg), std::strlen(msg)));
     } catch (...) {
       // Logging must never throw into TensorRT.
@@ -45,18 +104,31 @@ class Logger : public ILogger {
   }
 };
 
-// One logger for the process: TensorRT keeps a reference to it for the runtime's lifetime.
+// One logger for the process, never destroyed: the real API requires it to outlive every object
+// created with it, and an engine may still be alive when static destructors run at exit.
 Logger& logger() {
-  static Logger l;
-  return l;
+  static Logger* l = new Logger();
+  return *l;
 }
+
+// Marks the calling thread as running one of our calls for as long as it lives.
+class InCall {
+ public:
+  InCall() {
+    t_in_call = true;
+    t_call_start = foreign_errors().seq.load();
+    t_last_error.clear();
+  }
+  ~InCall() { t_in_call = false; }
+  InCall(InCall const&) = delete;
+  InCall& operator=(InCall const&) = delete;
+};
 
 [[noreturn]] void fail(std::string const& what) {
   std::string msg = what;
-  if (!t_last_error.empty()) {
-    msg += " (TensorRT: " + t_last_error + ")";
-    t_last_error.clear();
-  }
+  std::string why = t_last_error.empty() ? foreign_errors_since(t_call_start) : t_last_error;
+  if (!why.empty()) msg += " (TensorRT: " + why + ")";
+  t_last_error.clear();
   throw std::runtime_error(msg);
 }
 
@@ -69,7 +141,7 @@ void check(cudaError_t e, char const* call) {
 // Runs `f`, turning anything thrown into std::runtime_error prefixed by `what`.
 template <typename F>
 auto guarded(char const* what, F&& f) -> decltype(f()) {
-  t_last_error.clear();
+  InCall in_call;
   try {
     return f();
   } catch (std::exception const& e) {
@@ -104,34 +176,67 @@ int64_t volume(std::vector<int64_t> const& v) {
   return n;
 }
 
-char const* type_name(DataType t) {
+DataType bridge_type(nv::DataType t) {
   switch (t) {
-    case DataType::kFLOAT: return "float32";
-    case DataType::kHALF: return "float16";
-    case DataType::kINT8: return "int8";
-    case DataType::kINT32: return "int32";
-    case DataType::kBOOL: return "bool";
-    case DataType::kUINT8: return "uint8";
+    case nv::DataType::kFLOAT: return DataType::Float32;
+    case nv::DataType::kHALF: return DataType::Float16;
+    case nv::DataType::kINT8: return DataType::Int8;
+    case nv::DataType::kINT32: return DataType::Int32;
+    case nv::DataType::kBOOL: return DataType::Bool;
+    case nv::DataType::kUINT8: return DataType::Uint8;
 #if NV_TENSORRT_MAJOR >= 10
-    case DataType::kINT64: return "int64";
-    case DataType::kBF16: return "bfloat16";
-    case DataType::kFP8: return "fp8";
-    case DataType::kINT4: return "int4";
+    case nv::DataType::kINT64: return DataType::Int64;
+    case nv::DataType::kBF16: return DataType::Bfloat16;
+    case nv::DataType::kFP8: return DataType::Fp8;
+    case nv::DataType::kINT4: return DataType::Int4;
 #endif
+    default: return DataType::Other;
+  }
+}
+
+char const* type_name(nv::DataType t) {
+  switch (bridge_type(t)) {
+    case DataType::Float32: return "float32";
+    case DataType::Float16: return "float16";
+    case DataType::Int8: return "int8";
+    case DataType::Int32: return "int32";
+    case DataType::Bool: return "bool";
+    case DataType::Uint8: return "uint8";
+    case DataType::Int64: return "int64";
+    case DataType::Bfloat16: return "bfloat16";
+    case DataType::Fp8: return "fp8";
+    case DataType::Int4: return "int4";
     default: return "other";
   }
 }
 
-size_t type_size(DataType t) {
+size_t type_size(nv::DataType t) {
   switch (t) {
-    case DataType::kFLOAT: case DataType::kINT32: return 4;
-    case DataType::kHALF: return 2;
+    case nv::DataType::kFLOAT: case nv::DataType::kINT32: return 4;
+    case nv::DataType::kHALF: return 2;
 #if NV_TENSORRT_MAJOR >= 10
-    case DataType::kINT64: return 8;
-    case DataType::kBF16: return 2;
+    case nv::DataType::kINT64: return 8;
+    case nv::DataType::kBF16: return 2;
 #endif
     default: return 1;
   }
+}
+
+std::string dims_text(std::vector<int64_t> const& v) {
+  std::string s = "[";
+  for (size_t i = 0; i < v.size(); ++i) s += (i ? ", " : "") + std::to_string(v[i]);
+  return s + "]";
+}
+
+// A requested DLA core against the cores the runtime or builder reports: setDLACore does nothing
+// when there are none, so without this check a dla_core setting would silently run on the GPU.
+void check_dla(int32_t core, int32_t available, char const* who) {
+  if (available == 0)
+    fail("tensorrt.dla_core = " + std::to_string(core) + ", but this device has no DLA core (" + who +
+         "::getNbDLACores() = 0): remove dla_core to run on the GPU");
+  if (core >= available)
+    fail("tensorrt.dla_core = " + std::to_string(core) + ", but this device has " +
+         std::to_string(available) + " DLA core(s), numbered from 0");
 }
 
 template <typename T>
@@ -152,7 +257,7 @@ size_t free_device_memory() {
 struct Buffer {
   std::string name;
   bool input = false;
-  DataType type = DataType::kFLOAT;
+  nv::DataType type = nv::DataType::kFLOAT;
   std::vector<int64_t> shape;
   size_t bytes = 0;
   void* host = nullptr;
@@ -213,7 +318,10 @@ class TrtEngine::Impl {
     zero_copy_ = opts.zero_copy;
     runtime_.reset(nvinfer1::createInferRuntime(logger()));
     if (!runtime_) fail("createInferRuntime failed (TensorRT " + version_string() + ")");
-    if (opts.dla_core >= 0) runtime_->setDLACore(opts.dla_core);
+    if (opts.dla_core >= 0) {
+      check_dla(opts.dla_core, runtime_->getNbDLACores(), "IRuntime");
+      runtime_->setDLACore(opts.dla_core);
+    }
     size_t free_before = free_device_memory();
     engine_.reset(runtime_->deserializeCudaEngine(plan.data(), plan.size()));
     if (!engine_)
@@ -246,7 +354,7 @@ class TrtEngine::Impl {
       TensorDesc d;
       d.name = rust::String(b.name);
       d.input = b.input;
-      d.element = rust::String(type_name(b.type));
+      d.element = bridge_type(b.type);
       for (auto x : b.shape) d.shape.push_back(x);
       Dims declared = engine_->getTensorShape(b.name.c_str());
       for (auto x : to_vec(declared)) d.declared_shape.push_back(x);
@@ -311,6 +419,11 @@ class TrtEngine::Impl {
       b.input = engine_->getTensorIOMode(b.name.c_str()) == TensorIOMode::kINPUT;
       b.type = engine_->getTensorDataType(b.name.c_str());
       b.shape = to_vec(context_->getTensorShape(b.name.c_str()));
+      for (auto x : b.shape)
+        if (x < 0)
+          fail(std::string(b.input ? "input '" : "output '") + b.name + "' has a data-dependent shape " +
+               dims_text(b.shape) + " once the inputs are set: rtinfer binds fixed-size buffers at load "
+               "(no IOutputAllocator); export the model with static output shapes");
       b.bytes = static_cast<size_t>(volume(b.shape)) * type_size(b.type);
       b.allocate(zero_copy_);
       if (!context_->setTensorAddress(b.name.c_str(), b.device))
@@ -322,7 +435,7 @@ class TrtEngine::Impl {
       if (!b.input && out_ == nullptr) out_ = &b;
     }
     if (in_ == nullptr || out_ == nullptr) fail("the engine needs at least one input and one output");
-    if (in_->type != DataType::kFLOAT || out_->type != DataType::kFLOAT)
+    if (in_->type != nv::DataType::kFLOAT || out_->type != nv::DataType::kFLOAT)
       fail("input '" + in_->name + "' is " + type_name(in_->type) + " and output '" + out_->name +
            "' is " + type_name(out_->type) + ": rtinfer feeds and reads float32 I/O (int8 engines "
            "keep float32 I/O unless built with explicit I/O formats)");
@@ -362,6 +475,25 @@ std::unique_ptr<TrtEngine> new_engine(rust::Slice<const uint8_t> plan, EngineOpt
   });
 }
 
+BuildPath build_path(Precision precision) {
+  switch (precision) {
+    case Precision::Fp16:
+#if RTINFER_TRT_SINCE(10, 12)
+      return BuildPath::Fp16StronglyTyped;
+#else
+      return BuildPath::Fp16Flag;
+#endif
+    case Precision::Int8:
+#if NV_TENSORRT_MAJOR >= 10
+      return BuildPath::Int8Explicit;
+#else
+      return BuildPath::Int8Calibrated;
+#endif
+    default:
+      return BuildPath::Fp32;
+  }
+}
+
 RuntimeInfo runtime_info() {
   return guarded("runtime_info", [&] {
     RuntimeInfo info;
@@ -384,6 +516,7 @@ RuntimeInfo runtime_info() {
 
 namespace {
 
+#if NV_TENSORRT_MAJOR < 10
 // Feeds TensorRT's int8 calibration from the Rust side (CalibSource::next_batch fills one
 // preprocessed image per batch) and keeps the calibration cache file in sync.
 class Calibrator : public nvinfer1::IInt8EntropyCalibrator2 {
@@ -456,6 +589,7 @@ class Calibrator : public nvinfer1::IInt8EntropyCalibrator2 {
   std::vector<char> cache_;
   bool written_ = false;
 };
+#endif  // TensorRT 8.x: the calibrator (10.x deprecates implicit quantization)
 
 std::string parser_errors(nvonnxparser::IParser const& parser) {
   std::string s;
@@ -468,11 +602,18 @@ std::string parser_errors(nvonnxparser::IParser const& parser) {
   return s.empty() ? "no parser error recorded" : s;
 }
 
+// Builds in the way build_path() names: fp32 and calibrated int8 in a weakly typed network with
+// precision flags (8.x; kFP16 through 10.11), explicit int8 and 10.12+ fp16 in a strongly typed
+// network whose types come from the model (the Rust side has checked that it carries Q/DQ nodes
+// or float16 tensors).
 rust::Vec<uint8_t> build(rust::Slice<const uint8_t> onnx, BuildOptions const& opts, CalibSource& calib) {
+  BuildPath const path = build_path(opts.precision);
   Owned<nvinfer1::IBuilder> builder(nvinfer1::createInferBuilder(logger()));
   if (!builder) fail("createInferBuilder failed (TensorRT " + version_string() + ")");
 #if NV_TENSORRT_MAJOR >= 10
   nvinfer1::NetworkDefinitionCreationFlags flags = 0;  // explicit batch is the only mode
+  if (path == BuildPath::Fp16StronglyTyped || path == BuildPath::Int8Explicit)
+    flags |= 1U << static_cast<uint32_t>(nvinfer1::NetworkDefinitionCreationFlag::kSTRONGLY_TYPED);
 #else
   nvinfer1::NetworkDefinitionCreationFlags flags =
       1U << static_cast<uint32_t>(nvinfer1::NetworkDefinitionCreationFlag::kEXPLICIT_BATCH);
@@ -486,8 +627,12 @@ rust::Vec<uint8_t> build(rust::Slice<const uint8_t> onnx, BuildOptions const& op
   if (!config) fail("createBuilderConfig failed");
   if (opts.workspace_bytes > 0)
     config->setMemoryPoolLimit(nvinfer1::MemoryPoolType::kWORKSPACE, static_cast<size_t>(opts.workspace_bytes));
-  if (opts.precision == 1 || opts.fp16_fallback) config->setFlag(nvinfer1::BuilderFlag::kFP16);
+#if !RTINFER_TRT_SINCE(10, 12)
+  if (path == BuildPath::Fp16Flag || (path == BuildPath::Int8Calibrated && opts.fp16_fallback))
+    config->setFlag(nvinfer1::BuilderFlag::kFP16);
+#endif
   if (opts.dla_core >= 0) {
+    check_dla(opts.dla_core, builder->getNbDLACores(), "IBuilder");
     config->setDefaultDeviceType(nvinfer1::DeviceType::kDLA);
     config->setDLACore(opts.dla_core);
     if (opts.gpu_fallback) config->setFlag(nvinfer1::BuilderFlag::kGPU_FALLBACK);
@@ -520,14 +665,19 @@ rust::Vec<uint8_t> build(rust::Slice<const uint8_t> onnx, BuildOptions const& op
     if (i == 0) first_shape = shape;
   }
   if (profile != nullptr && config->addOptimizationProfile(profile) < 0) fail("addOptimizationProfile failed");
+#if NV_TENSORRT_MAJOR < 10
+  // Declared after the config, so destroyed before it: the config points at it until then.
   std::unique_ptr<Calibrator> calibrator;
-  if (opts.precision == 2) {
+  if (path == BuildPath::Int8Calibrated) {
     if (first_shape.empty()) fail("an int8 build needs an input");
     calibrator = std::make_unique<Calibrator>(calib, static_cast<size_t>(volume(first_shape)),
                                               std::string(opts.calibration_cache), opts.read_cache);
     config->setFlag(nvinfer1::BuilderFlag::kINT8);
     config->setInt8Calibrator(calibrator.get());
   }
+#else
+  (void)calib;  // explicit quantization: the ranges are the model's Q/DQ scales
+#endif
   Owned<nvinfer1::IHostMemory> plan(builder->buildSerializedNetwork(*network, *config));
   if (!plan || plan->size() == 0) fail("buildSerializedNetwork failed");
   rust::Vec<uint8_t> out;

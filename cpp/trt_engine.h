@@ -15,6 +15,8 @@
 namespace rtinfer {
 namespace trt {
 
+enum class Precision : std::uint8_t;
+enum class BuildPath : std::uint8_t;
 struct RuntimeInfo;
 struct EngineOptions;
 struct BuildOptions;
@@ -40,6 +42,7 @@ class TrtEngine {
 };
 
 RuntimeInfo runtime_info();
+BuildPath build_path(Precision precision);
 std::unique_ptr<TrtEngine> new_engine(rust::Slice<const uint8_t> plan, EngineOptions const& opts);
 rust::Vec<uint8_t> build_engine(rust::Slice<const uint8_t> onnx, BuildOptions const& opts,
                                 CalibSource& calib);

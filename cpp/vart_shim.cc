@@ -2,10 +2,12 @@
 // into librtinfer_vart.so (see cpp/Makefile and the README's "Vitis AI" section).
 //
 // Why this file exists: rtinfer is Rust and loads this library at run time; VART's C++ ABI is
-// never seen by Rust. Everything here is written against the public VART/XIR headers of
-// Vitis AI 3.0 (vart/runner.hpp, vart/runner_helper.hpp, xir/graph/graph.hpp,
-// xir/tensor/tensor.hpp). It has NOT been compiled or run in rtinfer's CI (no Vitis AI there);
-// the fake in cpp/fake_dpu/ stands in for it in tests.
+// never seen by Rust. Everything here is written against the public VART/XIR headers
+// (vart/runner.hpp, vart/tensor_buffer.hpp, xir/graph/graph.hpp, xir/tensor/tensor.hpp) and uses
+// only what libvart-runner, libvart-util and libxir define: CI compiles it (g++ -fsyntax-only,
+// -Werror) against the real headers of Vitis AI 2.5, 3.0 and 3.5 (scripts/check_sdk_headers.sh,
+// third_party/). It has never been linked against those libraries nor run on a DPU; the fake in
+// cpp/fake_dpu/ stands in for it in tests.
 //
 // Rules kept here:
 //  - no C++ exception crosses the C boundary: every entry point is wrapped in guarded();
@@ -26,7 +28,7 @@
 #include <vector>
 
 #include <vart/runner.hpp>
-#include <vart/runner_helper.hpp>
+#include <vart/tensor_buffer.hpp>
 #include <xir/graph/graph.hpp>
 #include <xir/tensor/tensor.hpp>
 
@@ -66,6 +68,40 @@ int32_t dtype_of(const xir::Tensor* t) {
   return RTV_DTYPE_OTHER;
 }
 
+// A runner tensor's host memory, one contiguous row-major block, through VART's own TensorBuffer
+// interface (declared in vart/tensor_buffer.hpp, defined in libvart-runner). It replaces
+// vart::alloc_cpu_flat_tensor_buffers, which vart/runner_helper.hpp declares but the Vitis AI
+// Library's libvitis_ai_library-runner_helper defines (src/vai_library/runner_helper in 3.0/3.5,
+// src/Vitis-AI-Library/runner_helper in 2.5): not one of the libraries cpp/Makefile links, and
+// not installed with VART alone. The DPU runner copies from and to HOST_VIRT buffers like these.
+class HostTensorBuffer final : public vart::TensorBuffer {
+ public:
+  explicit HostTensorBuffer(const xir::Tensor* tensor)
+      : vart::TensorBuffer(tensor),
+        bytes_(static_cast<size_t>(tensor->get_element_num()) *
+               static_cast<size_t>(tensor->get_data_type().bit_width / 8)),
+        data_(bytes_) {}
+
+  // The address of element `idx` (row-major) and the bytes from there to the end.
+  std::pair<std::uint64_t, std::size_t> data(const std::vector<std::int32_t> idx) override {
+    const std::vector<std::int32_t> shape = tensor_->get_shape();
+    const size_t element = static_cast<size_t>(tensor_->get_data_type().bit_width / 8);
+    size_t offset = 0;
+    for (size_t i = 0; i < shape.size(); i++) {
+      const std::int32_t at = i < idx.size() ? idx[i] : 0;
+      if (at < 0 || at >= shape[i]) return {0, 0};
+      offset = offset * static_cast<size_t>(shape[i]) + static_cast<size_t>(at);
+    }
+    offset *= element;
+    if (offset > bytes_) return {0, 0};
+    return {reinterpret_cast<std::uint64_t>(data_.data() + offset), bytes_ - offset};
+  }
+
+ private:
+  size_t bytes_;
+  std::vector<int8_t> data_;
+};
+
 // One tensor of the runner with its host buffer, prepared at open.
 struct Port {
   rtv_tensor_info info;
@@ -95,13 +131,12 @@ int32_t describe(const xir::Tensor* t, const char* path, rtv_tensor_info* out) {
 // Allocates the runner's host buffers and records where batch element 0 starts.
 int32_t prepare(const std::vector<const xir::Tensor*>& tensors, const char* path,
                 std::vector<Port>& ports, std::vector<vart::TensorBuffer*>& raw) {
-  auto buffers = vart::alloc_cpu_flat_tensor_buffers(tensors);
   ports.resize(tensors.size());
   raw.clear();
   for (size_t i = 0; i < tensors.size(); i++) {
     int32_t st = describe(tensors[i], path, &ports[i].info);
     if (st != RTV_OK) return st;
-    ports[i].buffer = std::move(buffers[i]);
+    ports[i].buffer = std::make_unique<HostTensorBuffer>(tensors[i]);
     std::vector<std::int32_t> origin(tensors[i]->get_shape().size(), 0);
     auto addr = ports[i].buffer->data(origin);
     if (addr.first == 0 || static_cast<int64_t>(addr.second) < ports[i].info.batch_bytes)

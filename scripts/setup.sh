@@ -8,9 +8,13 @@
 #
 # ONNX Runtime comes from the `onnxruntime==1.31.1` PyPI wheel (it carries
 # onnxruntime/capi/libonnxruntime.so.1.31.1) into .cache/onnxruntime/<arch>/, which git ignores.
+# The CUDA runtime headers the real-SDK compile checks need (scripts/check_sdk_headers.sh) come
+# from the `nvidia-cuda-runtime-cu12` and `nvidia-cuda-nvcc-cu12` 12.6.77 wheels into
+# .cache/cuda-12.6.77/include/ (headers only: nothing of CUDA runs here).
 set -euo pipefail
 
 ORT_VERSION=1.31.1
+CUDA_HEADERS_VERSION=12.6.77
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 CACHE="$ROOT/.cache"
 WANT_AARCH64=0
@@ -43,6 +47,8 @@ install_debs() {
   command -v cc >/dev/null || missing+=(gcc)
   command -v c++ >/dev/null || missing+=(g++)
   compgen -G "/usr/lib/llvm-*/lib/libclang.so" >/dev/null || missing+=(libclang-dev)
+  # The Vitis AI headers the VART shim is compile-checked against include glog.
+  [ -f /usr/include/glog/logging.h ] || missing+=(libgoogle-glog-dev)
   if [ "$WANT_AARCH64" = 1 ]; then
     command -v aarch64-linux-gnu-gcc >/dev/null || missing+=(gcc-aarch64-linux-gnu g++-aarch64-linux-gnu)
     command -v qemu-aarch64-static >/dev/null || missing+=(qemu-user-static)
@@ -82,6 +88,44 @@ fetch_ort() {
   log "ONNX Runtime $ORT_VERSION ($arch): $lib"
 }
 
+# fetch_cuda_headers: the CUDA runtime headers of two PyPI wheels (runtime: cuda_runtime_api.h and
+# friends; nvcc: crt/host_defines.h, which they include) into .cache/cuda-VERSION/include/, for the
+# compile checks of cpp/trt_engine.cc against the real TensorRT headers. Headers only, so the
+# x86_64 wheels serve any host.
+fetch_cuda_headers() {
+  local v="$CUDA_HEADERS_VERSION"
+  local dest="$CACHE/cuda-$v/include"
+  if [ -s "$dest/cuda_runtime_api.h" ] && [ -s "$dest/crt/host_defines.h" ]; then
+    log "CUDA $v runtime headers cached: $dest"
+    return
+  fi
+  mkdir -p "$CACHE/wheels"
+  local pkg wheels=()
+  for pkg in nvidia_cuda_runtime_cu12 nvidia_cuda_nvcc_cu12; do
+    local w
+    w="$(ls "$CACHE"/wheels/"$pkg"-"$v"-*manylinux2014_x86_64.whl 2>/dev/null | head -n1 || true)"
+    if [ -z "$w" ]; then
+      log "downloading ${pkg//_/-}==$v wheel from PyPI (headers only are kept)"
+      python3 -m pip download --quiet --no-deps --only-binary=:all: \
+        --platform manylinux2014_x86_64 --python-version 3.11 \
+        -d "$CACHE/wheels" "${pkg//_/-}==$v"
+      w="$(ls "$CACHE"/wheels/"$pkg"-"$v"-*manylinux2014_x86_64.whl | head -n1)"
+    fi
+    wheels+=("$w")
+  done
+  local tmp; tmp="$(mktemp -d)"
+  unzip -q -o "${wheels[0]}" 'nvidia/cuda_runtime/include/*' -d "$tmp"
+  unzip -q -o "${wheels[1]}" 'nvidia/cuda_nvcc/include/crt/*' -d "$tmp"
+  rm -rf "$dest.part"
+  mkdir -p "$dest.part"
+  cp -r "$tmp"/nvidia/cuda_runtime/include/. "$dest.part"/
+  cp -r "$tmp"/nvidia/cuda_nvcc/include/crt "$dest.part"/
+  rm -f "$dest.part/__init__.py"
+  rm -rf "$dest" "$tmp"
+  mv "$dest.part" "$dest"
+  log "CUDA $v runtime headers: $dest"
+}
+
 # A private Python venv for test tools: prometheus_client's parser checks /metrics.
 python_tools() {
   local venv="$CACHE/venv"
@@ -102,3 +146,4 @@ esac
 if [ "$WANT_AARCH64" = 1 ] && [ "$(uname -m)" != aarch64 ]; then
   fetch_ort aarch64 manylinux_2_28_aarch64
 fi
+if [ "$APT" = 1 ]; then fetch_cuda_headers; fi

@@ -17,9 +17,11 @@ use std::time::Duration;
 
 use hdrhistogram::Histogram;
 
-use crate::daemon::{Shared, State};
-use crate::slot::End;
+use crate::pipeline::LoopControl;
+use crate::rt::RealtimeOptions;
+use crate::slot::{End, FrameSlot};
 use crate::source::{Capture, Source};
+use crate::state::{State, StateCell};
 use crate::time::MonoTime;
 
 /// A stall is this many frame periods without a frame.
@@ -37,6 +39,8 @@ pub struct SourceHealth {
     pending: AtomicBool,
     last_frame_ns: AtomicU64,
     stalled: AtomicBool,
+    /// Whether the device is there (a camera reconnecting after an unplug is not).
+    connected: AtomicBool,
     /// |interval - period| in microseconds, since start.
     jitter_us: Mutex<Histogram<u64>>,
 }
@@ -52,6 +56,7 @@ impl SourceHealth {
             pending: AtomicBool::new(false),
             last_frame_ns: AtomicU64::new(0),
             stalled: AtomicBool::new(false),
+            connected: AtomicBool::new(true),
             jitter_us: Mutex::new(Histogram::new_with_bounds(1, 60_000_000, 3).unwrap_or_else(
                 |_| Histogram::new(3).unwrap_or_else(|_| unreachable!("3 significant figures")),
             )),
@@ -80,6 +85,11 @@ impl SourceHealth {
         let last = self.last_frame_ns.load(Ordering::Relaxed);
         last != 0
             && now.saturating_since(MonoTime::from_nanos(last)) > self.period() * STALL_PERIODS
+    }
+
+    /// Whether the source's device is there now (`/status` `source.connected`).
+    pub fn connected(&self) -> bool {
+        self.connected.load(Ordering::Relaxed)
     }
 
     /// The frame period in force.
@@ -133,67 +143,68 @@ impl SourceHealth {
     }
 }
 
-/// Frame period for stall detection: the source's rate, else the target rate.
-pub fn period_of(shared: &Shared) -> Duration {
-    let fps = shared
-        .source_health
-        .fps()
-        .unwrap_or(shared.live().target_fps);
-    Duration::from_secs_f64(1.0 / fps.max(0.001))
+/// What the capture thread and its stall watcher work with: exactly this, not the daemon.
+pub struct CaptureContext {
+    /// Where frames go, and where the end of the stream is told.
+    pub slot: Arc<FrameSlot>,
+    /// Stalls, jitter, connection and rate in force, read by `/status`.
+    pub health: Arc<SourceHealth>,
+    /// The daemon's state: `running` turns `degraded` while the source is silent or unplugged.
+    pub state: Arc<StateCell>,
+    /// The loop's control: the capture thread stops when its `stop` is set.
+    pub ctl: Arc<LoopControl>,
+    /// `[realtime]`: the capture thread shares the pipeline thread's SCHED_FIFO priority.
+    pub realtime: RealtimeOptions,
+    /// `--duration`: a capture window that opens with the first read.
+    pub duration: Option<Duration>,
 }
 
 /// Marks the source as degraded (stalled or disconnected), logging only on the change. Only a
 /// running daemon degrades: `waiting` (no model or no result yet) stays as it is.
-fn degrade(shared: &Shared, why: &str) {
-    if shared.source_health.stalled.swap(true, Ordering::Relaxed) {
+fn degrade(ctx: &CaptureContext, why: &str) {
+    if ctx.health.stalled.swap(true, Ordering::Relaxed) {
         return;
     }
-    let running = shared.state() == State::Running;
-    if running {
-        shared.set_state(State::Degraded);
-    }
+    let running = ctx.state.change(State::Running, State::Degraded);
     log::warn!(
         "source {}: {why}{}",
-        shared.source_health.uri(),
+        ctx.health.uri(),
         if running { "; state degraded" } else { "" }
     );
 }
 
 /// Frames flow again (and the source is connected): back to running, logged once.
-fn recover(shared: &Shared) {
-    let h = &shared.source_health;
-    if h.stalled.swap(false, Ordering::Relaxed) {
+fn recover(ctx: &CaptureContext) {
+    if ctx.health.stalled.swap(false, Ordering::Relaxed) {
         log::info!(
             "source {}: frames flow again; state running",
-            shared.source_health.uri()
+            ctx.health.uri()
         );
-        if shared.state() == State::Degraded {
-            shared.set_state(State::Running);
-        }
+        ctx.state.change(State::Degraded, State::Running);
     }
 }
 
 /// The capture thread's body: frames into the slot until the end, a stop or an error.
-pub fn run(src: &mut dyn Source, shared: &Shared) {
+pub fn run(src: &mut dyn Source, ctx: &CaptureContext) {
     // Frames must be stamped and paced on time too: the capture thread shares the pipeline
     // thread's SCHED_FIFO priority when it is configured (silently; the pipeline reports it).
-    crate::rt::apply_priority_quietly(&shared.config.realtime);
+    crate::rt::apply_priority_quietly(&ctx.realtime);
     crate::rt::tighten_timer_slack();
-    let slot = &shared.slot;
+    let slot = &ctx.slot;
     let mut buf = slot.buffer();
     let mut seq = 0u64;
     let timeout =
-        (period_of(shared) / 2).clamp(Duration::from_millis(5), Duration::from_millis(100));
+        (ctx.health.period() / 2).clamp(Duration::from_millis(5), Duration::from_millis(100));
     // `--duration` is a capture window that opens with the first read, the same instant a paced
     // source starts its schedule: 60 s at 60 FPS is exactly 3600 frames, whatever the loop's
     // polling granularity or the time it takes every thread to stop.
-    let until = shared.config.duration.map(|d| MonoTime::now().plus(d));
+    let until = ctx.duration.map(|d| MonoTime::now().plus(d));
     loop {
-        if shared.ctl.stop.load(Ordering::Relaxed) {
+        if ctx.ctl.stop.load(Ordering::Relaxed) {
             slot.end(End::Clean);
             return;
         }
-        shared.source_health.apply_request(src);
+        ctx.health.apply_request(src);
         let result = src.next(&mut buf, timeout);
         let past = |at: MonoTime| until.is_some_and(|u| at >= u);
         let closed = match &result {
@@ -208,31 +219,31 @@ pub fn run(src: &mut dyn Source, shared: &Shared) {
         }
         // The source logs its own losses and returns; the state change is logged below.
         let connected = src.connected();
-        shared.source_connected.store(connected, Ordering::Relaxed);
+        ctx.health.connected.store(connected, Ordering::Relaxed);
         match result {
             Ok(Capture::Frame) => {
                 seq += 1;
                 buf.seq = seq;
-                shared.source_health.on_frame(buf.captured_at);
+                ctx.health.on_frame(buf.captured_at);
                 buf = slot.publish(buf);
                 if connected {
-                    recover(shared);
+                    recover(ctx);
                 }
             }
-            Ok(Capture::Timeout) if !connected => degrade(shared, "disconnected"),
+            Ok(Capture::Timeout) if !connected => degrade(ctx, "disconnected"),
             Ok(Capture::Timeout) => {}
             Ok(Capture::EndOfStream) => {
                 log::info!(
                     "source {}: end of stream after {seq} frames",
-                    shared.source_health.uri()
+                    ctx.health.uri()
                 );
                 slot.end(End::Clean);
                 return;
             }
             Err(e) => {
                 log::error!("{e}");
-                shared.source_connected.store(false, Ordering::Relaxed);
-                slot.end(End::Error(e.to_string()));
+                ctx.health.connected.store(false, Ordering::Relaxed);
+                slot.end(End::Error(Arc::new(e)));
                 return;
             }
         }
@@ -240,16 +251,19 @@ pub fn run(src: &mut dyn Source, shared: &Shared) {
 }
 
 /// The stall watcher: wakes every period and degrades the state when the source fell silent.
-pub fn watch_stalls(shared: &Arc<Shared>, stop: &AtomicBool) {
-    let tick = period_of(shared).clamp(Duration::from_millis(5), Duration::from_millis(100));
+pub fn watch_stalls(ctx: &CaptureContext, stop: &AtomicBool) {
+    let tick = ctx
+        .health
+        .period()
+        .clamp(Duration::from_millis(5), Duration::from_millis(100));
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(tick);
-        if shared.slot.ended().is_some() {
+        if ctx.slot.ended().is_some() {
             return;
         }
-        if shared.source_health.silent(MonoTime::now()) {
+        if ctx.health.silent(MonoTime::now()) {
             degrade(
-                shared,
+                ctx,
                 &format!("no frame for {STALL_PERIODS} frame periods (stalled)"),
             );
         }
@@ -258,7 +272,214 @@ pub fn watch_stalls(shared: &Arc<Shared>, stop: &AtomicBool) {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::VecDeque;
+
     use super::*;
+    use crate::slot::Take;
+    use crate::source::{Frame, SourceError, SourceInfo};
+
+    /// What the scripted source does on each call of `next`.
+    #[derive(Clone, Copy)]
+    enum Step {
+        Frame,
+        /// A timeout with the device unplugged.
+        Unplugged,
+        Fail,
+    }
+
+    /// A source that plays a script, then ends the stream; no pixels are touched.
+    struct Script {
+        steps: VecDeque<Step>,
+        connected: bool,
+        fps_set: Arc<Mutex<Option<f64>>>,
+    }
+
+    impl Script {
+        fn new(steps: &[Step]) -> Script {
+            Script {
+                steps: steps.iter().copied().collect(),
+                connected: true,
+                fps_set: Arc::default(),
+            }
+        }
+    }
+
+    impl Source for Script {
+        fn info(&self) -> SourceInfo {
+            SourceInfo {
+                uri: "script://".into(),
+                width: 2,
+                height: 2,
+                format: crate::source::PixelFormat::Rgb24,
+                fps: Some(100.0),
+            }
+        }
+
+        fn next(&mut self, frame: &mut Frame, _timeout: Duration) -> Result<Capture, SourceError> {
+            match self.steps.pop_front() {
+                Some(Step::Frame) => {
+                    self.connected = true;
+                    frame.captured_at = MonoTime::now();
+                    Ok(Capture::Frame)
+                }
+                Some(Step::Unplugged) => {
+                    self.connected = false;
+                    Ok(Capture::Timeout)
+                }
+                Some(Step::Fail) => Err(SourceError::Io {
+                    uri: "script://".into(),
+                    source: std::io::Error::other("device gone"),
+                }),
+                None => Ok(Capture::EndOfStream),
+            }
+        }
+
+        fn connected(&self) -> bool {
+            self.connected
+        }
+
+        fn set_fps(&mut self, fps: f64) -> bool {
+            *self.fps_set.lock().unwrap_or_else(|p| p.into_inner()) = Some(fps);
+            true
+        }
+    }
+
+    /// A capture context on a fresh slot; no daemon.
+    fn context(state: State) -> CaptureContext {
+        CaptureContext {
+            slot: Arc::new(FrameSlot::new(2, 2)),
+            health: Arc::new(SourceHealth::new(
+                "script://",
+                Some(100.0),
+                Duration::from_millis(10),
+            )),
+            state: Arc::new(StateCell::new(state)),
+            ctl: Arc::new(LoopControl::new(Duration::from_millis(10))),
+            realtime: RealtimeOptions::default(),
+            duration: None,
+        }
+    }
+
+    fn take(ctx: &CaptureContext) -> Take {
+        ctx.slot.take(None, Duration::from_millis(1))
+    }
+
+    #[test]
+    fn frames_are_numbered_into_the_slot_until_the_end_of_stream() {
+        let ctx = context(State::Running);
+        run(&mut Script::new(&[Step::Frame; 3]), &ctx);
+        assert_eq!(ctx.slot.counters().captured, 3);
+        // Nobody took them: the newest waits, the two before it were replaced (dropped).
+        assert_eq!(ctx.slot.counters().dropped, 2);
+        let Take::Frame(f) = take(&ctx) else {
+            panic!("the newest frame waits in the slot")
+        };
+        assert_eq!(f.seq, 3);
+        assert!(matches!(take(&ctx), Take::Ended(End::Clean)));
+        assert!(
+            ctx.health.jitter_p99_ms().is_some(),
+            "intervals were recorded"
+        );
+    }
+
+    #[test]
+    fn a_source_error_ends_the_stream_with_the_error_whole() {
+        let ctx = context(State::Running);
+        run(
+            &mut Script::new(&[Step::Frame, Step::Fail, Step::Frame]),
+            &ctx,
+        );
+        assert_eq!(
+            ctx.slot.counters().captured,
+            1,
+            "nothing is read after the error"
+        );
+        let Some(End::Error(e)) = ctx.slot.ended() else {
+            panic!("the stream ended with an error")
+        };
+        assert!(matches!(&*e, SourceError::Io { uri, .. } if uri == "script://"));
+        let cause = std::error::Error::source(&*e).map(|c| c.to_string());
+        assert_eq!(cause.as_deref(), Some("device gone"), "the chain is kept");
+        assert!(!ctx.health.connected());
+    }
+
+    #[test]
+    fn an_unplugged_source_degrades_a_running_daemon_and_frames_recover_it() {
+        let ctx = context(State::Running);
+        run(&mut Script::new(&[Step::Unplugged, Step::Unplugged]), &ctx);
+        assert_eq!(ctx.state.get(), State::Degraded);
+        assert!(!ctx.health.connected());
+        assert!(ctx.health.stalled.load(Ordering::Relaxed));
+        run(&mut Script::new(&[Step::Frame]), &ctx);
+        assert_eq!(ctx.state.get(), State::Running);
+        assert!(ctx.health.connected());
+        assert!(!ctx.health.stalled.load(Ordering::Relaxed));
+    }
+
+    #[test]
+    fn a_daemon_waiting_for_its_first_result_stays_waiting_when_the_source_goes() {
+        let ctx = context(State::Waiting);
+        run(&mut Script::new(&[Step::Unplugged]), &ctx);
+        assert_eq!(ctx.state.get(), State::Waiting);
+        assert!(ctx.health.stalled.load(Ordering::Relaxed));
+    }
+
+    #[test]
+    fn a_stop_ends_the_stream_cleanly_before_the_next_read() {
+        let ctx = context(State::Running);
+        ctx.ctl.stop.store(true, Ordering::SeqCst);
+        run(&mut Script::new(&[Step::Frame]), &ctx);
+        assert_eq!(ctx.slot.counters().captured, 0);
+        assert!(matches!(ctx.slot.ended(), Some(End::Clean)));
+    }
+
+    #[test]
+    fn the_duration_window_closes_on_the_first_frame_past_it() {
+        let mut ctx = context(State::Running);
+        ctx.duration = Some(Duration::ZERO);
+        run(&mut Script::new(&[Step::Frame, Step::Frame]), &ctx);
+        assert_eq!(
+            ctx.slot.counters().captured,
+            0,
+            "captured at or after the window's end"
+        );
+        assert!(matches!(ctx.slot.ended(), Some(End::Clean)));
+    }
+
+    #[test]
+    fn a_rate_request_re_paces_the_source_between_frames() {
+        let ctx = context(State::Running);
+        ctx.health.request_rate("script://?fps=25", 25.0);
+        let mut src = Script::new(&[Step::Frame]);
+        let fps_set = Arc::clone(&src.fps_set);
+        run(&mut src, &ctx);
+        assert_eq!(
+            *fps_set.lock().unwrap_or_else(|p| p.into_inner()),
+            Some(25.0)
+        );
+        assert_eq!(ctx.health.fps(), Some(25.0));
+        assert_eq!(ctx.health.uri(), "script://?fps=25");
+        assert_eq!(ctx.health.period(), Duration::from_millis(40));
+    }
+
+    #[test]
+    fn the_stall_watcher_degrades_a_running_daemon_whose_source_fell_silent() {
+        let ctx = Arc::new(context(State::Running));
+        // One frame long ago: more than five 10 ms periods of silence since.
+        ctx.health.on_frame(MonoTime::from_nanos(1));
+        let stop = Arc::new(AtomicBool::new(false));
+        let watcher = std::thread::spawn({
+            let (ctx, stop) = (Arc::clone(&ctx), Arc::clone(&stop));
+            move || watch_stalls(&ctx, &stop)
+        });
+        let end = std::time::Instant::now() + Duration::from_secs(10);
+        while ctx.state.get() != State::Degraded && std::time::Instant::now() < end {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        stop.store(true, Ordering::SeqCst);
+        watcher.join().expect("the watcher returns when stopped");
+        assert_eq!(ctx.state.get(), State::Degraded);
+    }
 
     #[test]
     fn jitter_is_the_deviation_from_the_period() {

@@ -1,26 +1,37 @@
 //! Configuration: a TOML file and CLI overrides become one validated [`Config`].
 //!
 //! Two levels, as in the style guide: `Raw*` structs mirror the file (serde, unknown keys are
-//! errors with line and column), and [`Config`] holds only checked values. `check-config`, start-up
-//! and (later) SIGHUP reload all go through [`Config::from_file`] / [`Config::from_raw`], so a
-//! file that `check-config` accepts is a file the daemon accepts.
+//! errors with line and column), and [`Config`] holds only checked values. Each section is checked
+//! beside its own option type (`RawPower::check` → `PowerOptions` in `power/`, `RawTensorRt::check`
+//! in `backend/tensorrt/config.rs`, ...), returning an [`InvalidKey`]; [`Config::from_raw`] only
+//! assembles them and names the file. `check-config`, start-up and SIGHUP reload all go through
+//! [`Config::from_file`] / [`Config::from_raw`], so a file that `check-config` accepts is a file the
+//! daemon accepts. This module imports option types only: nothing below it sees a `Config`.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::backend::BackendChoice;
-use crate::backend::onnx::{OptLevel, OrtOptions};
-use crate::backend::vitis::VitisOptions;
-use crate::models::ModelsConfig;
-use crate::preprocess::{PreprocessOptions, ResizeMode};
+use crate::backend::onnx::RawOrt;
+use crate::backend::tensorrt::config::RawTensorRt;
+use crate::backend::vitis::RawVitis;
+use crate::backend::{BackendChoice, Settings};
+use crate::invalid_key::InvalidKey;
+use crate::models::{ModelsConfig, RawModels};
+use crate::pipeline::{Overrun, RawPipeline};
+use crate::power::{PowerOptions, RawPower};
+use crate::preprocess::RawPreprocess;
+use crate::rt::{RawRealtime, RealtimeOptions};
 use crate::source::SourceSpec;
+use crate::units;
 
 /// Default socket path when run by systemd (`RuntimeDirectory=rtinfer`).
 pub const DEFAULT_SOCKET: &str = "/run/rtinfer/status.sock";
 /// Default configuration file.
 pub const DEFAULT_CONFIG: &str = "/etc/rtinfer/rtinfer.toml";
+/// `run.source` when neither the file nor the command line sets one.
+pub const DEFAULT_SOURCE: &str = "synthetic://320x240@60";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -58,23 +69,16 @@ pub struct RawConfig {
     #[serde(default)]
     pub vitis: RawVitis,
     #[serde(default)]
-    pub tensorrt: crate::backend::tensorrt::config::RawTensorRt,
+    pub tensorrt: RawTensorRt,
     #[serde(default)]
-    pub power: crate::power::RawPower,
+    pub power: RawPower,
     #[serde(default)]
-    pub realtime: crate::rt::RawRealtime,
+    pub realtime: RawRealtime,
     #[serde(default)]
     pub pipeline: RawPipeline,
 }
 
-/// `[pipeline]`.
-#[derive(Debug, Default, Clone, Deserialize, Serialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct RawPipeline {
-    /// `latest` (default) or `skip`.
-    pub overrun: Option<String>,
-}
-
+/// `[run]` as written.
 #[derive(Debug, Default, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct RawRun {
@@ -89,15 +93,7 @@ pub struct RawRun {
     pub results: Option<PathBuf>,
 }
 
-#[derive(Debug, Default, Clone, Deserialize, Serialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct RawModels {
-    pub watch_dir: Option<PathBuf>,
-    pub active: Option<String>,
-    pub load_timeout_s: Option<f64>,
-    pub warmup: Option<u32>,
-}
-
+/// `[status]` as written.
 #[derive(Debug, Default, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct RawStatus {
@@ -106,41 +102,13 @@ pub struct RawStatus {
     pub tcp: Option<String>,
 }
 
+/// `[log]` as written.
 #[derive(Debug, Default, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct RawLog {
     /// error | warn | info | debug | trace (`RUST_LOG`, when set, wins).
     pub level: Option<String>,
 }
-
-#[derive(Debug, Default, Clone, Deserialize, Serialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct RawOrt {
-    pub library: Option<PathBuf>,
-    pub optimization: Option<String>,
-    pub spinning: Option<bool>,
-}
-
-#[derive(Debug, Default, Clone, Deserialize, Serialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct RawPreprocess {
-    pub resize: Option<String>,
-    pub mean: Option<[f32; 3]>,
-    pub std: Option<[f32; 3]>,
-    /// `rgb` (default) or `bgr`.
-    pub channel_order: Option<String>,
-}
-
-/// `[vitis]`: the VART shim library and the runner's wait timeout.
-#[derive(Debug, Default, Clone, Deserialize, Serialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct RawVitis {
-    pub library: Option<PathBuf>,
-    pub timeout_ms: Option<u64>,
-}
-
-/// `run.source` when neither the file nor the command line sets one.
-pub const DEFAULT_SOURCE: &str = "synthetic://320x240@60";
 
 /// A checked configuration.
 #[derive(Debug, Clone)]
@@ -149,12 +117,14 @@ pub struct Config {
     pub path: Option<PathBuf>,
     pub source: SourceSpec,
     pub model: Option<PathBuf>,
-    pub backend: BackendChoice,
     pub target_fps: f64,
     pub budget: Duration,
     pub duration: Option<Duration>,
-    pub threads: usize,
     pub warmup: u32,
+    /// JSON-lines file of every result, when set.
+    pub results: Option<PathBuf>,
+    /// How models are opened: `run.backend`, `run.threads` and the runtimes' own sections.
+    pub backend: Settings,
     pub socket: PathBuf,
     /// The read-only TCP status listener, off by default.
     pub tcp: Option<std::net::SocketAddr>,
@@ -162,18 +132,106 @@ pub struct Config {
     pub log_level: log::LevelFilter,
     /// The watch folder, when models are swapped by dropping files.
     pub models: Option<ModelsConfig>,
-    /// JSON-lines file of every result, when set.
-    pub results: Option<PathBuf>,
-    pub ort: OrtOptions,
-    pub preprocess: PreprocessOptions,
-    pub vitis: VitisOptions,
-    pub tensorrt: crate::backend::tensorrt::TensorRtOptions,
     /// `[power]`: the meter, or `None` without one.
-    pub power: Option<crate::power::PowerOptions>,
+    pub power: Option<PowerOptions>,
     /// `[realtime]`: scheduling, affinity, memory locking, the hard deadline.
-    pub realtime: crate::rt::RealtimeOptions,
+    pub realtime: RealtimeOptions,
     /// `pipeline.overrun`.
-    pub overrun: crate::pipeline::Overrun,
+    pub overrun: Overrun,
+}
+
+/// `[run]`, checked: what [`Config`] takes from it.
+struct Run {
+    source: SourceSpec,
+    model: Option<PathBuf>,
+    backend: BackendChoice,
+    target_fps: f64,
+    budget: Duration,
+    duration: Option<Duration>,
+    threads: usize,
+    warmup: u32,
+    results: Option<PathBuf>,
+}
+
+impl RawRun {
+    fn check(self) -> Result<Run, InvalidKey> {
+        let source_uri = self.source.unwrap_or_else(|| DEFAULT_SOURCE.into());
+        let source = SourceSpec::parse(&source_uri)
+            .map_err(|e| InvalidKey::new("run.source", e.to_string()))?;
+        let backend = self
+            .backend
+            .as_deref()
+            .unwrap_or("auto")
+            .parse()
+            .map_err(|e| InvalidKey::new("run.backend", e))?;
+        let target_fps = units::rate(self.fps.unwrap_or(60.0), 10_000.0)
+            .map_err(|e| InvalidKey::new("run.fps", e))?;
+        // The default budget of a slow rate is capped at the key's own limit.
+        let budget_ms = self
+            .budget_ms
+            .unwrap_or((1000.0 / target_fps).min(60_000.0));
+        let budget = units::millis(budget_ms, 0.0, 60_000.0)
+            .map_err(|e| InvalidKey::new("run.budget_ms", format!("budget {e}")))?;
+        let duration = match self.duration_s {
+            None | Some(0.0) => None,
+            Some(d) => Some(
+                units::seconds(d, 0.0, units::MAX_SECONDS)
+                    .map_err(|e| InvalidKey::new("run.duration_s", format!("duration {e}")))?,
+            ),
+        };
+        let threads = self.threads.unwrap_or(1);
+        if threads > 256 {
+            return Err(InvalidKey::new(
+                "run.threads",
+                format!("{threads} threads is more than 256"),
+            ));
+        }
+        Ok(Run {
+            source,
+            model: self.model,
+            backend,
+            target_fps,
+            budget,
+            duration,
+            threads,
+            warmup: self.warmup.unwrap_or(20),
+            results: self.results,
+        })
+    }
+}
+
+impl RawStatus {
+    /// The socket path and the TCP listener, if any.
+    fn check(self) -> Result<(PathBuf, Option<std::net::SocketAddr>), InvalidKey> {
+        let tcp = match self.tcp.as_deref() {
+            None | Some("") => None,
+            Some(a) => Some(a.parse().map_err(|e| {
+                InvalidKey::new("status.tcp", format!("'{a}' is not an address:port ({e})"))
+            })?),
+        };
+        let socket = self.socket.unwrap_or_else(|| PathBuf::from(DEFAULT_SOCKET));
+        if socket.as_os_str().is_empty() || socket.file_name().is_none() {
+            return Err(InvalidKey::new(
+                "status.socket",
+                format!("'{}' is not a socket file path", socket.display()),
+            ));
+        }
+        Ok((socket, tcp))
+    }
+}
+
+impl RawLog {
+    fn check(self) -> Result<log::LevelFilter, InvalidKey> {
+        match self.level.as_deref() {
+            None => Ok(log::LevelFilter::Info),
+            Some(l) => l.parse().map_err(|_| {
+                InvalidKey::new(
+                    "log.level",
+                    format!("'{l}' is not one of off, error, warn, info, debug, trace"),
+                )
+            }),
+        }
+    }
 }
 
 impl Config {
@@ -183,213 +241,52 @@ impl Config {
         Config::from_raw(raw, Some(path))
     }
 
-    /// Validates a raw configuration (file values already overlaid with CLI flags).
+    /// Validates a raw configuration (file values already overlaid with CLI flags): each section
+    /// checks itself; an error names the file (or `<command line>`) and the key.
     pub fn from_raw(raw: RawConfig, path: Option<&Path>) -> Result<Config, ConfigError> {
-        let p = path
-            .map(Path::to_path_buf)
-            .unwrap_or_else(|| PathBuf::from("<command line>"));
-        let invalid = |key: &'static str, message: String| ConfigError::Invalid {
-            path: p.clone(),
-            key,
-            message,
+        let invalid = |e: InvalidKey| ConfigError::Invalid {
+            path: path.map_or_else(|| PathBuf::from("<command line>"), Path::to_path_buf),
+            key: e.key,
+            message: e.message,
         };
-        let r = raw.run;
-        let source_uri = r.source.unwrap_or_else(|| DEFAULT_SOURCE.into());
-        let source =
-            SourceSpec::parse(&source_uri).map_err(|e| invalid("run.source", e.to_string()))?;
-        let backend = r
-            .backend
-            .as_deref()
-            .unwrap_or("auto")
-            .parse()
-            .map_err(|e| invalid("run.backend", e))?;
-        let target_fps = r.fps.unwrap_or(60.0);
-        if !(target_fps.is_finite() && target_fps > 0.0 && target_fps <= 10_000.0) {
-            return Err(invalid(
-                "run.fps",
-                format!("{target_fps} is not a frame rate in (0, 10000]"),
-            ));
-        }
-        let budget_ms = r.budget_ms.unwrap_or(1000.0 / target_fps);
-        if !(budget_ms.is_finite() && budget_ms > 0.0 && budget_ms <= 60_000.0) {
-            return Err(invalid(
-                "run.budget_ms",
-                format!("{budget_ms} is not a budget in (0, 60000] ms"),
-            ));
-        }
-        let duration = match r.duration_s {
-            None => None,
-            Some(d) if d.is_finite() && d > 0.0 => Some(Duration::from_secs_f64(d)),
-            Some(0.0) => None,
-            Some(d) => {
-                return Err(invalid(
-                    "run.duration_s",
-                    format!("{d} is not a duration in seconds"),
-                ));
-            }
-        };
-        let threads = r.threads.unwrap_or(1);
-        if threads > 256 {
-            return Err(invalid(
-                "run.threads",
-                format!("{threads} threads is more than 256"),
-            ));
-        }
-        let optimization: OptLevel = match raw.onnxruntime.optimization.as_deref() {
-            None => OptLevel::All,
-            Some(s) => s
-                .parse()
-                .map_err(|e| invalid("onnxruntime.optimization", e))?,
-        };
-        let tensorrt = raw
-            .tensorrt
-            .check()
-            .map_err(|(key, message)| invalid(key, message))?;
-        let defaults = PreprocessOptions::default();
-        let resize: ResizeMode = match raw.preprocess.resize.as_deref() {
-            None => defaults.resize,
-            Some(s) => s.parse().map_err(|e: crate::preprocess::PreprocessError| {
-                invalid("preprocess.resize", e.to_string())
-            })?,
-        };
-        let channel_order = match raw.preprocess.channel_order.as_deref() {
-            None => defaults.channel_order,
-            Some(s) => s.parse().map_err(|e: crate::preprocess::PreprocessError| {
-                invalid("preprocess.channel_order", e.to_string())
-            })?,
-        };
-        let std = raw.preprocess.std.unwrap_or(defaults.std);
-        if std.iter().any(|s| !(s.is_finite() && *s > 0.0)) {
-            return Err(invalid(
-                "preprocess.std",
-                format!("{std:?}: every value must be > 0"),
-            ));
-        }
-        let models = models_config(raw.models, &p, r.warmup.unwrap_or(20), backend)?;
-        let tcp = match raw.status.tcp.as_deref() {
-            None | Some("") => None,
-            Some(a) => Some(a.parse().map_err(|e| {
-                invalid("status.tcp", format!("'{a}' is not an address:port ({e})"))
-            })?),
-        };
-        let log_level = match raw.log.level.as_deref() {
-            None => log::LevelFilter::Info,
-            Some(l) => l.parse().map_err(|_| {
-                invalid(
-                    "log.level",
-                    format!("'{l}' is not one of off, error, warn, info, debug, trace"),
-                )
-            })?,
-        };
-        let vitis_timeout_ms = raw.vitis.timeout_ms.unwrap_or(1000);
-        if !(1..=600_000).contains(&vitis_timeout_ms) {
-            return Err(invalid(
-                "vitis.timeout_ms",
-                format!("{vitis_timeout_ms} is not a timeout in [1, 600000] ms"),
-            ));
-        }
-        let power = crate::power::PowerOptions::from_raw(raw.power)
-            .map_err(|(key, message)| invalid(key, message))?;
-        let realtime = crate::rt::RealtimeOptions::from_raw(&raw.realtime)
-            .map_err(|(key, message)| invalid(key, message))?;
-        let overrun = match raw.pipeline.overrun.as_deref() {
-            None => crate::pipeline::Overrun::Latest,
-            Some(o) => o.parse().map_err(|e| invalid("pipeline.overrun", e))?,
-        };
+        let run = raw.run.check().map_err(invalid)?;
+        let mut ort = raw.onnxruntime.check().map_err(invalid)?;
+        let tensorrt = raw.tensorrt.check().map_err(invalid)?;
+        let preprocess = raw.preprocess.check().map_err(invalid)?;
+        let models = raw.models.check(run.warmup, run.backend).map_err(invalid)?;
+        let (socket, tcp) = raw.status.check().map_err(invalid)?;
+        let log_level = raw.log.check().map_err(invalid)?;
+        let vitis = raw.vitis.check().map_err(invalid)?;
+        let power = raw.power.check().map_err(invalid)?;
+        let realtime = raw.realtime.check().map_err(invalid)?;
+        let overrun = raw.pipeline.check().map_err(invalid)?;
+        ort.cpus = realtime.cpus.clone().unwrap_or_default();
         Ok(Config {
             path: path.map(Path::to_path_buf),
-            source,
-            model: r.model,
-            backend,
-            target_fps,
-            budget: Duration::from_secs_f64(budget_ms / 1000.0),
-            duration,
-            threads,
-            warmup: r.warmup.unwrap_or(20),
-            models,
+            source: run.source,
+            model: run.model,
+            target_fps: run.target_fps,
+            budget: run.budget,
+            duration: run.duration,
+            warmup: run.warmup,
+            results: run.results,
+            backend: Settings {
+                choice: run.backend,
+                threads: run.threads,
+                ort,
+                tensorrt,
+                vitis,
+                preprocess,
+            },
+            socket,
             tcp,
             log_level,
-            results: r.results,
-            socket: raw
-                .status
-                .socket
-                .unwrap_or_else(|| PathBuf::from(DEFAULT_SOCKET)),
-            ort: OrtOptions {
-                library: raw.onnxruntime.library,
-                optimization,
-                spinning: raw.onnxruntime.spinning.unwrap_or(false),
-                cpus: realtime.cpus.clone().unwrap_or_default(),
-            },
-            preprocess: PreprocessOptions {
-                resize,
-                mean: raw.preprocess.mean.unwrap_or(defaults.mean),
-                std,
-                channel_order,
-                ..defaults
-            },
-            vitis: VitisOptions {
-                library: raw.vitis.library,
-                timeout: Duration::from_millis(vitis_timeout_ms),
-            },
-            tensorrt,
+            models,
             power,
-            overrun,
             realtime,
+            overrun,
         })
     }
-}
-
-/// `[models]`: the watch folder is on when `watch_dir` is set. The warm-up count defaults to
-/// `run.warmup`; the load timeout to 60 s (an ONNX Runtime load; a TensorRT engine build wants
-/// more, e.g. 1800).
-/// `models.load_timeout_s` when unset: a minute, or half an hour when every model is a TensorRT
-/// engine that may be built on the board (minutes on a Xavier).
-pub const DEFAULT_LOAD_TIMEOUT_S: f64 = 60.0;
-pub const DEFAULT_TENSORRT_LOAD_TIMEOUT_S: f64 = 1800.0;
-
-fn models_config(
-    raw: RawModels,
-    path: &Path,
-    warmup: u32,
-    backend: BackendChoice,
-) -> Result<Option<ModelsConfig>, ConfigError> {
-    let invalid = |key: &'static str, message: String| ConfigError::Invalid {
-        path: path.to_path_buf(),
-        key,
-        message,
-    };
-    let Some(watch_dir) = raw.watch_dir else {
-        if raw.active.is_some() {
-            return Err(invalid("models.active", "needs models.watch_dir".into()));
-        }
-        return Ok(None);
-    };
-    let timeout = raw.load_timeout_s.unwrap_or(match backend {
-        BackendChoice::Only(crate::backend::BackendKind::TensorRt) => {
-            DEFAULT_TENSORRT_LOAD_TIMEOUT_S
-        }
-        _ => DEFAULT_LOAD_TIMEOUT_S,
-    });
-    if !(timeout.is_finite() && timeout > 0.0 && timeout <= 86_400.0) {
-        return Err(invalid(
-            "models.load_timeout_s",
-            format!("{timeout} is not a timeout in (0, 86400] s"),
-        ));
-    }
-    if let Some(a) = &raw.active
-        && (a.contains('/') || a.is_empty())
-    {
-        return Err(invalid(
-            "models.active",
-            format!("'{a}' must be a file name in the watch folder"),
-        ));
-    }
-    Ok(Some(ModelsConfig {
-        watch_dir,
-        active: raw.active,
-        load_timeout: Duration::from_secs_f64(timeout),
-        warmup: raw.warmup.unwrap_or(warmup),
-    }))
 }
 
 /// The `section.key` names whose values differ between two raw configurations (what a reload
@@ -416,6 +313,26 @@ pub fn changed_keys(old: &RawConfig, new: &RawConfig) -> Vec<String> {
     out
 }
 
+/// Every `section.key` of the file format (what [`changed_keys`] can name).
+pub fn all_keys() -> Vec<String> {
+    let Ok(v) = serde_json::to_value(RawConfig::default()) else {
+        return Vec::new();
+    };
+    let mut out: Vec<String> = v
+        .as_object()
+        .into_iter()
+        .flatten()
+        .flat_map(|(section, keys)| {
+            keys.as_object()
+                .into_iter()
+                .flatten()
+                .map(move |(key, _)| format!("{section}.{key}"))
+        })
+        .collect();
+    out.sort();
+    out
+}
+
 /// Parses a file into its raw form; syntax errors and unknown keys carry line and column.
 pub fn read_raw(path: &Path) -> Result<RawConfig, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
@@ -427,12 +344,27 @@ pub fn read_raw(path: &Path) -> Result<RawConfig, ConfigError> {
 
 /// Parses TOML text into its raw form.
 pub fn parse_raw(text: &str, path: &Path) -> Result<RawConfig, ConfigError> {
-    toml::from_str(text).map_err(|e| {
-        let (line, col) = e.span().map(|s| line_col(text, s.start)).unwrap_or((0, 0));
+    let error = |e: &toml::de::Error, key: Option<String>| {
+        // The key path is said when it adds something: a syntax error has none, and a position
+        // alone can point at the start of a table that holds the bad key deep inside.
+        let key = key.filter(|k| !k.is_empty() && k != "?");
+        let message = match (e.span().map(|s| line_col(text, s.start)), key) {
+            (Some((line, col)), Some(k)) => {
+                format!("line {line}, column {col}: {k}: {}", e.message())
+            }
+            (Some((line, col)), None) => format!("line {line}, column {col}: {}", e.message()),
+            (None, Some(k)) => format!("{k}: {}", e.message()),
+            (None, None) => e.message().to_string(),
+        };
         ConfigError::Parse {
             path: path.to_path_buf(),
-            message: format!("line {line}, column {col}: {}", e.message()),
+            message,
         }
+    };
+    let de = toml::de::Deserializer::parse(text).map_err(|e| error(&e, None))?;
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let key = e.path().to_string();
+        error(e.inner(), Some(key))
     })
 }
 
@@ -455,7 +387,7 @@ mod tests {
         raw.run.fps = Some(30.0);
         let c = Config::from_raw(raw, None).expect("valid");
         assert!((c.budget.as_secs_f64() * 1000.0 - 33.333).abs() < 1e-2);
-        assert!(!c.ort.spinning, "spinning must be off by default");
+        assert!(!c.backend.ort.spinning, "spinning must be off by default");
     }
 
     #[test]
@@ -523,7 +455,7 @@ mod tests {
         let raw = parse_raw("[preprocess]\nchannel_order = \"bgr\"\n", Path::new("x")).unwrap();
         let c = Config::from_raw(raw, None).expect("valid");
         assert_eq!(
-            c.preprocess.channel_order,
+            c.backend.preprocess.channel_order,
             crate::preprocess::ChannelOrder::Bgr
         );
         let raw = parse_raw("[preprocess]\nchannel_order = \"brg\"\n", Path::new("x")).unwrap();

@@ -9,15 +9,11 @@ use clap::{Args, Parser, Subcommand};
 
 use rtinfer::config::{self, Config, RawConfig};
 use rtinfer::daemon;
-use rtinfer::slot::End;
 use rtinfer::study::zoo;
-
-const SOURCES_HELP: &str = "Sources (URIs): synthetic://WxH@FPS, file:///clip.y4m, file:///frames/ (PNG/JPEG), \
-pipe:// or - (Y4M on stdin, e.g. ffmpeg ... -f yuv4mpegpipe -); options ?loop=true, ?fps=N.";
 
 #[derive(Parser)]
 #[command(name = "rtinfer", version = concat!(env!("CARGO_PKG_VERSION"), " (", env!("RTINFER_TARGET"), ")"),
-    about = "Real-time CNN inference daemon for embedded Linux boards", after_help = SOURCES_HELP)]
+    about = "Real-time CNN inference daemon for embedded Linux boards", after_help = rtinfer::source::uri::USAGE)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -177,10 +173,17 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => ExitCode::from(code),
         Err(f) => {
-            eprintln!("rtinfer: error: {:#}", f.error);
+            eprintln!("rtinfer: error: {}", chain(&f.error));
             ExitCode::from(f.code)
         }
     }
+}
+
+/// The error and its causes, each said once: many errors already print their cause in their own
+/// message (`cannot read config X: <io error>`), so a cause whose text is already there is not
+/// repeated.
+fn chain(e: &anyhow::Error) -> String {
+    rtinfer::causes::join(e.chain().map(ToString::to_string))
 }
 
 /// Logging: `RUST_LOG` when set (per-module targets, e.g. `RUST_LOG=rtinfer::power=debug`), else
@@ -262,26 +265,16 @@ fn run(args: RunArgs) -> Result<u8, Failure> {
             std::sync::Arc::clone(&notifier),
             std::time::Duration::from_secs(60),
         );
-        daemon::start(
-            cfg,
-            raw,
-            std::sync::Arc::clone(&notifier),
-            std::sync::Arc::clone(&signals),
-        )
-        .map_err(|e| fail(3)(e.into()))?
+        daemon::Daemon::build(cfg, raw, std::sync::Arc::clone(&notifier))
+            .and_then(daemon::Daemon::spawn)
+            .map_err(|e| fail(3)(e.into()))?
     };
     notifier.send(&format!("READY=1\nSTATUS={}", d.shared.status_line()));
     let shared = std::sync::Arc::clone(&d.shared);
     let reload = || load_config(&args).map_err(|e| e.to_string());
     let finished = d.wait(&signals, duration, &reload);
-    println!("{}", rtinfer::report::final_summary(&shared));
-    match finished.end {
-        End::Clean => Ok(0),
-        End::Error(e) => Err(Failure {
-            code: 1,
-            error: anyhow::anyhow!(e),
-        }),
-    }
+    println!("{}", rtinfer::daemon::report::final_summary(&shared));
+    finished.result.map(|()| 0).map_err(|e| fail(1)(e.into()))
 }
 
 /// CLI flags override the file's values.
@@ -364,8 +357,8 @@ fn zoo_cmd(a: ZooArgs) -> anyhow::Result<u8> {
         spec.widths = Some(rtinfer::study::neuralscale::zoo_cmd_widths(fits, &spec)?);
     }
     let model = zoo::generate(&spec)?;
-    rtinfer::study::onnx_pb::write_model(&a.output, &model)?;
-    let params = rtinfer::study::onnx_pb::model_params(&model);
+    rtinfer::onnx::pb::write_model(&a.output, &model)?;
+    let params = rtinfer::onnx::pb::model_params(&model);
     println!("wrote {} ({params} parameters)", a.output.display());
     Ok(0)
 }

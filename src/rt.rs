@@ -15,6 +15,8 @@
 use std::sync::Mutex;
 use std::time::Duration;
 
+use crate::invalid_key::InvalidKey;
+
 mod sys;
 
 /// The limit must be this many times the current mapped size before we lock with MCL_FUTURE.
@@ -47,33 +49,38 @@ pub struct RealtimeOptions {
     pub cancel_after: Option<Duration>,
 }
 
-impl RealtimeOptions {
-    /// Validates the section; errors name the key.
-    pub fn from_raw(raw: &RawRealtime) -> Result<RealtimeOptions, (&'static str, String)> {
+impl RawRealtime {
+    /// Checks the section; an error names its key.
+    pub fn check(&self) -> Result<RealtimeOptions, InvalidKey> {
+        let raw = self;
         if let Some(p) = raw.priority
             && !(1..=99).contains(&p)
         {
-            return Err(("realtime.priority", format!("{p} is not in 1..=99")));
+            return Err(InvalidKey::new(
+                "realtime.priority",
+                format!("{p} is not in 1..=99"),
+            ));
         }
         if let Some(c) = &raw.cpus {
             if c.is_empty() {
-                return Err(("realtime.cpus", "an empty list pins nothing".into()));
+                return Err(InvalidKey::new(
+                    "realtime.cpus",
+                    "an empty list pins nothing",
+                ));
             }
             if let Some(bad) = c.iter().find(|c| **c >= 1024) {
-                return Err(("realtime.cpus", format!("CPU {bad} is beyond 1023")));
+                return Err(InvalidKey::new(
+                    "realtime.cpus",
+                    format!("CPU {bad} is beyond 1023"),
+                ));
             }
         }
         let cancel_after = match raw.cancel_after_ms {
             None => None,
-            Some(v) if v.is_finite() && v > 0.0 && v <= 60_000.0 => {
-                Some(Duration::from_secs_f64(v / 1000.0))
-            }
-            Some(v) => {
-                return Err((
-                    "realtime.cancel_after_ms",
-                    format!("{v} is not a time in (0, 60000] ms"),
-                ));
-            }
+            Some(v) => Some(
+                crate::units::millis(v, 0.0, 60_000.0)
+                    .map_err(|e| InvalidKey::new("realtime.cancel_after_ms", e))?,
+            ),
         };
         Ok(RealtimeOptions {
             priority: raw.priority,
@@ -325,25 +332,19 @@ mod tests {
             priority: Some(0),
             ..RawRealtime::default()
         };
-        assert_eq!(
-            RealtimeOptions::from_raw(&raw).unwrap_err().0,
-            "realtime.priority"
-        );
+        assert_eq!(raw.check().unwrap_err().key, "realtime.priority");
         let raw = RawRealtime {
             cancel_after_ms: Some(-1.0),
             ..RawRealtime::default()
         };
-        assert_eq!(
-            RealtimeOptions::from_raw(&raw).unwrap_err().0,
-            "realtime.cancel_after_ms"
-        );
+        assert_eq!(raw.check().unwrap_err().key, "realtime.cancel_after_ms");
         let raw = RawRealtime {
             priority: Some(50),
             cpus: Some(vec![1]),
             lock_memory: Some(true),
             cancel_after_ms: Some(33.0),
         };
-        let o = RealtimeOptions::from_raw(&raw).expect("valid");
+        let o = raw.check().expect("valid");
         assert_eq!(o.cancel_after, Some(Duration::from_millis(33)));
         assert!(o.lock_memory);
     }

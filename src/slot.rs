@@ -43,12 +43,12 @@ pub enum Outcome {
 }
 
 /// Why no more frames will come.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum End {
     /// The stream ended on a frame boundary (or `--duration` elapsed, or a stop was asked).
     Clean,
-    /// The source failed; the text says why.
-    Error(String),
+    /// The source failed: its error, whole (shared, so the end can be read by every taker).
+    Error(std::sync::Arc<crate::source::SourceError>),
 }
 
 /// What [`FrameSlot::take`] found.

@@ -6,7 +6,6 @@
 
 use std::io;
 use std::path::Path;
-use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -17,25 +16,10 @@ use rtinfer::source::v4l2::{Request, V4l2Source, mjpeg};
 use rtinfer::source::{Capture, Frame, Source};
 use rtinfer::time::MonoTime;
 
-use crate::util;
+use crate::util::{self, ffmpeg};
 
 const W: u32 = 320;
 const H: u32 = 240;
-
-/// Runs ffmpeg, returning stdout; panics with its stderr on failure.
-fn ffmpeg(args: &[&str]) -> Vec<u8> {
-    let o = Command::new("ffmpeg")
-        .args(["-hide_banner", "-loglevel", "error", "-y"])
-        .args(args)
-        .output()
-        .expect("run ffmpeg");
-    assert!(
-        o.status.success(),
-        "ffmpeg {args:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    o.stdout
-}
 
 /// One testsrc frame in `pix_fmt` (raw bytes), and ffmpeg's RGB24 of those very bytes.
 fn raw_and_reference(dir: &Path, pix_fmt: &str) -> (Vec<u8>, Vec<u8>) {

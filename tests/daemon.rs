@@ -632,7 +632,7 @@ fn bad_input_fails_at_start_with_one_clear_line_and_exit_3() {
 
 #[test]
 fn model_with_a_non_image_input_is_refused() {
-    use rtinfer::study::onnx_pb as pb;
+    use rtinfer::onnx::pb;
     let dir = util::tempdir();
     // A one-node Gemm model: input (1, 16) -> output (1, 4); valid ONNX, not an image.
     let path = dir.path().join("vector.onnx");
@@ -745,8 +745,8 @@ fn check_config_accepts_the_example_and_rejects_unknown_keys_with_position() {
 
 /// A valid one-node ONNX model, `output = Gemm(input, W, b)` with input (1, n_in): a vector
 /// model, the kind of file that must be refused as "not an image input".
-pub fn gemm_model(n_in: i64, n_out: i64) -> rtinfer::study::onnx_pb::ModelProto {
-    use rtinfer::study::onnx_pb as pb;
+pub fn gemm_model(n_in: i64, n_out: i64) -> rtinfer::onnx::pb::ModelProto {
+    use rtinfer::onnx::pb;
     let tensor = |name: &str, dims: Vec<i64>| pb::TensorProto {
         name: name.into(),
         data_type: pb::DATA_TYPE_FLOAT,

@@ -225,3 +225,78 @@ fn steady_state_frames_allocate_nothing_in_every_pixel_format() {
         );
     }
 }
+
+/// A source whose first `left` reads are not counted (they size buffers).
+struct WarmedUp {
+    inner: Box<dyn source::Source>,
+    left: u32,
+}
+
+impl source::Source for WarmedUp {
+    fn info(&self) -> source::SourceInfo {
+        self.inner.info()
+    }
+
+    fn next(
+        &mut self,
+        frame: &mut source::Frame,
+        timeout: Duration,
+    ) -> Result<Capture, source::SourceError> {
+        if self.left == 0 {
+            return self.inner.next(frame, timeout);
+        }
+        self.left -= 1;
+        let mut r = None;
+        allocation_counter::opt_out(|| r = Some(self.inner.next(frame, timeout)));
+        r.expect("the read ran")
+    }
+}
+
+#[test]
+fn the_capture_thread_allocates_nothing_per_frame() {
+    use std::sync::Arc;
+    use std::sync::atomic::Ordering;
+
+    use rtinfer::capture::{self, CaptureContext, SourceHealth};
+    use rtinfer::state::{State, StateCell};
+
+    let uri = "synthetic://64x48@1000";
+    let inner = source::open(&SourceSpec::parse(uri).expect("uri")).expect("open");
+    let ctx = Arc::new(CaptureContext {
+        slot: Arc::new(FrameSlot::new(64, 48)),
+        health: Arc::new(SourceHealth::new(
+            uri,
+            Some(1000.0),
+            Duration::from_millis(1),
+        )),
+        state: Arc::new(StateCell::new(State::Running)),
+        ctl: Arc::new(pipeline::LoopControl::new(Duration::from_secs(1))),
+        realtime: Default::default(),
+        duration: None,
+    });
+    let warm_up = 20;
+    let thread = std::thread::spawn({
+        let ctx = Arc::clone(&ctx);
+        move || {
+            let mut src = WarmedUp {
+                inner,
+                left: warm_up,
+            };
+            allocation_counter::measure(|| capture::run(&mut src, &ctx))
+        }
+    });
+    // Nobody takes the frames: each replaces the one before in the slot, as when the pipeline
+    // falls behind.
+    let frames = u64::from(warm_up) + 1000;
+    while ctx.slot.counters().captured < frames && !thread.is_finished() {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    ctx.ctl.stop.store(true, Ordering::SeqCst);
+    let info = thread.join().expect("the capture thread returns on stop");
+    assert!(ctx.slot.counters().captured >= frames);
+    assert_eq!(
+        info.count_total, 0,
+        "{} allocations ({} bytes) on the capture thread",
+        info.count_total, info.bytes_total
+    );
+}

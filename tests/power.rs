@@ -327,16 +327,10 @@ fn status(sock: &Path) -> Value {
     serde_json::from_str(&body).expect("status is JSON")
 }
 
-/// Polls `/status` until `ok` holds (up to `secs`); the last document either way.
+/// Polls `/status` until `ok` holds (up to `secs`): whether it did, and the last document.
 fn status_until(sock: &Path, secs: f64, ok: impl Fn(&Value) -> bool) -> (bool, Value) {
-    let end = Instant::now() + Duration::from_secs_f64(secs);
-    loop {
-        let v = status(sock);
-        if ok(&v) || Instant::now() >= end {
-            return (ok(&v), v);
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let v = util::status_until(sock, secs, &ok);
+    (ok(&v), v)
 }
 
 /// SIGINT, then the exit status and stdout (the final summary).
@@ -544,9 +538,7 @@ fn options(meter: &str, extra: impl FnOnce(&mut RawPower)) -> PowerOptions {
         ..RawPower::default()
     };
     extra(&mut raw);
-    PowerOptions::from_raw(raw)
-        .expect("valid")
-        .expect("a meter")
+    raw.check().expect("valid").expect("a meter")
 }
 
 fn snapshot_until(

@@ -5,9 +5,9 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use rtinfer::study::onnx_pb::{
-    self, AttributeProto, DATA_TYPE_FLOAT, GraphProto, ModelProto, NodeProto, OperatorSetIdProto,
-    TensorProto, ValueInfoProto,
+use rtinfer::onnx::pb::{
+    self as onnx_pb, AttributeProto, DATA_TYPE_FLOAT, GraphProto, ModelProto, NodeProto,
+    OperatorSetIdProto, TensorProto, ValueInfoProto,
 };
 use rtinfer::study::quantize::{self, ActivationType, plan, qdq, qparams};
 

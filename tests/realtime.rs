@@ -101,6 +101,29 @@ fn cancelled_run_is_followed_by_a_normal_one_in_process() {
 }
 
 #[test]
+fn a_run_under_the_terminate_flag_is_reported_cancelled_and_a_reset_re_arms_it() {
+    util::ort_env();
+    let dir = util::tempdir();
+    let model = zoo_model(dir.path(), "mobilenetv2", "cifar10", 0.25);
+    let mut p = util::ort_pipeline(&model);
+    let c = p
+        .engine
+        .canceller()
+        .expect("ONNX Runtime engines can cancel");
+    c.cancel();
+    let e = p
+        .engine
+        .run()
+        .expect_err("the terminate flag stops the run");
+    assert!(
+        matches!(e, rtinfer::backend::BackendError::Cancelled { .. }),
+        "a cancel, not a failure: {e}"
+    );
+    c.reset();
+    p.engine.run().expect("the next run completes");
+}
+
+#[test]
 fn tiny_cancel_limit_counts_cancelled_frames_and_the_loop_runs_on() {
     let dir = util::tempdir();
     let model = zoo_model(dir.path(), "resnet50", "tinyimagenet", 1.0);
@@ -131,10 +154,6 @@ fn tiny_cancel_limit_counts_cancelled_frames_and_the_loop_runs_on() {
         "a cancel is logged like a miss"
     );
     assert!(!err.contains("panicked"), "{err}");
-}
-
-fn signal(pid: u32, sig: nix::sys::signal::Signal) {
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), sig).expect("signal");
 }
 
 #[test]
@@ -175,18 +194,18 @@ fn timed_stalled_pipe_degrades_once_recovers_and_eof_ends_the_run() {
     let v = status_until(&sock, 20.0, |v| v["state"] == "running");
     assert_eq!(v["state"], "running", "{v}");
     // Five periods at 30 FPS are 167 ms; a 1.5 s freeze is a stall.
-    signal(ffmpeg.id(), Signal::SIGSTOP);
+    util::signal(&ffmpeg, Signal::SIGSTOP);
     let v = status_until(&sock, 5.0, |v| v["state"] == "degraded");
     assert_eq!(v["state"], "degraded", "{v}");
     std::thread::sleep(Duration::from_millis(1500));
-    signal(ffmpeg.id(), Signal::SIGCONT);
+    util::signal(&ffmpeg, Signal::SIGCONT);
     let v = status_until(&sock, 10.0, |v| v["state"] == "running");
     assert_eq!(v["state"], "running", "frames returned: {v}");
     assert!(util::counters_add_up(&v), "{v}");
     let jitter = v["source"]["interval_jitter_ms_p99"].as_f64();
     assert!(jitter.is_some_and(|j| j >= 0.0), "{v}");
     // Killed mid-stream: the pipe's EOF ends the run, without hanging.
-    signal(ffmpeg.id(), Signal::SIGKILL);
+    util::signal(&ffmpeg, Signal::SIGKILL);
     let _ = ffmpeg.wait();
     let out = daemon.wait_with_output().expect("daemon exits");
     let err = String::from_utf8_lossy(&out.stderr);

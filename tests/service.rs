@@ -7,15 +7,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
+use nix::sys::signal::Signal;
 use serde_json::Value;
 
-use crate::util::{self, curl, rtinfer_ort, status_until, wait_for, zoo_model};
-
-fn signal(child: &Child, sig: Signal) {
-    kill(Pid::from_raw(child.id() as i32), sig).expect("signal the daemon");
-}
+use crate::util::{self, curl, rtinfer_ort, signal, status_until, wait_for, zoo_model};
 
 /// `rtinfer run` on a 64x48@60 synthetic source with a config file, a model and a socket.
 fn run_with_config(cfg: &Path, model: &Path, sock: &Path) -> Command {

@@ -7,7 +7,6 @@
 
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use rtinfer::source::y4m::Y4mSource;
@@ -16,9 +15,8 @@ use rtinfer::source::{
 };
 use rtinfer::time::MonoTime;
 
-use crate::util;
+use crate::util::{self, ffmpeg};
 
-const FFMPEG: &str = "/usr/bin/ffmpeg";
 const LONG: Duration = Duration::from_secs(5);
 
 fn parse(uri: &str) -> SourceSpec {
@@ -255,21 +253,6 @@ fn missing_file_is_an_open_error_naming_the_path() {
 }
 
 // ---------------------------------------------------------------- Y4M against ffmpeg
-
-/// Runs ffmpeg with `args`, panicking with its stderr on failure.
-fn ffmpeg(args: &[&str]) -> Vec<u8> {
-    let out = Command::new(FFMPEG)
-        .args(["-hide_banner", "-loglevel", "error", "-nostdin", "-y"])
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {FFMPEG}: {e}"));
-    assert!(
-        out.status.success(),
-        "ffmpeg {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
-}
 
 /// Three 64x48 testsrc frames as Y4M in pixel format `pix_fmt` (plus `extra` output options).
 fn testsrc_y4m(dir: &Path, pix_fmt: &str, extra: &[&str]) -> PathBuf {

@@ -168,7 +168,7 @@ fn bad_files_are_rejected_and_the_active_model_keeps_serving() {
     std::fs::write(models.join(".hidden.onnx"), &bytes).expect("write");
     // And a valid ONNX model whose input is not an image (1 x 16).
     let vector = dir.path().join("vector.onnx");
-    rtinfer::study::onnx_pb::write_model(&vector, &crate::daemon::gemm_model(16, 4))
+    rtinfer::onnx::pb::write_model(&vector, &crate::daemon::gemm_model(16, 4))
         .expect("write model");
     drop_in(&vector, &models, "vector.onnx");
     let lifetime = |v: &Value| v["latency_ms_lifetime"]["end_to_end"]["count"].as_u64();
@@ -242,14 +242,8 @@ fn bad_files_are_rejected_and_the_active_model_keeps_serving() {
     );
 
     // Re-activating a rejected file goes through the same load path and is rejected again.
-    let o = std::process::Command::new("curl")
-        .args(["-sS", "-X", "POST", "-w", "\n%{http_code}", "--unix-socket"])
-        .arg(&d.sock)
-        .arg("http://localhost/models/garbage.onnx/activate")
-        .output()
-        .expect("curl");
-    let out = String::from_utf8_lossy(&o.stdout);
-    assert!(out.trim_end().ends_with("202"), "{out}");
+    let (code, body) = util::curl_unix(&d.sock, &["-X", "POST"], "/models/garbage.onnx/activate");
+    assert_eq!(code, 202, "{body}");
     let v = status_until(&d.sock, 30.0, |v| {
         swaps(v)
             .iter()

@@ -1,5 +1,8 @@
 //! The TensorRT backend through the very same C++ layer, compiled against the CPU test double
-//! (`cpp/trt_double/`) in whichever shape the build selected (`RTINFER_TRT_DOUBLE=8.5` or `10`).
+//! (`cpp/trt_double/`) in whichever shape the build selected (`RTINFER_TRT_DOUBLE=8.5`, `10.3` or
+//! `10.16`). int8 is calibrated on 8.5 and explicitly quantized (a Q/DQ model) on 10.x; fp16 is a
+//! builder flag up to 10.11 and a strongly typed float16 model from 10.12: tests of one path
+//! return early in the shapes that build the other.
 //!
 //! The double's fixed computation (its file's header): every output element k is
 //! `(k + 1) * mean(x)` over the first input x (x quantised with the calibrated scale in int8
@@ -16,8 +19,8 @@ use rtinfer::backend::tensorrt::{
     runtime_info,
 };
 use rtinfer::backend::{Backend, BackendError, Engine, LoadOptions, Precision};
+use rtinfer::onnx::pb;
 use rtinfer::preprocess::PreprocessOptions;
-use rtinfer::study::onnx_pb as pb;
 use rtinfer::tensor::InputBufMut;
 
 use crate::util;
@@ -28,6 +31,78 @@ fn shape_is_8() -> bool {
         option_env!("RTINFER_TRT_DOUBLE"),
         Some("8" | "8.5" | "8.5.2")
     )
+}
+
+fn shape_is_10_16() -> bool {
+    matches!(option_env!("RTINFER_TRT_DOUBLE"), Some("10.16" | "10.16.1"))
+}
+
+/// Whether int8 is calibrated (8.x) rather than explicitly quantized (10.x).
+fn int8_calibrates() -> bool {
+    shape_is_8()
+}
+
+/// Rewrites the ONNX file at `path` with `edit`.
+fn edit_model(path: &Path, edit: impl FnOnce(&mut pb::GraphProto)) {
+    let mut m = pb::read_model(path).expect("read model");
+    edit(m.graph.as_mut().expect("graph"));
+    pb::write_model(path, &m).expect("write model");
+}
+
+fn tensor(name: &str, data_type: i32, float_data: Vec<f32>, raw_data: Vec<u8>) -> pb::TensorProto {
+    pb::TensorProto {
+        name: name.into(),
+        data_type,
+        float_data,
+        raw_data,
+        ..Default::default()
+    }
+}
+
+fn node(op: &str, inputs: &[&str], output: &str) -> pb::NodeProto {
+    pb::NodeProto {
+        op_type: op.into(),
+        name: format!("{op}_{output}"),
+        input: inputs.iter().map(|s| s.to_string()).collect(),
+        output: vec![output.into()],
+        ..Default::default()
+    }
+}
+
+/// [`image_model`] with a QuantizeLinear/DequantizeLinear pair on its input (scale `scale`, a
+/// zero point of element type `zp_type` holding `zp`): what a Q/DQ exporter writes first.
+fn qdq_model(dir: &Path, name: &str, scale: f32, zp_type: i32, zp: u8) -> PathBuf {
+    let path = image_model(dir, name, false, [3, 8, 8], 4);
+    edit_model(&path, |g| {
+        g.initializer
+            .push(tensor("x_scale", pb::DATA_TYPE_FLOAT, vec![scale], vec![]));
+        g.initializer
+            .push(tensor("x_zero_point", zp_type, vec![], vec![zp]));
+        g.node.push(node(
+            "QuantizeLinear",
+            &["images", "x_scale", "x_zero_point"],
+            "x_q",
+        ));
+        g.node.push(node(
+            "DequantizeLinear",
+            &["x_q", "x_scale", "x_zero_point"],
+            "x_dq",
+        ));
+    });
+    path
+}
+
+/// Adds a Cast to float16 (what a float16 conversion with float32 I/O starts with).
+fn add_half_cast(path: &Path) {
+    edit_model(path, |g| {
+        let mut cast = node("Cast", &["images"], "images_half");
+        cast.attribute.push(pb::AttributeProto {
+            name: "to".into(),
+            i: Some(10),
+            ..Default::default()
+        });
+        g.node.push(cast);
+    });
 }
 
 /// An ONNX file whose graph declares one float input `images` [N, c, h, w] (N symbolic when
@@ -123,6 +198,9 @@ fn the_runtime_reports_the_selected_api_shape() {
     if shape_is_8() {
         assert_eq!(info.version, "8.5.2.2");
         assert_eq!(info.library_version, 8502); // 8*1000 + 5*100 + 2
+    } else if shape_is_10_16() {
+        assert_eq!(info.version, "10.16.1.11");
+        assert_eq!(info.library_version, 101601); // 10*10000 + 16*100 + 1
     } else {
         assert_eq!(info.version, "10.3.0.30");
         assert_eq!(info.library_version, 100300); // 10*10000 + 3*100 + 0
@@ -147,10 +225,10 @@ fn zoo_model_shapes_and_types_match_the_onnx_file() {
     assert_eq!(info.inputs.len(), 1);
     assert_eq!(&info.inputs[0].name, in_name);
     assert_eq!(info.inputs[0].shape, vec![1, 3, 32, 32]);
-    assert_eq!(info.inputs[0].element, "float32");
+    assert_eq!(info.inputs[0].element.name(), "float32");
     assert_eq!(&info.outputs[0].name, out_name);
     assert_eq!(info.outputs[0].shape, vec![1, 10]);
-    assert_eq!(info.outputs[0].element, "float32");
+    assert_eq!(info.outputs[0].element.name(), "float32");
     assert_eq!(info.classes, 10);
     assert_eq!((info.input.width, info.input.height), (32, 32));
     assert_eq!(info.precision, Precision::Fp32);
@@ -254,16 +332,18 @@ fn failures_and_exceptions_become_errors_that_name_the_call() {
     assert_eq!(e.output(), &[1.0, 2.0]);
 
     // Building: a std::exception and a foreign exception from the parser, then a null plan.
-    let o = TensorRtOptions {
-        precision: TrtPrecision::Fp16,
-        ..o
-    };
-    double::inject("parse", Fault::Throw, 0);
-    let err = load(&o, &model).err().expect("parse throws").to_string();
-    assert!(err.contains("injected throw in IParser::parse"), "{err}");
-    double::inject("parse", Fault::ThrowForeign, 0);
-    let err = load(&o, &model).err().expect("parse throws 42").to_string();
-    assert!(err.contains("non-standard C++ exception"), "{err}");
+    // A cache of its own, so that every load below builds (the first engine is in `cache`).
+    let o = opts(&dir.path().join("cache2"));
+    // Only where the imitated TensorRT can throw from parse (8.x; 10.x declares it noexcept).
+    assert_eq!(double::can_throw("parse"), shape_is_8());
+    if double::can_throw("parse") {
+        double::inject("parse", Fault::Throw, 0);
+        let err = load(&o, &model).err().expect("parse throws").to_string();
+        assert!(err.contains("injected throw in IParser::parse"), "{err}");
+        double::inject("parse", Fault::ThrowForeign, 0);
+        let err = load(&o, &model).err().expect("parse throws 42").to_string();
+        assert!(err.contains("non-standard C++ exception"), "{err}");
+    }
     double::inject("parse", Fault::Fail, 0);
     let err = load(&o, &model).err().expect("parse fails").to_string();
     assert!(err.contains("the ONNX parser refused the model"), "{err}");
@@ -321,6 +401,9 @@ fn half_norm() -> PreprocessOptions {
 
 #[test]
 fn the_calibrator_feeds_every_image_and_round_trips_its_cache() {
+    if !int8_calibrates() {
+        return; // 10.x: explicit quantization (explicit_int8_* below)
+    }
     double::reset();
     let dir = util::tempdir();
     let model = image_model(dir.path(), "q", false, [3, 8, 8], 4);
@@ -383,6 +466,9 @@ fn the_calibrator_feeds_every_image_and_round_trips_its_cache() {
 
 #[test]
 fn a_source_calibrates_like_the_same_images_and_a_cache_is_kept_per_model() {
+    if !int8_calibrates() {
+        return; // 10.x: explicit quantization (explicit_int8_* below)
+    }
     double::reset();
     let dir = util::tempdir();
     let model = image_model(dir.path(), "q", false, [3, 8, 8], 4);
@@ -433,6 +519,9 @@ fn a_source_calibrates_like_the_same_images_and_a_cache_is_kept_per_model() {
 
 #[test]
 fn int8_without_calibration_data_is_refused_clearly() {
+    if !int8_calibrates() {
+        return; // 10.x: explicit quantization (explicit_int8_* below)
+    }
     double::reset();
     let dir = util::tempdir();
     let model = image_model(dir.path(), "nocal", false, [3, 8, 8], 4);
@@ -466,6 +555,7 @@ fn the_engine_cache_key_covers_every_input_and_is_reused() {
         tensorrt: "8.5.2.2 (library 8502)".into(),
         compute_capability: "7.2".into(),
         precision: "int8".into(),
+        build_path: "int8: implicit quantization, kINT8 + entropy calibrator".into(),
         fp16_fallback: false,
         dla_core: -1,
         gpu_fallback: false,
@@ -491,6 +581,11 @@ fn the_engine_cache_key_covers_every_input_and_is_reused() {
         },
         KeyParts {
             precision: "fp16".into(),
+            ..base.clone()
+        },
+        KeyParts {
+            build_path: "int8: explicit quantization, strongly typed network from a Q/DQ model"
+                .into(),
             ..base.clone()
         },
         KeyParts {
@@ -531,6 +626,7 @@ fn the_engine_cache_key_covers_every_input_and_is_reused() {
     let dir = util::tempdir();
     let cache = dir.path().join("cache");
     let model = image_model(dir.path(), "cached", false, [3, 8, 8], 4);
+    add_half_cast(&model); // fp16 on 10.12+ needs a float16 model
     load(&opts(&cache), &model).expect("builds");
     load(&opts(&cache), &model).expect("cache hit");
     assert_eq!(double::calls("buildSerializedNetwork"), 1);
@@ -650,6 +746,9 @@ fn the_daemon_builds_runs_and_reports_a_tensorrt_engine() {
 
 #[test]
 fn the_daemon_calibrates_an_int8_engine_on_its_own_live_source() {
+    if !int8_calibrates() {
+        return; // 10.x: explicit quantization (explicit_int8_* below)
+    }
     let dir = util::tempdir();
     let model = image_model(dir.path(), "live", false, [3, 16, 16], 4);
     let cfg = dir.path().join("rtinfer.toml");
@@ -745,4 +844,260 @@ fn steady_state_runs_allocate_nothing_on_the_rust_side() {
         }
     });
     assert_eq!(info.count_total, 0, "{info:?}");
+}
+
+// ---- int8 and fp16 the way each TensorRT wants them ----
+
+#[test]
+fn explicit_int8_builds_a_qdq_model_without_a_calibrator() {
+    if int8_calibrates() {
+        return; // 8.x calibrates (the_calibrator_feeds_every_image_and_round_trips_its_cache)
+    }
+    double::reset();
+    let dir = util::tempdir();
+    // The input's QuantizeLinear has scale 1/127, zero point 0 (int8): symmetric, as TensorRT wants.
+    let model = qdq_model(dir.path(), "qdq", 1.0 / 127.0, 3, 0);
+    let images = calibration_images(&dir.path().join("calib"), &[0, 255]);
+    let o = TensorRtOptions {
+        precision: TrtPrecision::Int8,
+        // Set, and unused: explicit quantization takes the model's scales.
+        calibration_images: Some(images),
+        ..opts(&dir.path().join("cache"))
+    };
+    let mut e = load(&o, &model).expect("explicit int8 build");
+    assert_eq!(double::calls("getBatch"), 0, "no calibrator");
+    assert_eq!(e.info().precision, Precision::Mixed);
+    // The engine quantises with the model's scale: 0.3 → round(38.1) = 38 steps of 1/127.
+    fill(e.as_mut(), |_| 0.3);
+    e.run().expect("runs");
+    for (k, v) in e.output().iter().enumerate() {
+        let want = (k as f32 + 1.0) * 38.0 / 127.0;
+        assert!((v - want).abs() < 1e-5, "output {k}: {v} vs {want}");
+    }
+    // The cache key says how it was built and holds no calibration data.
+    let key = std::fs::read_dir(dir.path().join("cache"))
+        .expect("cache")
+        .map(|e| e.expect("entry").path())
+        .find(|p| p.extension().is_some_and(|x| x == "key"))
+        .expect("key text");
+    let key = std::fs::read_to_string(key).expect("key");
+    assert!(
+        key.contains("build_path=int8: explicit quantization"),
+        "{key}"
+    );
+    assert!(key.contains("calibration_sha256=none"), "{key}");
+}
+
+#[test]
+fn explicit_int8_refuses_a_float_model_and_asymmetric_qdq_by_name() {
+    if int8_calibrates() {
+        return;
+    }
+    double::reset();
+    let dir = util::tempdir();
+    let o = TensorRtOptions {
+        precision: TrtPrecision::Int8,
+        ..opts(&dir.path().join("cache"))
+    };
+    let float = image_model(dir.path(), "float", false, [3, 8, 8], 4);
+    let err = load(&o, &float).err().expect("refused").to_string();
+    assert!(err.contains("explicit quantization"), "{err}");
+    assert!(err.contains("QuantizeLinear/DequantizeLinear"), "{err}");
+    // uint8 with zero point 128: what `rtinfer quantize` writes for ONNX Runtime's CPU kernels.
+    let asym = qdq_model(dir.path(), "asym", 0.01, 2, 128);
+    let err = load(&o, &asym).err().expect("refused").to_string();
+    assert!(
+        err.contains("QuantizeLinear node 'QuantizeLinear_x_q'"),
+        "{err}"
+    );
+    assert!(err.contains("symmetric int8"), "{err}");
+    assert_eq!(
+        double::calls("buildSerializedNetwork"),
+        0,
+        "refused before building"
+    );
+}
+
+#[test]
+fn fp16_is_a_flag_up_to_10_11_and_a_float16_model_from_10_12() {
+    double::reset();
+    let dir = util::tempdir();
+    let o = TensorRtOptions {
+        precision: TrtPrecision::Fp16,
+        ..opts(&dir.path().join("cache"))
+    };
+    let float = image_model(dir.path(), "float", false, [3, 8, 8], 4);
+    let half = image_model(dir.path(), "half", false, [3, 8, 8], 4);
+    add_half_cast(&half);
+    let e = load(&o, &half).expect("a float16 model builds at fp16 everywhere");
+    assert_eq!(e.info().precision, Precision::Fp16);
+    if shape_is_10_16() {
+        let err = load(&o, &float).err().expect("refused").to_string();
+        assert!(err.contains("strongly typed"), "{err}");
+        assert!(err.contains("no float16 tensor"), "{err}");
+    } else {
+        load(&o, &float).expect("kFP16 builds a float model at fp16");
+    }
+}
+
+// ---- the rules of the real API that the double keeps ----
+
+/// Resets the double's DLA core count when dropped (it is process-wide).
+struct DlaCores;
+impl DlaCores {
+    fn set(n: i32) -> DlaCores {
+        double::set_dla_cores(n);
+        DlaCores
+    }
+}
+impl Drop for DlaCores {
+    fn drop(&mut self) {
+        double::set_dla_cores(0);
+    }
+}
+
+#[test]
+fn a_dla_core_on_a_device_without_dla_is_an_error_not_a_silent_gpu_run() {
+    double::reset();
+    let dir = util::tempdir();
+    let model = image_model(dir.path(), "dla", false, [3, 8, 8], 4);
+    let with_dla = |core| TensorRtOptions {
+        dla_core: Some(core),
+        ..opts(&dir.path().join("cache"))
+    };
+    // No DLA: setDLACore would do nothing and the engine would run on the GPU.
+    let err = load(&with_dla(0), &model)
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(err.contains("tensorrt.dla_core = 0"), "{err}");
+    assert!(err.contains("getNbDLACores() = 0"), "{err}");
+    assert_eq!(double::calls("setDLACore"), 0);
+    // A device with two cores: core 1 is set on the builder config and on the runtime.
+    let _cores = DlaCores::set(2);
+    load(&with_dla(1), &model).expect("DLA core 1 of 2");
+    assert_eq!(double::calls("setDLACore"), 2);
+    let err = load(&with_dla(2), &model)
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(err.contains("has 2 DLA core(s)"), "{err}");
+}
+
+#[test]
+fn errors_logged_on_tensorrts_own_threads_reach_the_error_text() {
+    // The double logs build and deserialization errors from a thread of its own (as TensorRT's
+    // workers may); a layer that kept the last error per calling thread would lose them.
+    double::reset();
+    let dir = util::tempdir();
+    let model = image_model(dir.path(), "thread", false, [3, 32, 32], 10);
+    let o = TensorRtOptions {
+        workspace_bytes: 4096,
+        ..opts(&dir.path().join("cache"))
+    };
+    let err = load(&o, &model).err().expect("fails").to_string();
+    assert!(
+        err.contains("buildSerializedNetwork failed (TensorRT: Memory pool limit kWORKSPACE"),
+        "{err}"
+    );
+    let junk = dir.path().join("junk.engine");
+    std::fs::write(&junk, b"not a plan at all").expect("write");
+    let err = load(&opts(&dir.path().join("cache")), &junk)
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(
+        err.contains("(TensorRT: 1: [stdArchiveReader.cpp]"),
+        "{err}"
+    );
+}
+
+#[test]
+fn an_output_with_a_data_dependent_shape_is_refused_by_name() {
+    double::reset();
+    let dir = util::tempdir();
+    let model = image_model(dir.path(), "ddim", false, [3, 8, 8], 4);
+    // The output's class dimension becomes symbolic: known only when the engine has run.
+    edit_model(&model, |g| {
+        use pb::tensor_shape_proto::dimension::Value as Dim;
+        use pb::type_proto::Value;
+        if let Some(Value::TensorType(t)) =
+            g.output[0].r#type.as_mut().and_then(|t| t.value.as_mut())
+        {
+            t.shape.as_mut().expect("shape").dim[1].value = Some(Dim::DimParam("K".into()));
+        }
+    });
+    let err = load(&opts(&dir.path().join("cache")), &model)
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(
+        err.contains("output 'scores' has a data-dependent shape [1, -1]"),
+        "{err}"
+    );
+}
+
+/// Runs `double::misuse(kind)` in a child process (this test binary, one test) and returns its
+/// exit status and stderr.
+fn misuse_in_child(kind: &str) -> (std::process::ExitStatus, String) {
+    let out = Command::new(std::env::current_exe().expect("test binary"))
+        .args([
+            "tensorrt::misuse_probe",
+            "--exact",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("RTINFER_TRT_MISUSE", kind)
+        .output()
+        .expect("run the probe");
+    (
+        out.status,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Not a test: the child of `the_double_aborts_when_an_object_outlives_what_it_depends_on`.
+#[test]
+#[ignore]
+fn misuse_probe() {
+    if let Ok(kind) = std::env::var("RTINFER_TRT_MISUSE") {
+        double::misuse(&kind);
+        eprintln!("trt_double: misuse '{kind}' did not abort");
+    }
+}
+
+#[test]
+fn the_double_aborts_when_an_object_outlives_what_it_depends_on() {
+    use std::os::unix::process::ExitStatusExt;
+    for (kind, says) in [
+        (
+            "builder_before_network",
+            "IBuilder destroyed while 1 network(s) or builder config(s)",
+        ),
+        (
+            "builder_before_config",
+            "IBuilder destroyed while 1 network(s) or builder config(s)",
+        ),
+        (
+            "runtime_before_engine",
+            "IRuntime destroyed while 1 engine(s)",
+        ),
+        (
+            "engine_before_context",
+            "ICudaEngine destroyed while 1 execution context(s)",
+        ),
+        (
+            "logger_before_runtime",
+            "ILogger destroyed while 1 runtime(s), builder(s) or parser(s)",
+        ),
+    ] {
+        let (status, err) = misuse_in_child(kind);
+        assert_eq!(
+            status.signal(),
+            Some(libc::SIGABRT),
+            "{kind}: {status:?} {err}"
+        );
+        assert!(err.contains(says), "{kind}: {err}");
+    }
 }

@@ -6,7 +6,9 @@ mod util;
 mod camera; // V4L2 pixel formats vs ffmpeg, MJPEG without Huffman tables, fake-device reconnect
 mod daemon; // the run loop end to end: socket, counters, deadlines, exit codes
 mod frame_path; // preprocessing from YUYV/NV12/I420/... against converting first, every ISA alike
+mod hardening; // issue 18: each defect of the adversarial pass, reproduced
 mod hot_loop; // zero heap allocations per frame in steady state (counting allocator)
+mod limits; // frame-size limits before allocation: images, Y4M, cameras, MJPEG, eval
 mod power; // meters on pty emulators and fake sysfs trees, the study figures, unplug/replug
 mod preprocess; // resize modes and normalisation into engine buffers
 mod quantize; // int8 PTQ: zoo models fully integer in ORT, QDQ arithmetic by hand, bad inputs
@@ -17,5 +19,6 @@ mod status_socket; // HTTP on a Unix socket: routes, errors, stale sockets, the 
 mod study; // study tooling: inspect, bench, sweep, advise, NeuralScale, eval
 mod swap; // hot swap through a real watch folder: renames, bad files, slow writers
 mod tensorrt; // the TensorRT layer against the CPU test double: I/O, errors, calibration, cache
+mod trt_headers; // the TensorRT double held to the real 10.x headers: deprecations, noexcept
 mod vitis; // the Vitis AI backend through libloading on a fake DPU library
 mod zoo; // generated models: ONNX Runtime loads them, counts match the architecture text

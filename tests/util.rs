@@ -74,7 +74,58 @@ pub fn zoo_model(dir: &std::path::Path, arch: &str, dataset: &str, ratio: f64) -
     out
 }
 
-/// `curl --unix-socket SOCK http://localhost/PATH`: (HTTP status, body).
+/// Runs curl on `url` (with `target` options such as `--unix-socket S`, then `args`) and returns
+/// (HTTP code, body); panics when curl prints no code. For one request to a server known to be
+/// up; [`curl`] is for polling.
+pub fn curl_to(target: &[&str], args: &[&str], url: &str) -> (u16, String) {
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "10", "-w", "\n%{http_code}"])
+        .args(target)
+        .args(args)
+        .arg(url)
+        .output()
+        .expect("run curl");
+    let text = String::from_utf8(out.stdout).expect("curl output is UTF-8");
+    let (body, code) = text.rsplit_once('\n').expect("curl printed the code");
+    let code = code
+        .parse()
+        .unwrap_or_else(|_| panic!("curl code {code:?}, stderr {:?}", out.stderr));
+    (code, body.to_string())
+}
+
+/// [`curl_to`] `http://localhost/PATH` over the Unix socket `sock`.
+pub fn curl_unix(sock: &std::path::Path, args: &[&str], path: &str) -> (u16, String) {
+    let sock = sock.to_str().expect("UTF-8 temp path");
+    curl_to(
+        &["--unix-socket", sock],
+        args,
+        &format!("http://localhost{path}"),
+    )
+}
+
+/// Sends `sig` to a child process (the daemon, or an ffmpeg feeding it).
+pub fn signal(child: &std::process::Child, sig: nix::sys::signal::Signal) {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), sig).expect("signal");
+}
+
+/// Runs ffmpeg with `args` (quiet, never reading stdin, overwriting outputs) and returns its
+/// stdout; panics with its stderr on failure.
+pub fn ffmpeg(args: &[&str]) -> Vec<u8> {
+    let out = Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-nostdin", "-y"])
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run ffmpeg (scripts/setup.sh installs it): {e}"));
+    assert!(
+        out.status.success(),
+        "ffmpeg {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+/// `curl --unix-socket SOCK http://localhost/PATH`: (HTTP status, body); status 0 when nothing
+/// answered (a daemon still starting), so it suits polling.
 pub fn curl(socket: &std::path::Path, path: &str) -> (u16, String) {
     let o = Command::new("curl")
         .args([

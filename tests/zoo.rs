@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use rtinfer::study::onnx_pb::{self, ModelProto, OnnxError};
+use rtinfer::onnx::pb::{self as onnx_pb, ModelProto, OnnxError};
 use rtinfer::study::zoo::{self, Arch, Dataset, ZooError, ZooSpec};
 
 use crate::util;

@@ -4,7 +4,16 @@
 // What it "runs": a plan of its own format (below). Building parses the ONNX file's graph inputs
 // and outputs (a minimal protobuf walk) and records them; running computes, for every output
 // element k, `(k + 1) * mean(x)` where x is the first input (after int8 quantisation with the
-// calibrated scale, for int8 engines). That is easy to derive by hand in tests.
+// calibrated scale, or for a Q/DQ model the scale of the QuantizeLinear on that input, for int8
+// engines). That is easy to derive by hand in tests.
+//
+// Where the real API's rules matter to the layer, the double keeps them: a strongly typed network
+// takes its precision from the model (Q/DQ nodes: int8; float16 tensors: fp16) and refuses the
+// kFP16/kINT8 flags; setDLACore does nothing without DLA cores (set_dla_cores); build and
+// deserialization errors are logged from another thread, as TensorRT's own threads may; an output
+// whose ONNX dimension is symbolic (not the batch) has a data-dependent shape (-1 after the input
+// shapes are set); a builder, runtime, engine or logger destroyed before the objects that depend
+// on it aborts the process.
 //
 // Plan format (little endian): "TRTDPLAN", u32 major, minor, patch, build, u32 precision
 // (0 fp32, 1 fp16, 2 int8), f32 int8 scale, u64 activation bytes, u64 persistent bytes, u32 tensor
@@ -18,17 +27,22 @@
 #include <cstdlib>
 #include <cstring>
 #include <functional>
+#include <atomic>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <stdexcept>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "NvInfer.h"
 #include "NvOnnxParser.h"
 #include "cuda_runtime_api.h"
 #include "trt_double_control.h"
+
+// The double implements what its shapes deprecate (calibrators, the precision flags).
+#pragma GCC diagnostic ignored "-Wdeprecated-declarations"
 
 // ---------------------------------------------------------------------------------------------
 // Programmable failures.
@@ -43,8 +57,12 @@ thread_local std::map<std::string, std::vector<Planned>> t_faults;
 thread_local std::map<std::string, uint64_t> t_calls;
 }  // namespace
 
-void inject(std::string const& api, Fault fault, uint32_t nth) {
+bool can_throw(std::string const& api) { return NV_TENSORRT_MAJOR < 10 && api == "parse"; }
+
+bool inject(std::string const& api, Fault fault, uint32_t nth) {
+  if (fault != Fault::kFail && !can_throw(api)) return false;
   t_faults[api].push_back(Planned{nth, fault});
+  return true;
 }
 
 void reset() {
@@ -349,6 +367,58 @@ void log(ILogger* l, ILogger::Severity s, std::string const& msg) {
   if (l != nullptr) l->log(s, msg.c_str());
 }
 
+// Logs from a thread of the double's own, as TensorRT's builder and runtime threads may: a layer
+// that keeps its last error per calling thread loses these.
+void log_elsewhere(ILogger* l, ILogger::Severity s, std::string const& msg) {
+  if (l == nullptr) return;
+  std::thread t([l, s, &msg] { l->log(s, msg.c_str()); });
+  t.join();
+}
+
+std::atomic<int32_t> g_dla_cores{0};
+
+[[noreturn]] void lifetime_violation(std::string const& what) {
+  std::fprintf(stderr, "trt_double: %s (the real API documents this as undefined behaviour)\n",
+               what.c_str());
+  std::fflush(stderr);
+  std::abort();
+}
+
+// Objects created with each logger (runtimes, builders, parsers) that are still alive.
+struct Loggers {
+  std::mutex mu;
+  std::map<ILogger const*, int> live;
+};
+Loggers& loggers() {
+  static Loggers* l = new Loggers();  // never destroyed: loggers may die at exit, after us
+  return *l;
+}
+void logger_acquire(ILogger const* l) {
+  std::lock_guard<std::mutex> g(loggers().mu);
+  loggers().live[l] += 1;
+}
+void logger_release(ILogger const* l) {
+  std::lock_guard<std::mutex> g(loggers().mu);
+  if (--loggers().live[l] == 0) loggers().live.erase(l);
+}
+
+// Counts the live objects created from an owner, which must not be destroyed before them.
+class Owner {
+ public:
+  explicit Owner(char const* name) : name_(name) {}
+  void adopt() { live_ += 1; }
+  void release() { live_ -= 1; }
+  void check_empty(char const* child) const {
+    if (live_.load() != 0)
+      lifetime_violation(std::string(name_) + " destroyed while " + std::to_string(live_.load()) +
+                         " " + child + " created from it still live");
+  }
+
+ private:
+  char const* name_;
+  std::atomic<int> live_{0};
+};
+
 struct Tensor {
   std::string name;
   TensorIOMode mode = TensorIOMode::kNONE;
@@ -497,7 +567,7 @@ class Engine;
 class Context : public IExecutionContext {
  public:
   Context(Engine const* e, ILogger* l, void* activation);
-  ~Context() noexcept override { cudaFree(activation_); }
+  ~Context() noexcept override;
   bool setInputShape(char const* name, Dims const& dims) noexcept override;
   Dims getTensorShape(char const* name) const noexcept override;
   bool setTensorAddress(char const* name, void* data) noexcept override;
@@ -521,8 +591,15 @@ class Context : public IExecutionContext {
 
 class Engine : public ICudaEngine {
  public:
-  Engine(Plan p, ILogger* l, void* persistent) : plan_(std::move(p)), logger_(l), persistent_(persistent) {}
-  ~Engine() noexcept override { cudaFree(persistent_); }
+  Engine(Plan p, ILogger* l, void* persistent, Owner* runtime)
+      : plan_(std::move(p)), logger_(l), persistent_(persistent), runtime_(runtime) {
+    runtime_->adopt();
+  }
+  ~Engine() noexcept override {
+    contexts_.check_empty("execution context(s)");
+    cudaFree(persistent_);
+    runtime_->release();
+  }
   int32_t getNbIOTensors() const noexcept override { return static_cast<int32_t>(plan_.tensors.size()); }
   char const* getIOTensorName(int32_t i) const noexcept override {
     return i >= 0 && i < getNbIOTensors() ? plan_.tensors[i].name.c_str() : nullptr;
@@ -541,7 +618,11 @@ class Engine : public ICudaEngine {
     int i = index(name);
     return i < 0 ? DataType::kFLOAT : plan_.tensors[i].type;
   }
+#if NV_TENSORRT_MAJOR >= 10
+  IExecutionContext* createExecutionContext(ExecutionContextAllocationStrategy) noexcept override {
+#else
   IExecutionContext* createExecutionContext() noexcept override {
+#endif
     Fault f;
     if (trt_double::fires("createExecutionContext", &f)) {
       log(logger_, ILogger::Severity::kERROR, "trt_double: injected createExecutionContext failure");
@@ -555,6 +636,7 @@ class Engine : public ICudaEngine {
     return new Context(this, logger_, act);
   }
   IHostMemory* serialize() const noexcept override { return new HostMemory(write_plan(plan_)); }
+  Owner& contexts() const { return contexts_; }
 #if NV_TENSORRT_MAJOR >= 10
   size_t getDeviceMemorySize() const noexcept override { return plan_.activation; }
   int64_t getDeviceMemorySizeV2() const noexcept override { return static_cast<int64_t>(plan_.activation); }
@@ -574,14 +656,22 @@ class Engine : public ICudaEngine {
   Plan plan_;
   ILogger* logger_;
   void* persistent_;
+  Owner* runtime_;
+  mutable Owner contexts_{"ICudaEngine"};
 };
 
 Context::Context(Engine const* e, ILogger* l, void* activation)
     : engine_(e), logger_(l), activation_(activation) {
+  engine_->contexts().adopt();
   for (auto const& t : e->plan().tensors) {
     shapes_.push_back(t.dims);
     addresses_.push_back(nullptr);
   }
+}
+
+Context::~Context() noexcept {
+  cudaFree(activation_);
+  engine_->contexts().release();
 }
 
 std::vector<int64_t> Context::shape(size_t i) const {
@@ -689,21 +779,21 @@ bool Context::enqueueV3(cudaStream_t stream) noexcept {
 
 class Runtime : public IRuntime {
  public:
-  explicit Runtime(ILogger* l) : logger_(l) {}
+  explicit Runtime(ILogger* l) : logger_(l) { logger_acquire(l); }
+  ~Runtime() noexcept override {
+    engines_.check_empty("engine(s)");
+    logger_release(logger_);
+  }
   ICudaEngine* deserializeCudaEngine(void const* blob, std::size_t size) noexcept override {
     Fault f;
     if (trt_double::fires("deserializeCudaEngine", &f)) {
-      log(logger_, ILogger::Severity::kERROR, "trt_double: injected deserializeCudaEngine failure");
+      log_elsewhere(logger_, ILogger::Severity::kERROR, "trt_double: injected deserializeCudaEngine failure");
       return nullptr;
     }
     Plan p;
     std::string why = read_plan(blob, size, &p);
     if (!why.empty()) {
-      log(logger_, ILogger::Severity::kERROR, "1: [stdArchiveReader.cpp] Error Code 1: " + why);
-      return nullptr;
-    }
-    if (dla_ >= 0) {
-      log(logger_, ILogger::Severity::kERROR, "trt_double: this platform has no DLA core");
+      log_elsewhere(logger_, ILogger::Severity::kERROR, "1: [stdArchiveReader.cpp] Error Code 1: " + why);
       return nullptr;
     }
     void* persistent = nullptr;
@@ -711,14 +801,21 @@ class Runtime : public IRuntime {
     log(logger_, ILogger::Severity::kINFO,
         "[MemUsageChange] TensorRT-managed allocation in engine deserialization: GPU +" +
             std::to_string(p.persistent) + " bytes");
-    return new Engine(std::move(p), logger_, persistent);
+    return new Engine(std::move(p), logger_, persistent, &engines_);
   }
-  void setDLACore(int32_t dla) noexcept override { dla_ = dla; }
-  int32_t getNbDLACores() const noexcept override { return 0; }
+  // The real rule: nothing happens without DLA cores.
+  void setDLACore(int32_t dla) noexcept override {
+    if (getNbDLACores() == 0) return;
+    Fault counted;  // counted for tests; no fault is injected here
+    trt_double::fires("setDLACore", &counted);
+    if (dla >= 0 && dla < getNbDLACores()) dla_ = dla;
+  }
+  int32_t getNbDLACores() const noexcept override { return g_dla_cores.load(); }
 
  private:
   ILogger* logger_;
   int32_t dla_ = -1;
+  Owner engines_{"IRuntime"};
 };
 
 // --- builder ---
@@ -733,8 +830,18 @@ class NetTensor : public ITensor {
 
 class Network : public INetworkDefinition {
  public:
+  Network(Owner* builder, bool strongly_typed) : strongly_typed(strongly_typed), builder_(builder) {
+    builder_->adopt();
+  }
+  ~Network() noexcept override { builder_->release(); }
   std::vector<std::unique_ptr<NetTensor>> inputs, outputs;
   size_t model_bytes = 0;
+  bool strongly_typed;
+  // What the parser saw: Q/DQ nodes (with the scale of the QuantizeLinear on the first input),
+  // float16 tensors.
+  bool qdq = false;
+  float qdq_input_scale = 0.0f;
+  bool has_half = false;
   int32_t getNbInputs() const noexcept override { return static_cast<int32_t>(inputs.size()); }
   ITensor* getInput(int32_t i) const noexcept override {
     return i >= 0 && i < getNbInputs() ? inputs[i].get() : nullptr;
@@ -743,6 +850,9 @@ class Network : public INetworkDefinition {
   ITensor* getOutput(int32_t i) const noexcept override {
     return i >= 0 && i < getNbOutputs() ? outputs[i].get() : nullptr;
   }
+
+ private:
+  Owner* builder_;
 };
 
 class Profile : public IOptimizationProfile {
@@ -758,6 +868,8 @@ class Profile : public IOptimizationProfile {
 
 class Config : public IBuilderConfig {
  public:
+  explicit Config(Owner* builder) : builder_(builder) { builder_->adopt(); }
+  ~Config() noexcept override { builder_->release(); }
   size_t workspace = 0;
   bool fp16 = false, int8 = false, gpu_fallback = false;
   IInt8Calibrator* calibrator = nullptr;
@@ -767,18 +879,31 @@ class Config : public IBuilderConfig {
   void setMemoryPoolLimit(MemoryPoolType pool, std::size_t size) noexcept override {
     if (pool == MemoryPoolType::kWORKSPACE) workspace = size;
   }
+// The flags are named through their values: the double itself may use what it deprecates.
   void setFlag(BuilderFlag f) noexcept override {
-    if (f == BuilderFlag::kFP16) fp16 = true;
-    if (f == BuilderFlag::kINT8) int8 = true;
-    if (f == BuilderFlag::kGPU_FALLBACK) gpu_fallback = true;
+    switch (static_cast<int32_t>(f)) {
+      case 0: fp16 = true; break;
+      case 1: int8 = true; break;
+      case 3: gpu_fallback = true; break;
+      default: break;
+    }
   }
   void setInt8Calibrator(IInt8Calibrator* c) noexcept override { calibrator = c; }
   void setDefaultDeviceType(DeviceType d) noexcept override { device = d; }
-  void setDLACore(int32_t d) noexcept override { dla = d; }
+  // The real rule: nothing happens without DLA cores.
+  void setDLACore(int32_t d) noexcept override {
+    if (g_dla_cores.load() == 0) return;
+    Fault counted;
+    trt_double::fires("setDLACore", &counted);
+    if (d >= 0 && d < g_dla_cores.load()) dla = d;
+  }
   int32_t addOptimizationProfile(IOptimizationProfile const* p) noexcept override {
     profiles.push_back(static_cast<Profile const*>(p));
     return static_cast<int32_t>(profiles.size()) - 1;
   }
+
+ private:
+  Owner* builder_;
 };
 
 std::string calibration_header() {
@@ -799,30 +924,36 @@ float scale_from_cache(void const* data, size_t n, std::string const& input) {
 
 class Builder : public IBuilder {
  public:
-  explicit Builder(ILogger* l) : logger_(l) {}
+  explicit Builder(ILogger* l) : logger_(l) { logger_acquire(l); }
+  ~Builder() noexcept override {
+    children_.check_empty("network(s) or builder config(s)");
+    logger_release(logger_);
+  }
   INetworkDefinition* createNetworkV2(NetworkDefinitionCreationFlags flags) noexcept override {
 #if NV_TENSORRT_MAJOR < 10
-    if ((flags & (1U << static_cast<uint32_t>(NetworkDefinitionCreationFlag::kEXPLICIT_BATCH))) == 0) {
+    if ((flags & 1U) == 0) {  // kEXPLICIT_BATCH
       log(logger_, ILogger::Severity::kERROR, "trt_double: only explicit-batch networks are supported");
       return nullptr;
     }
+    return new Network(&children_, false);
 #else
-    (void)flags;
+    bool strongly_typed = (flags & (1U << static_cast<uint32_t>(NetworkDefinitionCreationFlag::kSTRONGLY_TYPED))) != 0;
+    return new Network(&children_, strongly_typed);
 #endif
-    return new Network();
   }
-  IBuilderConfig* createBuilderConfig() noexcept override { return new Config(); }
+  IBuilderConfig* createBuilderConfig() noexcept override { return new Config(&children_); }
   IOptimizationProfile* createOptimizationProfile() noexcept override {
     profiles_.push_back(std::make_unique<Profile>());
     return profiles_.back().get();
   }
-  int32_t getNbDLACores() const noexcept override { return 0; }
+  int32_t getNbDLACores() const noexcept override { return g_dla_cores.load(); }
   IHostMemory* buildSerializedNetwork(INetworkDefinition& network, IBuilderConfig& config) noexcept override;
 
  private:
   float calibrate(Network const& net, Config const& cfg, std::vector<int64_t> const& in_shape);
   ILogger* logger_;
   std::vector<std::unique_ptr<Profile>> profiles_;
+  Owner children_{"IBuilder"};
 };
 
 float Builder::calibrate(Network const& net, Config const& cfg, std::vector<int64_t> const& in_shape) {
@@ -852,7 +983,7 @@ float Builder::calibrate(Network const& net, Config const& cfg, std::vector<int6
     batches += 1;
     float const* x = static_cast<float const*>(bindings[0]);
     if (!device_accessible(x, static_cast<size_t>(n) * 4)) {
-      log(logger_, ILogger::Severity::kERROR, "Calibrator getBatch gave a non-device pointer");
+      log_elsewhere(logger_, ILogger::Severity::kERROR, "Calibrator getBatch gave a non-device pointer");
       cudaFree(buf);
       return 0;
     }
@@ -860,7 +991,7 @@ float Builder::calibrate(Network const& net, Config const& cfg, std::vector<int6
   }
   cudaFree(buf);
   if (batches == 0 || amax <= 0) {
-    log(logger_, ILogger::Severity::kERROR, "Calibration failure: the calibrator gave no (non-zero) batch");
+    log_elsewhere(logger_, ILogger::Severity::kERROR, "Calibration failure: the calibrator gave no (non-zero) batch");
     return 0;
   }
   float scale = amax / 127.0f;
@@ -876,18 +1007,29 @@ float Builder::calibrate(Network const& net, Config const& cfg, std::vector<int6
 IHostMemory* Builder::buildSerializedNetwork(INetworkDefinition& network, IBuilderConfig& config) noexcept {
   Fault f;
   if (trt_double::fires("buildSerializedNetwork", &f)) {
-    log(logger_, ILogger::Severity::kERROR, "trt_double: injected buildSerializedNetwork failure");
+    log_elsewhere(logger_, ILogger::Severity::kERROR, "trt_double: injected buildSerializedNetwork failure");
     return nullptr;
   }
   auto& net = static_cast<Network&>(network);
   auto& cfg = static_cast<Config&>(config);
   if (net.inputs.empty() || net.outputs.empty()) {
-    log(logger_, ILogger::Severity::kERROR, "Network must have at least one input and one output");
+    log_elsewhere(logger_, ILogger::Severity::kERROR, "Network must have at least one input and one output");
     return nullptr;
   }
-  if (cfg.device == DeviceType::kDLA || cfg.dla >= 0) {
-    log(logger_, ILogger::Severity::kERROR, "DLA core requested but this platform has 0 DLA cores");
+  if (net.strongly_typed && (cfg.fp16 || cfg.int8)) {
+    log_elsewhere(logger_, ILogger::Severity::kERROR,
+                  "Error Code 4: API Usage Error (BuilderFlag::kFP16 and kINT8 are not allowed with a "
+                  "strongly typed network: its types come from the network)");
     return nullptr;
+  }
+  if (cfg.device == DeviceType::kDLA && cfg.dla < 0) {
+    // No DLA core took (setDLACore does nothing without one): the GPU, if allowed.
+    if (!cfg.gpu_fallback) {
+      log_elsewhere(logger_, ILogger::Severity::kERROR, "Default device is DLA but no DLA core is available");
+      return nullptr;
+    }
+    log_elsewhere(logger_, ILogger::Severity::kWARNING,
+                  "Default DLA is enabled but no DLA core is available: layers fall back to the GPU");
   }
   Plan plan;
   std::vector<int64_t> first_in;
@@ -900,8 +1042,8 @@ IHostMemory* Builder::buildSerializedNetwork(INetworkDefinition& network, IBuild
       for (auto* q : cfg.profiles)
         if (q->opt.count(t.t.name) != 0 && q->min.count(t.t.name) != 0 && q->max.count(t.t.name) != 0) p = q;
       if (p == nullptr) {
-        log(logger_, ILogger::Severity::kERROR,
-            "Network has dynamic or shape inputs, but no optimization profile has been defined (" + t.t.name + ")");
+        log_elsewhere(logger_, ILogger::Severity::kERROR,
+                      "Network has dynamic or shape inputs, but no optimization profile has been defined (" + t.t.name + ")");
         return false;
       }
       opt = p->opt.at(t.t.name);
@@ -919,14 +1061,25 @@ IHostMemory* Builder::buildSerializedNetwork(INetworkDefinition& network, IBuild
   for (auto const& t : net.outputs)
     if (!add(*t, TensorIOMode::kOUTPUT)) return nullptr;
   if (plan.tensors[0].type != DataType::kFLOAT) {
-    log(logger_, ILogger::Severity::kERROR, "trt_double: the first input must be float32");
+    log_elsewhere(logger_, ILogger::Severity::kERROR, "trt_double: the first input must be float32");
     return nullptr;
   }
-  plan.precision = cfg.int8 ? 2 : cfg.fp16 ? 1 : 0;
-  if (cfg.int8) {
+  if (net.strongly_typed) {
+    // Types from the network: Q/DQ nodes quantize, float16 tensors compute in fp16.
+    plan.precision = net.qdq ? 2 : net.has_half ? 1 : 0;
+    plan.scale = net.qdq ? net.qdq_input_scale : 0.0f;
+  } else {
+    plan.precision = cfg.int8 ? 2 : cfg.fp16 ? 1 : 0;
+  }
+  if (!net.strongly_typed && cfg.int8 && net.qdq) {
+    // Explicit quantization in a weakly typed network: the Q/DQ scales, no calibration.
+    if (cfg.calibrator != nullptr)
+      log(logger_, ILogger::Severity::kWARNING, "Calibrator won't be used in explicit precision mode.");
+    plan.scale = net.qdq_input_scale;
+  } else if (!net.strongly_typed && cfg.int8) {
     if (cfg.calibrator == nullptr) {
-      log(logger_, ILogger::Severity::kERROR,
-          "Calibrator is not being used. Users must provide dynamic range for all tensors that are not Int32 or Bool.");
+      log_elsewhere(logger_, ILogger::Severity::kERROR,
+                    "Calibrator is not being used. Users must provide dynamic range for all tensors that are not Int32 or Bool.");
       return nullptr;
     }
     plan.scale = calibrate(net, cfg, first_in);
@@ -935,7 +1088,7 @@ IHostMemory* Builder::buildSerializedNetwork(INetworkDefinition& network, IBuild
   plan.activation = round_up(io_bytes * 2, 256);
   plan.persistent = round_up(net.model_bytes, 256);
   if (cfg.workspace != 0 && cfg.workspace < plan.activation) {
-    log(logger_, ILogger::Severity::kERROR,
+    log_elsewhere(logger_, ILogger::Severity::kERROR,
         "Memory pool limit kWORKSPACE of " + std::to_string(cfg.workspace) + " bytes is below the " +
             std::to_string(plan.activation) + " bytes every tactic needs");
     return nullptr;
@@ -1047,20 +1200,89 @@ class ParserError : public nvonnxparser::IParserError {
  public:
   explicit ParserError(std::string d) : desc_(std::move(d)) {}
   char const* desc() const override { return desc_.c_str(); }
-  int32_t node() const override { return -1; }
+  int node() const override { return -1; }
 
  private:
   std::string desc_;
 };
 
+// A TensorProto initializer: what the parser needs of it.
+struct Initializer {
+  std::string name;
+  uint64_t type = 0;
+  std::vector<float> floats;
+};
+
+bool initializer(Proto m, Initializer* t) {
+  uint32_t f, w;
+  uint64_t v;
+  while (m.at < m.n) {
+    Proto sub{nullptr, 0};
+    size_t at = m.at;
+    if (!m.next(&f, &w, &sub, &v)) return false;
+    if (f == 8 && w == 2) t->name.assign(reinterpret_cast<char const*>(sub.p), sub.n);
+    if (f == 2 && w == 0) t->type = v;
+    if (f == 4 && w == 2)  // packed float_data
+      for (size_t k = 0; k + 4 <= sub.n; k += 4) {
+        float x;
+        std::memcpy(&x, sub.p + k, 4);
+        t->floats.push_back(x);
+      }
+    if (f == 4 && w == 5) {  // one unpacked float
+      float x;
+      std::memcpy(&x, m.p + m.at - 4, 4);
+      t->floats.push_back(x);
+    }
+    if (f == 9 && w == 2 && t->floats.empty())  // raw_data (float32 little endian)
+      for (size_t k = 0; k + 4 <= sub.n; k += 4) {
+        float x;
+        std::memcpy(&x, sub.p + k, 4);
+        t->floats.push_back(x);
+      }
+    (void)at;
+  }
+  return true;
+}
+
+// A NodeProto: its operator, inputs, and whether it is a Cast to float16.
+struct Node {
+  std::string op;
+  std::vector<std::string> inputs;
+  bool to_half = false;
+};
+
+bool node(Proto m, Node* n) {
+  uint32_t f, w;
+  uint64_t v;
+  while (m.at < m.n) {
+    Proto sub{nullptr, 0};
+    if (!m.next(&f, &w, &sub, &v)) return false;
+    if (f == 1 && w == 2) n->inputs.emplace_back(reinterpret_cast<char const*>(sub.p), sub.n);
+    if (f == 4 && w == 2) n->op.assign(reinterpret_cast<char const*>(sub.p), sub.n);
+    if (f == 5 && w == 2) {  // AttributeProto: name 1, i 3
+      std::string name;
+      int64_t i = 0;
+      while (sub.at < sub.n) {
+        Proto x{nullptr, 0};
+        if (!sub.next(&f, &w, &x, &v)) return false;
+        if (f == 1 && w == 2) name.assign(reinterpret_cast<char const*>(x.p), x.n);
+        if (f == 3 && w == 0) i = static_cast<int64_t>(v);
+      }
+      if (name == "to" && i == 10) n->to_half = true;
+    }
+  }
+  return true;
+}
+
 class Parser : public nvonnxparser::IParser {
  public:
-  Parser(Network* n, ILogger* l) : net_(n), logger_(l) {}
-  bool parse(void const* data, size_t size, char const*) override {
+  Parser(Network* n, ILogger* l) : net_(n), logger_(l) { logger_acquire(l); }
+  ~Parser() override { logger_release(logger_); }
+  bool parse(void const* data, size_t size, char const*) TRT_DOUBLE_PARSER_NOEXCEPT override {
     errors_.clear();
     Fault f;
     if (trt_double::fires("parse", &f)) {
-      throw_fault(f, "IParser::parse");
+      if (trt_double::can_throw("parse")) throw_fault(f, "IParser::parse");
       return error("injected parse failure");
     }
     Proto model{static_cast<unsigned char const*>(data), size};
@@ -1079,6 +1301,8 @@ class Parser : public nvonnxparser::IParser {
     if (!found) return error("ModelProto has no graph");
     std::vector<Tensor> ins, outs;
     std::vector<std::string> initializers;
+    std::vector<Initializer> inits;
+    std::vector<Node> nodes;
     while (graph.at < graph.n) {
       Proto sub{nullptr, 0};
       if (!graph.next(&field, &wire, &sub, &v)) return error("malformed GraphProto");
@@ -1088,13 +1312,16 @@ class Parser : public nvonnxparser::IParser {
         if (!value_info(sub, &t)) return error("malformed ValueInfoProto");
         (field == 11 ? ins : outs).push_back(t);
       }
-      if (field == 5) {  // TensorProto initializer: its name is field 8
-        uint32_t f2, w2;
-        while (sub.at < sub.n) {
-          Proto s{nullptr, 0};
-          if (!sub.next(&f2, &w2, &s, &v)) return error("malformed TensorProto");
-          if (f2 == 8 && w2 == 2) initializers.emplace_back(reinterpret_cast<char const*>(s.p), s.n);
-        }
+      if (field == 5) {  // TensorProto initializer
+        Initializer t;
+        if (!initializer(sub, &t)) return error("malformed TensorProto");
+        initializers.push_back(t.name);
+        inits.push_back(std::move(t));
+      }
+      if (field == 1) {  // NodeProto
+        Node n;
+        if (!node(sub, &n)) return error("malformed NodeProto");
+        nodes.push_back(std::move(n));
       }
     }
     for (auto& t : ins) {
@@ -1110,10 +1337,22 @@ class Parser : public nvonnxparser::IParser {
     }
     net_->model_bytes = size;
     if (net_->inputs.empty()) return error("the graph has no input");
+    for (auto const& t : inits)
+      if (t.type == 10) net_->has_half = true;
+    for (auto const& n : nodes) {
+      if (n.to_half) net_->has_half = true;
+      if (n.op != "QuantizeLinear" && n.op != "DequantizeLinear") continue;
+      net_->qdq = true;
+      if (n.op == "QuantizeLinear" && n.inputs.size() >= 2 && n.inputs[0] == net_->inputs[0]->t.name)
+        for (auto const& t : inits)
+          if (t.name == n.inputs[1] && !t.floats.empty()) net_->qdq_input_scale = t.floats[0];
+    }
+    if (net_->qdq && net_->qdq_input_scale <= 0)
+      return error("trt_double: a Q/DQ model needs a QuantizeLinear with a float scale on its first input");
     return true;
   }
-  int32_t getNbErrors() const override { return static_cast<int32_t>(errors_.size()); }
-  nvonnxparser::IParserError const* getError(int32_t i) const override {
+  int getNbErrors() const TRT_DOUBLE_PARSER_NOEXCEPT override { return static_cast<int>(errors_.size()); }
+  nvonnxparser::IParserError const* getError(int i) const TRT_DOUBLE_PARSER_NOEXCEPT override {
     return i >= 0 && i < getNbErrors() ? &errors_[i] : nullptr;
   }
 
@@ -1146,8 +1385,71 @@ extern "C" void* createInferBuilder_INTERNAL(void* logger, int32_t version) noex
 
 extern "C" int32_t getInferLibVersion() noexcept { return NV_TENSORRT_VERSION; }
 
-extern "C" void* createNvOnnxParser_INTERNAL(void* network, void* logger, int32_t version) {
+extern "C" void* createNvOnnxParser_INTERNAL(void* network, void* logger, int version) TRT_DOUBLE_PARSER_NOEXCEPT {
   if (version != NV_TENSORRT_VERSION) return nullptr;
   return static_cast<nvonnxparser::IParser*>(
       new Parser(static_cast<Network*>(static_cast<INetworkDefinition*>(network)), static_cast<ILogger*>(logger)));
 }
+
+extern "C" void trt_double_logger_destroyed(nvinfer1::ILogger const* logger) noexcept {
+  std::lock_guard<std::mutex> g(loggers().mu);
+  auto it = loggers().live.find(logger);
+  if (it != loggers().live.end() && it->second > 0)
+    lifetime_violation("ILogger destroyed while " + std::to_string(it->second) +
+                       " runtime(s), builder(s) or parser(s) created with it still live");
+}
+
+namespace trt_double {
+
+void set_dla_cores(int32_t n) { g_dla_cores.store(n < 0 ? 0 : n); }
+
+namespace {
+class QuietLogger : public nvinfer1::ILogger {
+ public:
+  void log(Severity, char const*) noexcept override {}
+};
+}  // namespace
+
+void misuse(std::string const& kind) {
+  using namespace nvinfer1;
+  if (kind == "logger_before_runtime") {
+    auto* l = new QuietLogger();
+    IRuntime* r = createInferRuntime(*l);
+    delete l;  // aborts: the runtime still uses it
+    delete r;
+    return;
+  }
+  QuietLogger l;
+  if (kind == "builder_before_network" || kind == "builder_before_config") {
+    IBuilder* b = createInferBuilder(l);
+    INetworkDefinition* n = kind == "builder_before_network" ? b->createNetworkV2(1U) : nullptr;
+    IBuilderConfig* c = kind == "builder_before_config" ? b->createBuilderConfig() : nullptr;
+    delete b;  // aborts
+    delete n;
+    delete c;
+    return;
+  }
+  if (kind == "runtime_before_engine" || kind == "engine_before_context") {
+    Plan p;
+    p.tensors.push_back(Tensor{"x", TensorIOMode::kINPUT, DataType::kFLOAT, {1, 4}});
+    p.tensors.push_back(Tensor{"y", TensorIOMode::kOUTPUT, DataType::kFLOAT, {1, 2}});
+    p.activation = 256;
+    std::string blob = write_plan(p);
+    IRuntime* r = createInferRuntime(l);
+    ICudaEngine* e = r->deserializeCudaEngine(blob.data(), blob.size());
+    if (e == nullptr) return;
+    IExecutionContext* c = kind == "engine_before_context" ? e->createExecutionContext() : nullptr;
+    if (kind == "runtime_before_engine") {
+      delete r;  // aborts
+      delete e;
+    } else {
+      delete e;  // aborts
+      delete c;
+      delete r;
+    }
+    return;
+  }
+  std::fprintf(stderr, "trt_double: unknown misuse '%s'\n", kind.c_str());
+}
+
+}  // namespace trt_double

@@ -8,7 +8,8 @@
 //! buffers, and its output buffer. Nothing is allocated per frame; a loaded engine is moved to the
 //! pipeline thread and used by that thread alone.
 //!
-//! A backend that is not compiled into a build still exists as a value: its `load` returns
+//! [`open`] turns [`Settings`] into the backend a model needs ([`BackendChoice`] says how `auto`
+//! chooses). A backend that is not compiled into a build still exists as a value: its `load` returns
 //! [`BackendError::NotCompiled`], so `--backend tensorrt` on a CPU-only build says so instead of
 //! failing to link.
 
@@ -17,11 +18,13 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::Arc;
 
+use crate::preprocess::PreprocessOptions;
 use crate::tensor::{InputBufMut, InputSpec};
 
 pub mod onnx;
 pub mod onnx_cancel;
 pub mod ort_library;
+pub mod ort_log;
 pub mod ort_telemetry;
 pub mod search;
 pub mod tensorrt;
@@ -62,11 +65,95 @@ impl fmt::Display for BackendKind {
     }
 }
 
-/// `--backend` choice: one runtime strictly, or `auto` (by model extension, falling back to the CPU).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// `--backend` choice: one runtime strictly, or `auto`.
+///
+/// `auto` picks the one runtime a model file's extension names (DESIGN.md: `.onnx` → ONNX
+/// Runtime, `.engine`/`.plan` → TensorRT, `.xmodel` → Vitis AI; any other extension → ONNX
+/// Runtime), logs that choice, and tries nothing else: a TensorRT plan or a DPU `.xmodel` has no
+/// other runtime to fall back to, and an `.onnx` file is not silently built into a TensorRT engine
+/// (minutes on a board). A runtime that fails (not compiled in, library missing) fails the load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum BackendChoice {
+    #[default]
     Auto,
     Only(BackendKind),
+}
+
+impl BackendChoice {
+    /// The runtime this choice opens `model` with (logged for `auto`).
+    pub fn kind_for(self, model: &Path) -> BackendKind {
+        match self {
+            BackendChoice::Only(k) => k,
+            BackendChoice::Auto => {
+                let k = BackendKind::for_path(model).unwrap_or(BackendKind::OnnxRuntime);
+                log::info!(
+                    "backend auto: {k} selected by the extension of {}",
+                    model.display()
+                );
+                k
+            }
+        }
+    }
+}
+
+/// How models are opened: the `--backend` choice and each runtime's own settings. Built by
+/// `config.rs` from `run.backend`, `run.threads`, `[onnxruntime]`, `[tensorrt]`, `[vitis]` and
+/// `[preprocess]`; nothing below `config.rs` sees the whole configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    pub choice: BackendChoice,
+    /// Intra-op threads (0 = the runtime's default).
+    pub threads: usize,
+    pub ort: onnx::OrtOptions,
+    pub tensorrt: tensorrt::TensorRtOptions,
+    pub vitis: vitis::VitisOptions,
+    /// How frames are preprocessed; TensorRT's int8 calibration feeds its images the same way.
+    pub preprocess: PreprocessOptions,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            choice: BackendChoice::Auto,
+            threads: 1,
+            ort: onnx::OrtOptions::default(),
+            tensorrt: tensorrt::TensorRtOptions::default(),
+            vitis: vitis::VitisOptions::default(),
+            preprocess: PreprocessOptions::default(),
+        }
+    }
+}
+
+impl Settings {
+    /// The options every runtime's [`Backend::load`] takes.
+    pub fn load_options(&self) -> LoadOptions {
+        LoadOptions {
+            threads: self.threads,
+        }
+    }
+}
+
+/// Opens the runtime `settings.choice` selects for `model` (see [`BackendChoice`]).
+pub fn open(settings: &Settings, model: &Path) -> Result<Box<dyn Backend>, BackendError> {
+    match settings.choice.kind_for(model) {
+        BackendKind::OnnxRuntime => Ok(Box::new(onnx::OnnxBackend::new(settings.ort.clone())?)),
+        BackendKind::TensorRt => tensorrt::backend(&settings.tensorrt, settings.preprocess),
+        BackendKind::Vitis => vitis::backend(&settings.vitis),
+    }
+}
+
+/// [`open`]s the runtime and loads `model` into an engine.
+pub fn load(settings: &Settings, model: &Path) -> Result<Box<dyn Engine>, BackendError> {
+    open(settings, model)?.load(model, &settings.load_options())
+}
+
+/// [`load`] through [`Backend::load_cancellable`].
+pub fn load_cancellable(
+    settings: &Settings,
+    model: &Path,
+    cancellable: &dyn Fn(Arc<dyn Canceller>),
+) -> Result<Box<dyn Engine>, BackendError> {
+    open(settings, model)?.load_cancellable(model, &settings.load_options(), cancellable)
 }
 
 impl FromStr for BackendChoice {
@@ -106,13 +193,65 @@ impl Precision {
     }
 }
 
+/// A tensor's element type as a runtime reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ElementType {
+    Float32,
+    Float16,
+    Float64,
+    Int8,
+    Uint8,
+    Int32,
+    Int64,
+    Bool,
+    Bfloat16,
+    /// 8-bit float (TensorRT's FP8).
+    Fp8,
+    Int4,
+    /// An ONNX value that is not a tensor (a sequence or a map).
+    NonTensor,
+    /// Any type rtinfer has no use for.
+    Other,
+}
+
+impl ElementType {
+    /// The name used in messages (`float32`, `int8`, ...).
+    pub fn name(self) -> &'static str {
+        match self {
+            ElementType::Float32 => "float32",
+            ElementType::Float16 => "float16",
+            ElementType::Float64 => "float64",
+            ElementType::Int8 => "int8",
+            ElementType::Uint8 => "uint8",
+            ElementType::Int32 => "int32",
+            ElementType::Int64 => "int64",
+            ElementType::Bool => "bool",
+            ElementType::Bfloat16 => "bfloat16",
+            ElementType::Fp8 => "fp8",
+            ElementType::Int4 => "int4",
+            ElementType::NonTensor => "non-tensor",
+            ElementType::Other => "other",
+        }
+    }
+
+    /// 8-bit integers: a quantised tensor.
+    pub fn is_8_bit_integer(self) -> bool {
+        matches!(self, ElementType::Int8 | ElementType::Uint8)
+    }
+}
+
+impl fmt::Display for ElementType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// One input or output tensor as the runtime reports it. Dynamic dimensions are `-1`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TensorInfo {
     pub name: String,
     pub shape: Vec<i64>,
-    /// The runtime's element type name (`float32`, `int8`, `uint8`, ...).
-    pub element: String,
+    pub element: ElementType,
 }
 
 /// What a loaded engine is, for the pipeline (input spec, classes) and for `/status` (`model`).
@@ -199,6 +338,19 @@ pub trait Backend: Send + Sync {
     /// Opens, validates and prepares a model. May take long (engine builds); never called on the
     /// pipeline thread.
     fn load(&self, path: &Path, opts: &LoadOptions) -> Result<Box<dyn Engine>, BackendError>;
+
+    /// [`Backend::load`], handing the engine's [`Canceller`] to `cancellable` as soon as it
+    /// exists, before the runs a load may make itself (ONNX Runtime's proving run), so a load
+    /// abandoned for its time can be cancelled. Backends without cancel just load.
+    fn load_cancellable(
+        &self,
+        path: &Path,
+        opts: &LoadOptions,
+        cancellable: &dyn Fn(Arc<dyn Canceller>),
+    ) -> Result<Box<dyn Engine>, BackendError> {
+        let _ = cancellable;
+        self.load(path, opts)
+    }
 }
 
 /// Why a backend could not load or run a model. Every variant names the model or library.
@@ -227,6 +379,17 @@ pub enum BackendError {
     Run { name: String, reason: String },
     #[error("model {name}: inference cancelled")]
     Cancelled { name: String },
+}
+
+impl BackendError {
+    /// `backend` could not load the model at `path`, for `reason`.
+    pub fn load(path: &Path, backend: BackendKind, reason: impl fmt::Display) -> BackendError {
+        BackendError::Load {
+            path: path.to_path_buf(),
+            backend,
+            reason: reason.to_string(),
+        }
+    }
 }
 
 /// Turns an engine's first-input shape (NCHW or NHWC, batch 1) into an [`InputSpec`], or explains
@@ -273,12 +436,5 @@ pub fn image_input_spec(
 /// hides the loader's reason one level down (DEPENDENCIES.md), and a library failure is only
 /// useful with that reason.
 pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
+    crate::causes::each_once(e)
 }

@@ -14,9 +14,10 @@ use ort::session::{HasSelectedOutputs, OutputSelector, RunOptions, Session};
 use ort::value::{Tensor, TensorElementType, ValueType};
 
 use super::{
-    Backend, BackendError, BackendKind, Engine, LoadOptions, ModelInfo, Precision, TensorInfo,
-    image_input_spec, ort_library,
+    Backend, BackendError, BackendKind, ElementType, Engine, LoadOptions, ModelInfo, Precision,
+    TensorInfo, image_input_spec, ort_library,
 };
+use crate::invalid_key::InvalidKey;
 use crate::tensor::{InputBufMut, InputElement, Layout};
 
 /// Graph optimisation level (`onnxruntime.optimization`): `disable`, `basic`, `extended`, `all`.
@@ -68,6 +69,33 @@ impl Default for OrtOptions {
     }
 }
 
+/// `[onnxruntime]` as written.
+#[derive(Debug, Default, Clone, serde::Deserialize, serde::Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RawOrt {
+    pub library: Option<PathBuf>,
+    pub optimization: Option<String>,
+    pub spinning: Option<bool>,
+}
+
+impl RawOrt {
+    /// Checks the section; an error names its key. `cpus` (from `[realtime]`) is left empty.
+    pub fn check(self) -> Result<OrtOptions, InvalidKey> {
+        let optimization = match self.optimization.as_deref() {
+            None => OptLevel::All,
+            Some(s) => s
+                .parse()
+                .map_err(|e| InvalidKey::new("onnxruntime.optimization", e))?,
+        };
+        Ok(OrtOptions {
+            library: self.library,
+            optimization,
+            spinning: self.spinning.unwrap_or(false),
+            cpus: Vec::new(),
+        })
+    }
+}
+
 /// The ONNX Runtime backend; holds the loaded library's environment.
 pub struct OnnxBackend {
     opts: OrtOptions,
@@ -93,7 +121,21 @@ impl Backend for OnnxBackend {
     }
 
     fn load(&self, path: &Path, opts: &LoadOptions) -> Result<Box<dyn Engine>, BackendError> {
-        Ok(Box::new(OnnxEngine::load(path, &self.opts, opts)?))
+        Ok(Box::new(OnnxEngine::load(path, &self.opts, opts, &|_| {})?))
+    }
+
+    fn load_cancellable(
+        &self,
+        path: &Path,
+        opts: &LoadOptions,
+        cancellable: &dyn Fn(std::sync::Arc<dyn super::Canceller>),
+    ) -> Result<Box<dyn Engine>, BackendError> {
+        Ok(Box::new(OnnxEngine::load(
+            path,
+            &self.opts,
+            opts,
+            cancellable,
+        )?))
     }
 }
 
@@ -121,14 +163,16 @@ impl OnnxEngine {
         path: &Path,
         ort_opts: &OrtOptions,
         opts: &LoadOptions,
+        cancellable: &dyn Fn(std::sync::Arc<dyn super::Canceller>),
     ) -> Result<OnnxEngine, BackendError> {
         if !path.is_file() {
             return Err(BackendError::ModelMissing {
                 path: path.to_path_buf(),
             });
         }
-        let env = ort_library::environment()
-            .ok_or_else(|| load_err(path, "ONNX Runtime is not loaded"))?;
+        let env = ort_library::environment().ok_or_else(|| {
+            BackendError::load(path, BackendKind::OnnxRuntime, "ONNX Runtime is not loaded")
+        })?;
         let level = match ort_opts.optimization {
             OptLevel::Disable => GraphOptimizationLevel::Disable,
             OptLevel::Basic => GraphOptimizationLevel::Level1,
@@ -155,10 +199,10 @@ impl OnnxEngine {
                     None => Ok(b),
                 },
             )
-            .map_err(|e: ort::Error| load_err(path, e))?;
+            .map_err(|e: ort::Error| BackendError::load(path, BackendKind::OnnxRuntime, e))?;
         let session = builder
             .commit_from_file(path)
-            .map_err(|e| load_err(path, e))?;
+            .map_err(|e| BackendError::load(path, BackendKind::OnnxRuntime, e))?;
 
         let inputs: Vec<TensorInfo> = session
             .inputs()
@@ -182,7 +226,7 @@ impl OnnxEngine {
             )));
         }
         let first_in = &inputs[0];
-        if first_in.element != "float32" {
+        if first_in.element != ElementType::Float32 {
             return Err(unsupported(format!(
                 "input '{}' is {} {:?}, expected a float32 image tensor",
                 first_in.name, first_in.element, first_in.shape
@@ -192,7 +236,7 @@ impl OnnxEngine {
         let first_out = outputs
             .first()
             .ok_or_else(|| unsupported("the model has no output".into()))?;
-        if first_out.element != "float32" {
+        if first_out.element != ElementType::Float32 {
             return Err(unsupported(format!(
                 "output '{}' is {}, expected float32",
                 first_out.name, first_out.element
@@ -213,23 +257,24 @@ impl OnnxEngine {
             spec.height as i64,
             spec.width as i64,
         ];
-        let input = Tensor::<f32>::new(&allocator, in_shape).map_err(|e| load_err(path, e))?;
-        let output =
-            Tensor::<f32>::new(&allocator, out_shape.clone()).map_err(|e| load_err(path, e))?;
+        let input = Tensor::<f32>::new(&allocator, in_shape)
+            .map_err(|e| BackendError::load(path, BackendKind::OnnxRuntime, e))?;
+        let output = Tensor::<f32>::new(&allocator, out_shape.clone())
+            .map_err(|e| BackendError::load(path, BackendKind::OnnxRuntime, e))?;
         let selector = OutputSelector::no_default()
             .with(first_out.name.clone())
             .preallocate(first_out.name.clone(), output);
         let run_options = RunOptions::new()
-            .map_err(|e| load_err(path, e))?
+            .map_err(|e| BackendError::load(path, BackendKind::OnnxRuntime, e))?
             .with_outputs(selector);
 
-        let proto = crate::study::onnx_pb::read_model(path).ok();
-        let params = proto.as_ref().map(crate::study::onnx_pb::model_params);
+        let proto = crate::onnx::pb::read_model(path).ok();
+        let params = proto.as_ref().map(crate::onnx::graph::model_params);
         let precision = if inputs
             .iter()
             .chain(&outputs)
-            .any(|t| t.element == "int8" || t.element == "uint8")
-            || proto.as_ref().is_some_and(crate::study::quantize::is_qdq)
+            .any(|t| t.element.is_8_bit_integer())
+            || proto.as_ref().is_some_and(crate::onnx::graph::is_qdq)
         {
             Precision::Int8
         } else {
@@ -257,7 +302,9 @@ impl OnnxEngine {
             cancel,
             scores: vec![0.0; classes],
         };
-        // One run proves the model executes with this input before anyone relies on it.
+        // One run proves the model executes with this input before anyone relies on it; it can
+        // be cancelled like any other (a load abandoned for its time).
+        cancellable(engine.cancel.clone());
         engine.run()?;
         Ok(engine)
     }
@@ -273,13 +320,14 @@ impl Engine for OnnxEngine {
     }
 
     fn run(&mut self) -> Result<(), BackendError> {
+        let (name, cancel) = (&self.info.name, &self.cancel);
         let outputs = self
             .session
             .run_with_options(ort::inputs![&self.input], &self.run_options)
-            .map_err(|e| run_error(&self.info.name, e))?;
+            .map_err(|e| run_error(name, cancel.terminated(), e))?;
         let (_, data) = outputs[0]
             .try_extract_tensor::<f32>()
-            .map_err(|e| run_error(&self.info.name, e))?;
+            .map_err(|e| run_error(name, false, e))?;
         let n = data.len().min(self.scores.len());
         self.scores[..n].copy_from_slice(&data[..n]);
         Ok(())
@@ -294,25 +342,17 @@ impl Engine for OnnxEngine {
     }
 }
 
-fn run_error(name: &str, e: ort::Error) -> BackendError {
-    let reason = e.to_string();
-    if reason.contains("terminate flag") {
+/// A failed run: cancelled when the watchdog's terminate flag was set during it.
+fn run_error(name: &str, cancelled: bool, e: ort::Error) -> BackendError {
+    if cancelled {
         BackendError::Cancelled {
             name: name.to_string(),
         }
     } else {
         BackendError::Run {
             name: name.to_string(),
-            reason,
+            reason: e.to_string(),
         }
-    }
-}
-
-fn load_err(path: &Path, e: impl std::fmt::Display) -> BackendError {
-    BackendError::Load {
-        path: path.to_path_buf(),
-        backend: BackendKind::OnnxRuntime,
-        reason: e.to_string(),
     }
 }
 
@@ -343,9 +383,7 @@ fn tensor_info(name: &str, ty: &ValueType) -> TensorInfo {
         .unwrap_or_default();
     let element = ty
         .tensor_type()
-        .map(element_name)
-        .unwrap_or("non-tensor")
-        .to_string();
+        .map_or(ElementType::NonTensor, element_type);
     TensorInfo {
         name: name.to_string(),
         shape,
@@ -353,16 +391,17 @@ fn tensor_info(name: &str, ty: &ValueType) -> TensorInfo {
     }
 }
 
-fn element_name(t: TensorElementType) -> &'static str {
+fn element_type(t: TensorElementType) -> ElementType {
     match t {
-        TensorElementType::Float32 => "float32",
-        TensorElementType::Float16 => "float16",
-        TensorElementType::Float64 => "float64",
-        TensorElementType::Int8 => "int8",
-        TensorElementType::Uint8 => "uint8",
-        TensorElementType::Int32 => "int32",
-        TensorElementType::Int64 => "int64",
-        _ => "other",
+        TensorElementType::Float32 => ElementType::Float32,
+        TensorElementType::Float16 => ElementType::Float16,
+        TensorElementType::Float64 => ElementType::Float64,
+        TensorElementType::Int8 => ElementType::Int8,
+        TensorElementType::Uint8 => ElementType::Uint8,
+        TensorElementType::Int32 => ElementType::Int32,
+        TensorElementType::Int64 => ElementType::Int64,
+        TensorElementType::Bool => ElementType::Bool,
+        _ => ElementType::Other,
     }
 }
 

@@ -11,6 +11,7 @@
 
 use std::ptr::NonNull;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use ort::AsPointer;
 use ort::session::{HasSelectedOutputs, RunOptions};
@@ -29,6 +30,10 @@ unsafe impl Send for RawOptions {}
 /// A cancel handle on one engine's `OrtRunOptions`.
 pub struct OrtCanceller {
     raw: Mutex<RawOptions>,
+    /// Set from a cancel until the reset: a run that fails meanwhile was cancelled. ONNX Runtime
+    /// reports a terminated run with the generic `ORT_FAIL` code, so this is how the engine tells
+    /// a cancel from a failure without reading the message.
+    terminated: AtomicBool,
 }
 
 impl OrtCanceller {
@@ -36,7 +41,13 @@ impl OrtCanceller {
     pub fn new(options: &RunOptions<HasSelectedOutputs>) -> OrtCanceller {
         OrtCanceller {
             raw: Mutex::new(RawOptions(NonNull::new(options.ptr().cast_mut()))),
+            terminated: AtomicBool::new(false),
         }
+    }
+
+    /// Whether a cancel is in force (set, not yet reset).
+    pub fn terminated(&self) -> bool {
+        self.terminated.load(Ordering::SeqCst)
     }
 
     /// Forgets the pointer; later cancels do nothing. Called by the engine before it drops its
@@ -70,10 +81,12 @@ impl OrtCanceller {
 
 impl Canceller for OrtCanceller {
     fn cancel(&self) {
+        self.terminated.store(true, Ordering::SeqCst);
         self.call(true);
     }
 
     fn reset(&self) {
         self.call(false);
+        self.terminated.store(false, Ordering::SeqCst);
     }
 }

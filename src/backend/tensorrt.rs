@@ -12,7 +12,6 @@
 use std::path::PathBuf;
 
 use super::{Backend, BackendError, BackendKind};
-use crate::config::Config;
 
 #[cfg(rtinfer_trt)]
 mod bridge;
@@ -25,6 +24,8 @@ pub mod config;
 pub mod double;
 #[cfg(rtinfer_trt)]
 mod engine;
+#[cfg(rtinfer_trt)]
+pub mod precision;
 
 #[cfg(rtinfer_trt)]
 pub use engine::{TrtBackend, TrtEngine, build_engine, cached_plan, runtime_info};
@@ -38,8 +39,8 @@ pub enum TrtPrecision {
     #[default]
     Fp32,
     Fp16,
-    /// int8 with float fallback per layer, from an entropy calibration (the study's mixed
-    /// float32/int8 engines).
+    /// int8 with float layers where int8 has no kernel (the study's mixed float32/int8
+    /// engines): calibrated on TensorRT 8.x, explicitly quantized from a Q/DQ model on 10.x.
     Int8,
 }
 
@@ -69,7 +70,7 @@ impl std::str::FromStr for TrtPrecision {
 #[derive(Debug, Clone, PartialEq)]
 pub struct TensorRtOptions {
     pub precision: TrtPrecision,
-    /// Let an int8 build also pick fp16 kernels.
+    /// Let a calibrated int8 build (TensorRT 8.x) also pick fp16 kernels.
     pub fp16_fallback: bool,
     /// Folder of calibration images (PNG/JPEG, sorted by name) for int8 builds.
     pub calibration_images: Option<PathBuf>,
@@ -110,18 +111,19 @@ impl Default for TensorRtOptions {
     }
 }
 
-/// The backend, when compiled in.
-pub fn backend(cfg: &Config) -> Result<Box<dyn Backend>, BackendError> {
+/// The backend, when compiled in. `pre` is how frames are preprocessed (int8 calibration feeds
+/// its images the same way).
+pub fn backend(
+    opts: &TensorRtOptions,
+    pre: crate::preprocess::PreprocessOptions,
+) -> Result<Box<dyn Backend>, BackendError> {
     #[cfg(rtinfer_trt)]
     {
-        Ok(Box::new(TrtBackend::new(
-            cfg.tensorrt.clone(),
-            cfg.preprocess,
-        )))
+        Ok(Box::new(TrtBackend::new(opts.clone(), pre)))
     }
     #[cfg(not(rtinfer_trt))]
     {
-        let _ = cfg;
+        let _ = (opts, pre);
         Err(BackendError::NotCompiled {
             backend: BackendKind::TensorRt,
         })
@@ -131,9 +133,5 @@ pub fn backend(cfg: &Config) -> Result<Box<dyn Backend>, BackendError> {
 /// An error about `path` from the TensorRT backend.
 #[allow(dead_code)]
 fn load_err(path: &std::path::Path, reason: impl std::fmt::Display) -> BackendError {
-    BackendError::Load {
-        path: path.to_path_buf(),
-        backend: BackendKind::TensorRt,
-        reason: reason.to_string(),
-    }
+    BackendError::load(path, BackendKind::TensorRt, reason)
 }

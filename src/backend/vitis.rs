@@ -34,10 +34,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{
-    Backend, BackendError, BackendKind, Engine, LoadOptions, ModelInfo, Precision, TensorInfo,
-    image_input_spec,
+    Backend, BackendError, BackendKind, ElementType, Engine, LoadOptions, ModelInfo, Precision,
+    TensorInfo, image_input_spec,
 };
-use crate::config::Config;
+use crate::invalid_key::InvalidKey;
 use crate::tensor::{InputBufMut, InputElement, Layout};
 pub use library::LibraryError;
 use shim::{Direction, Model, Shim, TensorDesc};
@@ -63,9 +63,34 @@ impl Default for VitisOptions {
     }
 }
 
+/// `[vitis]` as written: the VART shim library and the runner's wait timeout.
+#[derive(Debug, Default, Clone, serde::Deserialize, serde::Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RawVitis {
+    pub library: Option<PathBuf>,
+    pub timeout_ms: Option<u64>,
+}
+
+impl RawVitis {
+    /// Checks the section; an error names its key.
+    pub fn check(self) -> Result<VitisOptions, InvalidKey> {
+        let timeout_ms = self.timeout_ms.unwrap_or(1000);
+        if !(1..=600_000).contains(&timeout_ms) {
+            return Err(InvalidKey::new(
+                "vitis.timeout_ms",
+                format!("{timeout_ms} is not a timeout in [1, 600000] ms"),
+            ));
+        }
+        Ok(VitisOptions {
+            library: self.library,
+            timeout: Duration::from_millis(timeout_ms),
+        })
+    }
+}
+
 /// The backend, as `--backend vitis` selects it.
-pub fn backend(cfg: &Config) -> Result<Box<dyn Backend>, BackendError> {
-    Ok(Box::new(VitisBackend::new(cfg.vitis.clone())?))
+pub fn backend(opts: &VitisOptions) -> Result<Box<dyn Backend>, BackendError> {
+    Ok(Box::new(VitisBackend::new(opts.clone())?))
 }
 
 /// The Vitis AI backend: a loaded shim library.
@@ -144,11 +169,7 @@ impl VitisEngine {
                 path: path.to_path_buf(),
             });
         }
-        let load_err = |e: shim::ShimError| BackendError::Load {
-            path: path.to_path_buf(),
-            backend: BackendKind::Vitis,
-            reason: e.to_string(),
-        };
+        let load_err = |e: shim::ShimError| BackendError::load(path, BackendKind::Vitis, e);
         let model = Model::open(shim, path).map_err(load_err)?;
         let inputs = model.tensors(Direction::Input).map_err(load_err)?;
         let outputs = model.tensors(Direction::Output).map_err(load_err)?;
@@ -247,7 +268,7 @@ fn check_tensors(
         )));
     }
     for t in inputs.iter().chain(outputs) {
-        if t.element != "int8" {
+        if t.element != ElementType::Int8 {
             return Err(unsupported(format!(
                 "tensor '{}' is {} {:?}; the DPU path needs int8",
                 t.name, t.element, t.dims
@@ -301,7 +322,7 @@ fn tensor_info(t: &TensorDesc) -> TensorInfo {
     TensorInfo {
         name: t.name.clone(),
         shape: t.dims.clone(),
-        element: t.element.to_string(),
+        element: t.element,
     }
 }
 

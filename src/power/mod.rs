@@ -13,7 +13,6 @@ pub mod hwmon;
 pub mod line;
 pub mod monitor;
 pub mod rapl;
-pub mod report;
 mod serial;
 pub mod stats;
 pub mod tc66;
@@ -24,6 +23,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
+
+use crate::invalid_key::InvalidKey;
 
 pub use monitor::PowerMonitor;
 pub use stats::{PowerFigures, PowerSnapshot, PowerStats, Sample};
@@ -128,47 +129,63 @@ pub struct PowerOptions {
 /// Default `power.idle_seconds`.
 pub const DEFAULT_IDLE_SECONDS: f64 = 5.0;
 
-impl PowerOptions {
-    /// Validates a raw section: `Ok(None)` without a meter; errors name their key.
-    pub fn from_raw(raw: RawPower) -> Result<Option<PowerOptions>, (&'static str, String)> {
+impl RawPower {
+    /// Checks the section: `Ok(None)` without a meter; an error names its key.
+    pub fn check(self) -> Result<Option<PowerOptions>, InvalidKey> {
+        let raw = self;
         let Some(uri) = raw.meter else {
             if raw.command.is_some() {
-                return Err(("power.command", "given without power.meter".into()));
+                return Err(InvalidKey::new(
+                    "power.command",
+                    "given without power.meter",
+                ));
             }
             return Ok(None);
         };
-        let mut spec = MeterSpec::parse(&uri).map_err(|e| ("power.meter", e))?;
+        let mut spec = MeterSpec::parse(&uri).map_err(|e| InvalidKey::new("power.meter", e))?;
         match (&mut spec, raw.command) {
             (MeterSpec::Exec { command, .. }, Some(c)) if !c.is_empty() => *command = c,
             (MeterSpec::Exec { .. }, _) => {
-                return Err((
+                return Err(InvalidKey::new(
                     "power.command",
-                    "an exec meter needs a non-empty command array".into(),
+                    "an exec meter needs a non-empty command array",
                 ));
             }
             (_, Some(_)) => {
-                return Err(("power.command", "only exec meters run a command".into()));
+                return Err(InvalidKey::new(
+                    "power.command",
+                    "only exec meters run a command",
+                ));
             }
             (_, None) => {}
         }
         let idle = match (raw.idle_watts, raw.idle_seconds) {
             (Some(w), _) if w.is_finite() && w >= 0.0 => IdleSetting::Given(w),
-            (Some(w), _) => return Err(("power.idle_watts", format!("{w} is not >= 0 W"))),
+            (Some(w), _) => {
+                return Err(InvalidKey::new(
+                    "power.idle_watts",
+                    format!("{w} is not >= 0 W"),
+                ));
+            }
             (None, s) => {
                 let s = s.unwrap_or(DEFAULT_IDLE_SECONDS);
-                if !(s.is_finite() && (0.0..=600.0).contains(&s)) {
-                    return Err(("power.idle_seconds", format!("{s} is not in [0, 600] s")));
-                }
-                IdleSetting::Measure(Duration::from_secs_f64(s))
+                IdleSetting::Measure(
+                    crate::units::seconds_or_zero(s, 600.0)
+                        .map_err(|e| InvalidKey::new("power.idle_seconds", e))?,
+                )
             }
         };
         let interval = match raw.interval_ms {
             None => None,
-            Some(v) if v.is_finite() && (1.0..=60_000.0).contains(&v) => {
-                Some(Duration::from_secs_f64(v / 1000.0))
-            }
+            Some(v) if v.is_finite() && (1.0..=60_000.0).contains(&v) => Some(
+                crate::units::millis(v, 0.0, 60_000.0)
+                    .map_err(|e| InvalidKey::new("power.interval_ms", e))?,
+            ),
             Some(v) => {
-                return Err(("power.interval_ms", format!("{v} is not in [1, 60000] ms")));
+                return Err(InvalidKey::new(
+                    "power.interval_ms",
+                    format!("{v} is not in [1, 60000] ms"),
+                ));
             }
         };
         Ok(Some(PowerOptions {
@@ -179,7 +196,9 @@ impl PowerOptions {
             interval,
         }))
     }
+}
 
+impl PowerOptions {
     /// Opens the configured meter (the monitor calls this on every (re)connect).
     pub fn open(&self) -> Result<Box<dyn Meter>, MeterError> {
         match &self.spec {
@@ -231,16 +250,13 @@ mod tests {
 
     #[test]
     fn exec_needs_a_command_and_only_exec_takes_one() {
-        assert_eq!(
-            PowerOptions::from_raw(raw("exec://")).unwrap_err().0,
-            "power.command"
-        );
+        assert_eq!(raw("exec://").check().unwrap_err().key, "power.command");
         let mut r = raw("tc66c:///dev/ttyACM0");
         r.command = Some(vec!["x".into()]);
-        assert_eq!(PowerOptions::from_raw(r).unwrap_err().0, "power.command");
+        assert_eq!(r.check().unwrap_err().key, "power.command");
         let mut r = raw("exec://?regex=(?P<watts>[0-9.]+)");
         r.command = Some(vec!["tegrastats".into()]);
-        let o = PowerOptions::from_raw(r).unwrap().unwrap();
+        let o = r.check().unwrap().unwrap();
         assert!(
             matches!(o.spec, MeterSpec::Exec { ref command, .. } if command == &["tegrastats"])
         );
@@ -251,20 +267,11 @@ mod tests {
     fn idle_watts_wins_and_bad_values_name_their_key() {
         let mut r = raw("rapl://");
         r.idle_watts = Some(3.5);
-        assert_eq!(
-            PowerOptions::from_raw(r).unwrap().unwrap().idle,
-            IdleSetting::Given(3.5)
-        );
+        assert_eq!(r.check().unwrap().unwrap().idle, IdleSetting::Given(3.5));
         let mut r = raw("rapl://");
         r.idle_seconds = Some(-1.0);
-        assert_eq!(
-            PowerOptions::from_raw(r).unwrap_err().0,
-            "power.idle_seconds"
-        );
-        assert_eq!(
-            PowerOptions::from_raw(raw("bogus://")).unwrap_err().0,
-            "power.meter"
-        );
-        assert_eq!(PowerOptions::from_raw(RawPower::default()), Ok(None));
+        assert_eq!(r.check().unwrap_err().key, "power.idle_seconds");
+        assert_eq!(raw("bogus://").check().unwrap_err().key, "power.meter");
+        assert_eq!(RawPower::default().check(), Ok(None));
     }
 }

@@ -1,5 +1,6 @@
-//! The three libc calls real-time setup needs that nix does not wrap (SCHED_FIFO) or that would
-//! need extra nix features (RLIMIT_MEMLOCK, mlockall): kept tiny so the policy stays safe code.
+//! The six libc calls real-time setup needs that nix does not wrap (SCHED_FIFO, a thread's nice
+//! value, `malloc_trim`) or that would need extra nix features (RLIMIT_MEMLOCK, mlockall): kept
+//! tiny so the policy stays safe code.
 #![allow(unsafe_code)]
 
 use std::io;

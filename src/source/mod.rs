@@ -18,6 +18,7 @@ use std::time::Duration;
 pub mod color;
 pub mod frame;
 pub mod images;
+pub mod limits;
 pub mod pacer;
 pub mod reopen;
 pub mod synthetic;
@@ -26,6 +27,7 @@ pub mod v4l2;
 pub mod y4m;
 
 pub use frame::{Frame, FrameError, PixelFormat};
+pub use limits::FrameLimits;
 pub use pacer::Pacer;
 pub use uri::{SourceKind, SourceOptions, SourceSpec};
 
@@ -102,6 +104,14 @@ pub enum SourceError {
         frame: u64,
         got: usize,
         expected: usize,
+    },
+    /// A header declares a frame over the limits; nothing was allocated for it.
+    #[error("source {uri}: {what} {limit}")]
+    TooLarge {
+        uri: String,
+        /// What declared it (`image PATH`, `stream header`, `camera format`).
+        what: String,
+        limit: limits::TooLarge,
     },
     #[error("source {uri}: read failed: {source}")]
     Io { uri: String, source: std::io::Error },

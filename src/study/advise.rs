@@ -369,7 +369,7 @@ fn run_search(a: &AdviseArgs) -> anyhow::Result<u8> {
             seed: 0,
         };
         let fp32 = dir.join(zoo::default_output_name(&spec));
-        super::onnx_pb::write_model(&fp32, &zoo::generate(&spec)?)?;
+        crate::onnx::pb::write_model(&fp32, &zoo::generate(&spec)?)?;
         let path = if a.precision == Precision::Int8 {
             let q = super::sweep::int8_for_latency(&fp32, a.ort_library.as_deref())?;
             let _ = std::fs::remove_file(&fp32);

@@ -10,7 +10,6 @@ use std::time::Instant;
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
-use crate::backend::{BackendChoice, LoadOptions};
 use crate::config::{Config, RawConfig};
 use crate::tensor::InputBufMut;
 
@@ -278,15 +277,9 @@ pub fn bench_here(args: &BenchArgs) -> anyhow::Result<BenchReport> {
     // Idle power is measured before the model is loaded (or taken from power.idle_watts).
     let meter = crate::power::monitor::start_with_idle(cfg.power.as_ref())
         .context("start the power meter")?;
-    let choice: BackendChoice = cfg.backend;
-    let backend = crate::daemon::backend_for(choice, &args.model, &cfg)?;
+    let backend = crate::backend::open(&cfg.backend, &args.model)?;
     let before = proc_status_kib("VmRSS:").unwrap_or(0);
-    let mut engine = backend.load(
-        &args.model,
-        &LoadOptions {
-            threads: cfg.threads,
-        },
-    )?;
+    let mut engine = backend.load(&args.model, &cfg.backend.load_options())?;
     let after = proc_status_kib("VmRSS:").unwrap_or(0);
     fill_random(engine.input(), args.seed);
     let protocol = args.protocol();
@@ -330,7 +323,7 @@ pub fn bench_here(args: &BenchArgs) -> anyhow::Result<BenchReport> {
         model: args.model.clone(),
         backend: backend.kind().name().into(),
         precision: engine.info().precision.name().into(),
-        threads: cfg.threads,
+        threads: cfg.backend.threads,
         protocol: args.protocol(),
         seed: args.seed,
         latency_ms,

@@ -7,10 +7,9 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
-use crate::backend::LoadOptions;
 use crate::config::{Config, RawConfig};
 use crate::preprocess::Preprocessor;
-use crate::source::{Frame, PixelFormat};
+use crate::source::{Frame, FrameLimits, PixelFormat};
 use crate::time::MonoTime;
 
 /// One CIFAR-10 binary record: label byte then 32x32 R, G and B planes.
@@ -102,9 +101,8 @@ impl LabelledSet {
     pub fn load(&self, i: usize, frame: &mut Frame) -> Result<usize, EvalError> {
         match &self.samples[i] {
             Sample::File { path, label } => {
-                let img = image::open(path).map_err(|e| set_err(path, e))?.into_rgb8();
-                frame.set_format(PixelFormat::Rgb24, img.width(), img.height());
-                frame.data.copy_from_slice(img.as_raw());
+                crate::source::limits::decode_image_file(path, &FrameLimits::default(), frame)
+                    .map_err(|e| set_err(path, e))?;
                 Ok(*label)
             }
             Sample::Cifar { path, index, label } => {
@@ -331,14 +329,8 @@ pub fn evaluate(a: &EvalArgs) -> anyhow::Result<EvalReport> {
     }
     let cfg = Config::from_raw(raw, a.config.as_deref())?;
     let set = LabelledSet::open(&a.images)?;
-    let backend = crate::daemon::backend_for(cfg.backend, &a.model, &cfg)?;
-    let mut engine = backend.load(
-        &a.model,
-        &LoadOptions {
-            threads: cfg.threads,
-        },
-    )?;
-    let mut pre = Preprocessor::new(engine.info().input, cfg.preprocess)
+    let mut engine = crate::backend::load(&cfg.backend, &a.model)?;
+    let mut pre = Preprocessor::new(engine.info().input, cfg.backend.preprocess)
         .with_context(|| format!("preprocessing for {}", a.model.display()))?;
     let mut frame = Frame::rgb24(32, 32);
     frame.captured_at = MonoTime::now();

@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use super::onnx_pb::{self, GraphProto, ModelProto};
 use super::shapes::{ShapeMap, Unsized};
+use crate::onnx::pb::{self as onnx_pb, GraphProto, ModelProto};
 
 /// Everything `rtinfer inspect` reports.
 #[derive(Debug, Clone, Serialize, PartialEq)]

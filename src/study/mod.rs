@@ -7,7 +7,8 @@ pub mod eval;
 pub mod fit;
 pub mod inspect;
 pub mod neuralscale;
-pub mod onnx_pb;
+/// The ONNX messages under their former name here (they live in [`crate::onnx::pb`]).
+pub use crate::onnx::pb as onnx_pb;
 pub mod plot;
 pub mod quantize;
 pub mod shapes;

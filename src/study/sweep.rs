@@ -99,7 +99,7 @@ pub fn models(a: &SweepArgs) -> anyhow::Result<Vec<PathBuf>> {
                     seed: 0,
                 };
                 let path = dir.join(zoo::default_output_name(&spec));
-                super::onnx_pb::write_model(&path, &zoo::generate(&spec)?)?;
+                crate::onnx::pb::write_model(&path, &zoo::generate(&spec)?)?;
                 if a.precisions.iter().any(|p| p == "int8") {
                     let q = int8_for_latency(&path, a.ort_library.as_deref())?;
                     if a.precisions.iter().any(|p| p == "fp32") {

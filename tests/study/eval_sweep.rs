@@ -4,8 +4,9 @@
 
 use std::path::{Path, PathBuf};
 
-use rtinfer::study::onnx_pb::{
-    self, AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, ValueInfoProto,
+use rtinfer::onnx::pb::{
+    self as onnx_pb, AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto,
+    ValueInfoProto,
 };
 
 use crate::util;

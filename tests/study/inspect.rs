@@ -1,9 +1,9 @@
 //! `inspect` counts on every zoo variant against closed forms written from the architecture
 //! text (layer lists of VGG-11, MobileNetV2 and ResNet-50), and on hand-built graphs.
 
+use rtinfer::onnx::pb::{self as onnx_pb, GraphProto, ModelProto, NodeProto, OperatorSetIdProto};
+use rtinfer::onnx::pb::{TensorProto, ValueInfoProto};
 use rtinfer::study::inspect::{self, critical_datapath_length};
-use rtinfer::study::onnx_pb::{self, GraphProto, ModelProto, NodeProto, OperatorSetIdProto};
-use rtinfer::study::onnx_pb::{TensorProto, ValueInfoProto};
 use rtinfer::study::zoo::{self, Arch, Dataset, ZooSpec};
 
 use crate::util;

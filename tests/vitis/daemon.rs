@@ -87,10 +87,6 @@ fn slow_model_folder(dir: &std::path::Path, latency_ms: u32) -> std::path::PathB
     models
 }
 
-fn signal(child: &std::process::Child, sig: nix::sys::signal::Signal) {
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), sig).expect("signal");
-}
-
 #[test]
 fn sigterm_during_a_long_model_load_stops_at_once() {
     let dir = util::tempdir();
@@ -123,7 +119,7 @@ fn sigterm_during_a_long_model_load_stops_at_once() {
     assert_eq!(v["state"], "waiting", "the load is running: {v}");
     std::thread::sleep(Duration::from_millis(1500));
     let t = std::time::Instant::now();
-    signal(&child, nix::sys::signal::Signal::SIGTERM);
+    util::signal(&child, nix::sys::signal::Signal::SIGTERM);
     let out = child.wait_with_output().expect("exits");
     let took = t.elapsed();
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -174,10 +170,10 @@ fn a_reload_during_a_long_load_retries_the_file_with_the_new_settings() {
     assert!(wait_for(&sock, 20.0), "socket never appeared");
     std::thread::sleep(Duration::from_millis(1000));
     with_warmup(1);
-    signal(&child, nix::sys::signal::Signal::SIGHUP);
+    util::signal(&child, nix::sys::signal::Signal::SIGHUP);
     // The new loader takes the same file again, with one warm-up run.
     let v = util::status_until(&sock, 8.0, |v| v["state"] == "running");
-    signal(&child, nix::sys::signal::Signal::SIGTERM);
+    util::signal(&child, nix::sys::signal::Signal::SIGTERM);
     let out = child.wait_with_output().expect("exits");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(v["state"], "running", "{v}\n{stderr}");

@@ -83,7 +83,7 @@ fn fake_model_gives_an_nhwc_int8_engine_that_cannot_cancel() {
     assert_eq!(info.input.layout, Layout::Nhwc);
     assert_eq!(info.input.element, InputElement::I8 { scale: 64.0 });
     assert_eq!(info.inputs[0].shape, vec![1, 2, 3, 3]);
-    assert_eq!(info.inputs[0].element, "int8");
+    assert_eq!(info.inputs[0].element.name(), "int8");
     assert_eq!(info.outputs[0].name, "scores");
     assert_eq!(info.classes, 10);
     assert_eq!(engine.output().len(), 10);

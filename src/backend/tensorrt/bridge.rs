@@ -5,6 +5,66 @@
 
 #[cxx::bridge(namespace = "rtinfer::trt")]
 pub mod ffi {
+    // ---- Shared enums ----
+
+    /// The precision an engine is built at (`tensorrt.precision`).
+    #[derive(Debug)]
+    #[repr(u8)]
+    enum Precision {
+        Fp32,
+        Fp16,
+        /// int8 with float layers where int8 has no kernel: the study's mixed engines.
+        Int8,
+    }
+
+    /// How the layer builds a [`Precision`] with the TensorRT it was compiled against
+    /// ([`build_path`]): each version's supported way, nothing it deprecates.
+    #[derive(Debug)]
+    #[repr(u8)]
+    enum BuildPath {
+        /// A weakly typed network without precision flags.
+        Fp32,
+        /// `BuilderFlag::kFP16` (TensorRT 8.x and 10.0-10.11).
+        Fp16Flag,
+        /// A strongly typed network from a float16 model: TensorRT 10.12+, where `kFP16` is
+        /// deprecated ("superseded by strong typing").
+        Fp16StronglyTyped,
+        /// Implicit quantization: `kINT8` and the entropy calibrator (TensorRT 8.x).
+        Int8Calibrated,
+        /// Explicit quantization: a strongly typed network from a Q/DQ model, no calibrator and
+        /// no `kINT8` (TensorRT 10.x, which deprecates both).
+        Int8Explicit,
+    }
+
+    /// `ILogger::Severity`.
+    #[derive(Debug)]
+    #[repr(u8)]
+    enum Severity {
+        InternalError,
+        Error,
+        Warning,
+        Info,
+        Verbose,
+    }
+
+    /// An I/O tensor's element type (`nvinfer1::DataType`; the 10.x types included).
+    #[derive(Debug)]
+    #[repr(u8)]
+    enum DataType {
+        Float32,
+        Float16,
+        Int8,
+        Int32,
+        Bool,
+        Uint8,
+        Int64,
+        Bfloat16,
+        Fp8,
+        Int4,
+        /// A type newer than this layer.
+        Other,
+    }
+
     // ---- Shared structs ----
 
     /// TensorRT and GPU identity: part of every engine-cache key.
@@ -33,9 +93,8 @@ pub mod ffi {
     /// How an engine is built from ONNX.
     #[derive(Debug, Clone)]
     struct BuildOptions {
-        /// 0 fp32, 1 fp16, 2 int8 (float fallback: the study's mixed engines).
-        precision: u8,
-        /// Also allow fp16 kernels in an int8 build.
+        precision: Precision,
+        /// Also allow fp16 kernels in a calibrated int8 build (no effect on other paths).
         fp16_fallback: bool,
         /// `kWORKSPACE` memory-pool limit; 0 = TensorRT's default.
         workspace_bytes: u64,
@@ -56,7 +115,7 @@ pub mod ffi {
         shape: Vec<i64>,
         /// As the engine declares it (-1 for dynamic dimensions).
         declared_shape: Vec<i64>,
-        element: String,
+        element: DataType,
     }
 
     /// The study's memory figure: serialized + persistent + activation.
@@ -74,8 +133,8 @@ pub mod ffi {
         /// Calibration images, preprocessed one at a time (see `calib.rs`).
         type CalibSource;
         fn next_batch(self: &mut CalibSource, dst: &mut [f32]) -> bool;
-        /// TensorRT's `ILogger` messages, into `log`.
-        fn trt_log(severity: i32, msg: &[u8]);
+        /// TensorRT's `ILogger` messages (from any thread), into `log`.
+        fn trt_log(severity: Severity, msg: &[u8]);
     }
 
     // ---- C++ types and functions ----
@@ -85,6 +144,8 @@ pub mod ffi {
         type TrtEngine;
 
         fn runtime_info() -> Result<RuntimeInfo>;
+        /// The build path for `precision`, fixed by the headers the layer was compiled against.
+        fn build_path(precision: Precision) -> BuildPath;
         fn new_engine(plan: &[u8], opts: &EngineOptions) -> Result<UniquePtr<TrtEngine>>;
         fn build_engine(
             onnx: &[u8],
@@ -119,13 +180,41 @@ impl CalibSource {
     }
 }
 
-/// TensorRT severities: 0 internal error, 1 error, 2 warning, 3 info, 4 verbose.
-fn trt_log(severity: i32, msg: &[u8]) {
+impl From<super::TrtPrecision> for ffi::Precision {
+    fn from(p: super::TrtPrecision) -> Self {
+        match p {
+            super::TrtPrecision::Fp32 => ffi::Precision::Fp32,
+            super::TrtPrecision::Fp16 => ffi::Precision::Fp16,
+            super::TrtPrecision::Int8 => ffi::Precision::Int8,
+        }
+    }
+}
+
+impl ffi::DataType {
+    /// The element type's name as rtinfer reports it (`float32`, ...).
+    pub fn name(self) -> &'static str {
+        match self {
+            ffi::DataType::Float32 => "float32",
+            ffi::DataType::Float16 => "float16",
+            ffi::DataType::Int8 => "int8",
+            ffi::DataType::Int32 => "int32",
+            ffi::DataType::Bool => "bool",
+            ffi::DataType::Uint8 => "uint8",
+            ffi::DataType::Int64 => "int64",
+            ffi::DataType::Bfloat16 => "bfloat16",
+            ffi::DataType::Fp8 => "fp8",
+            ffi::DataType::Int4 => "int4",
+            _ => "other",
+        }
+    }
+}
+
+fn trt_log(severity: ffi::Severity, msg: &[u8]) {
     let level = match severity {
-        0 | 1 => log::Level::Error,
-        2 => log::Level::Warn,
+        ffi::Severity::InternalError | ffi::Severity::Error => log::Level::Error,
+        ffi::Severity::Warning => log::Level::Warn,
         // TensorRT's kINFO is a flood during builds: debug here.
-        3 => log::Level::Debug,
+        ffi::Severity::Info => log::Level::Debug,
         _ => log::Level::Trace,
     };
     log::log!(target: "rtinfer::backend::tensorrt", level, "{}", String::from_utf8_lossy(msg));

@@ -20,6 +20,10 @@ pub struct KeyParts {
     /// GPU compute capability (`7.2` Xavier, `8.7` Orin).
     pub compute_capability: String,
     pub precision: String,
+    /// How this TensorRT builds that precision (`precision::describe`): calibrated int8 and
+    /// explicit int8 are different engines.
+    pub build_path: String,
+    /// Only where the build path takes it (calibrated int8); false elsewhere.
     pub fp16_fallback: bool,
     /// `-1` = GPU only.
     pub dla_core: i32,
@@ -40,6 +44,7 @@ impl KeyParts {
         let _ = writeln!(s, "tensorrt={}", self.tensorrt);
         let _ = writeln!(s, "compute_capability={}", self.compute_capability);
         let _ = writeln!(s, "precision={}", self.precision);
+        let _ = writeln!(s, "build_path={}", self.build_path);
         let _ = writeln!(s, "fp16_fallback={}", self.fp16_fallback);
         let _ = writeln!(s, "dla_core={}", self.dla_core);
         let _ = writeln!(s, "gpu_fallback={}", self.gpu_fallback);

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use serde::Deserialize;
 
 use super::{TensorRtOptions, TrtPrecision};
+use crate::invalid_key::InvalidKey;
 
 #[derive(Debug, Default, Clone, Deserialize, serde::Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -26,43 +27,45 @@ pub struct RawTensorRt {
 
 impl RawTensorRt {
     /// Checks every key; an error names its key.
-    pub fn check(self) -> Result<TensorRtOptions, (&'static str, String)> {
+    pub fn check(self) -> Result<TensorRtOptions, InvalidKey> {
         let d = TensorRtOptions::default();
         let precision: TrtPrecision = match self.precision.as_deref() {
             None => d.precision,
-            Some(s) => s.parse().map_err(|e| ("tensorrt.precision", e))?,
+            Some(s) => s
+                .parse()
+                .map_err(|e| InvalidKey::new("tensorrt.precision", e))?,
         };
         let max = self
             .calibration_max_images
             .unwrap_or(d.calibration_max_images);
         if max == 0 {
-            return Err((
+            return Err(InvalidKey::new(
                 "tensorrt.calibration_max_images",
-                "must be at least 1".into(),
+                "must be at least 1",
             ));
         }
         let calibration_source = match self.calibration_source.as_deref() {
             None => None,
             Some(_) if self.calibration_images.is_some() => {
-                return Err((
+                return Err(InvalidKey::new(
                     "tensorrt.calibration_source",
-                    "set either calibration_images or calibration_source, not both".into(),
+                    "set either calibration_images or calibration_source, not both",
                 ));
             }
             Some(uri) => Some(
                 crate::source::SourceSpec::parse(uri)
-                    .map_err(|e| ("tensorrt.calibration_source", e.to_string()))?,
+                    .map_err(|e| InvalidKey::new("tensorrt.calibration_source", e.to_string()))?,
             ),
         };
         let workspace_mb = self.workspace_mb.unwrap_or(0);
         if workspace_mb > 1 << 20 {
-            return Err((
+            return Err(InvalidKey::new(
                 "tensorrt.workspace_mb",
                 format!("{workspace_mb} MB is more than 1 TB"),
             ));
         }
         if let Some(core) = self.dla_core.filter(|c| *c > 7) {
-            return Err((
+            return Err(InvalidKey::new(
                 "tensorrt.dla_core",
                 format!("{core}: Jetson boards have DLA cores 0 and 1"),
             ));
@@ -70,7 +73,7 @@ impl RawTensorRt {
         if let Some(s) = &self.input_shape
             && (s.len() != 4 || s.iter().any(|d| *d <= 0))
         {
-            return Err((
+            return Err(InvalidKey::new(
                 "tensorrt.input_shape",
                 format!("{s:?}: expected 4 positive dimensions [1, C, H, W]"),
             ));
@@ -113,12 +116,12 @@ mod tests {
             precision: Some("int4".into()),
             ..Default::default()
         };
-        assert_eq!(bad.check().unwrap_err().0, "tensorrt.precision");
+        assert_eq!(bad.check().unwrap_err().key, "tensorrt.precision");
         let bad = RawTensorRt {
             input_shape: Some(vec![1, 3, 224]),
             ..Default::default()
         };
-        assert_eq!(bad.check().unwrap_err().0, "tensorrt.input_shape");
+        assert_eq!(bad.check().unwrap_err().key, "tensorrt.input_shape");
         let src = RawTensorRt {
             calibration_source: Some("synthetic://64x48@30".into()),
             ..Default::default()
@@ -132,13 +135,13 @@ mod tests {
             calibration_source: Some("bogus://x".into()),
             ..Default::default()
         };
-        assert_eq!(bad.check().unwrap_err().0, "tensorrt.calibration_source");
+        assert_eq!(bad.check().unwrap_err().key, "tensorrt.calibration_source");
         let both = RawTensorRt {
             calibration_source: Some("synthetic://64x48@30".into()),
             calibration_images: Some(PathBuf::from("/tmp")),
             ..Default::default()
         };
-        let (key, why) = both.check().unwrap_err();
+        let InvalidKey { key, message: why } = both.check().unwrap_err();
         assert_eq!(key, "tensorrt.calibration_source");
         assert!(why.contains("not both"), "{why}");
     }

@@ -5,14 +5,15 @@ use std::time::Duration;
 
 use cxx::UniquePtr;
 
-use super::bridge::ffi;
+use super::bridge::ffi::{self, BuildPath};
 use super::cache::{KeyParts, sha256_file, sha256_files, sha256_text};
 use super::calib::{CalibSource, image_files};
+use super::precision;
 use super::{TensorRtOptions, TrtPrecision, load_err};
 use crate::backend::onnx::model_name;
 use crate::backend::{
-    Backend, BackendError, BackendKind, Engine, EngineMemory, LoadOptions, ModelInfo, Precision,
-    TensorInfo, image_input_spec,
+    Backend, BackendError, BackendKind, ElementType, Engine, EngineMemory, LoadOptions, ModelInfo,
+    Precision, TensorInfo, image_input_spec,
 };
 use crate::preprocess::PreprocessOptions;
 use crate::tensor::{InputBufMut, InputElement, InputSpec, Layout};
@@ -102,6 +103,7 @@ pub fn cached_plan(
     pre: &PreprocessOptions,
 ) -> Result<(PathBuf, Vec<u8>), BackendError> {
     let info = runtime_info().map_err(|e| load_err(onnx, e))?;
+    let path = precision::path_for(opts.precision.into());
     let parts = key_parts(onnx, opts, pre, &info)?;
     let file = opts.engine_cache.join(parts.file_name(&model_name(onnx)));
     if let Ok(plan) = std::fs::read(&file) {
@@ -110,12 +112,13 @@ pub fn cached_plan(
     }
     log::info!(
         target: LOG,
-        "building a {} engine for {} (TensorRT {}, {} sm_{}); this can take minutes",
+        "building a {} engine for {} (TensorRT {}, {} sm_{}; {}); this can take minutes",
         opts.precision.name(),
         onnx.display(),
         info.version,
         info.device,
-        info.compute_capability.replace('.', "")
+        info.compute_capability.replace('.', ""),
+        precision::describe(path)
     );
     let plan = build_engine(onnx, opts, pre)?;
     if let Err(e) = store(&file, &plan, &parts.describe()) {
@@ -147,16 +150,20 @@ pub fn key_parts(
     info: &RuntimeInfo,
 ) -> Result<KeyParts, BackendError> {
     let model_sha256 = sha256_file(onnx).map_err(|e| load_err(onnx, e))?;
-    let calibration_sha256 = match opts.precision {
-        TrtPrecision::Int8 => Some(calibration_hash(onnx, opts, pre)?),
-        _ => None,
+    let path = precision::path_for(opts.precision.into());
+    // Explicit quantization takes its ranges from the model (hashed above), not from data.
+    let calibration_sha256 = if precision::calibrates(path) {
+        Some(calibration_hash(onnx, opts, pre)?)
+    } else {
+        None
     };
     Ok(KeyParts {
         model_sha256,
         tensorrt: format!("{} (library {})", info.version, info.library_version),
         compute_capability: info.compute_capability.clone(),
         precision: opts.precision.name().into(),
-        fp16_fallback: opts.fp16_fallback,
+        build_path: precision::describe(path).into(),
+        fp16_fallback: opts.fp16_fallback && precision::takes_fp16_fallback(path),
         dla_core: opts.dla_core.map_or(-1, |d| d as i32),
         gpu_fallback: opts.dla_core.is_some(),
         workspace_bytes: opts.workspace_bytes,
@@ -208,18 +215,37 @@ fn stamp_path(cache: &Path) -> PathBuf {
     PathBuf::from(s)
 }
 
-/// Builds `onnx` into a serialized plan on this device (fp32, fp16 or int8 as `opts` says).
-/// Slow (minutes on a Xavier): call it from a loader thread, never the pipeline thread.
+/// Builds `onnx` into a serialized plan on this device (fp32, fp16 or int8 as `opts` says, the
+/// way this TensorRT wants it: see [`precision`]). Slow (minutes on a Xavier): call it from a
+/// loader thread, never the pipeline thread.
 pub fn build_engine(
     onnx: &Path,
     opts: &TensorRtOptions,
     pre: &PreprocessOptions,
 ) -> Result<Vec<u8>, BackendError> {
+    let path = precision::path_for(opts.precision.into());
+    precision::check_file(onnx, path)?;
+    log::info!(target: LOG, "{}: {}", onnx.display(), precision::describe(path));
+    if opts.fp16_fallback && !precision::takes_fp16_fallback(path) {
+        log::warn!(
+            target: LOG,
+            "tensorrt.fp16_fallback has no effect on this build ({}): the model's types decide",
+            precision::describe(path)
+        );
+    }
+    if path == BuildPath::Int8Explicit
+        && (opts.calibration_images.is_some() || opts.calibration_source.is_some())
+    {
+        log::info!(
+            target: LOG,
+            "calibration images/source unused: explicit quantization takes the model's Q/DQ scales"
+        );
+    }
     let bytes = std::fs::read(onnx).map_err(|e| load_err(onnx, e))?;
     let mut calib = CalibSource::empty();
     let mut read_cache = true;
     let mut calib_stamp = None;
-    if opts.precision == TrtPrecision::Int8 {
+    if precision::calibrates(path) {
         let max = opts.calibration_max_images;
         let fed = if let Some(dir) = &opts.calibration_images {
             let spec = onnx_input_spec(onnx, opts.input_shape.as_deref())?;
@@ -249,11 +275,7 @@ pub fn build_engine(
     }
     let cache = opts.calibration_cache.as_ref();
     let bo = ffi::BuildOptions {
-        precision: match opts.precision {
-            TrtPrecision::Fp32 => 0,
-            TrtPrecision::Fp16 => 1,
-            TrtPrecision::Int8 => 2,
-        },
+        precision: opts.precision.into(),
         fp16_fallback: opts.fp16_fallback,
         workspace_bytes: opts.workspace_bytes,
         dla_core: opts.dla_core.map_or(-1, |d| d as i32),
@@ -286,9 +308,7 @@ pub fn build_engine(
 
 /// The image input of an ONNX model (batch 1), with `shape` overriding dynamic dimensions.
 fn onnx_input_spec(onnx: &Path, shape: Option<&[i64]>) -> Result<InputSpec, BackendError> {
-    use crate::study::onnx_pb::{
-        read_model, tensor_shape_proto::dimension::Value as Dim, type_proto,
-    };
+    use crate::onnx::pb::{read_model, tensor_shape_proto::dimension::Value as Dim, type_proto};
     let model = read_model(onnx).map_err(|e| load_err(onnx, e))?;
     let graph = model
         .graph
@@ -323,6 +343,23 @@ fn onnx_input_spec(onnx: &Path, shape: Option<&[i64]>) -> Result<InputSpec, Back
     image_input_spec(onnx, &dims, Layout::Nchw, InputElement::F32)
 }
 
+/// A tensor's element type, from the layer's shared enum.
+fn element_type(d: ffi::DataType) -> ElementType {
+    match d {
+        ffi::DataType::Float32 => ElementType::Float32,
+        ffi::DataType::Float16 => ElementType::Float16,
+        ffi::DataType::Int8 => ElementType::Int8,
+        ffi::DataType::Int32 => ElementType::Int32,
+        ffi::DataType::Bool => ElementType::Bool,
+        ffi::DataType::Uint8 => ElementType::Uint8,
+        ffi::DataType::Int64 => ElementType::Int64,
+        ffi::DataType::Bfloat16 => ElementType::Bfloat16,
+        ffi::DataType::Fp8 => ElementType::Fp8,
+        ffi::DataType::Int4 => ElementType::Int4,
+        _ => ElementType::Other,
+    }
+}
+
 /// A loaded TensorRT engine with its execution context, stream and I/O buffers.
 pub struct TrtEngine {
     info: ModelInfo,
@@ -348,7 +385,7 @@ impl TrtEngine {
         let info_of = |t: &TensorDesc| TensorInfo {
             name: t.name.clone(),
             shape: t.declared_shape.clone(),
-            element: t.element.clone(),
+            element: element_type(t.element),
         };
         let inputs: Vec<TensorInfo> = tensors.iter().filter(|t| t.input).map(info_of).collect();
         let outputs: Vec<TensorInfo> = tensors.iter().filter(|t| !t.input).map(info_of).collect();
@@ -449,8 +486,8 @@ impl Engine for TrtEngine {
     }
 
     fn device_time(&self) -> Option<Duration> {
-        Some(Duration::from_secs_f64(
-            f64::from(self.last_gpu_ms()) / 1000.0,
-        ))
+        Some(
+            Duration::try_from_secs_f64(f64::from(self.last_gpu_ms()) / 1000.0).unwrap_or_default(),
+        )
     }
 }

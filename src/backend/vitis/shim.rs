@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use super::ffi;
 use super::library::{self, LibraryError, Origin};
+use crate::backend::ElementType;
 
 /// Inputs or outputs a model may have (the run call passes pointer arrays on the stack).
 pub const MAX_TENSORS: usize = 8;
@@ -131,7 +132,7 @@ pub struct TensorDesc {
     /// Batch first; NHWC for images.
     pub dims: Vec<i64>,
     /// `int8`, `uint8`, `float32` or `other`.
-    pub element: &'static str,
+    pub element: ElementType,
     pub fix_point: Option<i32>,
     /// Bytes of one batch element.
     pub batch_bytes: usize,
@@ -148,10 +149,10 @@ impl TensorDesc {
             name,
             dims: t.dims[..n].iter().map(|d| i64::from(*d)).collect(),
             element: match t.dtype {
-                ffi::RTV_DTYPE_INT8 => "int8",
-                ffi::RTV_DTYPE_UINT8 => "uint8",
-                ffi::RTV_DTYPE_FLOAT32 => "float32",
-                _ => "other",
+                ffi::RTV_DTYPE_INT8 => ElementType::Int8,
+                ffi::RTV_DTYPE_UINT8 => ElementType::Uint8,
+                ffi::RTV_DTYPE_FLOAT32 => ElementType::Float32,
+                _ => ElementType::Other,
             },
             fix_point: (t.has_fix_point != 0).then_some(t.fix_point),
             batch_bytes: usize::try_from(t.batch_bytes).unwrap_or(0),

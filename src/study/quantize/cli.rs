@@ -89,8 +89,8 @@ pub fn run(a: QuantizeArgs) -> anyhow::Result<u8> {
     if let Some(path) = &a.config {
         let raw = crate::config::read_raw(path)?;
         let cfg = crate::config::Config::from_raw(raw, Some(path))?;
-        opts.preprocess = cfg.preprocess;
-        ort_library = ort_library.or(cfg.ort.library);
+        opts.preprocess = cfg.backend.preprocess;
+        ort_library = ort_library.or(cfg.backend.ort.library);
     }
     if let Some(r) = &a.resize {
         opts.preprocess.resize = r.parse().context("--resize")?;

@@ -33,8 +33,8 @@ pub use plan::LeftFloat;
 pub use qparams::ActivationType;
 
 use crate::backend::{BackendError, image_input_spec};
+use crate::onnx::pb::{self as onnx_pb, ModelProto, OnnxError, ValueInfoProto};
 use crate::preprocess::PreprocessOptions;
-use crate::study::onnx_pb::{self, ModelProto, OnnxError, ValueInfoProto};
 use crate::tensor::{InputElement, Layout};
 
 /// Everything `rtinfer quantize` can be told.
@@ -134,15 +134,6 @@ pub fn float_original(path: &Path) -> Option<PathBuf> {
     (!base.is_empty()).then(|| path.with_file_name(format!("{base}.onnx")))
 }
 
-/// Whether a graph is QDQ-quantized (has QuantizeLinear/DequantizeLinear nodes).
-pub fn is_qdq(model: &ModelProto) -> bool {
-    model.graph.as_ref().is_some_and(|g| {
-        g.node
-            .iter()
-            .any(|n| n.op_type == "QuantizeLinear" || n.op_type == "DequantizeLinear")
-    })
-}
-
 /// Convolutions left in float in an ORT-optimised graph: `Conv` in any domain (the NCHWc layout
 /// on x86 is `com.microsoft.nchwc:Conv`) and `FusedConv` (Arm).
 pub fn float_convs(optimised: &ModelProto) -> Vec<String> {
@@ -212,7 +203,7 @@ pub fn quantize(
         path: input.to_owned(),
         reason: "protobuf decode failed or not a model".into(),
     })?;
-    if is_qdq(&original) {
+    if crate::onnx::graph::is_qdq(&original) {
         return Err(plan::PlanError::NoFloatWeights {
             graph: format!("{} (already QDQ-quantized)", input.display()),
         }

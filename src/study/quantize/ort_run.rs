@@ -12,7 +12,7 @@ use ort::value::Tensor;
 
 use super::QuantizeError;
 use crate::backend::ort_library;
-use crate::study::onnx_pb::{self, ModelProto};
+use crate::onnx::pb::{self as onnx_pb, ModelProto};
 
 fn ort_err(what: &str, e: impl std::fmt::Display) -> QuantizeError {
     QuantizeError::Ort {
@@ -149,7 +149,7 @@ fn onnx_type(t: ort::value::TensorElementType) -> i32 {
 /// (its optimised-model files carry none): every output is declared a graph output of a probe
 /// model, and the loaded session reports what it inferred for each.
 pub fn shape_infer(what: &str, model: &ModelProto) -> Result<ModelProto, QuantizeError> {
-    use crate::study::onnx_pb::{TypeProto, ValueInfoProto, type_proto};
+    use crate::onnx::pb::{TypeProto, ValueInfoProto, type_proto};
     use prost::Message;
     let mut probe = model.clone();
     let Some(g) = probe.graph.as_mut() else {

@@ -9,7 +9,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use crate::study::onnx_pb::{DATA_TYPE_FLOAT, GraphProto, NodeProto, TensorProto, type_proto};
+use crate::onnx::pb::{DATA_TYPE_FLOAT, GraphProto, NodeProto, TensorProto, type_proto};
 
 /// How a node is quantized.
 #[derive(Debug, Clone, Copy, PartialEq)]

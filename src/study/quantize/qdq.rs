@@ -8,7 +8,7 @@ use super::plan::{Kind, Plan};
 use super::qparams::{
     self, ActivationType, DATA_TYPE_INT8, DATA_TYPE_INT32, QParams, quantize_bias, quantize_weights,
 };
-use crate::study::onnx_pb::{AttributeProto, DATA_TYPE_FLOAT, ModelProto, NodeProto, TensorProto};
+use crate::onnx::pb::{AttributeProto, DATA_TYPE_FLOAT, ModelProto, NodeProto, TensorProto};
 
 /// Lowest default-domain opset written (per-channel DequantizeLinear needs 13).
 pub const MIN_OPSET: i64 = 13;
