@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::preprocess::{PreprocessOptions, Preprocessor};
-use crate::source::{Capture, Frame, PixelFormat, Source, SourceSpec};
+use crate::source::{Capture, Frame, Source, SourceSpec};
 use crate::tensor::{InputBufMut, InputSpec};
 
 /// How long one wait for a calibration frame lasts, and how much silence ends the calibration.
