@@ -19,6 +19,7 @@ use crate::backend::vitis::RawVitis;
 use crate::backend::{BackendChoice, Settings};
 use crate::invalid_key::InvalidKey;
 use crate::models::{ModelsConfig, RawModels};
+use crate::mqtt::{MqttOptions, RawMqtt};
 use crate::pipeline::{Overrun, RawPipeline};
 use crate::power::{PowerOptions, RawPower};
 use crate::preprocess::RawPreprocess;
@@ -76,6 +77,8 @@ pub struct RawConfig {
     pub realtime: RawRealtime,
     #[serde(default)]
     pub pipeline: RawPipeline,
+    #[serde(default)]
+    pub mqtt: RawMqtt,
 }
 
 /// `[run]` as written.
@@ -138,6 +141,8 @@ pub struct Config {
     pub realtime: RealtimeOptions,
     /// `pipeline.overrun`.
     pub overrun: Overrun,
+    /// `[mqtt]`: the broker results are published to, if any.
+    pub mqtt: Option<MqttOptions>,
 }
 
 /// `[run]`, checked: what [`Config`] takes from it.
@@ -260,6 +265,7 @@ impl Config {
         let power = raw.power.check().map_err(invalid)?;
         let realtime = raw.realtime.check().map_err(invalid)?;
         let overrun = raw.pipeline.check().map_err(invalid)?;
+        let mqtt = raw.mqtt.check().map_err(invalid)?;
         ort.cpus = realtime.cpus.clone().unwrap_or_default();
         Ok(Config {
             path: path.map(Path::to_path_buf),
@@ -285,6 +291,7 @@ impl Config {
             power,
             realtime,
             overrun,
+            mqtt,
         })
     }
 }

@@ -14,6 +14,7 @@ pub mod daemon;
 pub mod invalid_key;
 pub mod misslog;
 pub mod models;
+pub mod mqtt;
 pub mod onnx;
 pub mod pipeline;
 pub mod power;

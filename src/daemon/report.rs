@@ -42,6 +42,8 @@ impl Handler for StatusHandler {
                 None => Response::error(404, "no watch folder is configured (--models DIR)"),
             },
             Ok(Route::Activate { model }) => activate(&self.shared, &model, origin),
+            Ok(Route::Results) => super::subscribers::answer(&self.shared.subscribers, req, origin),
+            Ok(Route::Page) => super::page::answer(),
             Ok(Route::Metrics) => Response::text(
                 200,
                 super::metrics::CONTENT_TYPE,
@@ -186,6 +188,8 @@ pub fn status_json(s: &Shared) -> Value {
             "restart_required": live.restart_required,
         },
         "last_result": last_result,
+        "subscribers": s.subscribers.status_json(),
+        "mqtt": s.mqtt().map(|m| m.status_json()),
     })
 }
 

@@ -21,6 +21,10 @@ pub enum Route {
     Models,
     /// `POST /models/NAME/activate`, `model` percent-decoded and checked by [`model_name`].
     Activate { model: String },
+    /// `GET /results`: every result from now on, streamed.
+    Results,
+    /// `GET /`: the page.
+    Page,
 }
 
 const GET: &[&str] = &["GET", "HEAD"];
@@ -34,6 +38,8 @@ pub fn route(req: &Request) -> Result<Route, Response> {
         "/metrics" => (Route::Metrics, GET),
         "/healthz" => (Route::Healthz, GET),
         "/models" => (Route::Models, GET),
+        "/results" => (Route::Results, GET),
+        "/" | "/index.html" => (Route::Page, GET),
         path => match activate_target(path) {
             Some(model) => (Route::Activate { model: model? }, POST),
             None => return Err(Response::not_found(path)),
@@ -81,7 +87,7 @@ pub fn model_name(raw: &str) -> Result<String, Response> {
     Ok(name)
 }
 
-fn percent_decode(s: &str) -> Option<Vec<u8>> {
+pub fn percent_decode(s: &str) -> Option<Vec<u8>> {
     let mut out = Vec::with_capacity(s.len());
     let mut bytes = s.bytes();
     while let Some(b) = bytes.next() {
