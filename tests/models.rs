@@ -465,7 +465,7 @@ fn third_party(
     let uri = format!("file://{}/", frames.display());
     let mut src = rtinfer::source::open(&rtinfer::source::SourceSpec::parse(&uri).expect("uri"))
         .expect("image folder");
-    let mut frame = rtinfer::source::Frame::with_capacity(320, 240);
+    let mut frame = rtinfer::source::Frame::with_capacity(320 * 240 * 3);
     while !matches!(
         src.next(&mut frame, std::time::Duration::from_secs(1))
             .expect("frame"),

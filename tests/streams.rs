@@ -225,6 +225,24 @@ fn an_mp4_and_an_mp4_renamed_y4m_run_to_their_end() {
     }
 }
 
+/// Issue 17's "stages add up" on a file decoded by the ffmpeg child: capture + queue +
+/// preprocess + inference + postprocess = end_to_end within 1 % (`util::stages_add_up`).
+#[test]
+fn the_stages_of_an_mp4_through_ffmpeg_add_up_to_end_to_end() {
+    let dir = util::tempdir();
+    let clip = mp4(dir.path(), "clip.mp4");
+    let source = format!("file://{}?loop=true", clip.display());
+    let (_child, sock) = daemon(dir.path(), &source, &[]);
+    assert!(wait_for(&sock, 30.0), "socket");
+    let v = status_until(&sock, 30.0, |v| {
+        v["frames"]["processed"].as_u64().unwrap_or(0) >= 30
+    });
+    assert!(v["frames"]["processed"].as_u64().unwrap_or(0) >= 30, "{v}");
+    if let Err(e) = util::stages_add_up(&v) {
+        panic!("{source}: {e}: {}", v["latency_ms_lifetime"]);
+    }
+}
+
 #[test]
 fn an_mp4_on_a_pipe_gets_a_pointer_not_bad_magic() {
     let dir = util::tempdir();
@@ -410,6 +428,10 @@ fn an_rtsp_stream_runs_over_tcp_and_udp() {
         let v = status_until(&sock, 20.0, |v| captured(v) >= 15);
         assert!(captured(&v) >= 15, "{transport}: {v}");
         assert_eq!(v["source"]["width"], 320, "{v}");
+        // The decode happens in the child; from the frame's arrival on, the stages chain.
+        if let Err(e) = util::stages_add_up(&v) {
+            panic!("{transport}: {e}: {}", v["latency_ms_lifetime"]);
+        }
         drop(child);
         let (code, _) = curl(&sock, "/status");
         assert_ne!(code, 200, "the daemon was stopped");

@@ -14,6 +14,7 @@ use crate::backend::{BackendError, Canceller, Engine, ModelInfo, Settings};
 use crate::pipeline::Pipeline;
 use crate::postprocess::Plan;
 use crate::preprocess::{PreprocessError, Preprocessor};
+use crate::source::PixelFormat;
 use crate::time::{MonoTime, ms};
 
 /// A model ready to go live.
@@ -82,12 +83,12 @@ pub enum PrepareError {
 }
 
 /// Opens `path` with the runtime `settings` choose, checks it, builds its preprocessing for
-/// frames of `frame_size` (nothing when a dimension is 0) and runs it `warmup` times.
+/// frames of `frame_size` (width, height, layout; nothing when a dimension is 0) and runs it `warmup` times.
 pub fn prepare(
     settings: &Settings,
     path: &Path,
     warmup: u32,
-    frame_size: (u32, u32),
+    frame_size: (u32, u32, PixelFormat),
     handle: &LoadHandle,
 ) -> Result<Prepared, PrepareError> {
     let t0 = Instant::now();
@@ -134,7 +135,7 @@ pub fn prepare(
     };
     let mut pre = Preprocessor::new(info.input, settings.preprocess).map_err(preprocess)?;
     if frame_size.0 > 0 && frame_size.1 > 0 {
-        pre.prepare(frame_size.0, frame_size.1)
+        pre.prepare(frame_size.0, frame_size.1, frame_size.2)
             .map_err(preprocess)?;
     }
     let warmup_p50_ms = warm_up(&mut engine, warmup, handle)?;
