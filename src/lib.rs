@@ -10,6 +10,7 @@ pub mod backend;
 pub mod capture;
 pub mod config;
 pub mod daemon;
+pub mod governor;
 pub mod invalid_key;
 pub mod misslog;
 pub mod models;

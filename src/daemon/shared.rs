@@ -14,6 +14,7 @@ use std::time::Duration;
 use super::stats::StatsState;
 use crate::capture::{CaptureContext, SourceHealth};
 use crate::config::{Config, RawConfig};
+use crate::governor::{Governor, GovernorContext, GovernorShared};
 use crate::models::loader::{LoaderContext, LoaderMsg};
 use crate::models::serving::Serving;
 use crate::models::{ModelsConfig, Registry};
@@ -50,7 +51,7 @@ struct Watch {
     requests: Option<Sender<LoaderMsg>>,
 }
 
-/// Why `POST /models/NAME/activate` could not be queued.
+/// Why `POST /models/NAME/activate` (or a governor request) could not be queued.
 #[derive(Debug, thiserror::Error)]
 pub enum ActivateError {
     #[error("no watch folder is configured (--models DIR)")]
@@ -85,6 +86,9 @@ pub struct Shared {
     watch: Mutex<Watch>,
     /// The power meter's thread and figures (`[power]`), if configured; replaced by a reload.
     power: Mutex<Option<Arc<PowerMonitor>>>,
+    /// The governor's window and view (`[governor] enabled`); the governor itself runs on the
+    /// loader thread.
+    pub governor: Option<Arc<GovernorShared>>,
 }
 
 impl Shared {
@@ -132,6 +136,10 @@ impl Shared {
             source_health: Arc::new(source_health),
             realtime: Arc::default(),
             power: Mutex::new(power.map(Arc::new)),
+            governor: config
+                .governor
+                .clone()
+                .map(|g| Arc::new(GovernorShared::new(g))),
             config,
         }
     }
@@ -163,6 +171,18 @@ impl Shared {
             registry: Arc::clone(&self.registry),
             after_swap: Arc::new(move || crate::rt::lock_memory(&realtime, &achieved)),
         }
+    }
+
+    /// A governor for a new loader, when `[governor]` is enabled: it measures on frames of the
+    /// source's size and reads the budget in force.
+    pub fn governor(&self) -> Option<Governor> {
+        let shared = Arc::clone(self.governor.as_ref()?);
+        Some(Governor::new(GovernorContext {
+            shared,
+            ctl: Arc::clone(&self.ctl),
+            frame_size: (self.source.width, self.source.height),
+            frame_rate: self.source.fps.unwrap_or(self.config.target_fps),
+        }))
     }
 
     pub fn state(&self) -> State {
@@ -218,10 +238,14 @@ impl Shared {
 
     /// Asks the loader to (re)load a file of the watch folder.
     pub fn request_activate(&self, name: &str) -> Result<(), ActivateError> {
+        self.request_loader(LoaderMsg::Activate(name.to_string()))
+    }
+
+    /// Queues a request for the loader thread (and the governor on it).
+    pub fn request_loader(&self, msg: LoaderMsg) -> Result<(), ActivateError> {
         let w = lock(&self.watch);
         let tx = w.requests.as_ref().ok_or(ActivateError::NoWatchFolder)?;
-        tx.send(LoaderMsg::Activate(name.to_string()))
-            .map_err(|_| ActivateError::LoaderStopped)
+        tx.send(msg).map_err(|_| ActivateError::LoaderStopped)
     }
 
     /// The power meter, if one is configured.

@@ -6,6 +6,11 @@
 //! pointer between two frames. A load runs on its own worker thread so it can be abandoned when it
 //! exceeds `models.load_timeout_s` (a runtime's load cannot be interrupted): its result is
 //! discarded when it finally arrives, and no second load starts while one is abandoned.
+//!
+//! With the governor on (`[governor] enabled`), the loader still watches, loads and times out,
+//! but what becomes of a loaded candidate is the governor's call (it joins the ladder; the
+//! governor decides which rung serves), and the governor runs on this thread between messages,
+//! so its steps and the folder's swaps never race for the pipeline.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -19,6 +24,7 @@ use super::{
     FileState, Kind, ModelsConfig, PrepareError, Prepared, Registry, SwapRecord, Version, classify,
     newest_model,
 };
+use crate::governor::{Governor, Request};
 use crate::time::{MonoTime, rfc3339_now};
 
 /// What the loader is asked to do.
@@ -27,6 +33,8 @@ pub enum LoaderMsg {
     Watch(WatchEvent),
     /// `POST /models/NAME/activate`: load NAME from the folder again, even if it was tried.
     Activate(String),
+    /// `POST /governor/pin` and `/unpin`.
+    Governor(Request),
 }
 
 /// Opens a model file into a pipeline ready to go live, warmed up the given number of times (in
@@ -68,6 +76,39 @@ pub enum LoadError {
         timeout.as_secs_f64()
     )]
     TimedOut { timeout: Duration },
+    #[error("measuring {}: {source}", path.display())]
+    Measure {
+        path: PathBuf,
+        source: crate::backend::BackendError,
+    },
+    /// The governor refused the model for its ladder (another output, input kind, ...).
+    #[error("not on the governor's ladder: {reason}")]
+    NotOnLadder { reason: String },
+}
+
+/// What a load measures after the warm-up: frames of the source's size through the pipeline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Measure {
+    pub runs: u32,
+    pub frame_size: (u32, u32),
+}
+
+/// What the governor, running on the loader thread, may ask of the loader.
+pub trait Loads {
+    /// Loads `path` on a worker thread under the load timeout, warmed up `warmup` times and
+    /// measured when `measure` says so.
+    fn load(
+        &mut self,
+        path: &Path,
+        warmup: u32,
+        measure: Option<Measure>,
+    ) -> Result<Prepared, LoadError>;
+    /// Records a refused candidate (history, file state, one log line).
+    fn reject(&mut self, name: &str, reason: LoadError, version: Option<Version>);
+    fn context(&self) -> &LoaderContext;
+    /// `models.warmup`.
+    fn warmup(&self) -> u32;
+    fn stopping(&self) -> bool;
 }
 
 /// The loader thread's state.
@@ -75,10 +116,12 @@ pub struct Loader {
     ctx: LoaderContext,
     cfg: ModelsConfig,
     /// A timed-out load still running; its result is thrown away when it arrives.
-    abandoned: Option<Receiver<Result<Prepared, PrepareError>>>,
+    abandoned: Option<Receiver<Result<Prepared, LoadError>>>,
     /// Set on shutdown (or when a reload replaces the watch folder): a load in progress is left
     /// to finish on its own, so SIGTERM during a minutes-long engine build stops at once.
     stop: Arc<AtomicBool>,
+    /// The governor, when `[governor] enabled`: it decides what a loaded candidate becomes.
+    governor: Option<Governor>,
 }
 
 /// How often a wait for a load looks at `stop`.
@@ -91,7 +134,24 @@ impl Loader {
             cfg,
             abandoned: None,
             stop,
+            governor: None,
         }
+    }
+
+    /// Hands what becomes of loaded candidates to `governor`, which also runs on this thread.
+    pub fn with_governor(mut self, governor: Governor) -> Loader {
+        self.governor = Some(governor);
+        self
+    }
+
+    /// Runs `f` with the governor and the loader it may use, when there is a governor.
+    fn with_governor_do(&mut self, f: impl FnOnce(&mut Governor, &mut Loader)) -> bool {
+        let Some(mut g) = self.governor.take() else {
+            return false;
+        };
+        f(&mut g, self);
+        self.governor = Some(g);
+        true
     }
 
     fn registry(&self) -> MutexGuard<'_, Registry> {
@@ -106,6 +166,7 @@ impl Loader {
     pub fn run(mut self, rx: &Receiver<LoaderMsg>) {
         let mut started = false;
         while !self.stopping() {
+            self.with_governor_do(|g, l| g.tick(l));
             let msg = match rx.recv_timeout(Duration::from_millis(100)) {
                 Ok(m) => m,
                 Err(RecvTimeoutError::Timeout) => continue,
@@ -124,6 +185,12 @@ impl Loader {
                     let p = self.cfg.watch_dir.join(&name);
                     self.consider(&p, true);
                 }
+                LoaderMsg::Governor(req) => {
+                    if self.governor.is_none() {
+                        log::warn!("governor request {req:?} without a governor: ignored");
+                    }
+                    self.with_governor_do(|g, l| g.request(l, req));
+                }
             }
         }
     }
@@ -134,6 +201,18 @@ impl Loader {
     /// back): the newest file not tried.
     fn rescan(&mut self, first: bool, since: SystemTime) {
         let dir = self.cfg.watch_dir.clone();
+        if self.governor.is_some() {
+            // The ladder is every model of the folder, not the newest: each is loaded and measured.
+            for p in super::model_files(&dir) {
+                if written_before(&p, since) {
+                    self.consider(&p, false);
+                }
+            }
+            if first {
+                self.with_governor_do(|g, l| g.scanned(l));
+            }
+            return;
+        }
         if first && let Some(name) = self.cfg.active.clone() {
             let pinned = dir.join(&name);
             let serving = self.ctx.serving.model().map(|m| m.path.clone());
@@ -153,6 +232,9 @@ impl Loader {
     }
 
     fn removed(&mut self, path: &Path) {
+        if let Some(g) = self.governor.as_mut() {
+            g.removed(path);
+        }
         if let Some(info) = self.ctx.serving.model()
             && info.path == path
         {
@@ -189,9 +271,13 @@ impl Loader {
         if !self.wait_for_abandoned() {
             return;
         }
+        let path = path.to_path_buf();
+        if self.with_governor_do(|g, l| g.consider(l, &name, &path, version)) {
+            return;
+        }
         self.registry().set(&name, FileState::Loading, version);
         log::info!("loading candidate {}", path.display());
-        match self.load(path.to_path_buf()) {
+        match self.load(path.clone(), self.cfg.warmup, None) {
             Ok(prepared) => self.go_live(&name, version, prepared),
             Err(_) if self.stopping() => {
                 log::info!("stopping: the load of {name} is left unfinished");
@@ -203,22 +289,42 @@ impl Loader {
     }
 
     /// Loads on a worker thread, waiting at most the load timeout.
-    fn load(&mut self, path: PathBuf) -> Result<Prepared, LoadError> {
+    fn load(
+        &mut self,
+        path: PathBuf,
+        warmup: u32,
+        measure: Option<Measure>,
+    ) -> Result<Prepared, LoadError> {
+        if !self.wait_for_abandoned() {
+            return Err(LoadError::Stopping);
+        }
         let (tx, rx) = channel();
         let prepare = Arc::clone(&self.ctx.prepare);
-        let warmup = self.cfg.warmup;
         std::thread::Builder::new()
             .name("rtinfer-load".into())
             .spawn(move || {
                 crate::rt::run_in_background();
-                let _ = tx.send(prepare(&path, warmup));
+                let r = prepare(&path, warmup).map_err(LoadError::from);
+                let r = match (r, measure) {
+                    (Ok(mut p), Some(m)) => {
+                        match super::prepare::measure(&mut p.pipeline, m.frame_size, m.runs) {
+                            Ok(figures) => {
+                                p.measured = Some(figures);
+                                Ok(p)
+                            }
+                            Err(source) => Err(LoadError::Measure { path, source }),
+                        }
+                    }
+                    (r, _) => r,
+                };
+                let _ = tx.send(r);
             })
             .map_err(LoadError::Thread)?;
         let deadline = MonoTime::now().plus(self.cfg.load_timeout);
         loop {
             let left = deadline.saturating_since(MonoTime::now());
             match rx.recv_timeout(left.min(STOP_POLL)) {
-                Ok(r) => return Ok(r?),
+                Ok(r) => return r,
                 Err(RecvTimeoutError::Disconnected) => return Err(LoadError::Panicked),
                 Err(RecvTimeoutError::Timeout) if self.stopping() => {
                     return Err(LoadError::Stopping);
@@ -285,6 +391,12 @@ impl Loader {
     }
 
     fn reject(&mut self, name: &str, reason: LoadError, version: Option<Version>) {
+        if matches!(reason, LoadError::Stopping) {
+            log::info!("stopping: the load of {name} is left unfinished");
+            // Not tried: a loader that follows a reload in the same folder takes it again.
+            self.registry().set(name, FileState::Candidate, version);
+            return;
+        }
         let reason = reason.to_string();
         log::warn!("model {name} rejected: {reason}; the current model keeps serving");
         self.registry()
@@ -298,6 +410,33 @@ impl Loader {
             load_ms: None,
             warmup_p50_ms: None,
         });
+    }
+}
+
+impl Loads for Loader {
+    fn load(
+        &mut self,
+        path: &Path,
+        warmup: u32,
+        measure: Option<Measure>,
+    ) -> Result<Prepared, LoadError> {
+        Loader::load(self, path.to_path_buf(), warmup, measure)
+    }
+
+    fn reject(&mut self, name: &str, reason: LoadError, version: Option<Version>) {
+        Loader::reject(self, name, reason, version);
+    }
+
+    fn context(&self) -> &LoaderContext {
+        &self.ctx
+    }
+
+    fn warmup(&self) -> u32 {
+        self.cfg.warmup
+    }
+
+    fn stopping(&self) -> bool {
+        Loader::stopping(self)
     }
 }
 
@@ -386,6 +525,7 @@ mod tests {
             info,
             load_ms: 1.0,
             warmup_p50_ms: None,
+            measured: None,
         }
     }
 

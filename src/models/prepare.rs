@@ -6,11 +6,14 @@
 //! exactly these steps, so a file that serves at start serves when swapped in, and the reverse.
 
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::backend::{BackendError, Engine, ModelInfo, Settings};
 use crate::pipeline::Pipeline;
 use crate::preprocess::{PreprocessError, Preprocessor};
+use crate::slot::Outcome;
+use crate::source::Frame;
+use crate::stats::percentile_lower;
 use crate::time::{MonoTime, ms};
 
 /// A model ready to go live.
@@ -21,6 +24,20 @@ pub struct Prepared {
     pub load_ms: f64,
     /// Median warm-up run, when there was one.
     pub warmup_p50_ms: Option<f64>,
+    /// Its latency through the pipeline, when it was measured ([`measure`]).
+    pub measured: Option<Measurement>,
+}
+
+/// A model's latency through the pipeline's own per-frame function (preprocessing a source-sized
+/// frame, inference, postprocessing), measured after its warm-up, before it serves.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Measurement {
+    pub runs: u32,
+    /// Preprocess + inference + postprocess, ms ("lower" percentiles, as the governor's window).
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    /// Inference alone, ms.
+    pub inference_p50_ms: f64,
 }
 
 /// Why a model could not be prepared. Every variant names the model.
@@ -80,6 +97,50 @@ pub fn prepare(
         info,
         load_ms: ms(t0.elapsed()),
         warmup_p50_ms,
+        measured: None,
+    })
+}
+
+/// Runs `runs` frames of `frame_size` (a still of the synthetic test pattern; the model's own
+/// input size when a dimension is 0) through [`crate::pipeline::process`], exactly as the
+/// pipeline thread does per frame, and returns the percentiles. On the calling thread.
+pub fn measure(
+    p: &mut Pipeline,
+    frame_size: (u32, u32),
+    runs: u32,
+) -> Result<Measurement, BackendError> {
+    let (w, h) = if frame_size.0 > 0 && frame_size.1 > 0 {
+        frame_size
+    } else {
+        let spec = p.pre.spec();
+        (spec.width, spec.height)
+    };
+    let mut frame = Frame::with_capacity(w, h);
+    frame.set_size(w, h);
+    crate::source::synthetic::draw(0, w, h, &mut frame.rgb);
+    let mut total = Vec::with_capacity(runs as usize);
+    let mut inference = Vec::with_capacity(runs as usize);
+    for seq in 1..=u64::from(runs) {
+        frame.seq = seq;
+        frame.captured_at = MonoTime::now();
+        let rec = crate::pipeline::process(p, &frame, Duration::MAX);
+        if !matches!(rec.outcome, Outcome::OnTime | Outcome::Late) {
+            // Run again outside `process` for the error's text.
+            p.engine.run()?;
+            return Err(BackendError::Run {
+                name: p.engine.info().name.clone(),
+                reason: format!("frame {seq} of the measurement ended {:?}", rec.outcome),
+            });
+        }
+        let t = rec.times;
+        total.push(ms(t.preprocess + t.inference + t.postprocess));
+        inference.push(ms(t.inference));
+    }
+    Ok(Measurement {
+        runs,
+        p50_ms: percentile_lower(&mut total, 0.5).unwrap_or(0.0),
+        p99_ms: percentile_lower(&mut total, 0.99).unwrap_or(0.0),
+        inference_p50_ms: percentile_lower(&mut inference, 0.5).unwrap_or(0.0),
     })
 }
 

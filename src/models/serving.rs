@@ -5,11 +5,15 @@
 //! memory. The engine itself travels through the [`SwapSlot`], which the pipeline thread only ever
 //! `try_lock`s between two frames.
 
+use std::collections::VecDeque;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use crate::backend::{EngineMemory, ModelInfo};
 use crate::pipeline::{Pipeline, SwapSlot};
+
+/// Generation names kept for results and `last_result` (frames of older engines are long gone).
+pub const GENERATIONS_KEPT: usize = 256;
 
 /// How long [`Serving::swap_in`] waits for the pipeline thread (it looks at least every 100 ms).
 pub const SWAP_WAIT: Duration = Duration::from_secs(5);
@@ -35,8 +39,14 @@ struct Current {
     model: Option<ModelInfo>,
     /// The engine's memory, when its backend reports it (TensorRT).
     memory: Option<EngineMemory>,
-    /// Names of the engines that went live, by generation (index = generation - 1).
-    generations: Vec<String>,
+    /// Names of the newest engines numbered, oldest first: the one at index `i` is generation
+    /// `numbered - len + 1 + i`. Bounded ([`GENERATIONS_KEPT`]): a governor that steps every few
+    /// seconds for months numbers many engines, and only recent frames ask for a name.
+    generations: VecDeque<String>,
+    /// Engines numbered so far (the newest generation).
+    numbered: u32,
+    /// The generation serving now (0 before the first).
+    serving: u32,
 }
 
 impl Serving {
@@ -55,11 +65,17 @@ impl Serving {
         (c.model.clone(), c.memory.clone())
     }
 
+    /// The engine generation serving now (0 before the first model), as frame records carry it.
+    pub fn generation(&self) -> u32 {
+        self.lock().serving
+    }
+
     /// The model name of an engine generation.
     pub fn generation_name(&self, generation: u32) -> Option<String> {
         let c = self.lock();
+        let oldest = c.numbered + 1 - c.generations.len() as u32;
         c.generations
-            .get((generation as usize).checked_sub(1)?)
+            .get(generation.checked_sub(oldest)? as usize)
             .cloned()
     }
 
@@ -71,8 +87,12 @@ impl Serving {
     /// Numbers `p` with the next generation.
     fn number(&self, p: &mut Pipeline) {
         let mut c = self.lock();
-        c.generations.push(p.engine.info().name.clone());
-        p.generation = c.generations.len() as u32;
+        if c.generations.len() == GENERATIONS_KEPT {
+            c.generations.pop_front();
+        }
+        c.generations.push_back(p.engine.info().name.clone());
+        c.numbered += 1;
+        p.generation = c.numbered;
     }
 
     /// Start-up: numbers `p` and records it as serving, before the pipeline thread owns it.
@@ -81,6 +101,7 @@ impl Serving {
         let mut c = self.lock();
         c.model = Some(p.engine.info().clone());
         c.memory = p.engine.memory();
+        c.serving = p.generation;
     }
 
     /// Hands `p` to the pipeline thread and, once it took it (between two frames), records it as
@@ -89,12 +110,14 @@ impl Serving {
         self.number(&mut p);
         let info = p.engine.info().clone();
         let memory = p.engine.memory();
+        let generation = p.generation;
         self.swap.stage(p);
         match self.swap.wait_retired(SWAP_WAIT) {
             Some(old) => {
                 let mut c = self.lock();
                 c.model = Some(info);
                 c.memory = memory;
+                c.serving = generation;
                 Ok(old)
             }
             None => {

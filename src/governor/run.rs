@@ -1,0 +1,622 @@
+//! The governor at work: it admits loaded models to the ladder, starts on the largest that fits,
+//! and carries out the law's steps, all on the loader thread.
+//!
+//! Running on the loader thread is what makes every step a swap through the existing zero-miss
+//! path without a second writer: the loader's loads (with their timeout) and the governor's swaps
+//! take turns, and `Serving::swap_in` hands each new pipeline over between two frames. A step to
+//! a rung kept loaded is that hand-over alone; to any other rung it is a load and warm-up first.
+//! The governor ticks every [`TICK`] between the loader's messages; the law itself is pure
+//! ([`super::law`]).
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::ladder::{self, Rung, Signature};
+use super::law::{self, Direction};
+use super::shared::{GovernorShared, Request, StepView};
+use super::window::Scratch;
+use super::{GovernorConfig, LadderSpec};
+use crate::models::loader::{LoadError, Loads, Measure};
+use crate::models::{FileState, SwapRecord, Version};
+use crate::pipeline::{LoopControl, Pipeline};
+use crate::time::{MonoTime, ms, rfc3339_now};
+
+/// How often the law is consulted.
+pub const TICK: Duration = Duration::from_millis(100);
+
+/// What the governor gets from the daemon.
+#[derive(Clone)]
+pub struct GovernorContext {
+    pub shared: Arc<GovernorShared>,
+    /// The budget in force (a reload may change it).
+    pub ctl: Arc<LoopControl>,
+    /// The source's frame size: what each rung is measured on.
+    pub frame_size: (u32, u32),
+    /// Frames per second expected, to size the evidence the law needs.
+    pub frame_rate: f64,
+}
+
+/// The governor of one watch folder.
+pub struct Governor {
+    ctx: GovernorContext,
+    cfg: GovernorConfig,
+    /// Fastest first.
+    rungs: Vec<Rung>,
+    /// The file of the rung serving now.
+    serving: Option<String>,
+    /// The file of the pinned rung.
+    pinned: Option<String>,
+    law: law::State,
+    /// What rungs share; set by the first scan (the majority), or by the first rung after an
+    /// empty one.
+    signature: Option<Signature>,
+    scanned: bool,
+    scratch: Scratch,
+    next_tick: MonoTime,
+    /// `governor.ladder` names missing from the folder were reported.
+    missing_reported: bool,
+}
+
+impl Governor {
+    pub fn new(ctx: GovernorContext) -> Governor {
+        let cfg = ctx.shared.config.clone();
+        {
+            let mut v = ctx.shared.view();
+            v.ladder.clear();
+            v.rung = None;
+            v.pinned = None;
+            v.figures = None;
+            v.slowdown = None;
+        }
+        Governor {
+            ctx,
+            cfg,
+            rungs: Vec::new(),
+            serving: None,
+            pinned: None,
+            law: law::State::new(0, 0),
+            signature: None,
+            scanned: false,
+            scratch: Scratch::new(),
+            next_tick: MonoTime::now(),
+            missing_reported: false,
+        }
+    }
+
+    fn wants(&self, file: &str) -> bool {
+        match &self.cfg.ladder {
+            LadderSpec::Auto => true,
+            LadderSpec::Files(f) => f.iter().any(|n| n == file),
+        }
+    }
+
+    fn index(&self, file: &str) -> Option<usize> {
+        self.rungs.iter().position(|r| r.file == file)
+    }
+
+    /// The law's settings now (the budget may have been reloaded).
+    fn settings(&self) -> law::Settings {
+        let c = &self.cfg;
+        let per_window = self.ctx.frame_rate * c.window.as_secs_f64();
+        law::Settings {
+            budget_ms: ms(self.ctx.ctl.budget()),
+            headroom: c.headroom,
+            max_miss_rate: c.max_miss_rate,
+            down_after: c.down_after,
+            up_after: c.up_after,
+            cool_down: c.cool_down,
+            max_steps_per_minute: c.max_steps_per_minute,
+            min_frames: ((per_window / 4.0).ceil() as u32).max(8),
+            probation: (c.window + c.down_after) * 4,
+        }
+    }
+
+    /// A candidate of the folder, not tried in this version (or asked for again): load it,
+    /// measure it and put it on the ladder, or refuse it.
+    pub fn consider(
+        &mut self,
+        l: &mut dyn Loads,
+        file: &str,
+        path: &Path,
+        version: Option<Version>,
+    ) {
+        let registry = Arc::clone(&l.context().registry);
+        if !self.wants(file) {
+            lock(&registry).set(
+                file,
+                FileState::Ignored("not on the governor's ladder (governor.ladder)".into()),
+                version,
+            );
+            return;
+        }
+        lock(&registry).set(file, FileState::Loading, version);
+        log::info!("governor: loading and measuring {}", path.display());
+        crate::rt::trim_heap();
+        let before = crate::system::rss_bytes_now();
+        let measure = Measure {
+            runs: self.cfg.measure_runs,
+            frame_size: self.ctx.frame_size,
+        };
+        let warmup = l.warmup();
+        let prepared = match l.load(path, warmup, Some(measure)) {
+            Ok(p) => p,
+            Err(e) => {
+                self.forget(file);
+                l.reject(file, e, version);
+                self.publish();
+                return;
+            }
+        };
+        crate::rt::trim_heap();
+        let after = crate::system::rss_bytes_now();
+        let Some(measured) = prepared.measured else {
+            self.forget(file);
+            l.reject(
+                file,
+                LoadError::NotOnLadder {
+                    reason: "it was not measured".into(),
+                },
+                version,
+            );
+            return;
+        };
+        let signature = Signature::of(&prepared.info);
+        if self.scanned && self.signature.is_none() {
+            self.signature = Some(signature.clone());
+        }
+        if let Some(s) = &self.signature
+            && *s != signature
+        {
+            let reason = format!("{signature} differs from the ladder's {s}");
+            self.forget(file);
+            self.ctx.shared.view().refused += 1;
+            l.reject(file, LoadError::NotOnLadder { reason }, version);
+            self.publish();
+            return;
+        }
+        let memory_bytes = before.zip(after).map(|(b, a)| a.saturating_sub(b));
+        log::info!(
+            "governor: {} measured over {} frames of {}x{}: p50 {:.3} ms, p99 {:.3} ms (inference \
+             p50 {:.3} ms), memory {}",
+            file,
+            measured.runs,
+            self.ctx.frame_size.0,
+            self.ctx.frame_size.1,
+            measured.p50_ms,
+            measured.p99_ms,
+            measured.inference_p50_ms,
+            memory_bytes.map_or("-".into(), |m| format!("{:.1} MiB", m as f64 / 1048576.0)),
+        );
+        let new_version_of_serving = self.serving.as_deref() == Some(file);
+        if let Some(i) = self.index(file) {
+            // A new version of a rung replaces it (and is measured again).
+            self.rungs.remove(i);
+        }
+        let at = ladder::position(&self.rungs, &measured, file);
+        self.rungs.insert(
+            at,
+            Rung {
+                file: file.to_string(),
+                path: path.to_path_buf(),
+                version,
+                signature,
+                info: prepared.info,
+                measured,
+                memory_bytes,
+                pipeline: Some(prepared.pipeline),
+            },
+        );
+        self.relabel();
+        if new_version_of_serving {
+            self.switch(l, at, "a new version of the serving model", None);
+        } else {
+            lock(&registry).set(file, FileState::Ladder, version);
+            let serving = self.serving.as_deref().and_then(|s| self.index(s));
+            let keep = serving.is_some_and(|s| self.cfg.keep_loaded.keeps(at, s));
+            if !keep {
+                self.rungs[at].pipeline = None;
+                crate::rt::trim_heap();
+            }
+        }
+        self.publish();
+    }
+
+    /// The first scan of the folder is done: every rung is measured. Settles the ladder's
+    /// signature (the majority's; the others are refused) and starts serving.
+    pub fn scanned(&mut self, l: &mut dyn Loads) {
+        self.scanned = true;
+        if let LadderSpec::Files(files) = &self.cfg.ladder {
+            let missing: Vec<&str> = files
+                .iter()
+                .filter(|f| self.index(f).is_none())
+                .map(String::as_str)
+                .collect();
+            if !missing.is_empty() && !self.missing_reported {
+                self.missing_reported = true;
+                log::warn!(
+                    "governor.ladder names {} not on the ladder (missing from the watch folder or \
+                     refused); they join when they load",
+                    missing.join(", ")
+                );
+            }
+        }
+        if self.signature.is_none() {
+            self.signature = ladder::majority(&self.rungs);
+        }
+        if let Some(sig) = self.signature.clone() {
+            let others: Vec<usize> = (0..self.rungs.len())
+                .filter(|&i| self.rungs[i].signature != sig)
+                .rev()
+                .collect();
+            for i in others {
+                let r = self.rungs.remove(i);
+                self.ctx.shared.view().refused += 1;
+                let reason = format!(
+                    "{} differs from the ladder's {sig} (the most common in the folder)",
+                    r.signature
+                );
+                l.reject(&r.file, LoadError::NotOnLadder { reason }, r.version);
+            }
+            self.relabel();
+        }
+        self.publish();
+        self.settle(l);
+    }
+
+    /// Starts serving: the largest rung whose measured p99 fits the budget with headroom.
+    fn settle(&mut self, l: &mut dyn Loads) {
+        if self.serving.is_some() || self.rungs.is_empty() {
+            return;
+        }
+        let s = self.settings();
+        let laws: Vec<law::Measured> = self.rungs.iter().map(Rung::law).collect();
+        let start = law::start_rung(&s, &laws);
+        let summary: Vec<String> = self
+            .rungs
+            .iter()
+            .map(|r| {
+                format!(
+                    "{} {:.2}/{:.2} ms",
+                    r.info.name, r.measured.p50_ms, r.measured.p99_ms
+                )
+            })
+            .collect();
+        log::info!(
+            "governor: ladder of {} (p50/p99, fastest first): {}",
+            self.rungs.len(),
+            summary.join(", ")
+        );
+        let reason = format!(
+            "start: the largest rung whose measured p99 {:.2} ms fits {:.2} ms (budget less headroom)",
+            laws[start].p99_ms,
+            s.up_threshold_ms()
+        );
+        if self.switch(l, start, &reason, None) {
+            self.law = law::State::new(self.rungs.len(), start);
+            self.relabel();
+        }
+        self.publish();
+    }
+
+    /// The watcher saw `path` go. A rung that is not serving leaves the ladder; the serving one
+    /// keeps serving (it is loaded) until the governor steps away from it.
+    pub fn removed(&mut self, path: &Path) {
+        let Some(file) = path.file_name().map(|f| f.to_string_lossy().into_owned()) else {
+            return;
+        };
+        if self.serving.as_deref() == Some(file.as_str()) {
+            return;
+        }
+        if self.index(&file).is_some() {
+            log::info!("governor: {file} was removed; it leaves the ladder");
+            self.forget(&file);
+            self.publish();
+        }
+    }
+
+    /// `POST /governor/pin` and `/unpin`.
+    pub fn request(&mut self, _l: &mut dyn Loads, req: Request) {
+        match req {
+            Request::Pin(name) => {
+                let file = match name {
+                    None => self.serving.clone(),
+                    Some(n) => self
+                        .rungs
+                        .iter()
+                        .find(|r| r.file == n || r.info.name == n)
+                        .map(|r| r.file.clone()),
+                };
+                match file {
+                    Some(f) => {
+                        log::info!("governor: pinned to {f}");
+                        self.pinned = Some(f);
+                    }
+                    None => {
+                        log::warn!("governor: pin ignored: no such rung (or nothing serves yet)")
+                    }
+                }
+            }
+            Request::Unpin => {
+                if let Some(f) = self.pinned.take() {
+                    log::info!("governor: unpinned from {f}");
+                }
+            }
+        }
+        self.relabel();
+        self.publish();
+        self.next_tick = MonoTime::now();
+    }
+
+    /// Consults the law (every [`TICK`]) and carries out its step, then keeps the neighbours
+    /// `governor.keep_loaded` asks for loaded.
+    pub fn tick(&mut self, l: &mut dyn Loads) {
+        let now = MonoTime::now();
+        if now < self.next_tick || !self.scanned || l.stopping() {
+            return;
+        }
+        self.next_tick = now.plus(TICK);
+        if self.serving.is_none() {
+            self.settle(l);
+            return;
+        }
+        let generation = l.context().serving.generation();
+        let since = MonoTime::from_nanos(
+            now.as_nanos()
+                .saturating_sub(self.cfg.window.as_nanos() as u64),
+        );
+        let fig = self
+            .ctx
+            .shared
+            .window()
+            .figures(generation, since, &mut self.scratch);
+        let s = self.settings();
+        let laws: Vec<law::Measured> = self.rungs.iter().map(Rung::law).collect();
+        let (next, step) = law::decide(&s, &fig, &laws, &self.law, now);
+        self.law = next;
+        {
+            let mut v = self.ctx.shared.view();
+            v.figures = (fig.frames > 0).then_some(fig);
+            v.slowdown = laws
+                .get(self.law.current)
+                .filter(|_| fig.frames > 0)
+                .map(|m| law::slowdown(&fig, m));
+        }
+        if let Some(step) = step {
+            let reason = step.reason.to_string();
+            if self.switch(l, step.to, &reason, Some(step.direction)) {
+                let to = self
+                    .serving
+                    .as_deref()
+                    .and_then(|f| self.index(f))
+                    .unwrap_or(step.to);
+                self.law.stepped(to, now);
+                self.ctx.shared.count(step.direction);
+            }
+        }
+        self.keep_neighbours(l);
+        self.publish();
+    }
+
+    /// Drops the pipelines `keep_loaded` no longer keeps and loads one it wants (one per tick,
+    /// so the law is consulted between loads).
+    fn keep_neighbours(&mut self, l: &mut dyn Loads) {
+        let Some(cur) = self.serving.as_deref().and_then(|f| self.index(f)) else {
+            return;
+        };
+        let keep = self.cfg.keep_loaded;
+        let mut dropped = false;
+        for (i, r) in self.rungs.iter_mut().enumerate() {
+            if i != cur && !keep.keeps(i, cur) && r.pipeline.take().is_some() {
+                dropped = true;
+            }
+        }
+        if dropped {
+            crate::rt::trim_heap();
+        }
+        let Some(i) = (0..self.rungs.len())
+            .find(|&i| i != cur && keep.keeps(i, cur) && self.rungs[i].pipeline.is_none())
+        else {
+            return;
+        };
+        let (path, file, version) = {
+            let r = &self.rungs[i];
+            (r.path.clone(), r.file.clone(), r.version)
+        };
+        let warmup = l.warmup();
+        match l.load(&path, warmup, None) {
+            Ok(p) => {
+                crate::rt::trim_heap();
+                if let Some(i) = self.index(&file) {
+                    self.rungs[i].pipeline = Some(p.pipeline);
+                }
+            }
+            Err(e) => {
+                self.forget(&file);
+                l.reject(&file, e, version);
+            }
+        }
+    }
+
+    /// Makes rung `to` serve: its kept pipeline, or a fresh load. `direction` is `None` for the
+    /// start and for a new version of the serving model (not steps). Whether it serves now.
+    fn switch(
+        &mut self,
+        l: &mut dyn Loads,
+        to: usize,
+        reason: &str,
+        direction: Option<Direction>,
+    ) -> bool {
+        let t0 = Instant::now();
+        let (file, version) = (self.rungs[to].file.clone(), self.rungs[to].version);
+        let warmup = l.warmup();
+        let path = self.rungs[to].path.clone();
+        let (pipeline, load_ms) = match self.rungs[to].pipeline.take() {
+            Some(p) => (p, None),
+            None => match l.load(&path, warmup, None) {
+                Ok(p) => (p.pipeline, Some(p.load_ms)),
+                Err(e) => {
+                    log::warn!("governor: cannot step to {file}: {e}");
+                    self.forget(&file);
+                    l.reject(&file, e, version);
+                    self.publish();
+                    return false;
+                }
+            },
+        };
+        let from_file = self.serving.clone();
+        let from_name = from_file
+            .as_deref()
+            .and_then(|f| self.index(f))
+            .map(|i| self.rungs[i].info.name.clone())
+            .or_else(|| l.context().serving.model().map(|m| m.name));
+        let from_rung = from_file.as_deref().and_then(|f| self.index(f));
+        let retired = match l.context().serving.swap_in(pipeline) {
+            Ok(old) => old,
+            Err(e) => {
+                log::warn!("governor: step to {file} failed: {e}; it is loaded again on demand");
+                return false;
+            }
+        };
+        self.serving = Some(file.clone());
+        let took_ms = ms(t0.elapsed());
+        // The engine it replaced stays loaded when it is a neighbour to keep, unless it was the
+        // old version of the file that just replaced it.
+        if let Some(old) = retired {
+            self.retire(
+                old,
+                to,
+                direction.is_none() && from_file.as_deref() == Some(file.as_str()),
+            );
+        }
+        let to_name = self.rungs[to].info.name.clone();
+        {
+            let registry = &l.context().registry;
+            let mut reg = lock(registry);
+            reg.set(&file, FileState::Active, version);
+            if let Some(f) = from_file.as_deref().filter(|f| *f != file)
+                && let Some(i) = self.index(f)
+            {
+                reg.set(f, FileState::Ladder, self.rungs[i].version);
+            }
+            reg.record(SwapRecord {
+                at: rfc3339_now(),
+                from: from_name.clone(),
+                to: to_name.clone(),
+                ok: true,
+                reason: Some(format!(
+                    "governor {}: {reason}",
+                    direction.map_or("start", Direction::name)
+                )),
+                load_ms,
+                warmup_p50_ms: None,
+            });
+        }
+        let n = self.rungs.len();
+        match direction {
+            Some(d) => log::info!(
+                "governor: step {}: {} -> {} (rung {} -> {} of {n}) in {took_ms:.1} ms: {reason}",
+                d.name(),
+                from_name.as_deref().unwrap_or("none"),
+                to_name,
+                from_rung.map_or("-".into(), |r| r.to_string()),
+                to,
+            ),
+            None => log::info!(
+                "governor: {to_name} serves (rung {to} of {n}) in {took_ms:.1} ms: {reason}"
+            ),
+        }
+        self.ctx.shared.view().last_step = Some(StepView {
+            at: rfc3339_now(),
+            from: from_name,
+            to: to_name,
+            direction: direction.map_or("start", Direction::name),
+            reason: reason.to_string(),
+            took_ms,
+        });
+        crate::rt::trim_heap();
+        (l.context().after_swap)();
+        true
+    }
+
+    /// Puts a pipeline the pipeline thread handed back where it belongs: kept on its rung when
+    /// `keep_loaded` keeps it beside the rung `serving`, else dropped (here, off the pipeline
+    /// thread).
+    fn retire(&mut self, old: Pipeline, serving: usize, outdated: bool) {
+        let Some(file) = old
+            .engine
+            .info()
+            .path
+            .file_name()
+            .map(|f| f.to_string_lossy().into_owned())
+        else {
+            return;
+        };
+        match self.index(&file) {
+            Some(i)
+                if !outdated
+                    && self.cfg.keep_loaded.keeps(i, serving)
+                    && self.rungs[i].pipeline.is_none() =>
+            {
+                self.rungs[i].pipeline = Some(old);
+            }
+            _ => drop(old),
+        }
+    }
+
+    /// Takes `file` off the ladder (it failed to load, was refused or removed).
+    fn forget(&mut self, file: &str) {
+        if self.serving.as_deref() == Some(file) {
+            return;
+        }
+        if let Some(i) = self.index(file) {
+            self.rungs.remove(i);
+            self.relabel();
+        }
+    }
+
+    /// Renumbers the law's state after the ladder changed.
+    fn relabel(&mut self) {
+        if self
+            .pinned
+            .as_deref()
+            .is_some_and(|p| self.index(p).is_none())
+        {
+            log::warn!("governor: the pinned rung left the ladder; unpinned");
+            self.pinned = None;
+        }
+        let current = self
+            .serving
+            .as_deref()
+            .and_then(|f| self.index(f))
+            .unwrap_or(0);
+        let pinned = self.pinned.as_deref().and_then(|f| self.index(f));
+        if self.law.rungs() != self.rungs.len() || self.law.current != current {
+            self.law.relabel(self.rungs.len(), current, pinned);
+        } else {
+            self.law.pinned = pinned;
+        }
+    }
+
+    /// Updates `/status` `governor`.
+    fn publish(&self) {
+        let serving = self.serving.as_deref().and_then(|f| self.index(f));
+        let mut v = self.ctx.shared.view();
+        v.ladder = self
+            .rungs
+            .iter()
+            .enumerate()
+            .map(|(i, r)| r.view(Some(i) == serving))
+            .collect();
+        v.rung = serving;
+        v.pinned = self
+            .pinned
+            .as_deref()
+            .and_then(|f| self.index(f))
+            .map(|i| self.rungs[i].info.name.clone());
+    }
+}
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
