@@ -8,12 +8,14 @@
 //! - **Over budget** = the window's end-to-end p99 above the budget, or more than `max_miss_rate`
 //!   of its frames late (and at least two). Sustained for `down_after`, the governor steps down to
 //!   the largest lower rung predicted to fit with headroom (the lowest when none is).
-//! - **Prediction**: rung R's predicted end-to-end p99 = the serving rung's window processing
-//!   p99 x (R's measured p50 / the serving rung's measured p50) + the window's queueing overhead
-//!   (end-to-end p99 - processing p99). The live tail, scaled by the ratio of the two models'
-//!   medians measured at load: medians of a few dozen runs are steady on a busy board where
-//!   their p99s are not. The slowdown shown (`/status`, log lines) is the window's processing
-//!   p50 over the serving rung's measured p50.
+//! - **Prediction**: rung R's predicted processing p99 = the serving rung's window processing
+//!   p99 x (R's measured p50 / the serving rung's measured p50): the live tail, scaled by the
+//!   ratio of the two models' medians measured at load (medians of a few dozen runs are steady
+//!   on a busy board where their p99s are not). Its end-to-end p99 adds the window's base
+//!   overhead (capture to the start of processing) and, when the predicted processing is longer
+//!   than a frame period, one period of queueing: a model that cannot keep up with the source
+//!   runs each newest frame up to a period after its capture. The slowdown shown (`/status`, log
+//!   lines) is the window's processing p50 over the serving rung's measured p50.
 //! - **Step up** (one rung) when the next rung's prediction stays within `budget x (1 -
 //!   headroom)` for `up_after`, not sooner than `cool_down` after any step, and not when
 //!   `max_steps_per_minute` steps were taken in the last minute. A step up that fails (is
@@ -77,6 +79,8 @@ pub struct Settings {
     pub max_steps_per_minute: u32,
     /// Frames of the serving rung the window needs before anything is judged.
     pub min_frames: u32,
+    /// The source's frame period, ms: a model slower than this queues frames.
+    pub frame_period_ms: f64,
     /// A step down from a rung this soon after stepping up into it counts as a failed step up.
     pub probation: Duration,
 }
@@ -270,13 +274,21 @@ pub fn slowdown(fig: &Figures, current: &Measured) -> f64 {
 }
 
 /// Rung `rung`'s predicted end-to-end p99 under the window's conditions (see the module docs).
-pub fn predict(fig: &Figures, current: &Measured, rung: &Measured) -> f64 {
-    let overhead = (fig.p99_ms - fig.proc_p99_ms).max(0.0);
-    if current.p50_ms > 0.0 {
-        fig.proc_p99_ms * (rung.p50_ms / current.p50_ms) + overhead
+pub fn predict(s: &Settings, fig: &Figures, current: &Measured, rung: &Measured) -> f64 {
+    let queue = |proc: f64| {
+        if proc > s.frame_period_ms {
+            s.frame_period_ms
+        } else {
+            0.0
+        }
+    };
+    let base = (fig.p99_ms - fig.proc_p99_ms - queue(fig.proc_p99_ms)).max(0.0);
+    let proc = if current.p50_ms > 0.0 {
+        fig.proc_p99_ms * (rung.p50_ms / current.p50_ms)
     } else {
-        rung.p99_ms + overhead
-    }
+        rung.p99_ms
+    };
+    proc + base + queue(proc)
 }
 
 /// Where the governor starts: the largest rung whose measured p99 fits the budget with headroom,
@@ -357,7 +369,7 @@ pub fn decide(
         }
         let to = (0..cur)
             .rev()
-            .find(|&r| predict(fig, &measured, &ladder[r]) <= s.up_threshold_ms())
+            .find(|&r| predict(s, fig, &measured, &ladder[r]) <= s.up_threshold_ms())
             .unwrap_or(0);
         if let Some((r, t)) = st.last_up
             && r == cur
@@ -377,7 +389,7 @@ pub fn decide(
                 frames: fig.frames,
                 for_: lasted,
                 slowdown: sd,
-                predicted_ms: predict(fig, &measured, &ladder[to]),
+                predicted_ms: predict(s, fig, &measured, &ladder[to]),
             },
         };
         return (st, Some(step));
@@ -387,7 +399,7 @@ pub fn decide(
         st.fits_since = None;
         return (st, None);
     }
-    let predicted = predict(fig, &measured, &ladder[cur + 1]);
+    let predicted = predict(s, fig, &measured, &ladder[cur + 1]);
     if predicted > s.up_threshold_ms() {
         st.fits_since = None;
         return (st, None);
@@ -435,6 +447,7 @@ mod tests {
             cool_down: Duration::from_secs(3),
             max_steps_per_minute: 10,
             min_frames: 20,
+            frame_period_ms: 16.67,
             probation: Duration::from_secs(10),
         }
     }
@@ -454,10 +467,11 @@ mod tests {
         MonoTime::from_nanos(1_000_000_000_000 + ms * 1_000_000)
     }
 
-    /// The window of rung `r` of `ladder()` under a slowdown `s` and 0.5 ms queueing.
+    /// The window of rung `r` of `ladder()` under a slowdown `s`: 0.5 ms from capture to
+    /// processing, plus a frame period of queueing when processing is longer than one.
     fn window(r: usize, s: f64) -> Figures {
         let proc = ladder()[r].p99_ms * s;
-        let p99 = proc + 0.5;
+        let p99 = proc + 0.5 + if proc > 16.67 { 16.67 } else { 0.0 };
         Figures {
             frames: 120,
             misses: if p99 > 16.67 { 100 } else { 0 },

@@ -108,6 +108,7 @@ impl Governor {
             cool_down: c.cool_down,
             max_steps_per_minute: c.max_steps_per_minute,
             min_frames: ((per_window / 4.0).ceil() as u32).max(8),
+            frame_period_ms: 1000.0 / self.ctx.frame_rate,
             probation: (c.window + c.down_after) * 4,
         }
     }
