@@ -170,7 +170,7 @@ fn the_governor_window_takes_frames_without_allocating() {
             postprocess: Duration::from_micros(10),
             device: None,
         },
-        outcome: if i % 10 == 0 {
+        outcome: if i.is_multiple_of(10) {
             Outcome::Late
         } else {
             Outcome::OnTime
@@ -183,7 +183,7 @@ fn the_governor_window_takes_frames_without_allocating() {
     let info = allocation_counter::measure(|| {
         for i in 0..5000 {
             w.push(&rec(i));
-            if i % 100 == 0 {
+            if i.is_multiple_of(100) {
                 figures = Some(w.figures(1, MonoTime::from_nanos(0), &mut scratch));
             }
         }
