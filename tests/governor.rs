@@ -486,3 +486,99 @@ fn without_the_governor_status_says_so_and_pins_are_refused() {
     let (_, metrics) = curl(&d.sock, "/metrics");
     assert!(!metrics.contains("rtinfer_governor"), "{metrics}");
 }
+
+#[test]
+fn rtinfer_ladder_writes_a_working_ladder_from_nothing() {
+    let dir = util::tempdir();
+    let to = dir.path().join("models");
+    let o = util::rtinfer_ort()
+        .args([
+            "ladder",
+            "--arch",
+            "mobilenetv2",
+            "--dataset",
+            "cifar10",
+            "--ratios",
+            "0.5,0.25",
+            "--precisions",
+            "fp32,int8",
+            "--budget-ms",
+            "1000",
+            "--trials",
+            "1",
+            "--json",
+            "--to",
+        ])
+        .arg(&to)
+        .output()
+        .expect("rtinfer ladder");
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{stderr}");
+    let report: Value = serde_json::from_slice(&o.stdout).expect("a JSON report");
+    let candidates = report["candidates"].as_array().expect("candidates");
+    assert_eq!(candidates.len(), 4, "{report}");
+    // Largest first: 0.5 fp32, 0.5 int8, 0.25 fp32, 0.25 int8; the first always fits 1 s.
+    assert_eq!(candidates[0]["file"], "mobilenetv2-cifar10-r0.5.onnx");
+    assert_eq!(candidates[1]["precision"], "int8");
+    assert_eq!(candidates[0]["kept"], true, "{report}");
+    let mut kept: Vec<String> = candidates
+        .iter()
+        .filter(|c| c["kept"] == true)
+        .map(|c| c["file"].as_str().unwrap_or("?").to_string())
+        .collect();
+    // Each kept rung is faster (p50) than the one kept above it; each dropped one says why.
+    let p50s: Vec<f64> = candidates
+        .iter()
+        .filter(|c| c["kept"] == true)
+        .map(|c| c["p50_ms"].as_f64().unwrap_or(f64::NAN))
+        .collect();
+    assert!(p50s.windows(2).all(|w| w[1] < w[0]), "{report}");
+    assert!(
+        candidates
+            .iter()
+            .all(|c| c["kept"] == true || c["reason"].is_string()),
+        "{report}"
+    );
+    // The folder holds exactly the rungs: nothing half-written, no work folder left.
+    let mut files: Vec<String> = std::fs::read_dir(&to)
+        .expect("the folder")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    files.sort();
+    kept.sort();
+    assert_eq!(files, kept, "{report}");
+
+    // The daemon's governor takes them as its ladder.
+    let config = dir.path().join("c.toml");
+    let list: Vec<String> = kept.iter().map(|k| format!("\"{k}\"")).collect();
+    std::fs::write(
+        &config,
+        format!(
+            "[governor]\nenabled = true\nmeasure_runs = 10\nladder = [{}]\n",
+            list.join(", ")
+        ),
+    )
+    .expect("config");
+    let d = Daemon::start(
+        util::rtinfer_ort(),
+        dir.path(),
+        &[
+            "--config",
+            config.to_str().expect("utf-8"),
+            "--models",
+            to.to_str().expect("utf-8"),
+            "--source",
+            "synthetic://64x48@30",
+            "--warmup",
+            "2",
+            "--budget-ms",
+            "1000",
+        ],
+    );
+    let g = d.governor_until(60.0, |g| g["rung"].is_u64() && g["rungs"] == kept.len());
+    assert_eq!(g["rungs"], kept.len(), "{g}");
+    let v = status_until(&d.sock, 10.0, |v| v["state"] == "running");
+    assert_eq!(v["state"], "running", "{v}");
+    assert_eq!(v["model"]["name"], g["model"], "{v}");
+}
