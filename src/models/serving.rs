@@ -130,3 +130,77 @@ impl Serving {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::{BackendError, BackendKind, Engine, Precision};
+    use crate::preprocess::{PreprocessOptions, Preprocessor};
+    use crate::tensor::{InputBufMut, InputElement, InputSpec, Layout};
+
+    const SPEC: InputSpec = InputSpec {
+        width: 2,
+        height: 2,
+        channels: 3,
+        layout: Layout::Nchw,
+        element: InputElement::F32,
+    };
+
+    struct Named(ModelInfo, Vec<f32>);
+
+    impl Engine for Named {
+        fn info(&self) -> &ModelInfo {
+            &self.0
+        }
+        fn input(&mut self) -> InputBufMut<'_> {
+            InputBufMut::F32(&mut self.1)
+        }
+        fn run(&mut self) -> Result<(), BackendError> {
+            Ok(())
+        }
+        fn output(&self) -> &[f32] {
+            &[]
+        }
+    }
+
+    fn pipeline(name: &str) -> Pipeline {
+        let info = ModelInfo {
+            name: name.into(),
+            path: format!("/m/{name}.onnx").into(),
+            backend: BackendKind::OnnxRuntime,
+            precision: Precision::Fp32,
+            inputs: Vec::new(),
+            outputs: Vec::new(),
+            input: SPEC,
+            classes: 1,
+            params: None,
+            can_cancel: false,
+        };
+        let pre = Preprocessor::new(SPEC, PreprocessOptions::default()).expect("preprocessor");
+        Pipeline::new(Box::new(Named(info, vec![0.0; SPEC.len()])), pre)
+    }
+
+    #[test]
+    fn generation_names_are_kept_for_the_newest_engines_only() {
+        let s = Serving::default();
+        assert_eq!((s.generation(), s.generation_name(0)), (0, None));
+        let mut first = pipeline("m0");
+        s.install(&mut first);
+        assert_eq!(s.generation(), 1);
+        for i in 1..(GENERATIONS_KEPT as u32 + 10) {
+            let mut p = pipeline(&format!("m{i}"));
+            s.number(&mut p);
+            assert_eq!(p.generation, i + 1);
+        }
+        let newest = GENERATIONS_KEPT as u32 + 10;
+        assert_eq!(s.generation_name(newest), Some(format!("m{}", newest - 1)));
+        assert_eq!(
+            s.generation_name(newest - GENERATIONS_KEPT as u32 + 1)
+                .as_deref(),
+            Some("m10")
+        );
+        assert_eq!(s.generation_name(10), None, "older than the kept names");
+        assert_eq!(s.generation_name(newest + 1), None);
+        assert_eq!(s.generation(), 1, "numbered is not serving");
+    }
+}
