@@ -65,8 +65,17 @@ pub struct Rung {
 impl Rung {
     pub fn law(&self) -> Measured {
         Measured {
+            p10_ms: self.measured.p10_ms,
             p50_ms: self.measured.p50_ms,
             p99_ms: self.measured.p99_ms,
+        }
+    }
+
+    /// The memory its latest load added, from the RSS `before` it (the figure of the first
+    /// load of all also holds the runtime's own start-up; a later load replaces it).
+    pub fn remember_memory(&mut self, before: Option<u64>) {
+        if let (Some(b), Some(a)) = (before, crate::system::rss_bytes_now()) {
+            self.memory_bytes = Some(a.saturating_sub(b));
         }
     }
 
@@ -76,6 +85,7 @@ impl Rung {
             file: self.file.clone(),
             precision: self.info.precision.name(),
             backend: self.info.backend.name(),
+            p10_ms: self.measured.p10_ms,
             p50_ms: self.measured.p50_ms,
             p99_ms: self.measured.p99_ms,
             runs: self.measured.runs,
@@ -85,10 +95,10 @@ impl Rung {
     }
 }
 
-/// Where a rung measured `m` goes in a ladder ordered by measured p50 (fastest first; ties by
-/// file name, so the order does not depend on the order of arrival).
+/// Where a rung measured `m` goes in a ladder ordered by measured cost, the fast runs' p10
+/// (fastest first; ties by file name, so the order does not depend on the order of arrival).
 pub fn position(rungs: &[Rung], m: &Measurement, file: &str) -> usize {
-    rungs.partition_point(|r| (r.measured.p50_ms, r.file.as_str()) < (m.p50_ms, file))
+    rungs.partition_point(|r| (r.measured.p10_ms, r.file.as_str()) < (m.p10_ms, file))
 }
 
 /// The signature most rungs share (ties: the one of the slowest rung, the largest model), the
@@ -145,6 +155,7 @@ mod tests {
             info,
             measured: Measurement {
                 runs: 60,
+                p10_ms: p50 * 0.9,
                 p50_ms: p50,
                 p99_ms: p50 * 1.2,
                 inference_p50_ms: p50 * 0.8,

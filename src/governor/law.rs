@@ -9,19 +9,22 @@
 //!   of its frames late (and at least two). Sustained for `down_after`, the governor steps down to
 //!   the largest lower rung predicted to fit with headroom (the lowest when none is).
 //! - **Prediction**: rung R's predicted processing p99 = the serving rung's window processing
-//!   p99 x (R's measured p50 / the serving rung's measured p50): the live tail, scaled by the
-//!   ratio of the two models' medians measured at load (medians of a few dozen runs are steady
-//!   on a busy board where their p99s are not). Its end-to-end p99 adds the window's base
+//!   p99 x (R's measured p10 / the serving rung's measured p10): the live tail, scaled by the
+//!   ratio of the two models' costs measured at load. The ratio uses the fast runs (p10): on a
+//!   busy board, or a loader at lower priority, preemptions inflate the medians and tails of a
+//!   few dozen runs unevenly, and the fast runs stay near each model's real cost. Its end-to-end p99 adds the window's base
 //!   overhead (capture to the start of processing) and, when the predicted processing is longer
 //!   than a frame period, one period of queueing: a model that cannot keep up with the source
 //!   runs each newest frame up to a period after its capture. The slowdown shown (`/status`, log
 //!   lines) is the window's processing p50 over the serving rung's measured p50.
-//! - **Step up** (one rung) when the next rung's prediction stays within `budget x (1 -
-//!   headroom)` for `up_after`, not sooner than `cool_down` after any step, and not when
+//! - **Step up** when the next rung's prediction stays within `budget x (1 - headroom)` for
+//!   `up_after`, to the largest rung predicted to fit (a load that ends should not cost a climb of
+//!   one rung per cool-down), not sooner than `cool_down` after any step, and not when
 //!   `max_steps_per_minute` steps were taken in the last minute. A step up that fails (is
 //!   followed by a step down within the probation period) doubles the wait before the next step
 //!   up into that rung, up to [`MAX_PENALTY`] x `up_after`: a rung whose measurement was too
-//!   optimistic is retried ever more rarely instead of every few seconds.
+//!   optimistic is retried ever more rarely instead of every few seconds, and meanwhile the
+//!   governor may still step up to the rungs below it.
 //! - **Hysteresis**: down is judged against the budget, up against the budget less the headroom,
 //!   so a rung that fits is never both "over" and "worth leaving for a larger one".
 //! - **Pin**: a pinned rung is stepped to at once and held whatever the figures.
@@ -63,6 +66,8 @@ impl Figures {
 /// A rung's latency as measured at load (processing: preprocess + inference + postprocess).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Measured {
+    /// The fast runs: the model's cost with little interference (what ratios use).
+    pub p10_ms: f64,
     pub p50_ms: f64,
     pub p99_ms: f64,
 }
@@ -206,7 +211,8 @@ pub enum Reason {
         /// The target's predicted p99.
         predicted_ms: f64,
     },
-    /// The next rung was predicted to fit with headroom for `for_`.
+    /// The next rung was predicted to fit with headroom for `for_` (`predicted_ms`: the
+    /// target's prediction).
     Fits {
         predicted_ms: f64,
         threshold_ms: f64,
@@ -244,7 +250,7 @@ impl fmt::Display for Reason {
                 for_,
             } => write!(
                 f,
-                "next rung fits for {:.1} s: predicted p99 {predicted_ms:.2} ms <= \
+                "fits for {:.1} s: predicted p99 {predicted_ms:.2} ms <= \
                  {threshold_ms:.2} ms (budget less headroom); slowdown {slowdown:.2}, window p99 \
                  {p99_ms:.2} ms",
                 for_.as_secs_f64()
@@ -283,20 +289,20 @@ pub fn predict(s: &Settings, fig: &Figures, current: &Measured, rung: &Measured)
         }
     };
     let base = (fig.p99_ms - fig.proc_p99_ms - queue(fig.proc_p99_ms)).max(0.0);
-    let proc = if current.p50_ms > 0.0 {
-        fig.proc_p99_ms * (rung.p50_ms / current.p50_ms)
+    let proc = if current.p10_ms > 0.0 {
+        fig.proc_p99_ms * (rung.p10_ms / current.p10_ms)
     } else {
         rung.p99_ms
     };
     proc + base + queue(proc)
 }
 
-/// Where the governor starts: the largest rung whose measured p99 fits the budget with headroom,
-/// else the smallest.
+/// Where the governor starts: the largest rung whose measured median fits the budget with
+/// headroom, else the smallest (the law then steps down or up from the live window's figures).
 pub fn start_rung(s: &Settings, ladder: &[Measured]) -> usize {
     ladder
         .iter()
-        .rposition(|m| m.p99_ms <= s.up_threshold_ms())
+        .rposition(|m| m.p50_ms <= s.up_threshold_ms())
         .unwrap_or(0)
 }
 
@@ -399,16 +405,21 @@ pub fn decide(
         st.fits_since = None;
         return (st, None);
     }
-    let predicted = predict(s, fig, &measured, &ladder[cur + 1]);
-    if predicted > s.up_threshold_ms() {
+    let fits = |r: usize| predict(s, fig, &measured, &ladder[r]) <= s.up_threshold_ms();
+    if !fits(cur + 1) {
         st.fits_since = None;
         return (st, None);
     }
     let since = *st.fits_since.get_or_insert(now);
     let lasted = now.saturating_since(since);
-    if lasted < s.up_after * st.penalty(cur + 1) {
+    // The largest rung predicted to fit whose own wait is over (a rung a step up failed into
+    // waits longer; predictions grow with the rung, so the rungs below it fit too).
+    let Some(to) = (cur + 1..n)
+        .rev()
+        .find(|&r| fits(r) && lasted >= s.up_after * st.penalty(r))
+    else {
         return (st, None);
-    }
+    };
     if st
         .last_step
         .is_some_and(|t| now.saturating_since(t) < s.cool_down)
@@ -420,10 +431,10 @@ pub fn decide(
     }
     let step = Step {
         from: cur,
-        to: cur + 1,
+        to,
         direction: Direction::Up,
         reason: Reason::Fits {
-            predicted_ms: predicted,
+            predicted_ms: predict(s, fig, &measured, &ladder[to]),
             threshold_ms: s.up_threshold_ms(),
             slowdown: sd,
             p99_ms: fig.p99_ms,
@@ -457,6 +468,7 @@ mod tests {
         [1.0, 2.0, 4.0, 8.0]
             .iter()
             .map(|&p| Measured {
+                p10_ms: p * 0.8,
                 p50_ms: p * 0.9,
                 p99_ms: p,
             })
@@ -512,15 +524,21 @@ mod tests {
         let slow: Vec<Measured> = ladder()
             .iter()
             .map(|m| Measured {
+                p10_ms: m.p10_ms * 3.0,
                 p50_ms: m.p50_ms * 3.0,
                 p99_ms: m.p99_ms * 3.0,
             })
             .collect();
-        assert_eq!(start_rung(&s, &slow), 2, "12 ms fits 12.5, 24 does not");
+        assert_eq!(
+            start_rung(&s, &slow),
+            2,
+            "a 10.8 ms median fits 12.5, 21.6 does not"
+        );
         assert_eq!(
             start_rung(
                 &s,
                 &[Measured {
+                    p10_ms: 30.0,
                     p50_ms: 40.0,
                     p99_ms: 50.0
                 }]
@@ -609,19 +627,47 @@ mod tests {
         assert_eq!(step, None);
     }
 
+    /// A window of about 5 ms whatever the rung (with `ladder()`'s doubling costs only the next
+    /// rung fits: 2 x 5 + 0.5 <= 12.5 < 4 x 5 + 0.5).
+    fn five_ms(_: usize) -> Figures {
+        Figures {
+            frames: 120,
+            misses: 0,
+            p99_ms: 5.5,
+            proc_p99_ms: 5.0,
+            proc_p50_ms: 4.0,
+        }
+    }
+
     #[test]
-    fn steps_up_one_rung_after_a_sustained_fit_and_the_cool_down() {
+    fn steps_up_after_a_sustained_fit_and_the_cool_down() {
         let mut st = State::new(4, 1);
         st.stepped(1, at(0));
-        // 4 ms at slowdown 1 + 0.5 = 4.5 <= 12.5: fits from 0.1 s on.
-        let steps = simulate(&mut st, 100, 2000, |r| window(r, 1.0));
+        let steps = simulate(&mut st, 100, 2000, five_ms);
         assert!(steps.is_empty(), "up_after 2 s not over yet: {steps:?}");
-        let steps = simulate(&mut st, 2000, 3200, |r| window(r, 1.0));
+        let steps = simulate(&mut st, 2000, 3200, five_ms);
         assert_eq!(steps.len(), 1, "{steps:?}");
         let (t, step) = steps[0];
         assert_eq!((step.from, step.to, step.direction), (1, 2, Direction::Up));
         assert_eq!(t, 3000, "held until the 3 s cool-down after the last step");
         assert!(matches!(step.reason, Reason::Fits { .. }));
+    }
+
+    #[test]
+    fn a_step_up_goes_to_the_largest_rung_predicted_to_fit() {
+        // At rung 0 at slowdown 1: 1 ms; rung 3 is predicted at 8.5 ms <= 12.5.
+        let mut st = State::new(4, 0);
+        let steps = simulate(&mut st, 0, 3000, |r| window(r, 1.0));
+        assert_eq!(steps.len(), 1, "{steps:?}");
+        assert_eq!((steps[0].1.from, steps[0].1.to), (0, 3));
+        let Reason::Fits { predicted_ms, .. } = steps[0].1.reason else {
+            panic!("{:?}", steps[0].1.reason)
+        };
+        assert!((predicted_ms - 8.5).abs() < 1e-9, "the target's prediction");
+        // At slowdown 1.6 rung 3 (12.8 ms + 0.5) is over 12.5: rung 2 it is.
+        let mut st = State::new(4, 0);
+        let steps = simulate(&mut st, 0, 3000, |r| window(r, 1.6));
+        assert_eq!(steps.first().map(|s| s.1.to), Some(2), "{steps:?}");
     }
 
     #[test]
@@ -703,7 +749,7 @@ mod tests {
         let mut t = 0;
         let mut ups = Vec::new();
         while t < 70_000 {
-            let (next, step) = decide(&s, &window(st.current, 0.2), &l, &st, at(t));
+            let (next, step) = decide(&s, &five_ms(st.current), &l, &st, at(t));
             st = next;
             if let Some(step) = step {
                 st.stepped(step.to, at(t));

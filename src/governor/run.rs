@@ -178,12 +178,13 @@ impl Governor {
         }
         let memory_bytes = before.zip(after).map(|(b, a)| a.saturating_sub(b));
         log::info!(
-            "governor: {} measured over {} frames of {}x{}: p50 {:.3} ms, p99 {:.3} ms (inference \
-             p50 {:.3} ms), memory {}",
+            "governor: {} measured over {} frames of {}x{}: p10 {:.3} ms, p50 {:.3} ms, p99 {:.3} ms \
+             (inference p50 {:.3} ms), memory {}",
             file,
             measured.runs,
             self.ctx.frame_size.0,
             self.ctx.frame_size.1,
+            measured.p10_ms,
             measured.p50_ms,
             measured.p99_ms,
             measured.inference_p50_ms,
@@ -278,19 +279,19 @@ impl Governor {
             .iter()
             .map(|r| {
                 format!(
-                    "{} {:.2}/{:.2} ms",
-                    r.info.name, r.measured.p50_ms, r.measured.p99_ms
+                    "{} {:.2}/{:.2}/{:.2} ms",
+                    r.info.name, r.measured.p10_ms, r.measured.p50_ms, r.measured.p99_ms
                 )
             })
             .collect();
         log::info!(
-            "governor: ladder of {} (p50/p99, fastest first): {}",
+            "governor: ladder of {} (p10/p50/p99, fastest first): {}",
             self.rungs.len(),
             summary.join(", ")
         );
         let reason = format!(
-            "start: the largest rung whose measured p99 {:.2} ms fits {:.2} ms (budget less headroom)",
-            laws[start].p99_ms,
+            "start: the largest rung whose measured p50 {:.2} ms fits {:.2} ms (budget less headroom)",
+            laws[start].p50_ms,
             s.up_threshold_ms()
         );
         if self.switch(l, start, &reason, None) {
@@ -425,11 +426,14 @@ impl Governor {
             (r.path.clone(), r.file.clone(), r.version)
         };
         let warmup = l.warmup();
+        crate::rt::trim_heap();
+        let before = crate::system::rss_bytes_now();
         match l.load(&path, warmup, None) {
             Ok(p) => {
                 crate::rt::trim_heap();
                 if let Some(i) = self.index(&file) {
                     self.rungs[i].pipeline = Some(p.pipeline);
+                    self.rungs[i].remember_memory(before);
                 }
             }
             Err(e) => {
@@ -454,9 +458,13 @@ impl Governor {
         let path = self.rungs[to].path.clone();
         let (pipeline, load_ms) = match self.rungs[to].pipeline.take() {
             Some(p) => (p, None),
-            None => match l.load(&path, warmup, None) {
-                Ok(p) => (p.pipeline, Some(p.load_ms)),
-                Err(e) => {
+            None => match (crate::system::rss_bytes_now(), l.load(&path, warmup, None)) {
+                (before, Ok(p)) => {
+                    crate::rt::trim_heap();
+                    self.rungs[to].remember_memory(before);
+                    (p.pipeline, Some(p.load_ms))
+                }
+                (_, Err(e)) => {
                     log::warn!("governor: cannot step to {file}: {e}");
                     self.forget(&file);
                     l.reject(&file, e, version);

@@ -30,6 +30,7 @@ pub struct RungView {
     pub precision: &'static str,
     pub backend: &'static str,
     /// Measured at load: preprocess + inference + postprocess.
+    pub p10_ms: f64,
     pub p50_ms: f64,
     pub p99_ms: f64,
     pub runs: u32,
@@ -134,7 +135,7 @@ impl GovernorShared {
             .map(|(i, r)| {
                 json!({
                     "rung": i, "name": r.name, "file": r.file, "backend": r.backend,
-                    "precision": r.precision, "p50_ms": r.p50_ms, "p99_ms": r.p99_ms,
+                    "precision": r.precision, "p10_ms": r.p10_ms, "p50_ms": r.p50_ms, "p99_ms": r.p99_ms,
                     "runs": r.runs, "memory_bytes": r.memory_bytes, "loaded": r.loaded,
                     "serving": v.rung == Some(i),
                 })
@@ -197,6 +198,7 @@ mod tests {
             file: format!("{name}.onnx"),
             precision: "fp32",
             backend: "onnxruntime",
+            p10_ms: 0.9,
             p50_ms: 1.0,
             p99_ms: 2.0,
             runs: 60,
