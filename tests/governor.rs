@@ -140,7 +140,8 @@ fn timed_the_governor_steps_down_when_latency_rises_up_when_it_falls_holds_pins_
         ],
     );
 
-    // Measured at load and ordered by latency, not by name; the largest rung that fits serves.
+    // Measured at load and ordered by latency, not by name; the largest rung that fits serves
+    // (at once, or after a step up when a busy machine inflated r3's measured median).
     let g = d.governor_until(30.0, |g| {
         g["model"] == "r3" && g["ladder"][2]["loaded"] == true
     });
@@ -163,15 +164,25 @@ fn timed_the_governor_steps_down_when_latency_rises_up_when_it_falls_holds_pins_
         .map(|i| g["ladder"][i]["loaded"].as_bool().unwrap_or(false))
         .collect();
     assert_eq!(loaded, [false, false, true, true], "{g}");
-    assert_eq!(g["last_step"]["direction"], "start", "{g}");
-    assert_eq!(steps(&g), 0);
+    assert_eq!(g["steps"]["down"], 0, "{g}");
+    let started = steps(&g);
     let s = util::status_until(&d.sock, 5.0, |v| v["last_result"]["model"] == "r3");
     assert_eq!(s["model"]["name"], "r3", "{s}");
+    assert!(
+        s["swaps"][0]["reason"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("governor start: ")),
+        "{s}"
+    );
 
     // Constant latency at x1 on the top rung: no step.
     std::thread::sleep(Duration::from_secs(3));
     let g = d.governor_until(1.0, |_| true);
-    assert_eq!((g["model"].clone(), steps(&g)), ("r3".into(), 0), "{g}");
+    assert_eq!(
+        (g["model"].clone(), steps(&g)),
+        ("r3".into(), started),
+        "{g}"
+    );
 
     // Latency rises 2.5x: a step down, to r4 (predicted to fit), and it stays there.
     set_scale(&scale, 2.5);

@@ -71,11 +71,17 @@ impl Rung {
         }
     }
 
-    /// The memory its latest load added, from the RSS `before` it (the figure of the first
-    /// load of all also holds the runtime's own start-up; a later load replaces it).
-    pub fn remember_memory(&mut self, before: Option<u64>) {
-        if let (Some(b), Some(a)) = (before, crate::system::rss_bytes_now()) {
-            self.memory_bytes = Some(a.saturating_sub(b));
+    /// The memory its latest load added: the engine's own figure where the backend reports one
+    /// (TensorRT: serialized + persistent + activation, mostly device memory), else the RSS
+    /// growth since `before` (the figure of the first load of all also holds the runtime's own
+    /// start-up; a later load replaces it).
+    pub fn remember_memory(&mut self, before: Option<u64>, loaded: &Pipeline) {
+        let engine = loaded.engine.memory().map(|m| m.total_bytes());
+        let rss = before
+            .zip(crate::system::rss_bytes_now())
+            .map(|(b, a)| a.saturating_sub(b));
+        if let Some(m) = engine.or(rss) {
+            self.memory_bytes = Some(m);
         }
     }
 

@@ -176,7 +176,12 @@ impl Governor {
             self.publish();
             return;
         }
-        let memory_bytes = before.zip(after).map(|(b, a)| a.saturating_sub(b));
+        let memory_bytes = prepared
+            .pipeline
+            .engine
+            .memory()
+            .map(|m| m.total_bytes())
+            .or_else(|| before.zip(after).map(|(b, a)| a.saturating_sub(b)));
         log::info!(
             "governor: {} measured over {} frames of {}x{}: p10 {:.3} ms, p50 {:.3} ms, p99 {:.3} ms \
              (inference p50 {:.3} ms), memory {}",
@@ -432,8 +437,8 @@ impl Governor {
             Ok(p) => {
                 crate::rt::trim_heap();
                 if let Some(i) = self.index(&file) {
+                    self.rungs[i].remember_memory(before, &p.pipeline);
                     self.rungs[i].pipeline = Some(p.pipeline);
-                    self.rungs[i].remember_memory(before);
                 }
             }
             Err(e) => {
@@ -461,7 +466,7 @@ impl Governor {
             None => match (crate::system::rss_bytes_now(), l.load(&path, warmup, None)) {
                 (before, Ok(p)) => {
                     crate::rt::trim_heap();
-                    self.rungs[to].remember_memory(before);
+                    self.rungs[to].remember_memory(before, &p.pipeline);
                     (p.pipeline, Some(p.load_ms))
                 }
                 (_, Err(e)) => {
