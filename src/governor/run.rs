@@ -634,3 +634,371 @@ impl Governor {
 fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering;
+    use std::sync::{Arc, Mutex};
+    use std::thread::JoinHandle;
+
+    use super::*;
+    use crate::backend::{
+        BackendError, BackendKind, ElementType, Engine, ModelInfo, Precision, TensorInfo,
+    };
+    use crate::governor::KeepLoaded;
+    use crate::models::loader::LoaderContext;
+    use crate::models::prepare::Measurement;
+    use crate::models::{PrepareError, Prepared, Registry};
+    use crate::pipeline::{FrameRecord, TOP_K};
+    use crate::preprocess::{PreprocessOptions, Preprocessor};
+    use crate::slot::{FrameSlot, Outcome};
+    use crate::stats::FrameTimes;
+    use crate::tensor::{InputBufMut, InputElement, InputSpec, Layout};
+
+    const SPEC: InputSpec = InputSpec {
+        width: 4,
+        height: 4,
+        channels: 3,
+        layout: Layout::Nchw,
+        element: InputElement::F32,
+    };
+
+    struct Fake {
+        info: ModelInfo,
+        input: Vec<f32>,
+        scores: Vec<f32>,
+    }
+
+    impl Engine for Fake {
+        fn info(&self) -> &ModelInfo {
+            &self.info
+        }
+        fn input(&mut self) -> InputBufMut<'_> {
+            InputBufMut::F32(&mut self.input)
+        }
+        fn run(&mut self) -> Result<(), BackendError> {
+            Ok(())
+        }
+        fn output(&self) -> &[f32] {
+            &self.scores
+        }
+    }
+
+    /// A loader whose "models" are text files: `P10 P50 P99 CLASSES` (the measurement they
+    /// report and their output), or `bad`. No runtime, no worker thread.
+    struct FakeLoader {
+        ctx: LoaderContext,
+        loads: Vec<String>,
+    }
+
+    impl Loads for FakeLoader {
+        fn load(
+            &mut self,
+            path: &Path,
+            _warmup: u32,
+            measure: Option<Measure>,
+        ) -> Result<Prepared, LoadError> {
+            let name = path.file_stem().unwrap_or_default().to_string_lossy();
+            self.loads.push(name.to_string());
+            let text = std::fs::read_to_string(path).unwrap_or_default();
+            let v: Vec<f64> = text
+                .split_whitespace()
+                .filter_map(|x| x.parse().ok())
+                .collect();
+            if v.len() != 4 {
+                return Err(PrepareError::NoScores {
+                    path: path.to_path_buf(),
+                }
+                .into());
+            }
+            let classes = v[3] as usize;
+            let info = ModelInfo {
+                name: name.to_string(),
+                path: path.to_path_buf(),
+                backend: BackendKind::OnnxRuntime,
+                precision: Precision::Fp32,
+                inputs: Vec::new(),
+                outputs: vec![TensorInfo {
+                    name: "scores".into(),
+                    shape: vec![1, classes as i64],
+                    element: ElementType::Float32,
+                }],
+                input: SPEC,
+                classes,
+                params: None,
+                can_cancel: false,
+            };
+            let engine = Fake {
+                info: info.clone(),
+                input: vec![0.0; SPEC.len()],
+                scores: vec![0.0; classes],
+            };
+            let pre = Preprocessor::new(SPEC, PreprocessOptions::default()).expect("preprocessor");
+            Ok(Prepared {
+                pipeline: Pipeline::new(Box::new(engine), pre),
+                info,
+                load_ms: 1.0,
+                warmup_p50_ms: None,
+                measured: measure.map(|m| Measurement {
+                    runs: m.runs,
+                    p10_ms: v[0],
+                    p50_ms: v[1],
+                    p99_ms: v[2],
+                    inference_p50_ms: v[0],
+                }),
+            })
+        }
+
+        fn reject(&mut self, name: &str, reason: LoadError, version: Option<Version>) {
+            lock(&self.ctx.registry).set(name, FileState::Rejected(reason.to_string()), version);
+        }
+
+        fn context(&self) -> &LoaderContext {
+            &self.ctx
+        }
+
+        fn warmup(&self) -> u32 {
+            0
+        }
+
+        fn stopping(&self) -> bool {
+            false
+        }
+    }
+
+    /// A governor on a temporary folder, with a pipeline thread that takes what it stages.
+    struct Harness {
+        dir: tempfile::TempDir,
+        governor: Governor,
+        loader: FakeLoader,
+        shared: Arc<GovernorShared>,
+        ctl: Arc<LoopControl>,
+        pipeline: Option<JoinHandle<()>>,
+    }
+
+    impl Harness {
+        fn new(keep: KeepLoaded) -> Harness {
+            let cfg = GovernorConfig {
+                window: Duration::from_millis(500),
+                down_after: Duration::from_millis(20),
+                up_after: Duration::from_millis(20),
+                cool_down: Duration::from_millis(20),
+                keep_loaded: keep,
+                ..GovernorConfig::default()
+            };
+            let shared = Arc::new(GovernorShared::new(cfg));
+            let ctl = Arc::new(LoopControl::new(Duration::from_secs_f64(0.01667)));
+            let ctx = LoaderContext {
+                prepare: Arc::new(|path: &Path, _| {
+                    Err(PrepareError::NoScores {
+                        path: path.to_path_buf(),
+                    })
+                }),
+                serving: Arc::default(),
+                registry: Arc::new(Mutex::new(Registry::default())),
+                after_swap: Arc::new(|| {}),
+            };
+            let pipeline = std::thread::spawn({
+                let serving = Arc::clone(&ctx.serving);
+                let ctl = Arc::clone(&ctl);
+                move || {
+                    let (records, _keep) = std::sync::mpsc::sync_channel::<FrameRecord>(4);
+                    let slot = FrameSlot::new(1, 1);
+                    crate::pipeline::run(&mut None, serving.swap_slot(), &slot, &ctl, &records);
+                }
+            });
+            let governor = Governor::new(GovernorContext {
+                shared: Arc::clone(&shared),
+                ctl: Arc::clone(&ctl),
+                frame_size: (8, 8),
+                frame_rate: 60.0,
+            });
+            Harness {
+                dir: tempfile::tempdir().expect("temp dir"),
+                governor,
+                loader: FakeLoader {
+                    ctx,
+                    loads: Vec::new(),
+                },
+                shared,
+                ctl,
+                pipeline: Some(pipeline),
+            }
+        }
+
+        fn add(&mut self, file: &str, text: &str) {
+            let path = self.dir.path().join(file);
+            std::fs::write(&path, text).expect("write");
+            let v = Version::of(&path);
+            self.governor.consider(&mut self.loader, file, &path, v);
+        }
+
+        /// Ticks until `done` (each tick after the governor's own period).
+        fn tick_until(&mut self, done: impl Fn(&Harness) -> bool) {
+            for _ in 0..200 {
+                if done(self) {
+                    return;
+                }
+                std::thread::sleep(TICK);
+                self.governor.tick(&mut self.loader);
+            }
+            panic!("never reached: {}", self.shared.to_json());
+        }
+
+        fn serving(&self) -> Option<String> {
+            self.loader.ctx.serving.model().map(|m| m.name)
+        }
+
+        fn state(&self, file: &str) -> Option<FileState> {
+            lock(&self.loader.ctx.registry).state(file).cloned()
+        }
+
+        fn loaded(&self) -> Vec<bool> {
+            self.shared.view().ladder.iter().map(|r| r.loaded).collect()
+        }
+
+        /// 100 frames of the serving engine, each `ms` end to end, just now.
+        fn frames(&self, ms: f64) {
+            let generation = self.loader.ctx.serving.generation();
+            let now = crate::time::MonoTime::now();
+            let d = Duration::from_secs_f64(ms / 1000.0);
+            let mut w = self.shared.window();
+            for i in 0..100 {
+                w.push(&FrameRecord {
+                    seq: i,
+                    model_gen: generation,
+                    captured_at: now,
+                    done_at: now,
+                    times: FrameTimes {
+                        end_to_end: d,
+                        inference: d,
+                        preprocess: Duration::ZERO,
+                        postprocess: Duration::ZERO,
+                        device: None,
+                    },
+                    outcome: if ms > 16.67 {
+                        Outcome::Late
+                    } else {
+                        Outcome::OnTime
+                    },
+                    budget: Duration::from_secs_f64(0.01667),
+                    top: [(0, 0.0); TOP_K],
+                    top_len: 0,
+                });
+            }
+        }
+    }
+
+    impl Drop for Harness {
+        fn drop(&mut self) {
+            self.ctl.stop.store(true, Ordering::SeqCst);
+            if let Some(h) = self.pipeline.take() {
+                let _ = h.join();
+            }
+        }
+    }
+
+    fn ladder(h: &Harness) -> Vec<String> {
+        h.shared
+            .view()
+            .ladder
+            .iter()
+            .map(|r| r.name.clone())
+            .collect()
+    }
+
+    #[test]
+    fn admits_by_measurement_refuses_another_task_and_starts_on_the_largest_that_fits() {
+        let mut h = Harness::new(KeepLoaded::Neighbours);
+        h.add("a.onnx", "8 9 12 10");
+        h.add("b.onnx", "1 1.2 2 10");
+        h.add("c.onnx", "3 3.5 5 10");
+        h.add("d.onnx", "1 1 1 200");
+        h.add("e.onnx", "bad");
+        h.add("f.onnx", "14 15 30 10");
+        h.governor.scanned(&mut h.loader);
+        assert_eq!(ladder(&h), ["b", "c", "a", "f"]);
+        assert!(
+            matches!(h.state("d.onnx"), Some(FileState::Rejected(r)) if r.contains("[1, 200]"))
+        );
+        assert!(matches!(h.state("e.onnx"), Some(FileState::Rejected(_))));
+        // f's median (15 ms) is over 12.5: a (9 ms) starts.
+        assert_eq!(h.serving().as_deref(), Some("a"));
+        assert_eq!(h.state("a.onnx"), Some(FileState::Active));
+        assert_eq!(h.state("b.onnx"), Some(FileState::Ladder));
+        assert_eq!(h.shared.view().refused, 1);
+        h.tick_until(|h| h.loaded() == [false, true, true, true]);
+        let v = h.shared.to_json();
+        assert_eq!(v["rung"], 2, "{v}");
+        assert_eq!(v["last_step"]["direction"], "start", "{v}");
+    }
+
+    #[test]
+    fn steps_down_to_a_kept_neighbour_keeps_the_old_rung_and_holds_a_pin() {
+        let mut h = Harness::new(KeepLoaded::Neighbours);
+        h.add("a.onnx", "8 9 12 10");
+        h.add("b.onnx", "1 1.2 2 10");
+        h.add("c.onnx", "3 3.5 5 10");
+        h.governor.scanned(&mut h.loader);
+        h.tick_until(|h| h.loaded() == [false, true, true]);
+        let loads = h.loader.loads.len();
+        // a at 30 ms: c is predicted at 30 x 3 / 8 = 11.25 ms, within 12.5.
+        h.tick_until(|h| {
+            h.frames(30.0);
+            h.serving().as_deref() == Some("c")
+        });
+        h.tick_until(|h| h.loaded() == [true, true, true]);
+        assert_eq!(
+            h.loader.loads[loads..],
+            ["b"],
+            "c was kept loaded (no load for the step), a was kept, b loaded as c's new neighbour"
+        );
+        let v = h.shared.to_json();
+        assert_eq!(
+            (v["steps"]["down"].clone(), v["rung"].clone()),
+            (1.into(), 1.into()),
+            "{v}"
+        );
+        let history: Vec<String> = lock(&h.loader.ctx.registry)
+            .swaps()
+            .map(|s| s.reason.clone().unwrap_or_default())
+            .collect();
+        assert!(
+            history[1].starts_with("governor down: over budget"),
+            "{history:?}"
+        );
+
+        // Pinned to a, it goes back and stays however late the frames are.
+        h.governor
+            .request(&mut h.loader, Request::Pin(Some("a".into())));
+        h.tick_until(|h| h.serving().as_deref() == Some("a"));
+        for _ in 0..5 {
+            h.frames(30.0);
+            std::thread::sleep(TICK);
+            h.governor.tick(&mut h.loader);
+        }
+        assert_eq!(h.serving().as_deref(), Some("a"));
+        assert_eq!(h.shared.to_json()["pinned"], "a");
+        h.governor.request(&mut h.loader, Request::Unpin);
+        h.tick_until(|h| {
+            h.frames(30.0);
+            h.serving().as_deref() == Some("c")
+        });
+    }
+
+    #[test]
+    fn without_neighbours_a_step_loads_and_nothing_stays_loaded() {
+        let mut h = Harness::new(KeepLoaded::None);
+        h.add("a.onnx", "8 9 12 10");
+        h.add("c.onnx", "3 3.5 5 10");
+        h.governor.scanned(&mut h.loader);
+        let loads = h.loader.loads.len();
+        h.tick_until(|h| {
+            h.frames(30.0);
+            h.serving().as_deref() == Some("c")
+        });
+        assert_eq!(h.loader.loads.len(), loads + 1, "the step loaded c");
+        assert_eq!(h.loaded(), [true, false], "a was dropped, not kept");
+        assert_eq!(h.shared.to_json()["kept_loaded_bytes"], 0);
+    }
+}
