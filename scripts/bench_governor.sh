@@ -217,7 +217,18 @@ for keep in none neighbours all; do
   "$BIN" run --config "$cfg" --models "$MODELS" --source synthetic://320x240@60 --socket "$sock" \
     > /dev/null 2>&1 &
   pid=$!
-  sleep 15
+  # Sampled once the top rung serves and what keep_loaded keeps is loaded (or after 60 s).
+  for _ in $(seq 1 300); do
+    s="$(status "$sock" 2>/dev/null || true)"
+    [ -n "$s" ] && python3 -c '
+import json, sys
+g = json.loads(sys.argv[1])["governor"]; keep = sys.argv[2]
+want = {"none": 0, "neighbours": 1, "all": g["rungs"] - 1}[keep]
+ok = g["rung"] is not None and g["rung"] == g["rungs"] - 1 and sum(r["loaded"] for r in g["ladder"]) - 1 == want
+sys.exit(0 if ok else 1)' "$s" "$keep" 2>/dev/null && break
+    sleep 0.2
+  done
+  sleep 3
   python3 -c '
 import json, sys
 v = json.loads(sys.argv[1]); g = v["governor"]
