@@ -13,6 +13,8 @@
 #   governor.keep_loaded = none, neighbours and all.
 # Needs root (or CAP_SYS_NICE) for the hog's SCHED_FIFO. Prints the load average first: this is
 # a figure of the machine it ran on; compare runs only on a similarly quiet machine.
+# KEEP=1 keeps the work folder (daemon logs, results files) and prints its path; MEMORY=0 skips the
+# memory runs.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -32,7 +34,7 @@ WORK="$(mktemp -d)"
 HOG=""
 cleanup() {
   [ -n "$HOG" ] && kill "$HOG" 2>/dev/null || true
-  rm -rf "$WORK"
+  if [ "${KEEP:-0}" = 1 ]; then echo "work folder kept: $WORK"; else rm -rf "$WORK"; fi
 }
 trap cleanup EXIT
 
@@ -210,6 +212,7 @@ print("governor: unloaded-phase frames on the largest model %s; steps %s" % (sha
 print("ladder of the first governor run (name, p10, p50, p99 ms, memory bytes): %s" % g[0]["ladder"])
 PY
 
+[ "${MEMORY:-1}" = 1 ] || exit 0
 echo "== memory: the daemon's RSS by governor.keep_loaded (no load, largest rung serving)"
 for keep in none neighbours all; do
   cfg="$WORK/mem-$keep.toml" sock="$WORK/mem-$keep.sock"

@@ -184,7 +184,8 @@ fn the_governor_window_takes_frames_without_allocating() {
         for i in 0..5000 {
             w.push(&rec(i));
             if i.is_multiple_of(100) {
-                figures = Some(w.figures(1, MonoTime::from_nanos(0), &mut scratch));
+                let zero = MonoTime::from_nanos(0);
+                figures = Some(w.figures(1, zero, zero, &mut scratch));
             }
         }
     });

@@ -6,8 +6,11 @@
 //! model. The rules:
 //!
 //! - **Over budget** = the window's end-to-end p99 above the budget, or more than `max_miss_rate`
-//!   of its frames late (and at least two). Sustained for `down_after`, the governor steps down to
-//!   the largest lower rung predicted to fit with headroom (the lowest when none is).
+//!   of its frames late (and at least two). Sustained for `down_after` with frames still late in
+//!   the last half of that period (a single burst — another process's hiccup — keeps the window
+//!   over budget as long as the window remembers it, but is over when the burst is), the
+//!   governor steps down to the largest lower rung predicted to fit with headroom (the lowest
+//!   when none is).
 //! - **Prediction**: rung R's predicted processing p99 = the serving rung's window processing
 //!   p99 x (R's measured p10 / the serving rung's measured p10): the live tail, scaled by the
 //!   ratio of the two models' costs measured at load. The ratio uses the fast runs (p10): on a
@@ -45,6 +48,9 @@ pub struct Figures {
     pub frames: u32,
     /// Late or cancelled frames.
     pub misses: u32,
+    /// Late or cancelled frames in the last half of `down_after`: an overload still going on,
+    /// not one burst the window still remembers.
+    pub recent_misses: u32,
     /// End-to-end (capture to result) p99, ms.
     pub p99_ms: f64,
     /// Processing (preprocess + inference + postprocess) p99, ms.
@@ -370,7 +376,7 @@ pub fn decide(
         st.fits_since = None;
         let since = *st.over_since.get_or_insert(now);
         let lasted = now.saturating_since(since);
-        if cur == 0 || lasted < s.down_after {
+        if cur == 0 || lasted < s.down_after || fig.recent_misses == 0 {
             return (st, None);
         }
         let to = (0..cur)
@@ -484,9 +490,11 @@ mod tests {
     fn window(r: usize, s: f64) -> Figures {
         let proc = ladder()[r].p99_ms * s;
         let p99 = proc + 0.5 + if proc > 16.67 { 16.67 } else { 0.0 };
+        let misses = if p99 > 16.67 { 100 } else { 0 };
         Figures {
             frames: 120,
-            misses: if p99 > 16.67 { 100 } else { 0 },
+            misses,
+            recent_misses: misses / 8,
             p99_ms: p99,
             proc_p99_ms: proc,
             proc_p50_ms: ladder()[r].p50_ms * s,
@@ -594,12 +602,41 @@ mod tests {
     }
 
     #[test]
+    fn a_burst_the_window_remembers_is_not_an_overload() {
+        let s = settings();
+        // Five frames late together, half a second ago: the 2 s window is over budget (p99),
+        // but nothing has been late since.
+        let burst = Figures {
+            frames: 120,
+            misses: 5,
+            recent_misses: 0,
+            p99_ms: 40.0,
+            proc_p99_ms: 35.0,
+            proc_p50_ms: 7.2,
+        };
+        let mut st = State::new(4, 3);
+        for t in (0..2000).step_by(100) {
+            let (next, step) = decide(&s, &burst, &ladder(), &st, at(t));
+            assert_eq!(step, None, "at {t} ms");
+            st = next;
+        }
+        // Late again now: an overload that goes on, over budget since 0 s: the step.
+        let again = Figures {
+            recent_misses: 2,
+            ..burst
+        };
+        let (_, step) = decide(&s, &again, &ladder(), &st, at(2000));
+        assert_eq!(step.map(|s| s.direction), Some(Direction::Down));
+    }
+
+    #[test]
     fn misses_alone_count_as_over_budget() {
         let s = settings();
         let st = State::new(4, 3);
         let fig = Figures {
             frames: 100,
             misses: 3,
+            recent_misses: 1,
             p99_ms: 15.0,
             proc_p99_ms: 9.0,
             proc_p50_ms: 7.2,
@@ -608,7 +645,11 @@ mod tests {
         let (_, step) = decide(&s, &fig, &ladder(), &st, at(500));
         assert_eq!(step.map(|s| s.direction), Some(Direction::Down));
         // One late frame of a hundred is noise, not a trend.
-        let one = Figures { misses: 1, ..fig };
+        let one = Figures {
+            misses: 1,
+            recent_misses: 1,
+            ..fig
+        };
         let (st, _) = decide(&s, &one, &ladder(), &State::new(4, 3), at(0));
         let (_, step) = decide(&s, &one, &ladder(), &st, at(500));
         assert_eq!(step, None);
@@ -633,6 +674,7 @@ mod tests {
         Figures {
             frames: 120,
             misses: 0,
+            recent_misses: 0,
             p99_ms: 5.5,
             proc_p99_ms: 5.0,
             proc_p50_ms: 4.0,

@@ -364,15 +364,14 @@ impl Governor {
             return;
         }
         let generation = l.context().serving.generation();
-        let since = MonoTime::from_nanos(
-            now.as_nanos()
-                .saturating_sub(self.cfg.window.as_nanos() as u64),
+        let ago =
+            |d: Duration| MonoTime::from_nanos(now.as_nanos().saturating_sub(d.as_nanos() as u64));
+        let fig = self.ctx.shared.window().figures(
+            generation,
+            ago(self.cfg.window),
+            ago(self.cfg.down_after / 2),
+            &mut self.scratch,
         );
-        let fig = self
-            .ctx
-            .shared
-            .window()
-            .figures(generation, since, &mut self.scratch);
         let s = self.settings();
         let laws: Vec<law::Measured> = self.rungs.iter().map(Rung::law).collect();
         let (next, step) = law::decide(&s, &fig, &laws, &self.law, now);
@@ -890,11 +889,20 @@ mod tests {
 
         /// Ticks until `done` (each tick after the governor's own period).
         fn tick_until(&mut self, done: impl Fn(&Harness) -> bool) {
+            self.late_until(None, done);
+        }
+
+        /// Ticks until `done`, the serving engine finishing 100 frames of `ms` (if given) just
+        /// before each tick.
+        fn late_until(&mut self, ms: Option<f64>, done: impl Fn(&Harness) -> bool) {
             for _ in 0..200 {
                 if done(self) {
                     return;
                 }
                 std::thread::sleep(TICK);
+                if let Some(ms) = ms {
+                    self.frames(ms);
+                }
                 self.governor.tick(&mut self.loader);
             }
             panic!("never reached: {}", self.shared.to_json());
@@ -998,10 +1006,7 @@ mod tests {
         h.tick_until(|h| h.loaded() == [false, true, true]);
         let loads = h.loader.loads.len();
         // a at 30 ms: c is predicted at 30 x 3 / 8 = 11.25 ms, within 12.5.
-        h.tick_until(|h| {
-            h.frames(30.0);
-            h.serving().as_deref() == Some("c")
-        });
+        h.late_until(Some(30.0), |h| h.serving().as_deref() == Some("c"));
         h.tick_until(|h| h.loaded() == [true, true, true]);
         assert_eq!(
             h.loader.loads[loads..],
@@ -1028,17 +1033,14 @@ mod tests {
             .request(&mut h.loader, Request::Pin(Some("a".into())));
         h.tick_until(|h| h.serving().as_deref() == Some("a"));
         for _ in 0..5 {
-            h.frames(30.0);
             std::thread::sleep(TICK);
+            h.frames(30.0);
             h.governor.tick(&mut h.loader);
         }
         assert_eq!(h.serving().as_deref(), Some("a"));
         assert_eq!(h.shared.to_json()["pinned"], "a");
         h.governor.request(&mut h.loader, Request::Unpin);
-        h.tick_until(|h| {
-            h.frames(30.0);
-            h.serving().as_deref() == Some("c")
-        });
+        h.late_until(Some(30.0), |h| h.serving().as_deref() == Some("c"));
     }
 
     #[test]
@@ -1069,10 +1071,7 @@ mod tests {
         h.add("c.onnx", "3 3.5 5 10");
         h.governor.scanned(&mut h.loader);
         let loads = h.loader.loads.len();
-        h.tick_until(|h| {
-            h.frames(30.0);
-            h.serving().as_deref() == Some("c")
-        });
+        h.late_until(Some(30.0), |h| h.serving().as_deref() == Some("c"));
         assert_eq!(h.loader.loads.len(), loads + 1, "the step loaded c");
         assert_eq!(h.loaded(), [true, false], "a was dropped, not kept");
         assert_eq!(h.shared.to_json()["kept_loaded_bytes"], 0);

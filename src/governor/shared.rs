@@ -149,7 +149,8 @@ impl GovernorShared {
             "pinned": v.pinned,
             "ladder": ladder,
             "window": v.figures.map(|f| json!({
-                "frames": f.frames, "misses": f.misses, "p99_ms": f.p99_ms,
+                "frames": f.frames, "misses": f.misses, "recent_misses": f.recent_misses,
+                "p99_ms": f.p99_ms,
                 "processing_p99_ms": f.proc_p99_ms, "slowdown": v.slowdown,
             })),
             "last_step": v.last_step.as_ref().map(|s| json!({

@@ -74,12 +74,19 @@ impl FrameWindow {
         self.len = (self.len + 1).min(CAPACITY);
     }
 
-    /// The figures of engine `generation`'s frames that finished at or after `since`. `scratch`
-    /// holds the latencies while they are ranked (reused between calls).
-    pub fn figures(&self, generation: u32, since: MonoTime, scratch: &mut Scratch) -> Figures {
+    /// The figures of engine `generation`'s frames that finished at or after `since` (its
+    /// misses at or after `recent_since` also apart). `scratch` holds the latencies while they
+    /// are ranked (reused between calls).
+    pub fn figures(
+        &self,
+        generation: u32,
+        since: MonoTime,
+        recent_since: MonoTime,
+        scratch: &mut Scratch,
+    ) -> Figures {
         scratch.e2e.clear();
         scratch.proc.clear();
-        let mut misses = 0u32;
+        let (mut misses, mut recent_misses) = (0u32, 0u32);
         for e in self.recent() {
             if e.generation != generation || e.done_at < since {
                 continue;
@@ -87,10 +94,12 @@ impl FrameWindow {
             scratch.e2e.push(e.e2e_us);
             scratch.proc.push(e.proc_us);
             misses += u32::from(e.missed);
+            recent_misses += u32::from(e.missed && e.done_at >= recent_since);
         }
         Figures {
             frames: scratch.e2e.len() as u32,
             misses,
+            recent_misses,
             p99_ms: f64::from(percentile_lower(&mut scratch.e2e, 0.99).unwrap_or(0)) / 1000.0,
             proc_p99_ms: f64::from(percentile_lower(&mut scratch.proc, 0.99).unwrap_or(0)) / 1000.0,
             proc_p50_ms: f64::from(percentile_lower(&mut scratch.proc, 0.5).unwrap_or(0)) / 1000.0,
@@ -165,18 +174,25 @@ mod tests {
         }
         w.push(&rec(2000, 2, 0.0, Outcome::Failed));
         let mut s = Scratch::new();
-        let f = w.figures(2, MonoTime::from_nanos(0), &mut s);
-        assert_eq!((f.frames, f.misses), (100, 2));
+        let f = w.figures(
+            2,
+            MonoTime::from_nanos(0),
+            MonoTime::from_nanos(1_400 * 1_000_000),
+            &mut s,
+        );
+        assert_eq!((f.frames, f.misses, f.recent_misses), (100, 2, 1));
         // Two 20 ms frames of a hundred: the lower p99 (index 98 of 100) is one of them.
         assert!((f.p99_ms - 20.0).abs() < 1e-9, "{f:?}");
         assert!((f.proc_p99_ms - 15.0).abs() < 1e-9, "{f:?}");
-        let f = w.figures(2, MonoTime::from_nanos(1_500 * 1_000_000), &mut s);
+        let t = MonoTime::from_nanos(1_500 * 1_000_000);
+        let f = w.figures(2, t, t, &mut s);
         assert_eq!((f.frames, f.misses), (50, 1));
         assert!(
             (f.p99_ms - 8.0).abs() < 1e-9,
             "one late frame in 50 is not the p99: {f:?}"
         );
-        assert_eq!(w.figures(3, MonoTime::from_nanos(0), &mut s).frames, 0);
+        let zero = MonoTime::from_nanos(0);
+        assert_eq!(w.figures(3, zero, zero, &mut s).frames, 0);
     }
 
     #[test]
@@ -186,7 +202,8 @@ mod tests {
             w.push(&rec(i, 1, i as f64 / 1000.0, Outcome::OnTime));
         }
         let mut s = Scratch::new();
-        let f = w.figures(1, MonoTime::from_nanos(0), &mut s);
+        let zero = MonoTime::from_nanos(0);
+        let f = w.figures(1, zero, zero, &mut s);
         assert_eq!(f.frames as usize, CAPACITY);
     }
 }
