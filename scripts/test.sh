@@ -11,10 +11,13 @@ cargo fmt --all -- --check
 # The import direction of docs/ARCHITECTURE.md (prints every import that points the wrong way).
 bash scripts/check_imports.sh
 cargo clippy --all-targets --quiet -- -D warnings
+cargo clippy -p rtinfer-fuzz --all-targets --quiet -- -D warnings
 # Timing-sensitive tests (hot swap gaps) run against the release binary, one at a time.
 cargo build --release --quiet
 export RTINFER_RELEASE_BIN="$ROOT/target/release/rtinfer"
 cargo test -- --test-threads=2 --skip timed_
+# The fuzz targets built on stable, replaying the committed seeds and past crashes (fuzz/).
+cargo test -p rtinfer-fuzz
 # The TensorRT layer against its CPU test double, in the 8.5, 10.3 and 10.16 API shapes.
 bash scripts/test_tensorrt_double.sh
 # The TensorRT layer and the VART shim against the vendors' real headers (third_party/).

@@ -25,6 +25,7 @@ use crate::power::{PowerOptions, RawPower};
 use crate::preprocess::RawPreprocess;
 use crate::rt::{RawRealtime, RealtimeOptions};
 use crate::source::SourceSpec;
+use crate::units;
 
 /// Default socket path when run by systemd (`RuntimeDirectory=rtinfer`).
 pub const DEFAULT_SOCKET: &str = "/run/rtinfer/status.sock";
@@ -168,30 +169,20 @@ impl RawRun {
             .unwrap_or("auto")
             .parse()
             .map_err(|e| InvalidKey::new("run.backend", e))?;
-        let target_fps = self.fps.unwrap_or(60.0);
-        if !(target_fps.is_finite() && target_fps > 0.0 && target_fps <= 10_000.0) {
-            return Err(InvalidKey::new(
-                "run.fps",
-                format!("{target_fps} is not a frame rate in (0, 10000]"),
-            ));
-        }
-        let budget_ms = self.budget_ms.unwrap_or(1000.0 / target_fps);
-        if !(budget_ms.is_finite() && budget_ms > 0.0 && budget_ms <= 60_000.0) {
-            return Err(InvalidKey::new(
-                "run.budget_ms",
-                format!("{budget_ms} is not a budget in (0, 60000] ms"),
-            ));
-        }
+        let target_fps = units::rate(self.fps.unwrap_or(60.0), 10_000.0)
+            .map_err(|e| InvalidKey::new("run.fps", e))?;
+        // The default budget of a slow rate is capped at the key's own limit.
+        let budget_ms = self
+            .budget_ms
+            .unwrap_or((1000.0 / target_fps).min(60_000.0));
+        let budget = units::millis(budget_ms, 0.0, 60_000.0)
+            .map_err(|e| InvalidKey::new("run.budget_ms", format!("budget {e}")))?;
         let duration = match self.duration_s {
-            None => None,
-            Some(d) if d.is_finite() && d > 0.0 => Some(Duration::from_secs_f64(d)),
-            Some(0.0) => None,
-            Some(d) => {
-                return Err(InvalidKey::new(
-                    "run.duration_s",
-                    format!("{d} is not a duration in seconds"),
-                ));
-            }
+            None | Some(0.0) => None,
+            Some(d) => Some(
+                units::seconds(d, 0.0, units::MAX_SECONDS)
+                    .map_err(|e| InvalidKey::new("run.duration_s", format!("duration {e}")))?,
+            ),
         };
         let threads = self.threads.unwrap_or(1);
         if threads > 256 {
@@ -205,7 +196,7 @@ impl RawRun {
             model: self.model,
             backend,
             target_fps,
-            budget: Duration::from_secs_f64(budget_ms / 1000.0),
+            budget,
             duration,
             threads,
             warmup: self.warmup.unwrap_or(20),
@@ -224,6 +215,12 @@ impl RawStatus {
             })?),
         };
         let socket = self.socket.unwrap_or_else(|| PathBuf::from(DEFAULT_SOCKET));
+        if socket.as_os_str().is_empty() || socket.file_name().is_none() {
+            return Err(InvalidKey::new(
+                "status.socket",
+                format!("'{}' is not a socket file path", socket.display()),
+            ));
+        }
         Ok((socket, tcp))
     }
 }
@@ -364,12 +361,27 @@ pub fn read_raw(path: &Path) -> Result<RawConfig, ConfigError> {
 
 /// Parses TOML text into its raw form.
 pub fn parse_raw(text: &str, path: &Path) -> Result<RawConfig, ConfigError> {
-    toml::from_str(text).map_err(|e| {
-        let (line, col) = e.span().map(|s| line_col(text, s.start)).unwrap_or((0, 0));
+    let error = |e: &toml::de::Error, key: Option<String>| {
+        // The key path is said when it adds something: a syntax error has none, and a position
+        // alone can point at the start of a table that holds the bad key deep inside.
+        let key = key.filter(|k| !k.is_empty() && k != "?");
+        let message = match (e.span().map(|s| line_col(text, s.start)), key) {
+            (Some((line, col)), Some(k)) => {
+                format!("line {line}, column {col}: {k}: {}", e.message())
+            }
+            (Some((line, col)), None) => format!("line {line}, column {col}: {}", e.message()),
+            (None, Some(k)) => format!("{k}: {}", e.message()),
+            (None, None) => e.message().to_string(),
+        };
         ConfigError::Parse {
             path: path.to_path_buf(),
-            message: format!("line {line}, column {col}: {}", e.message()),
+            message,
         }
+    };
+    let de = toml::de::Deserializer::parse(text).map_err(|e| error(&e, None))?;
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let key = e.path().to_string();
+        error(e.inner(), Some(key))
     })
 }
 

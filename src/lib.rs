@@ -8,6 +8,7 @@
 
 pub mod backend;
 pub mod capture;
+pub mod causes;
 pub mod config;
 pub mod daemon;
 pub mod governor;
@@ -30,4 +31,5 @@ pub mod system;
 pub mod systemd;
 pub mod tensor;
 pub mod time;
+pub mod units;
 pub mod watchdog;

@@ -187,18 +187,7 @@ fn main() -> ExitCode {
 /// message (`cannot read config X: <io error>`), so a cause whose text is already there is not
 /// repeated.
 fn chain(e: &anyhow::Error) -> String {
-    let mut s = String::new();
-    for cause in e.chain() {
-        let t = cause.to_string();
-        if s.contains(&t) {
-            continue;
-        }
-        if !s.is_empty() {
-            s.push_str(": ");
-        }
-        s.push_str(&t);
-    }
-    s
+    rtinfer::causes::join(e.chain().map(ToString::to_string))
 }
 
 /// Logging: `RUST_LOG` when set (per-module targets, e.g. `RUST_LOG=rtinfer::power=debug`), else

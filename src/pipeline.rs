@@ -52,6 +52,12 @@ pub struct LoopControl {
     pub watchdog: Option<Arc<crate::watchdog::Watchdog>>,
     /// `pipeline.overrun`.
     pub overrun: Overrun,
+    /// When the frame in the pipeline started (CLOCK_MONOTONIC ns), 0 between frames: how long a
+    /// model's run has not returned (`/status` `state` `stalled`, a stop, a swap).
+    pub busy_since_ns: AtomicU64,
+    /// The serving engine's cancel handle, set once per model (never per frame): a stop or a swap
+    /// can end a run that does not return.
+    canceller: std::sync::Mutex<Option<Arc<dyn crate::backend::Canceller>>>,
 }
 
 /// What the loop does with a frame that arrived while the previous one was still running.
@@ -104,11 +110,44 @@ impl LoopControl {
             records_lost: AtomicU64::new(0),
             watchdog: None,
             overrun: Overrun::Latest,
+            busy_since_ns: AtomicU64::new(0),
+            canceller: std::sync::Mutex::new(None),
         }
     }
 
     pub fn budget(&self) -> Duration {
         Duration::from_nanos(self.budget_ns.load(Ordering::Relaxed))
+    }
+
+    /// How long the frame in the pipeline has been running at `now`; `None` between frames.
+    pub fn busy_for(&self, now: MonoTime) -> Option<Duration> {
+        match self.busy_since_ns.load(Ordering::Relaxed) {
+            0 => None,
+            t => Some(now.saturating_since(MonoTime::from_nanos(t))),
+        }
+    }
+
+    /// Whether the frame in the pipeline has been running longer than a frame ever should: more
+    /// than a second and more than four budgets (a model that hangs on real frames).
+    pub fn stalled(&self, now: MonoTime) -> Option<Duration> {
+        let limit = (self.budget() * 4).max(Duration::from_secs(1));
+        self.busy_for(now).filter(|d| *d > limit)
+    }
+
+    /// Cancels the run in progress, when the serving engine can be cancelled; whether it could.
+    pub fn cancel_current(&self) -> bool {
+        let c = self.canceller.lock().unwrap_or_else(|p| p.into_inner());
+        match c.as_ref() {
+            Some(c) => {
+                c.cancel();
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn set_canceller(&self, c: Option<Arc<dyn crate::backend::Canceller>>) {
+        *self.canceller.lock().unwrap_or_else(|p| p.into_inner()) = c;
     }
 }
 
@@ -203,6 +242,7 @@ pub fn run(
 ) -> End {
     let mut held = None;
     let mut armed_gen = None;
+    let mut cancel_gen = None;
     let mut last_done = MonoTime::from_nanos(0);
     loop {
         ctl.heartbeat.fetch_add(1, Ordering::Relaxed);
@@ -226,13 +266,20 @@ pub fn run(
             w.set_canceller(p.engine.canceller());
             armed_gen = Some(p.generation);
         }
+        if cancel_gen != Some(p.generation) {
+            ctl.set_canceller(p.engine.canceller());
+            cancel_gen = Some(p.generation);
+        }
         if ctl.overrun == Overrun::Skip && frame.captured_at < last_done {
             // Captured while the previous frame still ran: out of phase.
             slot.finish(Outcome::Skipped);
             held = Some(frame);
             continue;
         }
+        ctl.busy_since_ns
+            .store(MonoTime::now().as_nanos().max(1), Ordering::Relaxed);
         let record = process_guarded(p, &frame, ctl.budget(), ctl.watchdog.as_deref());
+        ctl.busy_since_ns.store(0, Ordering::Relaxed);
         last_done = record.done_at;
         slot.finish(record.outcome);
         if records.try_send(record).is_err() {

@@ -273,8 +273,9 @@ impl Default for PreprocessOptions {
 #[serde(deny_unknown_fields)]
 pub struct RawPreprocess {
     pub resize: Option<String>,
-    pub mean: Option<[f32; 3]>,
-    pub std: Option<[f32; 3]>,
+    /// Three values (R, G, B); a list is read whole so a fourth value is an error, not ignored.
+    pub mean: Option<Vec<f32>>,
+    pub std: Option<Vec<f32>>,
     /// `rgb` (default) or `bgr`.
     pub channel_order: Option<String>,
 }
@@ -295,20 +296,32 @@ impl RawPreprocess {
                 InvalidKey::new("preprocess.channel_order", e.to_string())
             })?,
         };
-        let std = self.std.unwrap_or(defaults.std);
-        if std.iter().any(|s| !(s.is_finite() && *s > 0.0)) {
-            return Err(InvalidKey::new(
-                "preprocess.std",
-                format!("{std:?}: every value must be > 0"),
-            ));
-        }
-        Ok(PreprocessOptions {
+        let three = |key: &'static str, v: Option<Vec<f32>>, default: [f32; 3]| match v {
+            None => Ok(default),
+            Some(v) => <[f32; 3]>::try_from(v.as_slice()).map_err(|_| {
+                InvalidKey::new(
+                    key,
+                    format!("{v:?} has {} values, not 3 (R, G, B)", v.len()),
+                )
+            }),
+        };
+        let opts = PreprocessOptions {
             resize,
-            mean: self.mean.unwrap_or(defaults.mean),
-            std,
+            mean: three("preprocess.mean", self.mean, defaults.mean)?,
+            std: three("preprocess.std", self.std, defaults.std)?,
             channel_order,
             ..defaults
-        })
+        };
+        // The same check the preprocessor makes when it is built, so check-config and run agree.
+        validate_options(&opts).map_err(|e| match e {
+            PreprocessError::BadOption {
+                option: "mean",
+                reason,
+            } => InvalidKey::new("preprocess.mean", reason),
+            PreprocessError::BadOption { reason, .. } => InvalidKey::new("preprocess.std", reason),
+            other => InvalidKey::new("preprocess.std", other.to_string()),
+        })?;
+        Ok(opts)
     }
 }
 
@@ -539,17 +552,27 @@ fn validate_spec(spec: &InputSpec) -> Result<(), PreprocessError> {
     Ok(())
 }
 
+/// The smallest `std` accepted (its inverse scales every input).
+pub const MIN_STD: f32 = 1e-6;
+/// The largest `|mean|` accepted (inputs are 0..1 or 0..255).
+pub const MAX_MEAN: f32 = 1e6;
+
 fn validate_options(opts: &PreprocessOptions) -> Result<(), PreprocessError> {
-    if let Some(m) = opts.mean.iter().find(|m| !m.is_finite()) {
+    if let Some(m) = opts
+        .mean
+        .iter()
+        .find(|m| !(m.is_finite() && m.abs() <= MAX_MEAN))
+    {
         return Err(PreprocessError::BadOption {
             option: "mean",
-            reason: format!("{m} is not a finite number"),
+            reason: format!("{m:?} is not a number in [-{MAX_MEAN:?}, {MAX_MEAN:?}]"),
         });
     }
-    if let Some(s) = opts.std.iter().find(|s| !(s.is_finite() && **s > 0.0)) {
+    // 1/std must be a normal float: 1e-45 (a subnormal) passed "> 0" and made every input inf.
+    if let Some(s) = opts.std.iter().find(|s| !(s.is_finite() && **s >= MIN_STD)) {
         return Err(PreprocessError::BadOption {
             option: "std",
-            reason: format!("{s} is not a positive finite number"),
+            reason: format!("{s:?} is not a number >= {MIN_STD:?}"),
         });
     }
     Ok(())

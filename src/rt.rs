@@ -77,15 +77,10 @@ impl RawRealtime {
         }
         let cancel_after = match raw.cancel_after_ms {
             None => None,
-            Some(v) if v.is_finite() && v > 0.0 && v <= 60_000.0 => {
-                Some(Duration::from_secs_f64(v / 1000.0))
-            }
-            Some(v) => {
-                return Err(InvalidKey::new(
-                    "realtime.cancel_after_ms",
-                    format!("{v} is not a time in (0, 60000] ms"),
-                ));
-            }
+            Some(v) => Some(
+                crate::units::millis(v, 0.0, 60_000.0)
+                    .map_err(|e| InvalidKey::new("realtime.cancel_after_ms", e))?,
+            ),
         };
         Ok(RealtimeOptions {
             priority: raw.priority,

@@ -14,6 +14,9 @@ pub enum State {
     Running = 2,
     Degraded = 3,
     Stopping = 4,
+    /// Derived, never stored: the model's run has not returned for far longer than a frame
+    /// (see `LoopControl::stalled`).
+    Stalled = 5,
 }
 
 impl State {
@@ -24,6 +27,7 @@ impl State {
             State::Running => "running",
             State::Degraded => "degraded",
             State::Stopping => "stopping",
+            State::Stalled => "stalled",
         }
     }
 
@@ -33,6 +37,7 @@ impl State {
             2 => State::Running,
             3 => State::Degraded,
             4 => State::Stopping,
+            5 => State::Stalled,
             _ => State::Starting,
         }
     }

@@ -298,18 +298,26 @@ fn silent_client_does_not_block_others() {
 }
 
 #[test]
-fn over_the_connection_cap_gets_503() {
+fn over_the_connection_cap_gets_429_with_retry_after() {
     let dir = util::tempdir();
     let sock = sock_in(&dir);
     let server = StatusServer::bind_unix(&sock)
         .expect("bind")
         .with_io_timeout(Duration::from_secs(30))
         .with_max_connections(1);
-    let _server = Running::start(server);
+    let server = Running::start(server);
     let silent = UnixStream::connect(&sock).expect("connect silent client");
-    let (code, body) = curl_unix(&sock, &[], "/status");
-    assert_eq!(code, 503);
-    assert_one_line_error(&body);
+    // Issue 17/18: 429 + Retry-After (documented), not the 503 `/healthz` uses for "unhealthy".
+    let (code, text) = curl_unix(&sock, &["-i"], "/status");
+    assert_eq!(code, 429);
+    let (head, body) = split_reply(&text);
+    assert!(
+        head.lines()
+            .any(|l| l.eq_ignore_ascii_case("retry-after: 1")),
+        "{head}"
+    );
+    assert_one_line_error(body);
+    assert_eq!(server.calls(), 0, "refused before the handler");
     drop(silent);
     // The slot is released when the silent connection's thread sees EOF.
     let mut code = 0;
@@ -531,4 +539,258 @@ fn table_of_empty_or_odd_status_shows_dashes() {
         let t = table::render(&odd);
         assert!(t.contains('-'), "{t}");
     }
+}
+
+// ------------------------------------------------------------- hostile clients (issue 17/18)
+
+#[test]
+fn lf_only_request_as_nc_sends_it_is_answered() {
+    let dir = util::tempdir();
+    let sock = sock_in(&dir);
+    let server = start_unix(&sock);
+    // `printf 'GET /status HTTP/1.0\n\n' | nc -U sock`: bare LF line ends.
+    let reply = raw_exchange(&sock, b"GET /status HTTP/1.0\n\n");
+    assert!(reply.starts_with("HTTP/1.1 200 OK\r\n"), "{reply:?}");
+    assert_eq!(
+        serde_json::from_str::<Value>(split_reply(&reply).1).expect("JSON"),
+        fixed_status()
+    );
+    let reply = raw_exchange(&sock, b"GET /healthz HTTP/1.1\nHost: x\n\n");
+    assert!(reply.starts_with("HTTP/1.1 200 OK\r\n"), "{reply:?}");
+    assert_eq!(server.calls(), 2);
+}
+
+/// Sends `req` on a new Unix connection and reads to EOF; the error, if any, as a string.
+fn try_exchange(sock: &Path, req: &[u8]) -> Result<String, String> {
+    let mut s = UnixStream::connect(sock).map_err(|e| format!("connect: {e}"))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .map_err(|e| e.to_string())?;
+    s.write_all(req).map_err(|e| format!("write: {e}"))?;
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).map_err(|e| format!("read: {e}"))?;
+    Ok(String::from_utf8_lossy(&out).into_owned())
+}
+
+#[test]
+fn unix_clients_over_the_cap_get_a_clean_429_never_a_reset() {
+    let dir = util::tempdir();
+    let sock = sock_in(&dir);
+    let server = StatusServer::bind_unix(&sock)
+        .expect("bind")
+        .with_io_timeout(Duration::from_secs(30))
+        .with_max_connections(2);
+    let _server = Running::start(server);
+    // Two silent clients hold both slots for the whole test.
+    let _held: Vec<UnixStream> = (0..2)
+        .map(|_| UnixStream::connect(&sock).expect("connect"))
+        .collect();
+    std::thread::sleep(Duration::from_millis(100));
+    let results: Vec<Result<String, String>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..20)
+            .map(|_| {
+                s.spawn(|| {
+                    (0..10)
+                        .map(|_| {
+                            try_exchange(&sock, b"GET /status HTTP/1.1\r\nHost: localhost\r\n\r\n")
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("client thread"))
+            .collect()
+    });
+    assert_eq!(results.len(), 200);
+    for r in &results {
+        let reply = r
+            .as_ref()
+            .unwrap_or_else(|e| panic!("a refused client saw {e}"));
+        assert!(
+            reply.starts_with("HTTP/1.1 429 Too Many Requests\r\n"),
+            "{reply:?}"
+        );
+        assert!(reply.contains("\r\nRetry-After: 1\r\n"), "{reply:?}");
+        assert_one_line_error(split_reply(reply).1);
+    }
+    // `rtinfer status`'s client reads the refusal as an answer, not an I/O error.
+    let (code, body) = client::get(&sock, "/status", Duration::from_secs(10)).expect("answer");
+    assert_eq!(code, 429);
+    assert!(assert_one_line_error(&body).contains("retry"), "{body}");
+}
+
+#[test]
+fn slowloris_connections_are_dropped_at_the_deadline_while_others_are_served() {
+    let dir = util::tempdir();
+    let sock = sock_in(&dir);
+    let deadline = Duration::from_millis(500);
+    let server = StatusServer::bind_unix(&sock)
+        .expect("bind")
+        .with_io_timeout(deadline);
+    let _server = Running::start(server);
+    std::thread::scope(|s| {
+        // Eight peers each send a byte every 20 ms: every read succeeds, the request never ends.
+        let drips: Vec<_> = (0..8)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut c = UnixStream::connect(&sock).expect("connect");
+                    c.set_read_timeout(Some(Duration::from_millis(5)))
+                        .expect("timeout");
+                    let started = std::time::Instant::now();
+                    let head = b"GET /status HTTP/1.1\r\nX-Slow: ";
+                    let mut reply = Vec::new();
+                    for i in 0.. {
+                        let byte = head.get(i).copied().unwrap_or(b'a');
+                        if c.write_all(&[byte]).is_err() {
+                            break;
+                        }
+                        let mut buf = [0u8; 512];
+                        match c.read(&mut buf) {
+                            Ok(0) => break,
+                            Ok(n) => reply.extend_from_slice(&buf[..n]),
+                            Err(_) => {}
+                        }
+                        assert!(
+                            started.elapsed() < Duration::from_secs(20),
+                            "the slow peer was never dropped"
+                        );
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                    (
+                        started.elapsed(),
+                        String::from_utf8_lossy(&reply).into_owned(),
+                    )
+                })
+            })
+            .collect();
+        // Meanwhile honest clients are answered.
+        std::thread::sleep(Duration::from_millis(100));
+        for _ in 0..10 {
+            assert_eq!(curl_unix(&sock, &[], "/status").0, 200);
+        }
+        for d in drips {
+            let (held, reply) = d.join().expect("slow peer thread");
+            assert!(held >= deadline, "dropped before its deadline: {held:?}");
+            assert!(
+                reply.is_empty() || reply.starts_with("HTTP/1.1 408 "),
+                "{reply:?}"
+            );
+        }
+    });
+}
+
+#[test]
+fn a_handler_that_hangs_costs_one_answer_not_the_server() {
+    let dir = util::tempdir();
+    let sock = sock_in(&dir);
+    let server = StatusServer::bind_unix(&sock)
+        .expect("bind")
+        .with_handler_timeout(Duration::from_millis(500));
+    let release = Arc::new(AtomicBool::new(false));
+    let handler = {
+        let release = Arc::clone(&release);
+        move |req: &Request, _: Origin| {
+            if req.path == "/hang" {
+                while !release.load(Ordering::SeqCst) {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            }
+            Response::text(200, "text/plain", "ok\n")
+        }
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let thread = server
+        .spawn(Arc::new(handler), Arc::clone(&stop))
+        .expect("spawn");
+    let (code, body) = curl_unix(&sock, &[], "/hang");
+    assert_eq!(code, 500);
+    assert!(assert_one_line_error(&body).contains("no answer"), "{body}");
+    assert_eq!(
+        curl_unix(&sock, &[], "/status").0,
+        200,
+        "others still served"
+    );
+    release.store(true, Ordering::SeqCst);
+    stop.store(true, Ordering::SeqCst);
+    thread.join().expect("loop ends");
+}
+
+#[test]
+fn socket_in_a_directory_others_can_write_is_refused() {
+    let dir = util::tempdir();
+    let open = dir.path().join("open");
+    std::fs::create_dir(&open).expect("mkdir");
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    match StatusServer::bind_unix(&open.join("s.sock")) {
+        Err(e @ StatusError::InsecureDirectory { .. }) => {
+            let msg = e.to_string();
+            assert!(
+                msg.contains(open.to_str().expect("utf-8")) && msg.contains("sticky"),
+                "{msg}"
+            );
+        }
+        other => panic!("expected InsecureDirectory, got {other:?}"),
+    }
+    assert!(!open.join("s.sock").exists(), "nothing was bound");
+    // With the sticky bit (like /tmp) nobody else can rename or remove our socket.
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o1777)).expect("chmod");
+    let _server = start_unix(&open.join("s.sock"));
+    assert_eq!(curl_unix(&open.join("s.sock"), &[], "/healthz").0, 200);
+}
+
+#[test]
+fn socket_in_a_directory_owned_by_another_user_is_refused() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("not root: cannot chown a directory to another user; covered by unit tests");
+        return;
+    }
+    let dir = util::tempdir();
+    let theirs = dir.path().join("theirs");
+    std::fs::create_dir(&theirs).expect("mkdir");
+    std::os::unix::fs::chown(&theirs, Some(65534), Some(65534)).expect("chown");
+    match StatusServer::bind_unix(&theirs.join("s.sock")) {
+        Err(e @ StatusError::InsecureDirectory { .. }) => {
+            assert!(e.to_string().contains("uid 65534"), "{e}")
+        }
+        other => panic!("expected InsecureDirectory, got {other:?}"),
+    }
+}
+
+/// Polls `f` every 20 ms for up to 10 s.
+fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    for _ in 0..500 {
+        if f() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("never: {what}");
+}
+
+#[test]
+fn a_removed_socket_is_bound_again_and_a_replaced_one_taken_back() {
+    let dir = util::tempdir();
+    let sock = sock_in(&dir);
+    let server = StatusServer::bind_unix(&sock)
+        .expect("bind")
+        .with_path_check_interval(Duration::from_millis(50));
+    let _server = Running::start(server);
+    std::fs::remove_file(&sock).expect("remove the socket");
+    eventually("the socket is bound again", || {
+        UnixStream::connect(&sock).is_ok()
+    });
+    assert_eq!(curl_unix(&sock, &[], "/status").0, 200);
+    let mode = std::fs::metadata(&sock)
+        .expect("socket")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o660);
+    // An impostor: unlink ours, bind another listener at the path.
+    std::fs::remove_file(&sock).expect("remove");
+    let impostor = UnixListener::bind(&sock).expect("bind the impostor");
+    eventually("the path is taken back", || {
+        curl_unix(&sock, &[], "/status").0 == 200
+    });
+    drop(impostor);
 }

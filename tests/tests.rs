@@ -6,7 +6,9 @@ mod util;
 mod camera; // V4L2 pixel formats vs ffmpeg, MJPEG without Huffman tables, fake-device reconnect
 mod daemon; // the run loop end to end: socket, counters, deadlines, exit codes
 mod governor; // the real-time governor: ladders of fake-DPU and ONNX Runtime models, steps, pins
+mod hardening; // issue 18: each defect of the adversarial pass, reproduced
 mod hot_loop; // zero heap allocations per frame in steady state (counting allocator)
+mod limits; // frame-size limits before allocation: images, Y4M, cameras, MJPEG, eval
 mod power; // meters on pty emulators and fake sysfs trees, the study figures, unplug/replug
 mod preprocess; // resize modes and normalisation into engine buffers
 mod quantize; // int8 PTQ: zoo models fully integer in ORT, QDQ arithmetic by hand, bad inputs

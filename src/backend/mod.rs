@@ -24,6 +24,7 @@ use crate::tensor::{InputBufMut, InputSpec};
 pub mod onnx;
 pub mod onnx_cancel;
 pub mod ort_library;
+pub mod ort_log;
 pub mod ort_telemetry;
 pub mod search;
 pub mod tensorrt;
@@ -144,6 +145,15 @@ pub fn open(settings: &Settings, model: &Path) -> Result<Box<dyn Backend>, Backe
 /// [`open`]s the runtime and loads `model` into an engine.
 pub fn load(settings: &Settings, model: &Path) -> Result<Box<dyn Engine>, BackendError> {
     open(settings, model)?.load(model, &settings.load_options())
+}
+
+/// [`load`] through [`Backend::load_cancellable`].
+pub fn load_cancellable(
+    settings: &Settings,
+    model: &Path,
+    cancellable: &dyn Fn(Arc<dyn Canceller>),
+) -> Result<Box<dyn Engine>, BackendError> {
+    open(settings, model)?.load_cancellable(model, &settings.load_options(), cancellable)
 }
 
 impl FromStr for BackendChoice {
@@ -328,6 +338,19 @@ pub trait Backend: Send + Sync {
     /// Opens, validates and prepares a model. May take long (engine builds); never called on the
     /// pipeline thread.
     fn load(&self, path: &Path, opts: &LoadOptions) -> Result<Box<dyn Engine>, BackendError>;
+
+    /// [`Backend::load`], handing the engine's [`Canceller`] to `cancellable` as soon as it
+    /// exists, before the runs a load may make itself (ONNX Runtime's proving run), so a load
+    /// abandoned for its time can be cancelled. Backends without cancel just load.
+    fn load_cancellable(
+        &self,
+        path: &Path,
+        opts: &LoadOptions,
+        cancellable: &dyn Fn(Arc<dyn Canceller>),
+    ) -> Result<Box<dyn Engine>, BackendError> {
+        let _ = cancellable;
+        self.load(path, opts)
+    }
 }
 
 /// Why a backend could not load or run a model. Every variant names the model or library.
@@ -413,12 +436,5 @@ pub fn image_input_spec(
 /// hides the loader's reason one level down (DEPENDENCIES.md), and a library failure is only
 /// useful with that reason.
 pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
+    crate::causes::each_once(e)
 }

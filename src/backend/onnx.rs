@@ -121,7 +121,21 @@ impl Backend for OnnxBackend {
     }
 
     fn load(&self, path: &Path, opts: &LoadOptions) -> Result<Box<dyn Engine>, BackendError> {
-        Ok(Box::new(OnnxEngine::load(path, &self.opts, opts)?))
+        Ok(Box::new(OnnxEngine::load(path, &self.opts, opts, &|_| {})?))
+    }
+
+    fn load_cancellable(
+        &self,
+        path: &Path,
+        opts: &LoadOptions,
+        cancellable: &dyn Fn(std::sync::Arc<dyn super::Canceller>),
+    ) -> Result<Box<dyn Engine>, BackendError> {
+        Ok(Box::new(OnnxEngine::load(
+            path,
+            &self.opts,
+            opts,
+            cancellable,
+        )?))
     }
 }
 
@@ -149,6 +163,7 @@ impl OnnxEngine {
         path: &Path,
         ort_opts: &OrtOptions,
         opts: &LoadOptions,
+        cancellable: &dyn Fn(std::sync::Arc<dyn super::Canceller>),
     ) -> Result<OnnxEngine, BackendError> {
         if !path.is_file() {
             return Err(BackendError::ModelMissing {
@@ -287,7 +302,9 @@ impl OnnxEngine {
             cancel,
             scores: vec![0.0; classes],
         };
-        // One run proves the model executes with this input before anyone relies on it.
+        // One run proves the model executes with this input before anyone relies on it; it can
+        // be cancelled like any other (a load abandoned for its time).
+        cancellable(engine.cancel.clone());
         engine.run()?;
         Ok(engine)
     }

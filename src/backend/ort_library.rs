@@ -116,7 +116,11 @@ pub fn load(configured: Option<&Path>) -> Result<Loaded, LibraryError> {
             continue;
         }
         match ort::init_from(&path) {
-            Ok(builder) => match builder.with_name("rtinfer").build() {
+            Ok(builder) => match builder
+                .with_name("rtinfer")
+                .with_logger(super::ort_log::logger())
+                .build()
+            {
                 Ok(env) => {
                     ENVIRONMENT.get_or_init(|| env);
                     let loaded = Loaded { path, origin };

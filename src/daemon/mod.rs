@@ -54,7 +54,8 @@ pub enum StartError {
     Model(#[from] crate::models::PrepareError),
     #[error(transparent)]
     Source(#[from] SourceError),
-    #[error("status socket: {0}")]
+    /// Its own message names the socket.
+    #[error(transparent)]
     Status(#[from] crate::status::StatusError),
     #[error("cannot start thread {name}: {source}")]
     Thread {
@@ -71,7 +72,19 @@ pub enum RunError {
     Source(Arc<SourceError>),
     #[error("the pipeline thread panicked")]
     PipelinePanicked,
+    #[error(
+        "the pipeline thread is stuck in the model's run ({:.0} s after the stop request, {}); \
+         exiting without it",
+        waited.as_secs_f64(),
+        if *cancelled { "a cancel did not end it" } else { "the model cannot be cancelled" }
+    )]
+    PipelineStuck { waited: Duration, cancelled: bool },
 }
+
+/// How long a stop waits for the frame in the pipeline before cancelling its run, and then for
+/// the cancel to take; both well inside systemd's `TimeoutStopSec=20`.
+pub const STOP_GRACE: Duration = Duration::from_secs(3);
+pub const CANCEL_GRACE: Duration = Duration::from_secs(2);
 
 /// How a run ended, for the exit code and the summary.
 #[derive(Debug)]
@@ -204,7 +217,13 @@ fn open_source_and_model(
             return Ok(None);
         };
         let frame_size = (info.width, info.height);
-        let prepared = crate::models::prepare(&config.backend, path, config.warmup, frame_size)?;
+        let prepared = crate::models::prepare(
+            &config.backend,
+            path,
+            config.warmup,
+            frame_size,
+            &crate::models::LoadHandle::default(),
+        )?;
         crate::rt::trim_heap();
         Ok(Some(prepared.pipeline))
     };
@@ -325,6 +344,8 @@ fn start_tcp(
 struct ModelThreads {
     handles: Vec<JoinHandle<()>>,
     stop: Arc<AtomicBool>,
+    /// Set on SIGHUP: the watcher resolves the folder's path again at once.
+    recheck: Arc<AtomicBool>,
 }
 
 impl ModelThreads {
@@ -335,15 +356,17 @@ impl ModelThreads {
             return Ok(ModelThreads {
                 handles: Vec::new(),
                 stop,
+                recheck: Arc::default(),
             });
         };
         let (tx, rx) = std::sync::mpsc::channel::<LoaderMsg>();
         let (wtx, wrx) = std::sync::mpsc::channel::<WatchEvent>();
         shared.set_loader(Some(tx.clone()));
         let dir = cfg.watch_dir.clone();
+        let recheck = Arc::new(AtomicBool::new(false));
         let watcher = spawn("rtinfer-watch", {
-            let stop = Arc::clone(&stop);
-            move || crate::models::watch::run(&dir, &wtx, &stop)
+            let (stop, recheck) = (Arc::clone(&stop), Arc::clone(&recheck));
+            move || crate::models::watch::run_following(&dir, &wtx, &stop, &recheck)
         })?;
         let forward = spawn("rtinfer-watch-fwd", move || forward(&wrx, &tx))?;
         let loader = spawn("rtinfer-loader", {
@@ -361,7 +384,13 @@ impl ModelThreads {
         Ok(ModelThreads {
             handles: vec![watcher, forward, loader],
             stop,
+            recheck,
         })
+    }
+
+    /// Asks the watcher to resolve the folder's path again now (SIGHUP).
+    fn recheck(&self) {
+        self.recheck.store(true, Ordering::Relaxed);
     }
 
     /// Stops and joins them (a load in progress is left to finish on its own).
@@ -441,16 +470,20 @@ impl Running {
         self.shared.set_state(State::Stopping);
         self.shared.notifier.send("STOPPING=1");
         self.shared.ctl.stop.store(true, Ordering::SeqCst);
-        let result = match self.pipeline.join() {
-            Ok(End::Clean) => Ok(()),
-            Ok(End::Error(e)) => Err(RunError::Source(e)),
-            Err(_) => Err(RunError::PipelinePanicked),
+        let result = match join_pipeline(self.pipeline, &self.shared.ctl) {
+            Ok(Ok(End::Clean)) => Ok(()),
+            Ok(Ok(End::Error(e))) => Err(RunError::Source(e)),
+            Ok(Err(_)) => Err(RunError::PipelinePanicked),
+            Err(stuck) => Err(stuck),
         };
         if let Some(w) = &self.shared.ctl.watchdog {
             w.stop();
         }
-        // The pipeline dropped its sender: the stats thread drains what is queued and returns.
-        let _ = self.stats.join();
+        // The pipeline dropped its sender: the stats thread drains what is queued and returns
+        // (a stuck pipeline still holds it: then the stats thread is left behind too).
+        if !matches!(result, Err(RunError::PipelineStuck { .. })) {
+            let _ = self.stats.join();
+        }
         self.aux_stop.store(true, Ordering::SeqCst);
         let _ = self.status.join();
         let _ = self.sampler.join();
@@ -474,6 +507,42 @@ impl Running {
         }
         Finished { result }
     }
+}
+
+/// Joins the pipeline thread; a frame whose run does not return within [`STOP_GRACE`] is
+/// cancelled (when the model can be), and a thread still stuck after [`CANCEL_GRACE`] is left
+/// behind (the process exits without it) so SIGTERM always ends the daemon.
+fn join_pipeline(
+    pipeline: JoinHandle<End>,
+    ctl: &crate::pipeline::LoopControl,
+) -> Result<std::thread::Result<End>, RunError> {
+    let t0 = MonoTime::now();
+    let finished_within = |d: Duration| {
+        let end = MonoTime::now().plus(d);
+        while !pipeline.is_finished() && MonoTime::now() < end {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        pipeline.is_finished()
+    };
+    if !finished_within(STOP_GRACE) {
+        let cancelled = ctl.cancel_current();
+        log::warn!(
+            "stopping: the model's run has not returned for {:.1} s; {}",
+            STOP_GRACE.as_secs_f64(),
+            if cancelled {
+                "cancelling it"
+            } else {
+                "it cannot be cancelled"
+            }
+        );
+        if !finished_within(CANCEL_GRACE) {
+            return Err(RunError::PipelineStuck {
+                waited: MonoTime::now().saturating_since(t0),
+                cancelled,
+            });
+        }
+    }
+    Ok(pipeline.join())
 }
 
 fn spawn<F: FnOnce() -> T + Send + 'static, T: Send + 'static>(

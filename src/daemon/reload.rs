@@ -182,6 +182,9 @@ impl Running {
             "RELOADING=1\nMONOTONIC_USEC={}",
             MonoTime::now().as_nanos() / 1000
         ));
+        // The same path may name another folder now (a symlink switched): looked at on every
+        // SIGHUP, whatever the file says.
+        self.models.recheck();
         match reload() {
             Err(e) => log::error!("reload failed, keeping the running configuration: {e}"),
             Ok((raw, cfg)) => self.apply(raw, &cfg),

@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use super::Shared;
+use super::shared::ActivateError;
 use crate::governor::Request as GovernorRequest;
 use crate::models::loader::LoaderMsg;
 use crate::state::State;
@@ -70,7 +71,11 @@ fn activate(s: &Shared, name: &str, origin: Origin) -> Response {
         return Response::error(404, &format!("no file {name} in {}", m.watch_dir.display()));
     }
     match s.request_activate(name) {
-        Ok(()) => Response::json(202, &json!({"queued": name})),
+        Ok(replaced) => Response::json(202, &json!({"queued": name, "replaces": replaced})),
+        // The same request again before the loader took the first: nothing more to queue.
+        Err(e @ ActivateError::Queued(crate::models::QueueError::AlreadyQueued { .. })) => {
+            Response::error(409, &e.to_string())
+        }
         Err(e) => Response::error(503, &e.to_string()),
     }
 }
@@ -125,7 +130,7 @@ pub fn health(s: &Shared) -> (bool, String) {
     }
     let st = s.stats();
     let now = MonoTime::now();
-    let period = Duration::from_secs_f64(1.0 / s.live().target_fps);
+    let period = crate::units::period(s.live().target_fps);
     let window = (period * 5).max(Duration::from_secs(1));
     match (st.last_done, &st.last_result) {
         (Some(t), Some(last)) if now.saturating_since(t) <= window => {
@@ -154,6 +159,11 @@ pub fn status_json(s: &Shared) -> Value {
     let mut st = s.stats();
     let summary = st.latency.summary(now);
     let swaps: Vec<Value> = s.registry().swaps().map(|w| w.to_json()).collect();
+    // Loads that were abandoned and could not be cancelled, and whether the loader waits.
+    let loader = s.models_config().map(|_| {
+        let r = s.registry();
+        json!({"stuck_loads": r.stuck_loads, "blocked": r.blocked})
+    });
     let live = s.live().clone();
     let (model, memory) = s.serving.model_and_memory();
     let last_miss = st.last_miss.as_ref().map(|l| {
@@ -219,6 +229,8 @@ pub fn status_json(s: &Shared) -> Value {
             crate::governor::shared::disabled_json,
             |g| g.to_json(),
         ),
+        "results": s.config.results.as_ref().map(|p| s.results.to_json(p)),
+        "loader": loader,
         "config": {
             "path": s.config.path,
             "loaded_at": live.loaded_at,
@@ -256,4 +268,19 @@ pub fn final_summary(s: &Shared) -> String {
         ms(s.ctl.budget()),
         MonoTime::now().saturating_since(s.started).as_secs_f64(),
     ) + &super::power::summary_line(s, c.processed)
+        + &results_line(s)
+}
+
+/// `results: N written, M lost (error)` when the results file lost lines, else nothing.
+fn results_line(s: &Shared) -> String {
+    match &s.config.results {
+        Some(p) if s.results.lost() > 0 => format!(
+            "\nresults {}: {} written, {} lost ({})",
+            p.display(),
+            s.results.written(),
+            s.results.lost(),
+            s.results.error().unwrap_or_default()
+        ),
+        _ => String::new(),
+    }
 }

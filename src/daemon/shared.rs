@@ -58,6 +58,8 @@ pub enum ActivateError {
     NoWatchFolder,
     #[error("the loader has stopped")]
     LoaderStopped,
+    #[error(transparent)]
+    Queued(#[from] crate::models::QueueError),
 }
 
 /// State shared between the threads and the status handler.
@@ -89,6 +91,8 @@ pub struct Shared {
     /// The governor's window and view (`[governor] enabled`); the governor itself runs on the
     /// loader thread.
     pub governor: Option<Arc<GovernorShared>>,
+    /// `--results`: lines written and lost, the write error in force (`/status` `results`).
+    pub results: super::results::ResultsHealth,
 }
 
 impl Shared {
@@ -110,7 +114,7 @@ impl Shared {
         let source_health = SourceHealth::new(
             &source.uri,
             source.fps,
-            Duration::from_secs_f64(1.0 / source.fps.unwrap_or(config.target_fps)),
+            crate::units::period(source.fps.unwrap_or(config.target_fps)),
         );
         Shared {
             started,
@@ -140,6 +144,7 @@ impl Shared {
                 .governor
                 .clone()
                 .map(|g| Arc::new(GovernorShared::new(g))),
+            results: Default::default(),
             config,
         }
     }
@@ -164,10 +169,11 @@ impl Shared {
         let realtime = self.config.realtime.clone();
         let achieved = Arc::clone(&self.realtime);
         LoaderContext {
-            prepare: Arc::new(move |path, warmup| {
-                crate::models::prepare(&settings, path, warmup, frame_size)
+            prepare: Arc::new(move |path, warmup, handle| {
+                crate::models::prepare(&settings, path, warmup, frame_size, handle)
             }),
             serving: Arc::clone(&self.serving),
+            pipeline: Some(Arc::clone(&self.ctl)),
             registry: Arc::clone(&self.registry),
             after_swap: Arc::new(move || crate::rt::lock_memory(&realtime, &achieved)),
         }
@@ -185,8 +191,17 @@ impl Shared {
         }))
     }
 
+    /// The state word, or `stalled` while the model's run has not returned for far longer than
+    /// a frame (the pipeline thread then cannot say so itself).
     pub fn state(&self) -> State {
-        self.state.get()
+        match self.state.get() {
+            State::Waiting | State::Running | State::Degraded
+                if self.ctl.stalled(MonoTime::now()).is_some() =>
+            {
+                State::Stalled
+            }
+            s => s,
+        }
     }
 
     pub fn set_state(&self, s: State) {
@@ -237,8 +252,14 @@ impl Shared {
     }
 
     /// Asks the loader to (re)load a file of the watch folder.
-    pub fn request_activate(&self, name: &str) -> Result<(), ActivateError> {
-        self.request_loader(LoaderMsg::Activate(name.to_string()))
+    /// Returns the activation this one replaced in the queue, if any (the newest wins).
+    pub fn request_activate(&self, name: &str) -> Result<Option<String>, ActivateError> {
+        let w = lock(&self.watch);
+        let tx = w.requests.as_ref().ok_or(ActivateError::NoWatchFolder)?;
+        let replaced = self.registry().queue_activation(name)?;
+        tx.send(LoaderMsg::Activate(name.to_string()))
+            .map_err(|_| ActivateError::LoaderStopped)?;
+        Ok(replaced)
     }
 
     /// Queues a request for the loader thread (and the governor on it).

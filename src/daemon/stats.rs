@@ -85,17 +85,18 @@ impl Default for StatsState {
 
 /// The stats thread's body: until the pipeline drops its sender.
 pub fn run(shared: &Shared, rx: &Receiver<FrameRecord>) {
-    let mut results = shared
-        .config
-        .results
-        .as_ref()
-        .and_then(|p| match ResultsLog::create(p) {
-            Ok(r) => Some(r),
-            Err(e) => {
-                log::error!("results file {}: {e}; results are not written", p.display());
-                None
-            }
-        });
+    let mut results =
+        shared
+            .config
+            .results
+            .as_ref()
+            .and_then(|p| match ResultsLog::create(p, &shared.results) {
+                Ok(r) => Some(r),
+                Err(e) => {
+                    log::error!("results file {}: {e}; results are not written", p.display());
+                    None
+                }
+            });
     // Records are drained into a reused batch, absorbed under the stats lock, and written to the
     // results file after the lock is released, so a status request never waits on file I/O.
     let mut batch: Vec<FrameRecord> = Vec::with_capacity(RECORD_QUEUE);

@@ -843,7 +843,7 @@ mod tests {
             let shared = Arc::new(GovernorShared::new(cfg));
             let ctl = Arc::new(LoopControl::new(Duration::from_secs_f64(0.01667)));
             let ctx = LoaderContext {
-                prepare: Arc::new(|path: &Path, _| {
+                prepare: Arc::new(|path: &Path, _, _| {
                     Err(PrepareError::NoScores {
                         path: path.to_path_buf(),
                     })
@@ -851,6 +851,7 @@ mod tests {
                 serving: Arc::default(),
                 registry: Arc::new(Mutex::new(Registry::default())),
                 after_swap: Arc::new(|| {}),
+                pipeline: Some(Arc::clone(&ctl)),
             };
             let pipeline = std::thread::spawn({
                 let serving = Arc::clone(&ctx.serving);

@@ -4,8 +4,10 @@
 //! can take minutes), the preprocessing buffers for the new input size, the warm-up runs, and
 //! dropping the old engine (freeing a session takes milliseconds). The pipeline only swaps a
 //! pointer between two frames. A load runs on its own worker thread so it can be abandoned when it
-//! exceeds `models.load_timeout_s` (a runtime's load cannot be interrupted): its result is
-//! discarded when it finally arrives, and no second load starts while one is abandoned.
+//! exceeds `models.load_timeout_s`: its runs (ONNX Runtime's proving run, the warm-up) are
+//! terminated through its [`LoadHandle`]; a load that still does not end (a runtime's own load
+//! cannot be interrupted) is kept as stuck, shown in `/models` and `/status`, its result
+//! discarded when it arrives, and no second load starts while it runs.
 //!
 //! With the governor on (`[governor] enabled`), the loader still watches, loads and times out,
 //! but what becomes of a loaded candidate is the governor's call (it joins the ladder; the
@@ -21,10 +23,11 @@ use std::time::{Duration, SystemTime};
 use super::serving::{Serving, SwapError};
 use super::watch::WatchEvent;
 use super::{
-    FileState, Kind, ModelsConfig, PrepareError, Prepared, Registry, SwapRecord, Version, classify,
-    newest_model,
+    FileState, Kind, LoadHandle, ModelsConfig, PrepareError, Prepared, Registry, SwapRecord,
+    Version, classify, newest_model,
 };
 use crate::governor::{Governor, Request};
+use crate::pipeline::LoopControl;
 use crate::time::{MonoTime, rfc3339_now};
 
 /// What the loader is asked to do.
@@ -40,7 +43,8 @@ pub enum LoaderMsg {
 /// Opens a model file into a pipeline ready to go live, warmed up the given number of times (in
 /// the daemon: [`super::prepare`] with the backend settings and the source's frame size). Called
 /// on a worker thread; may take minutes.
-pub type Preparer = Arc<dyn Fn(&Path, u32) -> Result<Prepared, PrepareError> + Send + Sync>;
+pub type Preparer =
+    Arc<dyn Fn(&Path, u32, &LoadHandle) -> Result<Prepared, PrepareError> + Send + Sync>;
 
 /// What the loader works with: exactly this, not the daemon.
 #[derive(Clone)]
@@ -54,6 +58,9 @@ pub struct LoaderContext {
     /// Called after a model went live and the old one was freed (the daemon locks memory then,
     /// `realtime.lock_memory`, once the first model is in the process).
     pub after_swap: Arc<dyn Fn() + Send + Sync>,
+    /// The pipeline loop's control, when there is one: a swap that finds the serving model's run
+    /// stuck cancels it (or says exactly why the swap cannot happen).
+    pub pipeline: Option<Arc<LoopControl>>,
 }
 
 /// Why a candidate was not swapped in: the reason the history and the log show.
@@ -65,6 +72,8 @@ pub enum LoadError {
     Swap(#[from] SwapError),
     #[error("{} is not in the watch folder", path.display())]
     NotInFolder { path: PathBuf },
+    #[error("{}: {reason}", path.display())]
+    Outside { path: PathBuf, reason: String },
     #[error("cannot start a load thread: {0}")]
     Thread(std::io::Error),
     #[error("the load thread panicked")]
@@ -72,10 +81,25 @@ pub enum LoadError {
     #[error("stopping")]
     Stopping,
     #[error(
-        "load exceeded models.load_timeout_s = {} s; abandoned (its result will be discarded)",
-        timeout.as_secs_f64()
+        "load exceeded models.load_timeout_s = {} s; abandoned ({})",
+        timeout.as_secs_f64(),
+        match ended {
+            true => "it was terminated",
+            false => "it cannot be cancelled and still runs; its result will be discarded",
+        }
     )]
-    TimedOut { timeout: Duration },
+    TimedOut { timeout: Duration, ended: bool },
+    #[error(
+        "the pipeline thread did not take the model: it has been inside model {serving}'s run for \
+         {:.1} s and {}",
+        busy.as_secs_f64(),
+        if *cancelled { "a cancel did not end it" } else { "that model cannot be cancelled; restart the daemon" }
+    )]
+    PipelineStuck {
+        serving: String,
+        busy: Duration,
+        cancelled: bool,
+    },
     #[error("measuring {}: {source}", path.display())]
     Measure {
         path: PathBuf,
@@ -111,12 +135,27 @@ pub trait Loads {
     fn stopping(&self) -> bool;
 }
 
+/// How long an abandoned load is given to end once cancelled.
+pub const ABANDON_GRACE: Duration = Duration::from_secs(2);
+/// At this many abandoned loads that could not be cancelled and still run, the loader waits for
+/// one of them to end before it starts another. One: never two runtime loads at once (two engine
+/// builds or two sessions being created can exhaust a board's memory), so a load that can be
+/// neither finished nor cancelled holds the folder, visibly (`/models` and `/status` `loader`
+/// `blocked`; `activate` answers 503 with the reason instead of queueing).
+pub const MAX_STUCK_LOADS: usize = 1;
+
+/// An abandoned load that did not end.
+struct Stuck {
+    name: String,
+    rx: Receiver<Result<Prepared, LoadError>>,
+}
+
 /// The loader thread's state.
 pub struct Loader {
     ctx: LoaderContext,
     cfg: ModelsConfig,
-    /// A timed-out load still running; its result is thrown away when it arrives.
-    abandoned: Option<Receiver<Result<Prepared, LoadError>>>,
+    /// Timed-out loads that could not be cancelled and still run; their results are thrown away.
+    stuck: Vec<Stuck>,
     /// Set on shutdown (or when a reload replaces the watch folder): a load in progress is left
     /// to finish on its own, so SIGTERM during a minutes-long engine build stops at once.
     stop: Arc<AtomicBool>,
@@ -132,7 +171,7 @@ impl Loader {
         Loader {
             ctx,
             cfg,
-            abandoned: None,
+            stuck: Vec::new(),
             stop,
             governor: None,
         }
@@ -163,43 +202,108 @@ impl Loader {
     }
 
     /// Serves `rx` until `stop` is set or every sender is gone.
+    ///
+    /// Whatever queued up meanwhile (while a load ran, a burst of renames, a client posting
+    /// `activate` in a loop) is taken at once: the bookkeeping in order, then the files asked
+    /// for, each once, newest first, until one goes live; the older ones are superseded (left
+    /// candidates). So 200 renames in 4 ms load one model, not 200 in turn, and a bad newest file
+    /// neither hides an older good one nor keeps the older bad ones from being tried and rejected.
     pub fn run(mut self, rx: &Receiver<LoaderMsg>) {
         let mut started = false;
         while !self.stopping() {
             self.with_governor_do(|g, l| g.tick(l));
-            let msg = match rx.recv_timeout(Duration::from_millis(100)) {
+            let first = match rx.recv_timeout(Duration::from_millis(100)) {
                 Ok(m) => m,
                 Err(RecvTimeoutError::Timeout) => continue,
                 Err(RecvTimeoutError::Disconnected) => return,
             };
-            match msg {
-                LoaderMsg::Watch(WatchEvent::Changed(p)) => self.consider(&p, false),
-                LoaderMsg::Watch(WatchEvent::Removed(p)) => self.removed(&p),
-                LoaderMsg::Watch(WatchEvent::Lost) => self.registry().watching = false,
-                LoaderMsg::Watch(WatchEvent::Rescan { since }) => {
-                    self.registry().watching = true;
-                    self.rescan(!started, since);
-                    started = true;
-                }
-                LoaderMsg::Activate(name) => {
-                    let p = self.cfg.watch_dir.join(&name);
-                    self.consider(&p, true);
-                }
-                LoaderMsg::Governor(req) => {
-                    if self.governor.is_none() {
-                        log::warn!("governor request {req:?} without a governor: ignored");
+            let mut wanted: Vec<(PathBuf, bool)> = Vec::new();
+            for msg in std::iter::once(first).chain(rx.try_iter()) {
+                let request = match msg {
+                    LoaderMsg::Watch(WatchEvent::Changed(p)) => Some((p, false)),
+                    LoaderMsg::Watch(WatchEvent::Removed(p)) => {
+                        self.removed(&p);
+                        None
                     }
-                    self.with_governor_do(|g, l| g.request(l, req));
+                    LoaderMsg::Watch(WatchEvent::Lost) => {
+                        self.registry().watching = false;
+                        None
+                    }
+                    LoaderMsg::Watch(WatchEvent::Switched) => {
+                        // Another folder under the same path: its files are new to us.
+                        self.registry().forget_files();
+                        wanted.clear();
+                        None
+                    }
+                    LoaderMsg::Watch(WatchEvent::Rescan { since }) => {
+                        self.registry().watching = true;
+                        let r = self.rescan(!started, since);
+                        started = true;
+                        r
+                    }
+                    LoaderMsg::Activate(name) => {
+                        self.registry().activation_taken(&name);
+                        Some((self.cfg.watch_dir.join(&name), true))
+                    }
+                    LoaderMsg::Governor(req) => {
+                        if self.governor.is_none() {
+                            log::warn!("governor request {req:?} without a governor: ignored");
+                        }
+                        self.with_governor_do(|g, l| g.request(l, req));
+                        None
+                    }
+                };
+                // A request that would be skipped (not a model, or this version already tried)
+                // never hides an earlier one that would load.
+                if let Some((p, force)) = request
+                    && self.worth_loading(&p, force)
+                {
+                    // Once per file, at its newest position; an activation stays forced.
+                    let force = force || wanted.iter().any(|(q, f)| *q == p && *f);
+                    wanted.retain(|(q, _)| *q != p);
+                    wanted.push((p, force));
+                }
+            }
+            while let Some((p, force)) = wanted.pop() {
+                self.consider(&p, force);
+                // Under the governor every file asked for joins the ladder: none supersedes another.
+                let live = self.governor.is_none()
+                    && self.registry().state(&file_name(&p)) == Some(&FileState::Active);
+                if live || self.stopping() {
+                    if !wanted.is_empty() {
+                        log::info!(
+                            "{} older queued load request(s) superseded by {}",
+                            wanted.len(),
+                            p.display()
+                        );
+                    }
+                    break;
                 }
             }
         }
     }
 
+    /// Whether [`Loader::consider`] would load `path` (an activation always does something: it
+    /// loads or says why not).
+    fn worth_loading(&self, path: &Path, force: bool) -> bool {
+        if force {
+            return true;
+        }
+        if let Kind::Ignored(why) = classify(path) {
+            // Recorded (the listing shows why), never opened.
+            self.registry()
+                .set(&file_name(path), FileState::Ignored(why.to_string()), None);
+            return false;
+        }
+        let version = Version::of(path);
+        version.is_some() && !self.registry().tried(&file_name(path), version)
+    }
+
     /// At start (of the daemon, or after a reload changed `[models]`): the pinned model, unless
     /// it already serves or the serving model came from `run.model` outside the folder; else the
     /// newest file not tried in this version. Later (after an overflow or the folder coming
-    /// back): the newest file not tried.
-    fn rescan(&mut self, first: bool, since: SystemTime) {
+    /// back): the newest file not tried. Returns what to load (and whether it is forced).
+    fn rescan(&mut self, first: bool, since: SystemTime) -> Option<(PathBuf, bool)> {
         let dir = self.cfg.watch_dir.clone();
         if self.governor.is_some() {
             // The ladder is every model of the folder, not the newest: each is loaded and measured.
@@ -211,24 +315,23 @@ impl Loader {
             if first {
                 self.with_governor_do(|g, l| g.scanned(l));
             }
-            return;
+            return None;
         }
         if first && let Some(name) = self.cfg.active.clone() {
             let pinned = dir.join(&name);
             let serving = self.ctx.serving.model().map(|m| m.path.clone());
-            match serving {
-                Some(p) if p == pinned => {}
-                Some(p) if p.parent() != Some(dir.as_path()) => {}
-                _ => self.consider(&pinned, true),
-            }
-            return;
+            return match serving {
+                Some(p) if p == pinned => None,
+                Some(p) if p.parent() != Some(dir.as_path()) => None,
+                _ => Some((pinned, true)),
+            };
         }
         // Files written after the watch was set up announce themselves with their own close or
         // rename event; only older ones are taken from the scan, so a file still being written
         // is never read half-way.
-        if let Some(p) = newest_model(&dir).filter(|p| written_before(p, since)) {
-            self.consider(&p, false);
-        }
+        newest_model(&dir)
+            .filter(|p| written_before(p, since))
+            .map(|p| (p, false))
     }
 
     fn removed(&mut self, path: &Path) {
@@ -243,6 +346,9 @@ impl Loader {
                 path.display()
             );
         }
+        // A file that is gone keeps no state (the listing reads the folder): per-file state is
+        // bounded by what the folder holds, not by every name it ever held.
+        self.registry().forget(&file_name(path));
     }
 
     fn consider(&mut self, path: &Path, force: bool) {
@@ -268,7 +374,11 @@ impl Loader {
         if !force && self.registry().tried(&name, version) {
             return;
         }
-        if !self.wait_for_abandoned() {
+        if let Some(reason) = super::outside_folder(&self.cfg.watch_dir, path) {
+            let path = path.to_path_buf();
+            return self.reject(&name, LoadError::Outside { path, reason }, version);
+        }
+        if !self.wait_for_stuck() {
             return;
         }
         let path = path.to_path_buf();
@@ -277,7 +387,7 @@ impl Loader {
         }
         self.registry().set(&name, FileState::Loading, version);
         log::info!("loading candidate {}", path.display());
-        match self.load(path.clone(), self.cfg.warmup, None) {
+        match self.load(&name, path.clone(), self.cfg.warmup, None) {
             Ok(prepared) => self.go_live(&name, version, prepared),
             Err(_) if self.stopping() => {
                 log::info!("stopping: the load of {name} is left unfinished");
@@ -291,33 +401,40 @@ impl Loader {
     /// Loads on a worker thread, waiting at most the load timeout.
     fn load(
         &mut self,
+        name: &str,
         path: PathBuf,
         warmup: u32,
         measure: Option<Measure>,
     ) -> Result<Prepared, LoadError> {
-        if !self.wait_for_abandoned() {
+        if !self.wait_for_stuck() {
             return Err(LoadError::Stopping);
         }
         let (tx, rx) = channel();
         let prepare = Arc::clone(&self.ctx.prepare);
+        let handle = Arc::new(LoadHandle::default());
         std::thread::Builder::new()
             .name("rtinfer-load".into())
-            .spawn(move || {
-                crate::rt::run_in_background();
-                let r = prepare(&path, warmup).map_err(LoadError::from);
-                let r = match (r, measure) {
-                    (Ok(mut p), Some(m)) => {
-                        match super::prepare::measure(&mut p.pipeline, m.frame_size, m.runs) {
-                            Ok(figures) => {
-                                p.measured = Some(figures);
-                                Ok(p)
+            .spawn({
+                let handle = Arc::clone(&handle);
+                move || {
+                    crate::rt::run_in_background();
+                    let r = prepare(&path, warmup, &handle).map_err(LoadError::from);
+                    let r = match (r, measure) {
+                        // An abandoned load measures nothing (its runs are cancelled anyway).
+                        (Ok(_), Some(_)) if handle.abandoned() => Err(LoadError::Stopping),
+                        (Ok(mut p), Some(m)) => {
+                            match super::prepare::measure(&mut p.pipeline, m.frame_size, m.runs) {
+                                Ok(figures) => {
+                                    p.measured = Some(figures);
+                                    Ok(p)
+                                }
+                                Err(source) => Err(LoadError::Measure { path, source }),
                             }
-                            Err(source) => Err(LoadError::Measure { path, source }),
                         }
-                    }
-                    (r, _) => r,
-                };
-                let _ = tx.send(r);
+                        (r, _) => r,
+                    };
+                    let _ = tx.send(r);
+                }
             })
             .map_err(LoadError::Thread)?;
         let deadline = MonoTime::now().plus(self.cfg.load_timeout);
@@ -331,40 +448,117 @@ impl Loader {
                 }
                 Err(RecvTimeoutError::Timeout) if left > STOP_POLL => {}
                 Err(RecvTimeoutError::Timeout) => {
-                    self.abandoned = Some(rx);
+                    // Abandoned: terminate its run, and give it a moment to end.
+                    handle.abandon();
+                    let ended = !matches!(
+                        rx.recv_timeout(ABANDON_GRACE),
+                        Err(RecvTimeoutError::Timeout)
+                    );
+                    if !ended {
+                        self.stuck.push(Stuck {
+                            name: name.to_string(),
+                            rx,
+                        });
+                        self.publish_stuck();
+                    }
                     return Err(LoadError::TimedOut {
                         timeout: self.cfg.load_timeout,
+                        ended,
                     });
                 }
             }
         }
     }
 
-    /// Waits for an abandoned load to end before starting another (never two at once); false
-    /// when stopping meanwhile.
-    fn wait_for_abandoned(&mut self) -> bool {
-        let Some(rx) = self.abandoned.take() else {
-            return true;
-        };
-        log::info!("waiting for the abandoned load to finish before the next one");
+    /// `/models` and `/status` show the loads that could not be cancelled and still run, and
+    /// whether the loader waits for them.
+    fn publish_stuck(&self) {
+        let names: Vec<String> = self.stuck.iter().map(|s| s.name.clone()).collect();
+        let blocked = (self.stuck.len() >= MAX_STUCK_LOADS).then(|| {
+            format!(
+                "the loader waits: {} abandoned loads ({}) cannot be cancelled and still run",
+                names.len(),
+                names.join(", ")
+            )
+        });
+        let mut r = self.registry();
+        r.stuck_loads = names;
+        r.blocked = blocked;
+    }
+
+    /// Forgets the stuck loads that ended; with [`MAX_STUCK_LOADS`] of them still running, waits
+    /// for one to end before another load starts. False when stopping meanwhile.
+    fn wait_for_stuck(&mut self) -> bool {
+        let mut said = false;
         loop {
-            match rx.recv_timeout(STOP_POLL) {
-                Ok(_) | Err(RecvTimeoutError::Disconnected) => return true,
-                Err(RecvTimeoutError::Timeout) if self.stopping() => {
-                    self.abandoned = Some(rx);
-                    return false;
+            let before = self.stuck.len();
+            self.stuck.retain(|s| {
+                let ended = !matches!(s.rx.try_recv(), Err(std::sync::mpsc::TryRecvError::Empty));
+                if ended {
+                    log::info!("the abandoned load of {} has ended", s.name);
                 }
-                Err(RecvTimeoutError::Timeout) => {}
+                !ended
+            });
+            if self.stuck.len() != before || said {
+                self.publish_stuck();
             }
+            if self.stuck.len() < MAX_STUCK_LOADS {
+                return true;
+            }
+            if !said {
+                log::warn!(
+                    "{} abandoned loads cannot be cancelled and still run; the next load waits \
+                     for one of them to end",
+                    self.stuck.len()
+                );
+                said = true;
+                self.publish_stuck();
+            }
+            if self.stopping() {
+                return false;
+            }
+            std::thread::sleep(STOP_POLL);
         }
     }
 
     fn go_live(&mut self, name: &str, version: Option<Version>, p: Prepared) {
         let from = self.ctx.serving.model().map(|m| m.name.clone());
         let info = p.info.clone();
+        // A serving model stuck in its run never reaches the next frame, where swaps happen.
+        let mut cancelled = false;
+        if let Some(ctl) = &self.ctx.pipeline
+            && let Some(busy) = ctl.stalled(MonoTime::now())
+        {
+            cancelled = ctl.cancel_current();
+            log::warn!(
+                "model {}'s run has not returned for {:.1} s; {}",
+                from.as_deref().unwrap_or("-"),
+                busy.as_secs_f64(),
+                if cancelled {
+                    "cancelling it so the new model can go live"
+                } else {
+                    "it cannot be cancelled"
+                }
+            );
+        }
         let retired = match self.ctx.serving.swap_in(p.pipeline) {
             Ok(old) => old,
-            Err(e) => return self.reject(name, e.into(), version),
+            Err(e) => {
+                let stuck = self
+                    .ctx
+                    .pipeline
+                    .as_ref()
+                    .and_then(|c| c.stalled(MonoTime::now()));
+                let reason = match stuck {
+                    Some(busy) => LoadError::PipelineStuck {
+                        serving: from.clone().unwrap_or_default(),
+                        busy,
+                        cancelled,
+                    },
+                    None => e.into(),
+                };
+                return self.reject(name, reason, version);
+            }
         };
         self.registry().set(name, FileState::Active, version);
         self.registry().record(SwapRecord {
@@ -420,7 +614,7 @@ impl Loads for Loader {
         warmup: u32,
         measure: Option<Measure>,
     ) -> Result<Prepared, LoadError> {
-        Loader::load(self, path.to_path_buf(), warmup, measure)
+        Loader::load(self, &file_name(path), path.to_path_buf(), warmup, measure)
     }
 
     fn reject(&mut self, name: &str, reason: LoadError, version: Option<Version>) {
@@ -462,6 +656,7 @@ mod tests {
 
     use super::*;
     use crate::backend::{BackendError, BackendKind, Engine, ModelInfo, Precision};
+    use crate::models::QueueError;
     use crate::pipeline::{FrameRecord, LoopControl, Pipeline};
     use crate::preprocess::{PreprocessOptions, Preprocessor};
     use crate::slot::FrameSlot;
@@ -560,7 +755,7 @@ mod tests {
                 prepare: Arc::new({
                     let n = Arc::clone(&prepared_n);
                     let (running, most) = (Arc::clone(&running), Arc::clone(&most_at_once));
-                    move |path: &Path, _warmup| {
+                    move |path: &Path, _warmup, _handle: &LoadHandle| {
                         n.fetch_add(1, Ordering::SeqCst);
                         most.fetch_max(
                             running.fetch_add(1, Ordering::SeqCst) + 1,
@@ -589,6 +784,7 @@ mod tests {
                         swaps.fetch_add(1, Ordering::SeqCst);
                     }
                 }),
+                pipeline: None,
             };
             let ctl = Arc::new(LoopControl::new(Duration::from_millis(10)));
             let pipeline = std::thread::spawn({
@@ -768,5 +964,202 @@ mod tests {
         assert_eq!(h.state("slow.onnx"), Some(FileState::Candidate));
         assert!(h.history().is_empty(), "not tried, not rejected");
         assert_eq!(h.serving(), None);
+    }
+
+    #[test]
+    fn a_burst_of_candidates_loads_only_the_newest() {
+        // Issue 18 item 12: 200 renames in 4 ms loaded and swapped all 200 in turn.
+        let h = Harness::new(Duration::from_secs(60));
+        h.drop_in("slow.onnx", "slow");
+        h.wait_for("slow.onnx", |s| *s == FileState::Loading);
+        for i in 0..200 {
+            h.drop_in(&format!("m{i:03}.onnx"), "good");
+        }
+        h.release.send(()).expect("release the slow load");
+        assert_eq!(h.wait_for("m199.onnx", settled), FileState::Active);
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(
+            h.prepared.load(Ordering::SeqCst),
+            2,
+            "slow, then the newest"
+        );
+        assert_eq!(h.state("m000.onnx"), None, "superseded, never tried");
+        assert_eq!(h.serving().as_deref(), Some("m199"));
+    }
+
+    #[test]
+    fn activations_queued_during_a_load_coalesce() {
+        let h = Harness::new(Duration::from_secs(60));
+        h.drop_in("slow.onnx", "slow");
+        h.wait_for("slow.onnx", |s| *s == FileState::Loading);
+        std::fs::write(h.dir.path().join("a.onnx"), "good").expect("write");
+        let mut refused = 0;
+        for _ in 0..1000 {
+            let queued = h
+                .ctx
+                .registry
+                .lock()
+                .expect("registry")
+                .queue_activation("a.onnx");
+            match queued {
+                Ok(_) => {
+                    h.tx.send(LoaderMsg::Activate("a.onnx".into()))
+                        .expect("send")
+                }
+                Err(QueueError::AlreadyQueued { .. }) => refused += 1,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        assert_eq!(refused, 999, "one activation queued, the rest refused");
+        h.release.send(()).expect("release");
+        assert_eq!(h.wait_for("a.onnx", settled), FileState::Active);
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(h.prepared.load(Ordering::SeqCst), 2);
+        // Taken off the queue: the same name can be queued again.
+        let again = h
+            .ctx
+            .registry
+            .lock()
+            .expect("registry")
+            .queue_activation("a.onnx");
+        assert_eq!(again, Ok(None));
+    }
+
+    #[test]
+    fn deleted_files_leave_no_state_behind() {
+        // Issue 18 item 9: 60,000 distinct names created and deleted grew the registry forever.
+        let h = Harness::new(Duration::from_secs(60));
+        h.drop_in("a.onnx", "good");
+        h.wait_for("a.onnx", settled);
+        for i in 0..500 {
+            let name = format!("junk{i}.txt");
+            h.drop_in(&name, "x");
+            let path = h.dir.path().join(&name);
+            std::fs::remove_file(&path).expect("rm");
+            h.tx.send(LoaderMsg::Watch(WatchEvent::Removed(path)))
+                .expect("send");
+        }
+        h.drop_in("b.onnx", "bad");
+        h.wait_for("b.onnx", settled);
+        let path = h.dir.path().join("b.onnx");
+        std::fs::remove_file(&path).expect("rm");
+        h.tx.send(LoaderMsg::Watch(WatchEvent::Removed(path)))
+            .expect("send");
+        let end = std::time::Instant::now() + Duration::from_secs(10);
+        while h.ctx.registry.lock().expect("registry").file_states() > 1
+            && std::time::Instant::now() < end
+        {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(h.ctx.registry.lock().expect("registry").file_states(), 1);
+        assert_eq!(
+            h.state("a.onnx"),
+            Some(FileState::Active),
+            "the active one stays"
+        );
+    }
+
+    #[test]
+    fn symlinks_inside_the_folder_load_and_links_out_of_it_are_refused() {
+        // Issue 18 item 10: a symlink to a file outside the folder went live, and a symlinked
+        // model could be active but missing from GET /models.
+        let h = Harness::new(Duration::from_secs(60));
+        let dir = h.dir.path();
+        std::fs::write(dir.join("v1.onnx"), "good").expect("write");
+        std::os::unix::fs::symlink("v1.onnx", dir.join("current.onnx")).expect("link in");
+        let outside = tempfile::tempdir().expect("outside");
+        std::fs::write(outside.path().join("x.onnx"), "good").expect("write");
+        std::os::unix::fs::symlink(outside.path().join("x.onnx"), dir.join("out.onnx"))
+            .expect("link out");
+        let send = |name: &str| {
+            h.tx.send(LoaderMsg::Watch(WatchEvent::Changed(dir.join(name))))
+                .expect("send")
+        };
+        send("current.onnx");
+        assert_eq!(h.wait_for("current.onnx", settled), FileState::Active);
+        send("out.onnx");
+        let FileState::Rejected(why) = h.wait_for("out.onnx", settled) else {
+            panic!("a link out of the folder is refused")
+        };
+        assert!(why.contains("outside the watch folder"), "{why}");
+        assert_eq!(h.serving().as_deref(), Some("current"));
+        // The listing shows both, as the loader saw them.
+        let listing = h.ctx.registry.lock().expect("registry").listing(dir);
+        let state = |n: &str| {
+            listing["files"]
+                .as_array()
+                .and_then(|f| f.iter().find(|f| f["name"] == n))
+                .map(|f| f["state"].clone())
+        };
+        assert_eq!(state("current.onnx"), Some("active".into()), "{listing}");
+        assert_eq!(state("out.onnx"), Some("rejected".into()), "{listing}");
+        assert_eq!(
+            h.prepared.load(Ordering::SeqCst),
+            1,
+            "the link out was never opened"
+        );
+    }
+
+    #[test]
+    fn a_load_that_cannot_be_cancelled_holds_the_folder_visibly() {
+        // The policy for a backend without cancel (the fake preparer has none): the abandoned
+        // load is listed as stuck, the loader says it waits, an activation is refused with the
+        // reason instead of answered 202 and forgotten; when it ends, the folder moves again.
+        let h = Harness::new(Duration::from_millis(200));
+        h.drop_in("slow.onnx", "slow");
+        h.wait_for("slow.onnx", settled);
+        let (stuck, blocked) = {
+            let r = h.ctx.registry.lock().expect("registry");
+            (r.stuck_loads.clone(), r.blocked.clone())
+        };
+        assert_eq!(stuck, vec!["slow.onnx".to_string()]);
+        assert!(blocked.is_some_and(|b| b.contains("cannot be cancelled")));
+        let refused = h
+            .ctx
+            .registry
+            .lock()
+            .expect("registry")
+            .queue_activation("a.onnx");
+        assert!(
+            matches!(refused, Err(QueueError::Blocked { .. })),
+            "{refused:?}"
+        );
+        h.drop_in("c.onnx", "good");
+        h.release.send(()).expect("release");
+        assert_eq!(h.wait_for("c.onnx", settled), FileState::Active);
+        let r = h.ctx.registry.lock().expect("registry");
+        assert!(r.stuck_loads.is_empty() && r.blocked.is_none());
+    }
+
+    #[test]
+    fn generation_names_are_bounded() {
+        let serving = Serving::default();
+        for i in 0..100 {
+            let mut p = prepared(Path::new(&format!("/m/g{i}.onnx"))).pipeline;
+            serving.install(&mut p);
+            assert_eq!(p.generation, i + 1);
+        }
+        assert_eq!(serving.generation_name(100).as_deref(), Some("g99"));
+        assert_eq!(
+            serving.generation_name(1),
+            None,
+            "the oldest names are dropped"
+        );
+    }
+
+    #[test]
+    fn a_bad_newest_candidate_does_not_hide_an_older_good_one() {
+        let h = Harness::new(Duration::from_secs(60));
+        h.drop_in("slow.onnx", "slow");
+        h.wait_for("slow.onnx", |s| *s == FileState::Loading);
+        h.drop_in("a.onnx", "good");
+        h.drop_in("b.onnx", "bad");
+        h.release.send(()).expect("release");
+        assert!(matches!(
+            h.wait_for("b.onnx", settled),
+            FileState::Rejected(_)
+        ));
+        assert_eq!(h.wait_for("a.onnx", settled), FileState::Active);
+        assert_eq!(h.serving().as_deref(), Some("a"));
     }
 }

@@ -22,7 +22,7 @@ pub mod prepare;
 pub mod serving;
 pub mod watch;
 
-pub use prepare::{PrepareError, Prepared, prepare};
+pub use prepare::{LoadHandle, PrepareError, Prepared, prepare};
 
 /// Swaps kept in the history (newest last).
 pub const HISTORY: usize = 100;
@@ -74,12 +74,19 @@ impl RawModels {
             BackendChoice::Only(BackendKind::TensorRt) => DEFAULT_TENSORRT_LOAD_TIMEOUT_S,
             _ => DEFAULT_LOAD_TIMEOUT_S,
         });
-        if !(timeout.is_finite() && timeout > 0.0 && timeout <= 86_400.0) {
+        // A folder that does not exist yet is waited for; anything else that is not a folder is
+        // refused here, so check-config says what run would find.
+        if watch_dir.as_os_str().is_empty() {
+            return Err(InvalidKey::new("models.watch_dir", "an empty path"));
+        }
+        if watch_dir.exists() && !watch_dir.is_dir() {
             return Err(InvalidKey::new(
-                "models.load_timeout_s",
-                format!("{timeout} is not a timeout in (0, 86400] s"),
+                "models.watch_dir",
+                format!("{} is not a folder", watch_dir.display()),
             ));
         }
+        let load_timeout = crate::units::seconds(timeout, 0.0, 86_400.0)
+            .map_err(|e| InvalidKey::new("models.load_timeout_s", format!("timeout {e}")))?;
         if let Some(a) = &self.active
             && (a.contains('/') || a.is_empty())
         {
@@ -91,7 +98,7 @@ impl RawModels {
         Ok(Some(ModelsConfig {
             watch_dir,
             active: self.active,
-            load_timeout: Duration::from_secs_f64(timeout),
+            load_timeout,
             warmup: self.warmup.unwrap_or(run_warmup),
         }))
     }
@@ -154,6 +161,27 @@ pub fn classify(path: &Path) -> Kind {
     }
 }
 
+/// The symlink policy of the watch folder: a regular file, or a symlink that resolves to a file
+/// inside the folder (a release tool's `current.onnx -> v42.onnx`), is a model; a symlink that
+/// leads out of the folder is refused with this reason. The folder is the trust boundary (its
+/// permissions are what the operator set up); a link out of it could put any file the daemon can
+/// read into service. Listing (`GET /models`) and loading both ask this one function.
+pub fn outside_folder(dir: &Path, path: &Path) -> Option<String> {
+    let is_link = std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink());
+    if !is_link {
+        return None;
+    }
+    let (Ok(dir), Ok(target)) = (std::fs::canonicalize(dir), std::fs::canonicalize(path)) else {
+        return Some("a symlink that does not resolve".into());
+    };
+    (!target.starts_with(&dir)).then(|| {
+        format!(
+            "a symlink to {}, outside the watch folder (only links within it are followed)",
+            target.display()
+        )
+    })
+}
+
 /// One entry of the `swaps` history.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SwapRecord {
@@ -206,6 +234,26 @@ pub struct Registry {
     swaps: VecDeque<SwapRecord>,
     swaps_ok: u64,
     swaps_rejected: u64,
+    /// The `POST /models/NAME/activate` queued and not yet taken by the loader.
+    queued_activation: Option<String>,
+    /// Abandoned loads that could not be cancelled and still run (file names).
+    pub stuck_loads: Vec<String>,
+    /// Why the loader takes no new load now, when it waits for stuck loads to end.
+    pub blocked: Option<String>,
+}
+
+/// At most this many per-file states are kept (a folder with more model files than this is
+/// pathological); past it, states of files other than the active and loading ones are dropped,
+/// which at worst tries such a file once more.
+pub const MAX_FILE_STATES: usize = 4096;
+
+/// Why an activation was not queued.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum QueueError {
+    #[error("{name} is already queued for activation")]
+    AlreadyQueued { name: String },
+    #[error("not queued: {why}")]
+    Blocked { why: String },
 }
 
 impl Registry {
@@ -218,6 +266,48 @@ impl Registry {
             }
         }
         self.states.insert(name.to_string(), (state, version));
+        if self.states.len() > MAX_FILE_STATES {
+            self.states.retain(|n, (s, _)| {
+                n == name || matches!(s, FileState::Active | FileState::Loading)
+            });
+            log::debug!(
+                "more than {MAX_FILE_STATES} per-file states: kept the active and loading ones"
+            );
+        }
+    }
+
+    /// Drops the state of a file that left the folder (the active one keeps it: it serves).
+    pub fn forget(&mut self, name: &str) {
+        if !matches!(
+            self.state(name),
+            Some(FileState::Active | FileState::Loading)
+        ) {
+            self.states.remove(name);
+        }
+    }
+
+    /// How many per-file states are kept.
+    pub fn file_states(&self) -> usize {
+        self.states.len()
+    }
+
+    /// Queues `POST /models/NAME/activate`: the newest request wins (returns the one it
+    /// replaced); the same name twice before the loader took it is refused.
+    pub fn queue_activation(&mut self, name: &str) -> Result<Option<String>, QueueError> {
+        if let Some(why) = &self.blocked {
+            return Err(QueueError::Blocked { why: why.clone() });
+        }
+        if self.queued_activation.as_deref() == Some(name) {
+            return Err(QueueError::AlreadyQueued { name: name.into() });
+        }
+        Ok(self.queued_activation.replace(name.to_string()))
+    }
+
+    /// The loader took the activation of `name` off the queue.
+    pub fn activation_taken(&mut self, name: &str) {
+        if self.queued_activation.as_deref() == Some(name) {
+            self.queued_activation = None;
+        }
     }
 
     pub fn state(&self, name: &str) -> Option<&FileState> {
@@ -262,8 +352,9 @@ impl Registry {
         let mut files: Vec<Value> = Vec::new();
         let mut names: Vec<String> = std::fs::read_dir(dir)
             .map(|rd| {
+                // Symlinks included (followed), as the loader sees them.
                 rd.flatten()
-                    .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+                    .filter(|e| std::fs::metadata(e.path()).is_ok_and(|m| m.is_file()))
                     .filter_map(|e| e.file_name().into_string().ok())
                     .collect()
             })
@@ -274,7 +365,10 @@ impl Registry {
             let state = match (classify(&path), self.states.get(&name)) {
                 (Kind::Ignored(why), _) => FileState::Ignored(why.to_string()),
                 (_, Some((s, _))) => s.clone(),
-                (Kind::Model(_), None) => FileState::Candidate,
+                (Kind::Model(_), None) => match outside_folder(dir, &path) {
+                    Some(why) => FileState::Rejected(why),
+                    None => FileState::Candidate,
+                },
             };
             let reason = match &state {
                 FileState::Rejected(r) | FileState::Ignored(r) => Some(r.clone()),
@@ -290,7 +384,8 @@ impl Registry {
                 "backend": backend, "bytes": size}),
             );
         }
-        json!({"watch_dir": dir, "exists": dir.is_dir(), "watching": self.watching, "files": files})
+        json!({"watch_dir": dir, "exists": dir.is_dir(), "watching": self.watching, "files": files,
+            "stuck_loads": self.stuck_loads, "blocked": self.blocked})
     }
 }
 
@@ -393,5 +488,33 @@ mod tests {
         assert!(r.tried("a.onnx", v1));
         assert!(!r.tried("a.onnx", v2));
         assert!(!r.tried("b.onnx", v1));
+    }
+
+    #[test]
+    fn per_file_states_are_capped() {
+        let mut r = Registry::default();
+        r.set("live.onnx", FileState::Active, None);
+        for i in 0..(MAX_FILE_STATES + 10) {
+            r.set(
+                &format!("bad{i}.onnx"),
+                FileState::Rejected("x".into()),
+                None,
+            );
+        }
+        assert!(r.file_states() <= MAX_FILE_STATES);
+        assert_eq!(r.state("live.onnx"), Some(&FileState::Active));
+    }
+
+    #[test]
+    fn the_newest_activation_wins_and_a_repeat_is_refused() {
+        let mut r = Registry::default();
+        assert_eq!(r.queue_activation("a.onnx"), Ok(None));
+        assert!(matches!(
+            r.queue_activation("a.onnx"),
+            Err(QueueError::AlreadyQueued { .. })
+        ));
+        assert_eq!(r.queue_activation("b.onnx"), Ok(Some("a.onnx".into())));
+        r.activation_taken("b.onnx");
+        assert_eq!(r.queue_activation("b.onnx"), Ok(None));
     }
 }

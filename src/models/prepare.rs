@@ -6,9 +6,11 @@
 //! exactly these steps, so a file that serves at start serves when swapped in, and the reverse.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::backend::{BackendError, Engine, ModelInfo, Settings};
+use crate::backend::{BackendError, Canceller, Engine, ModelInfo, Settings};
 use crate::pipeline::Pipeline;
 use crate::preprocess::{PreprocessError, Preprocessor};
 use crate::slot::Outcome;
@@ -44,6 +46,43 @@ pub struct Measurement {
     pub inference_p50_ms: f64,
 }
 
+/// A load's link to the loader: the loader abandons a load that outlived `models.load_timeout_s`,
+/// and the load ends as soon as it can: a warm-up stops before its next run and the run in
+/// progress is terminated through the engine's canceller (ONNX Runtime's run-options terminate
+/// flag), so a model whose warm-up never ends does not keep a core and the watch folder forever.
+/// A runtime's own load (session creation, an engine build) cannot be interrupted.
+#[derive(Default)]
+pub struct LoadHandle {
+    abandoned: AtomicBool,
+    canceller: Mutex<Option<Arc<dyn Canceller>>>,
+}
+
+impl LoadHandle {
+    /// Whether the loader gave up on this load.
+    pub fn abandoned(&self) -> bool {
+        self.abandoned.load(Ordering::SeqCst)
+    }
+
+    /// The engine is loaded: its runs can be cancelled from now on.
+    pub fn set_canceller(&self, c: Option<Arc<dyn Canceller>>) {
+        let mut g = self.canceller.lock().unwrap_or_else(|p| p.into_inner());
+        *g = c;
+        if self.abandoned()
+            && let Some(c) = g.as_ref()
+        {
+            c.cancel();
+        }
+    }
+
+    /// Gives up on the load; whether the engine's run in progress could be cancelled (false while
+    /// the runtime is still loading, or for a backend without cancel).
+    pub fn abandon(&self) -> bool {
+        self.abandoned.store(true, Ordering::SeqCst);
+        let g = self.canceller.lock().unwrap_or_else(|p| p.into_inner());
+        g.as_ref().map(|c| c.cancel()).is_some()
+    }
+}
+
 /// Why a model could not be prepared. Every variant names the model.
 #[derive(Debug, thiserror::Error)]
 pub enum PrepareError {
@@ -58,6 +97,8 @@ pub enum PrepareError {
     },
     #[error("warm-up: {0}")]
     WarmUp(BackendError),
+    #[error("the load was abandoned")]
+    Abandoned,
 }
 
 /// Opens `path` with the runtime `settings` choose, checks it, builds its preprocessing for
@@ -67,9 +108,20 @@ pub fn prepare(
     path: &Path,
     warmup: u32,
     frame_size: (u32, u32),
+    handle: &LoadHandle,
 ) -> Result<Prepared, PrepareError> {
     let t0 = Instant::now();
-    let mut engine = crate::backend::load(settings, path)?;
+    let mut engine = crate::backend::load_cancellable(settings, path, &|c| {
+        handle.set_canceller(Some(c));
+    })
+    .map_err(|e| match handle.abandoned() {
+        true => PrepareError::Abandoned,
+        false => e.into(),
+    })?;
+    handle.set_canceller(engine.canceller());
+    if handle.abandoned() {
+        return Err(PrepareError::Abandoned);
+    }
     let info = engine.info().clone();
     log::info!(
         "model {} ({}, {}): input {}x{}x{}, {} classes",
@@ -95,7 +147,8 @@ pub fn prepare(
         pre.prepare(frame_size.0, frame_size.1)
             .map_err(preprocess)?;
     }
-    let warmup_p50_ms = warm_up(&mut engine, warmup).map_err(PrepareError::WarmUp)?;
+    let warmup_p50_ms = warm_up(&mut engine, warmup, handle)?;
+    handle.set_canceller(None);
     Ok(Prepared {
         pipeline: Pipeline::new(engine, pre),
         info,
@@ -151,12 +204,22 @@ pub fn measure(
 
 /// Runs the engine `n` times on its input so first-run costs stay out of the figures; returns
 /// the median run time.
-fn warm_up(engine: &mut Box<dyn Engine>, n: u32) -> Result<Option<f64>, BackendError> {
+fn warm_up(
+    engine: &mut Box<dyn Engine>,
+    n: u32,
+    handle: &LoadHandle,
+) -> Result<Option<f64>, PrepareError> {
     let t = MonoTime::now();
     let mut times = Vec::with_capacity(n as usize);
     for _ in 0..n {
+        if handle.abandoned() {
+            return Err(PrepareError::Abandoned);
+        }
         let r = MonoTime::now();
-        engine.run()?;
+        engine.run().map_err(|e| match handle.abandoned() {
+            true => PrepareError::Abandoned,
+            false => PrepareError::WarmUp(e),
+        })?;
         times.push(ms(MonoTime::now().saturating_since(r)));
     }
     times.sort_by(f64::total_cmp);

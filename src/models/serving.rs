@@ -12,8 +12,10 @@ use std::time::Duration;
 use crate::backend::{EngineMemory, ModelInfo};
 use crate::pipeline::{Pipeline, SwapSlot};
 
-/// Generation names kept for results and `last_result` (frames of older engines are long gone).
-pub const GENERATIONS_KEPT: usize = 256;
+/// Generation names kept for results and `last_result`: a result names its model within
+/// milliseconds, so older ones are never asked for, and a daemon that swaps every 30 s for a year
+/// (or a governor that steps every few seconds) does not keep a million names.
+pub const GENERATIONS_KEPT: usize = 64;
 
 /// How long [`Serving::swap_in`] waits for the pipeline thread (it looks at least every 100 ms).
 pub const SWAP_WAIT: Duration = Duration::from_secs(5);

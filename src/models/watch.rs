@@ -6,6 +6,11 @@
 //! kernel's queue overflowing (`IN_Q_OVERFLOW`) asks for a rescan; the folder vanishing
 //! (`IN_DELETE_SELF`, `IN_IGNORED`) sends the watcher back to waiting for it, and a folder that does
 //! not exist yet at start is waited for in the same way, never fatal.
+//!
+//! inotify watches an inode, not a path: after the release pattern `ln -s relB models.new && mv
+//! -T models.new models` it would go on watching the old folder forever. The path is therefore
+//! resolved again every [`RESOLVE`] (and at once on SIGHUP, through `recheck`): when it names
+//! another folder, the watch moves there and the loader treats it as a new folder.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -29,6 +34,9 @@ pub enum WatchEvent {
     Rescan { since: SystemTime },
     /// The folder went away (or cannot be watched): nothing is watched until it is back.
     Lost,
+    /// The path now names another folder (a symlink switched): the files seen so far belong to
+    /// the old one. A `Rescan` of the new folder follows.
+    Switched,
 }
 
 /// Quiet time after the last close of a file before it becomes a candidate (a writer may close
@@ -36,10 +44,23 @@ pub enum WatchEvent {
 pub const DEBOUNCE: Duration = Duration::from_millis(150);
 /// How often a missing folder is looked for.
 const DIR_POLL: Duration = Duration::from_millis(250);
+/// How often the folder's path is resolved again (a symlink switch is followed this fast).
+pub const RESOLVE: Duration = Duration::from_secs(1);
 
 /// Watches `dir` until `stop`, sending events to `tx`. Returns when `stop` is set or the receiver
 /// is gone.
 pub fn run(dir: &Path, tx: &Sender<WatchEvent>, stop: &AtomicBool) {
+    run_following(dir, tx, stop, &AtomicBool::new(false));
+}
+
+/// The folder a path resolves to now: (device, inode).
+fn identity(dir: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(dir).ok().map(|m| (m.dev(), m.ino()))
+}
+
+/// [`run`], resolving the path again at once whenever `recheck` is set (SIGHUP).
+pub fn run_following(dir: &Path, tx: &Sender<WatchEvent>, stop: &AtomicBool, recheck: &AtomicBool) {
     let mut said_missing = false;
     while !stop.load(Ordering::Relaxed) {
         if !dir.is_dir() {
@@ -53,6 +74,7 @@ pub fn run(dir: &Path, tx: &Sender<WatchEvent>, stop: &AtomicBool) {
             std::thread::sleep(DIR_POLL);
             continue;
         }
+        let id = identity(dir);
         let ino = match watch(dir) {
             Ok(i) => i,
             Err(e) => {
@@ -75,7 +97,20 @@ pub fn run(dir: &Path, tx: &Sender<WatchEvent>, stop: &AtomicBool) {
         {
             return;
         }
-        match follow(&ino, dir, tx, stop) {
+        match follow(&ino, dir, tx, stop, recheck, id) {
+            Lost::Switched => {
+                log::info!(
+                    "watch folder {} now resolves to {}: following it",
+                    dir.display(),
+                    std::fs::canonicalize(dir)
+                        .map_or_else(|e| e.to_string(), |p| p.display().to_string())
+                );
+                if tx.send(WatchEvent::Switched).is_err() {
+                    return;
+                }
+                said_missing = false;
+                continue;
+            }
             Lost::Folder => {
                 log::warn!("watch folder {} was removed; waiting for it", dir.display());
                 // `/models` `watching` turns false until the folder is back.
@@ -105,16 +140,33 @@ fn watch(dir: &Path) -> nix::Result<Inotify> {
 
 enum Lost {
     Folder,
+    Switched,
     Receiver,
     Stopped,
 }
 
 /// Reads events until the folder goes away, the loader hangs up or `stop` is set.
-fn follow(ino: &Inotify, dir: &Path, tx: &Sender<WatchEvent>, stop: &AtomicBool) -> Lost {
+fn follow(
+    ino: &Inotify,
+    dir: &Path,
+    tx: &Sender<WatchEvent>,
+    stop: &AtomicBool,
+    recheck: &AtomicBool,
+    id: Option<(u64, u64)>,
+) -> Lost {
     let mut pending: HashMap<PathBuf, Instant> = HashMap::new();
+    let mut resolved = Instant::now();
     loop {
         if stop.load(Ordering::Relaxed) {
             return Lost::Stopped;
+        }
+        if recheck.swap(false, Ordering::Relaxed) || resolved.elapsed() >= RESOLVE {
+            resolved = Instant::now();
+            match identity(dir) {
+                now if now == id => {}
+                None => return Lost::Folder,
+                Some(_) => return Lost::Switched,
+            }
         }
         let mut fds = [PollFd::new(ino.as_fd_ref(), PollFlags::POLLIN)];
         let _ = poll(&mut fds, PollTimeout::from(50u16));
@@ -280,6 +332,49 @@ mod tests {
         assert!(rescanned, "a recreated folder is watched again");
         std::fs::write(dir.join("y.onnx"), b"y").expect("write");
         assert_eq!(next_changed(&rx), Some(dir.join("y.onnx")));
+        stop.store(true, Ordering::Relaxed);
+        h.join().expect("watcher exits");
+    }
+
+    #[test]
+    fn an_atomic_symlink_switch_of_the_folder_is_followed() {
+        // Issue 18 item 8: `ln -s relB models.new && mv -T models.new models` was never followed.
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let (a, b) = (tmp.path().join("relA"), tmp.path().join("relB"));
+        std::fs::create_dir(&a).expect("mkdir a");
+        std::fs::create_dir(&b).expect("mkdir b");
+        let link = tmp.path().join("models");
+        std::os::unix::fs::symlink("relA", &link).expect("symlink");
+        let (rx, stop, h) = start(link.clone());
+        assert!(matches!(
+            rx.recv_timeout(Duration::from_secs(3)),
+            Ok(WatchEvent::Rescan { .. })
+        ));
+        let new = tmp.path().join("models.new");
+        std::os::unix::fs::symlink("relB", &new).expect("symlink");
+        std::fs::rename(&new, &link).expect("mv -T");
+        let end = Instant::now() + Duration::from_secs(10);
+        let mut seen = Vec::new();
+        while Instant::now() < end && !seen.iter().any(|e| matches!(e, WatchEvent::Rescan { .. })) {
+            if let Ok(e) = rx.recv_timeout(Duration::from_millis(100)) {
+                seen.push(e);
+            }
+        }
+        assert!(
+            matches!(
+                seen.as_slice(),
+                [WatchEvent::Switched, WatchEvent::Rescan { .. }]
+            ),
+            "{seen:?}"
+        );
+        // Events now come from relB, through the link's path.
+        std::fs::write(b.join("m.onnx"), b"m").expect("write");
+        assert_eq!(next_changed(&rx), Some(link.join("m.onnx")));
+        std::fs::write(a.join("old.onnx"), b"m").expect("write");
+        assert!(
+            rx.recv_timeout(Duration::from_millis(600)).is_err(),
+            "the old folder is no longer watched"
+        );
         stop.store(true, Ordering::Relaxed);
         h.join().expect("watcher exits");
     }

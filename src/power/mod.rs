@@ -169,20 +169,18 @@ impl RawPower {
             }
             (None, s) => {
                 let s = s.unwrap_or(DEFAULT_IDLE_SECONDS);
-                if !(s.is_finite() && (0.0..=600.0).contains(&s)) {
-                    return Err(InvalidKey::new(
-                        "power.idle_seconds",
-                        format!("{s} is not in [0, 600] s"),
-                    ));
-                }
-                IdleSetting::Measure(Duration::from_secs_f64(s))
+                IdleSetting::Measure(
+                    crate::units::seconds_or_zero(s, 600.0)
+                        .map_err(|e| InvalidKey::new("power.idle_seconds", e))?,
+                )
             }
         };
         let interval = match raw.interval_ms {
             None => None,
-            Some(v) if v.is_finite() && (1.0..=60_000.0).contains(&v) => {
-                Some(Duration::from_secs_f64(v / 1000.0))
-            }
+            Some(v) if v.is_finite() && (1.0..=60_000.0).contains(&v) => Some(
+                crate::units::millis(v, 0.0, 60_000.0)
+                    .map_err(|e| InvalidKey::new("power.interval_ms", e))?,
+            ),
             Some(v) => {
                 return Err(InvalidKey::new(
                     "power.interval_ms",

@@ -9,6 +9,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use super::limits::{self, FrameLimits, ImageError};
 use super::{Capture, Frame, Pacer, Source, SourceError, SourceInfo};
 use crate::time::MonoTime;
 
@@ -27,6 +28,8 @@ pub struct ImageFolderSource {
     /// Geometry of the first image (what [`SourceInfo`] reports; later images may differ).
     width: u32,
     height: u32,
+    /// Checked against each file's header before its pixels are decoded.
+    limits: FrameLimits,
 }
 
 impl ImageFolderSource {
@@ -37,6 +40,17 @@ impl ImageFolderSource {
         fps: Option<f64>,
         looping: bool,
     ) -> Result<ImageFolderSource, SourceError> {
+        ImageFolderSource::open_with_limits(dir, uri, fps, looping, FrameLimits::default())
+    }
+
+    /// [`ImageFolderSource::open`] with frame-size limits other than the default.
+    pub fn open_with_limits(
+        dir: &Path,
+        uri: &str,
+        fps: Option<f64>,
+        looping: bool,
+        limits: FrameLimits,
+    ) -> Result<ImageFolderSource, SourceError> {
         let files = list_images(dir)?;
         let Some(first) = files.first() else {
             let reason = format!("no PNG or JPEG images in folder {}", dir.display());
@@ -45,7 +59,8 @@ impl ImageFolderSource {
                 reason,
             });
         };
-        let (width, height) = dimensions(first, uri)?;
+        let (width, height) =
+            limits::image_dimensions(first, &limits).map_err(|e| image_error(first, uri, e))?;
         let pacer = Pacer::new(fps.unwrap_or(DEFAULT_FPS));
         Ok(ImageFolderSource {
             uri: uri.to_owned(),
@@ -55,6 +70,7 @@ impl ImageFolderSource {
             pacer,
             width,
             height,
+            limits,
         })
     }
 
@@ -89,7 +105,9 @@ impl Source for ImageFolderSource {
         if self.pacer.wait(timeout).is_none() {
             return Ok(Capture::Timeout);
         }
-        decode_into(&self.files[self.index], &self.uri, frame)?;
+        let path = &self.files[self.index];
+        limits::decode_image_file(path, &self.limits, frame)
+            .map_err(|e| image_error(path, &self.uri, e))?;
         frame.captured_at = MonoTime::now();
         self.index += 1;
         Ok(Capture::Frame)
@@ -121,30 +139,21 @@ fn is_image(path: &Path) -> bool {
     matches!(ext.as_deref(), Some("png" | "jpg" | "jpeg"))
 }
 
-fn decode_error(path: &Path, uri: &str, e: impl std::fmt::Display) -> SourceError {
-    SourceError::Format {
-        uri: uri.to_owned(),
-        reason: format!("cannot decode image {}: {e}", path.display()),
+/// An image that cannot become a frame, naming the file.
+fn image_error(path: &Path, uri: &str, e: ImageError) -> SourceError {
+    match e {
+        ImageError::Io(source) => SourceError::Open {
+            path: path.to_owned(),
+            source,
+        },
+        ImageError::TooLarge(limit) => SourceError::TooLarge {
+            uri: uri.to_owned(),
+            what: format!("image {}", path.display()),
+            limit,
+        },
+        ImageError::Decode(e) => SourceError::Format {
+            uri: uri.to_owned(),
+            reason: format!("cannot decode image {}: {e}", path.display()),
+        },
     }
-}
-
-/// Width and height from the file's header, without decoding the pixels.
-fn dimensions(path: &Path, uri: &str) -> Result<(u32, u32), SourceError> {
-    let reader = image::ImageReader::open(path).map_err(|source| SourceError::Open {
-        path: path.to_owned(),
-        source,
-    })?;
-    reader
-        .into_dimensions()
-        .map_err(|e| decode_error(path, uri, e))
-}
-
-/// Decodes `path` (grey and alpha converted to RGB) into `frame`.
-fn decode_into(path: &Path, uri: &str, frame: &mut Frame) -> Result<(), SourceError> {
-    let img = image::open(path)
-        .map_err(|e| decode_error(path, uri, e))?
-        .into_rgb8();
-    frame.set_size(img.width(), img.height());
-    frame.rgb.copy_from_slice(img.as_raw());
-    Ok(())
 }

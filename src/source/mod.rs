@@ -18,6 +18,7 @@ use crate::time::MonoTime;
 
 pub mod color;
 pub mod images;
+pub mod limits;
 pub mod pacer;
 pub mod reopen;
 pub mod synthetic;
@@ -25,6 +26,7 @@ pub mod uri;
 pub mod v4l2;
 pub mod y4m;
 
+pub use limits::FrameLimits;
 pub use pacer::Pacer;
 pub use uri::{SourceKind, SourceOptions, SourceSpec};
 
@@ -122,6 +124,14 @@ pub enum SourceError {
         frame: u64,
         got: usize,
         expected: usize,
+    },
+    /// A header declares a frame over the limits; nothing was allocated for it.
+    #[error("source {uri}: {what} {limit}")]
+    TooLarge {
+        uri: String,
+        /// What declared it (`image PATH`, `stream header`, `camera format`).
+        what: String,
+        limit: limits::TooLarge,
     },
     #[error("source {uri}: read failed: {source}")]
     Io { uri: String, source: std::io::Error },

@@ -30,7 +30,7 @@ impl Pacer {
     /// rates when parsing URIs and headers).
     pub fn new(fps: f64) -> Pacer {
         Pacer {
-            period_ns: 1e9 / fps,
+            period_ns: crate::units::period_ns(fps),
             start: None,
             next: 0,
             reanchors: 0,
@@ -60,12 +60,16 @@ impl Pacer {
             self.start = Some(self.due(start, self.next - 1));
             self.next = 1;
         }
-        self.period_ns = 1e9 / fps;
+        self.period_ns = crate::units::period_ns(fps);
     }
 
     /// Deadline of frame `n` of the current schedule.
     fn due(&self, start: MonoTime, n: u64) -> MonoTime {
-        MonoTime::from_nanos(start.as_nanos() + (n as f64 * self.period_ns).round() as u64)
+        MonoTime::from_nanos(
+            start
+                .as_nanos()
+                .saturating_add((n as f64 * self.period_ns).round() as u64),
+        )
     }
 
     /// Waits for the next frame's deadline, but no longer than `timeout`.

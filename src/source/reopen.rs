@@ -8,25 +8,32 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::{Capture, Frame, Source, SourceError, SourceInfo, y4m};
+use super::{Capture, Frame, FrameLimits, Source, SourceError, SourceInfo, y4m};
 
 /// A Y4M FIFO reopened at every EOF.
 pub struct ReopenSource {
     path: PathBuf,
     uri: String,
     fps: Option<f64>,
+    limits: FrameLimits,
     inner: Box<dyn Source>,
     info: SourceInfo,
 }
 
 /// Opens the FIFO (blocking until its first writer) and reads the first stream's header.
-pub fn open(path: &Path, uri: &str, fps: Option<f64>) -> Result<Box<dyn Source>, SourceError> {
-    let inner = y4m::open_file(path, uri, fps, false)?;
+pub fn open(
+    path: &Path,
+    uri: &str,
+    fps: Option<f64>,
+    limits: FrameLimits,
+) -> Result<Box<dyn Source>, SourceError> {
+    let inner = y4m::open_file(path, uri, fps, false, &limits)?;
     let info = inner.info();
     Ok(Box::new(ReopenSource {
         path: path.to_path_buf(),
         uri: uri.to_string(),
         fps,
+        limits,
         inner,
         info,
     }))
@@ -51,7 +58,7 @@ impl Source for ReopenSource {
         match self.inner.next(frame, timeout)? {
             Capture::EndOfStream => {
                 log::info!("{}: writer closed; waiting for the next one", self.uri);
-                self.inner = y4m::open_file(&self.path, &self.uri, self.fps, false)?;
+                self.inner = y4m::open_file(&self.path, &self.uri, self.fps, false, &self.limits)?;
                 log::info!("{}: new writer", self.uri);
                 Ok(Capture::Timeout)
             }

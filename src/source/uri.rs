@@ -10,7 +10,7 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use super::{Source, SourceError, images, synthetic, y4m};
+use super::{FrameLimits, Source, SourceError, images, synthetic, y4m};
 
 /// The URIs a source can be named by, for `--help` (kept beside the parser it describes).
 pub const USAGE: &str = "Sources (URIs): synthetic://WxH@FPS, file:///clip.y4m, file:///frames/ \
@@ -52,6 +52,16 @@ pub struct SourceOptions {
     pub size: Option<(u32, u32)>,
     /// `format=YUYV` (cameras): the FourCC to ask the driver for.
     pub format: Option<[u8; 4]>,
+    /// `max_pixels=N`: the largest frame (width x height) a header may declare; see
+    /// [`FrameLimits`] for the default.
+    pub max_pixels: Option<u64>,
+}
+
+impl SourceOptions {
+    /// The frame-size limits every reader of this source checks before allocating.
+    pub fn limits(&self) -> FrameLimits {
+        FrameLimits::with_max_pixels(self.max_pixels)
+    }
 }
 
 /// A parsed source URI.
@@ -105,6 +115,16 @@ impl SourceSpec {
             None => file_kind(body).map_err(bad)?,
         };
         check_options(&kind, &options).map_err(bad)?;
+        let requested = match kind {
+            SourceKind::Synthetic { width, height, .. } => Some((width, height)),
+            _ => options.size,
+        };
+        if let Some((w, h)) = requested {
+            options
+                .limits()
+                .check(u64::from(w), u64::from(h))
+                .map_err(|e| bad(format!("the size {e}")))?;
+        }
         if let SourceKind::Synthetic { .. } = kind {
             options.fps = None; // folded into the kind
         }
@@ -164,8 +184,13 @@ fn is_video_device(path: &str) -> bool {
 /// `loop=true&fps=30`; both optional, nothing else allowed.
 fn parse_query(query: &str) -> Result<SourceOptions, String> {
     let mut options = SourceOptions::default();
+    let mut seen: Vec<&str> = Vec::new();
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         let (key, value) = pair.split_once('=').unwrap_or((pair, "true"));
+        if seen.contains(&key) {
+            return Err(format!("option '{key}' is given twice"));
+        }
+        seen.push(key);
         match key {
             "loop" => {
                 options.looping =
@@ -178,9 +203,14 @@ fn parse_query(query: &str) -> Result<SourceOptions, String> {
             }
             "size" => options.size = Some(parse_size(value)?),
             "format" => options.format = Some(parse_fourcc(value)?),
+            "max_pixels" => {
+                options.max_pixels = Some(value.parse::<u64>().ok().filter(|n| *n > 0).ok_or(
+                    format!("max_pixels must be a positive integer, not '{value}'"),
+                )?)
+            }
             _ => {
                 return Err(format!(
-                    "unknown option '{key}' (expected loop, fps, reopen, size or format)"
+                    "unknown option '{key}' (expected loop, fps, reopen, size, format or max_pixels)"
                 ));
             }
         }
@@ -224,12 +254,14 @@ fn parse_bool(value: &str) -> Option<bool> {
 }
 
 fn parse_fps(value: &str) -> Result<f64, String> {
-    match value.parse::<f64>() {
-        Ok(f) if f.is_finite() && f > 0.0 && f <= MAX_FPS => Ok(f),
-        _ => Err(format!(
-            "fps must be a number in (0, {MAX_FPS}], not '{value}'"
-        )),
-    }
+    let bad = || {
+        format!(
+            "fps must be a number in [{}, {MAX_FPS}], not '{value}'",
+            crate::units::MIN_FPS
+        )
+    };
+    let f = value.parse::<f64>().map_err(|_| bad())?;
+    crate::units::rate(f, MAX_FPS).map_err(|_| bad())
 }
 
 /// `WxH@FPS` or `WxH` (rate from `?fps=` or the default).
@@ -323,6 +355,10 @@ impl fmt::Display for SourceSpec {
         }
         if let Some(c) = self.options.format {
             write!(f, "{sep}format={}", String::from_utf8_lossy(&c).trim_end())?;
+            sep = '&';
+        }
+        if let Some(n) = self.options.max_pixels {
+            write!(f, "{sep}max_pixels={n}")?;
         }
         Ok(())
     }
@@ -338,14 +374,17 @@ fn write_folder(f: &mut fmt::Formatter<'_>, path: &Path) -> fmt::Result {
 /// Opens the source a spec names.
 pub fn open(spec: &SourceSpec) -> Result<Box<dyn Source>, SourceError> {
     let (uri, fps, looping) = (spec.uri.as_str(), spec.options.fps, spec.options.looping);
+    let limits = spec.options.limits();
     match &spec.kind {
         SourceKind::Synthetic { width, height, fps } => Ok(Box::new(
             synthetic::SyntheticSource::new(uri, *width, *height, *fps),
         )),
         // The path may have become a directory since parsing: look again.
-        SourceKind::Y4mFile { path } | SourceKind::ImageFolder { path } if path.is_dir() => Ok(
-            Box::new(images::ImageFolderSource::open(path, uri, fps, looping)?),
-        ),
+        SourceKind::Y4mFile { path } | SourceKind::ImageFolder { path } if path.is_dir() => {
+            Ok(Box::new(images::ImageFolderSource::open_with_limits(
+                path, uri, fps, looping, limits,
+            )?))
+        }
         SourceKind::ImageFolder { path } => Err(SourceError::Open {
             path: path.clone(),
             source: std::io::Error::new(
@@ -353,9 +392,11 @@ pub fn open(spec: &SourceSpec) -> Result<Box<dyn Source>, SourceError> {
                 "image folder does not exist",
             ),
         }),
-        SourceKind::Y4mFile { path } if spec.options.reopen => super::reopen::open(path, uri, fps),
-        SourceKind::Y4mFile { path } => y4m::open_file(path, uri, fps, looping),
-        SourceKind::Stdin => y4m::open_stdin(uri, fps),
+        SourceKind::Y4mFile { path } if spec.options.reopen => {
+            super::reopen::open(path, uri, fps, limits)
+        }
+        SourceKind::Y4mFile { path } => y4m::open_file(path, uri, fps, looping, &limits),
+        SourceKind::Stdin => y4m::open_stdin(uri, fps, &limits),
         SourceKind::V4l2 { device } => super::v4l2::open(device, uri, &spec.options),
     }
 }

@@ -14,7 +14,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::{Capture, Frame, Source, SourceError, SourceInfo, SourceOptions};
+use super::{Capture, Frame, FrameLimits, Source, SourceError, SourceInfo, SourceOptions};
 use crate::time::MonoTime;
 
 pub mod convert;
@@ -57,6 +57,8 @@ pub struct V4l2Source {
     opener: Box<dyn Opener>,
     device: Option<Box<dyn Device>>,
     granted: Granted,
+    /// What a granted format may be (a driver may grant more than was asked).
+    limits: FrameLimits,
     /// Reused copy of an MJPEG frame with the standard Huffman tables inserted.
     jpeg_scratch: Vec<u8>,
     backoff: Duration,
@@ -72,11 +74,12 @@ pub fn open(
     uri: &str,
     options: &SourceOptions,
 ) -> Result<Box<dyn Source>, SourceError> {
-    let s = V4l2Source::open_with(
+    let s = V4l2Source::open_with_limits(
         Box::new(kernel::KernelOpener),
         device,
         uri,
         Request::from_options(options),
+        options.limits(),
     )?;
     Ok(Box::new(s))
 }
@@ -112,21 +115,37 @@ pub fn choose_format(offered: &[FourCc], wanted: Option<FourCc>) -> Result<FourC
 impl V4l2Source {
     /// Opens and negotiates through `opener` (the kernel, or a fake in tests).
     pub fn open_with(
+        opener: Box<dyn Opener>,
+        path: &Path,
+        uri: &str,
+        request: Request,
+    ) -> Result<V4l2Source, SourceError> {
+        V4l2Source::open_with_limits(opener, path, uri, request, FrameLimits::default())
+    }
+
+    /// [`V4l2Source::open_with`], refusing a granted format over `limits`.
+    pub fn open_with_limits(
         mut opener: Box<dyn Opener>,
         path: &Path,
         uri: &str,
         request: Request,
+        limits: FrameLimits,
     ) -> Result<V4l2Source, SourceError> {
         let open_err = |source: std::io::Error| SourceError::Open {
             path: path.to_path_buf(),
             source,
         };
         let mut dev = opener.open(path).map_err(open_err)?;
-        let granted = negotiate(&mut *dev, &request).map_err(|e| match e {
+        let granted = negotiate(&mut *dev, &request, &limits).map_err(|e| match e {
             Negotiation::Io(source) => open_err(source),
             Negotiation::Format(reason) => SourceError::Format {
                 uri: uri.to_string(),
                 reason,
+            },
+            Negotiation::TooLarge(limit) => SourceError::TooLarge {
+                uri: uri.to_string(),
+                what: "the driver's granted format".into(),
+                limit,
             },
         })?;
         log_granted(uri, &request, &granted);
@@ -137,6 +156,7 @@ impl V4l2Source {
             opener,
             device: Some(dev),
             granted,
+            limits,
             jpeg_scratch: Vec::new(),
             backoff: BACKOFF_START,
             backoff_start: BACKOFF_START,
@@ -189,7 +209,7 @@ impl V4l2Source {
             .opener
             .open(&self.path)
             .map_err(Negotiation::Io)
-            .and_then(|mut d| negotiate(&mut *d, &self.request).map(|g| (d, g)));
+            .and_then(|mut d| negotiate(&mut *d, &self.request, &self.limits).map(|g| (d, g)));
         match attempt {
             Ok((d, g)) => {
                 log::info!(
@@ -220,9 +240,14 @@ impl V4l2Source {
 enum Negotiation {
     Io(std::io::Error),
     Format(String),
+    TooLarge(super::limits::TooLarge),
 }
 
-fn negotiate(dev: &mut dyn Device, req: &Request) -> Result<Granted, Negotiation> {
+fn negotiate(
+    dev: &mut dyn Device,
+    req: &Request,
+    limits: &FrameLimits,
+) -> Result<Granted, Negotiation> {
     let offered = dev.formats().map_err(Negotiation::Io)?;
     let fourcc = choose_format(&offered, req.format).map_err(Negotiation::Format)?;
     let g = dev
@@ -240,6 +265,9 @@ fn negotiate(dev: &mut dyn Device, req: &Request) -> Result<Granted, Negotiation
             "the driver granted an empty frame".into(),
         ));
     }
+    limits
+        .check(u64::from(g.width), u64::from(g.height))
+        .map_err(Negotiation::TooLarge)?;
     Ok(g)
 }
 

@@ -18,6 +18,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::color::{Chroma, ColorRange, yuv_to_rgb};
+use super::limits::FrameLimits;
 use super::{Capture, Frame, Pacer, Source, SourceError, SourceInfo};
 use crate::time::MonoTime;
 
@@ -54,7 +55,10 @@ impl Y4mHeader {
         let (mut width, mut height, mut fps) = (None, None, None);
         let (mut chroma, mut alpha, mut range) = (Chroma::C420, false, None);
         for token in text.split_ascii_whitespace() {
-            let (tag, value) = token.split_at(1);
+            // The tag is the first character, which need not be ASCII (found by fuzzing:
+            // splitting at byte 1 panicked inside a multi-byte character).
+            let tag_len = token.chars().next().map_or(0, char::len_utf8);
+            let (tag, value) = token.split_at(tag_len);
             match tag {
                 "W" => width = Some(dimension("width", value)?),
                 "H" => height = Some(dimension("height", value)?),
@@ -172,6 +176,16 @@ pub struct Y4mReader<R> {
 impl<R: Read> Y4mReader<R> {
     /// Reads and parses the stream header; `uri` names the stream in errors.
     pub fn new(inner: R, uri: &str) -> Result<Y4mReader<R>, SourceError> {
+        Y4mReader::with_limits(inner, uri, &FrameLimits::default())
+    }
+
+    /// [`Y4mReader::new`], refusing a header that declares a frame over `limits` (before any
+    /// frame buffer is sized from it).
+    pub fn with_limits(
+        inner: R,
+        uri: &str,
+        limits: &FrameLimits,
+    ) -> Result<Y4mReader<R>, SourceError> {
         let mut inner = BufReader::new(inner);
         let mut line = Vec::with_capacity(128);
         let n = read_line(&mut inner, &mut line).map_err(|source| io_error(uri, source))?;
@@ -188,6 +202,13 @@ impl<R: Read> Y4mReader<R> {
             )));
         }
         let header = Y4mHeader::parse(&line).map_err(format)?;
+        limits
+            .check(u64::from(header.width), u64::from(header.height))
+            .map_err(|limit| SourceError::TooLarge {
+                uri: uri.to_owned(),
+                what: "stream header".into(),
+                limit,
+            })?;
         Ok(Y4mReader {
             inner,
             uri: uri.to_owned(),
@@ -310,7 +331,16 @@ pub struct Y4mSource<R> {
 impl<R: Read + Send> Y4mSource<R> {
     /// An unpaced source over `inner` (frames come as fast as the reader yields them).
     pub fn new(inner: R, uri: &str) -> Result<Y4mSource<R>, SourceError> {
-        let reader = Y4mReader::new(inner, uri)?;
+        Y4mSource::with_limits(inner, uri, &FrameLimits::default())
+    }
+
+    /// [`Y4mSource::new`] with frame-size limits other than the default.
+    pub fn with_limits(
+        inner: R,
+        uri: &str,
+        limits: &FrameLimits,
+    ) -> Result<Y4mSource<R>, SourceError> {
+        let reader = Y4mReader::with_limits(inner, uri, limits)?;
         let planes = vec![0; reader.header().frame_len()];
         let fps = reader.header().fps;
         Ok(Y4mSource {
@@ -414,12 +444,13 @@ pub fn open_file(
     uri: &str,
     fps: Option<f64>,
     looping: bool,
+    limits: &FrameLimits,
 ) -> Result<Box<dyn Source>, SourceError> {
     let file = File::open(path).map_err(|source| SourceError::Open {
         path: path.to_owned(),
         source,
     })?;
-    let mut source = Y4mSource::new(file, uri)?;
+    let mut source = Y4mSource::with_limits(file, uri, limits)?;
     match fps.or(source.header().fps) {
         Some(rate) => source = source.paced(rate),
         None => {
@@ -433,8 +464,12 @@ pub fn open_file(
 }
 
 /// Reads Y4M from stdin; unpaced unless `fps` is given. Blocks while the writer is silent.
-pub fn open_stdin(uri: &str, fps: Option<f64>) -> Result<Box<dyn Source>, SourceError> {
-    let source = Y4mSource::new(std::io::stdin(), uri)?;
+pub fn open_stdin(
+    uri: &str,
+    fps: Option<f64>,
+    limits: &FrameLimits,
+) -> Result<Box<dyn Source>, SourceError> {
+    let source = Y4mSource::with_limits(std::io::stdin(), uri, limits)?;
     Ok(Box::new(match fps {
         Some(rate) => source.paced(rate),
         None => source,
@@ -508,6 +543,14 @@ mod tests {
                 Ok(h) => panic!("{} parsed as {h:?}", String::from_utf8_lossy(line)),
             }
         }
+    }
+
+    #[test]
+    fn a_tag_starting_with_a_multibyte_character_is_ignored_not_a_panic() {
+        // fuzz/regressions/y4m/multibyte_tag had `\u{3bc}24MPPEG2` among the tags.
+        let h = Y4mHeader::parse("YUV4MPEG2 W4 H2 \u{3bc}24 Cmono".as_bytes())
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((h.width, h.height, h.chroma), (4, 2, Chroma::Mono));
     }
 
     #[test]

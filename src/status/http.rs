@@ -103,17 +103,26 @@ fn malformed(msg: impl Into<String>) -> ParseError {
     ParseError::Malformed(msg.into())
 }
 
-/// Reads and parses one request from `stream` within `limits`.
+/// Parses one request from the bytes received so far. `Ok(None)` means "not complete yet, read
+/// more"; an error is final (more bytes cannot make the request valid), so a peer that sends junk
+/// is answered at once instead of waiting for its timeout.
 ///
-/// `stream` should carry its own per-read timeout (a socket's `set_read_timeout`); reads that
-/// time out become [`ParseError::Timeout`], and so does running past `limits.total_time`.
-pub fn read_request(stream: &mut impl Read, limits: &Limits) -> Result<Request, ParseError> {
-    let deadline = Instant::now() + limits.total_time;
-    let mut buf = Vec::with_capacity(1024);
-    let head_end = read_head(stream, &mut buf, limits, deadline)?;
-    let head = std::str::from_utf8(&buf[..head_end])
+/// Lines may end in CRLF or in a bare LF (RFC 9112 2.2 lets a server accept LF alone; `nc -U`
+/// sends it). Bytes past the announced body are refused: one request per connection.
+pub fn parse(buf: &[u8], limits: &Limits) -> Result<Option<Request>, ParseError> {
+    let Some((head_len, body_start)) = head_end(buf) else {
+        check_prefix(buf)?;
+        if buf.len() >= limits.max_head {
+            return Err(head_too_large(limits));
+        }
+        return Ok(None);
+    };
+    if body_start > limits.max_head {
+        return Err(head_too_large(limits));
+    }
+    let head = std::str::from_utf8(&buf[..head_len])
         .map_err(|_| malformed("request head is not valid UTF-8"))?;
-    let mut lines = head.split("\r\n");
+    let mut lines = head.split('\n').map(|l| l.strip_suffix('\r').unwrap_or(l));
     let (method, path, query) = parse_request_line(lines.next().unwrap_or_default())?;
     let headers = parse_headers(lines, limits)?;
     let mut req = Request {
@@ -124,37 +133,30 @@ pub fn read_request(stream: &mut impl Read, limits: &Limits) -> Result<Request, 
         body: Vec::new(),
     };
     let len = body_length(&req, limits)?;
-    let already = buf.len() - (head_end + 4);
-    if already > len {
+    let have = buf.len() - body_start;
+    if have > len {
         return Err(malformed(
             "more bytes than Content-Length (pipelining is not supported)",
         ));
     }
-    req.body = buf.split_off(head_end + 4);
-    read_body(stream, &mut req.body, len, deadline)?;
-    Ok(req)
+    if have < len {
+        return Ok(None);
+    }
+    req.body = buf[body_start..].to_vec();
+    Ok(Some(req))
 }
 
-/// Reads until the blank line ending the head; returns the offset of its `\r\n\r\n`. Rejects
-/// garbage as soon as the bytes seen so far cannot start a valid request line, so a peer that
-/// writes junk and waits gets its 400 at once.
-fn read_head(
-    stream: &mut impl Read,
-    buf: &mut Vec<u8>,
-    limits: &Limits,
-    deadline: Instant,
-) -> Result<usize, ParseError> {
-    let mut chunk = [0u8; 1024];
+/// Reads and parses one request from a blocking `stream` within `limits`.
+///
+/// `stream` should carry its own per-read timeout (a socket's `set_read_timeout`); reads that
+/// time out become [`ParseError::Timeout`], and so does running past `limits.total_time`.
+pub fn read_request(stream: &mut impl Read, limits: &Limits) -> Result<Request, ParseError> {
+    let deadline = Instant::now() + limits.total_time;
+    let mut buf = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 4096];
     loop {
-        if let Some(end) = find(buf, b"\r\n\r\n") {
-            if end + 4 > limits.max_head {
-                return Err(head_too_large(limits));
-            }
-            return Ok(end);
-        }
-        check_prefix(buf)?;
-        if buf.len() >= limits.max_head {
-            return Err(head_too_large(limits));
+        if let Some(req) = parse(&buf, limits)? {
+            return Ok(req);
         }
         let n = read_some(stream, &mut chunk, deadline)?;
         if n == 0 {
@@ -168,6 +170,26 @@ fn read_head(
     }
 }
 
+/// Where the head ends: (offset of the last header line's LF, offset of the body). The head
+/// ends at the first empty line, whether lines end in CRLF or LF; each line loses one CR before
+/// its LF when split, exactly as [`check_prefix`] strips it (found by fuzzing: stripping the
+/// last line's CR twice accepted `...HTTP/1.1\r\r\n` whole but not while arriving).
+fn head_end(buf: &[u8]) -> Option<(usize, usize)> {
+    let mut from = 0;
+    while let Some(p) = buf[from..].iter().position(|&b| b == b'\n') {
+        let nl = from + p;
+        let rest = &buf[nl + 1..];
+        if rest.starts_with(b"\n") {
+            return Some((nl, nl + 2));
+        }
+        if rest.starts_with(b"\r\n") {
+            return Some((nl, nl + 3));
+        }
+        from = nl + 1;
+    }
+    None
+}
+
 fn head_too_large(limits: &Limits) -> ParseError {
     malformed(format!(
         "request line and headers exceed {} bytes",
@@ -178,19 +200,24 @@ fn head_too_large(limits: &Limits) -> ParseError {
 /// Fails early when `buf` (an incomplete head) cannot be the start of `METHOD SP ...`.
 fn check_prefix(buf: &[u8]) -> Result<(), ParseError> {
     let method_end = buf.iter().position(|&b| b == b' ').unwrap_or(buf.len());
-    if !buf[..method_end].iter().all(|&b| is_tchar(b)) {
+    let method = &buf[..method_end];
+    // A line end before the first space: the request line has no target.
+    let method = match method.iter().position(|&b| b == b'\n') {
+        Some(nl) => &method[..nl],
+        None => method,
+    };
+    let method = method.strip_suffix(b"\r").unwrap_or(method);
+    if !method.iter().all(|&b| is_tchar(b)) {
         return Err(malformed("bad request line: method is not a token"));
     }
-    if method_end > 32 {
+    if method.len() > 32 {
         return Err(malformed("bad request line: method too long"));
     }
-    if let Some(nl) = find(buf, b"\n") {
+    if let Some(nl) = buf.iter().position(|&b| b == b'\n') {
         // A complete first line: validate it now rather than waiting for headers that a
         // confused peer may never send.
         let line = &buf[..nl];
-        let line = line
-            .strip_suffix(b"\r")
-            .ok_or_else(|| malformed("bare LF in request line"))?;
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
         let line = std::str::from_utf8(line).map_err(|_| malformed("request line is not UTF-8"))?;
         parse_request_line(line)?;
     }
@@ -222,24 +249,6 @@ fn is_timeout(e: &io::Error) -> bool {
     )
 }
 
-fn read_body(
-    stream: &mut impl Read,
-    body: &mut Vec<u8>,
-    len: usize,
-    deadline: Instant,
-) -> Result<(), ParseError> {
-    let mut chunk = [0u8; 4096];
-    while body.len() < len {
-        let want = (len - body.len()).min(chunk.len());
-        let n = read_some(stream, &mut chunk[..want], deadline)?;
-        if n == 0 {
-            return Err(ParseError::Truncated);
-        }
-        body.extend_from_slice(&chunk[..n]);
-    }
-    Ok(())
-}
-
 /// `METHOD SP request-target SP HTTP/1.x` → (method, path, query).
 fn parse_request_line(line: &str) -> Result<(String, String, Option<String>), ParseError> {
     let mut parts = line.split(' ');
@@ -252,6 +261,11 @@ fn parse_request_line(line: &str) -> Result<(String, String, Option<String>), Pa
     };
     if method.is_empty() || !method.bytes().all(is_tchar) {
         return Err(malformed("bad request line: method is not a token"));
+    }
+    // The same bound the early check applies to an incomplete line (found by fuzzing: a long
+    // method was refused while arriving and accepted when it came in one piece).
+    if method.len() > 32 {
+        return Err(malformed("bad request line: method too long"));
     }
     if version != "HTTP/1.1" && version != "HTTP/1.0" {
         return Err(malformed(
@@ -357,10 +371,6 @@ fn is_tchar(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
-}
-
 /// One response; always sent with `Connection: close` and an exact `Content-Length`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Response {
@@ -452,6 +462,7 @@ pub fn reason(status: u16) -> &'static str {
         409 => "Conflict",
         413 => "Content Too Large",
         422 => "Unprocessable Content",
+        429 => "Too Many Requests",
         500 => "Internal Server Error",
         501 => "Not Implemented",
         503 => "Service Unavailable",
@@ -482,6 +493,57 @@ mod tests {
         assert_eq!(r.query.as_deref(), Some("x=1"));
         assert_eq!(r.header("host"), Some("localhost"));
         assert!(r.body.is_empty());
+    }
+
+    #[test]
+    fn lf_only_and_mixed_line_ends_are_accepted() {
+        // What `printf 'GET /status HTTP/1.0\n\n' | nc -U sock` sends.
+        let r = parse(b"GET /status HTTP/1.0\n\n").unwrap();
+        assert_eq!((r.method.as_str(), r.path.as_str()), ("GET", "/status"));
+        let r = parse(b"GET /healthz HTTP/1.1\nHost: x\nAccept: */*\n\n").unwrap();
+        assert_eq!(r.header("accept"), Some("*/*"));
+        let r = parse(b"POST /m HTTP/1.1\r\nContent-Length: 2\n\r\nhi").unwrap();
+        assert_eq!(r.body, b"hi");
+        // A CR that does not end a line is still refused.
+        malformed_msg(b"GET /x HTTP/1.1\nA: b\rc\n\n");
+    }
+
+    #[test]
+    fn incremental_parse_waits_for_the_whole_request() {
+        let full = b"POST /m HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello";
+        let limits = Limits::default();
+        for cut in 0..full.len() {
+            assert!(
+                matches!(super::parse(&full[..cut], &limits), Ok(None)),
+                "prefix of {cut} bytes"
+            );
+        }
+        let r = super::parse(full, &limits).unwrap().expect("complete");
+        assert_eq!(r.body, b"hello");
+        // Junk is refused as soon as it cannot start a request line.
+        assert!(super::parse(b"\x16\x03", &limits).is_err());
+        assert!(super::parse(b"GET /x HTTP/2", &limits).is_ok());
+        assert!(super::parse(b"GET /x HTTP/2.0\n", &limits).is_err());
+    }
+
+    #[test]
+    fn a_method_longer_than_32_bytes_is_refused_whole_and_in_part() {
+        // fuzz/regressions/http/method_longer_than_32: a 39-byte method.
+        let req = b"`%%%%%%%%%%%%%%%%%%%%%%%%%%%%%%%%%%%%%P*ST /x HTTP/1.1\r\nA: b\r\n\r\n";
+        let limits = Limits::default();
+        assert!(super::parse(&req[..34], &limits).is_err());
+        assert!(malformed_msg(req).contains("method too long"));
+        let ok = format!("{} /x HTTP/1.1\r\n\r\n", "M".repeat(32));
+        assert!(parse(ok.as_bytes()).is_ok());
+    }
+
+    #[test]
+    fn a_line_ending_in_cr_cr_lf_is_refused_whole_and_in_part() {
+        // fuzz/regressions/http/cr_cr_lf_line_end.
+        let req = b"`POST /x HTTP/1.1\r\r\n\r\n";
+        assert!(super::parse(&req[..21], &Limits::default()).is_err());
+        malformed_msg(req);
+        malformed_msg(b"GET /x HTTP/1.1\r\nA: b\r\r\n\r\n");
     }
 
     #[test]

@@ -16,9 +16,12 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub mod client;
+mod conn;
 pub mod http;
+mod ratelog;
 pub mod router;
 pub mod server;
+pub mod socket_file;
 pub mod table;
 
 pub use http::{Request, Response};
@@ -39,6 +42,16 @@ pub enum StatusError {
     AlreadyInUse { path: PathBuf },
     #[error("refusing to replace {}: it exists and is not a socket", path.display())]
     NotASocket { path: PathBuf },
+    #[error(
+        "refusing to bind status socket {}: directory {} {reason}, so another user could replace \
+         the socket (fix: chmod o-w,+t or chown that directory, or choose another path)",
+        path.display(), dir.display()
+    )]
+    InsecureDirectory {
+        path: PathBuf,
+        dir: PathBuf,
+        reason: String,
+    },
     #[error("cannot inspect status socket {}", path.display())]
     Inspect { path: PathBuf, source: io::Error },
     #[error("cannot remove stale status socket {}", path.display())]

@@ -1,31 +1,49 @@
-//! The status listener: one accept thread, one short-lived thread per connection.
+//! The status listener: one poll loop holding every connection, a few handler threads.
 //!
 //! The status server must never be able to hurt the pipeline, and must never be hurt by its
-//! peers: a client that connects and says nothing, a flood of connections, garbage bytes or a
-//! panicking handler each cost at most one bounded connection thread, and over the connection
-//! cap new peers get an immediate 503 instead of a queue. The accept loop is non-blocking and
-//! polls a stop flag, so shutdown needs no self-connection trick and the socket file is removed
-//! on the way out (only if it is still the one we created).
+//! peers. Connections are non-blocking entries in one `poll(2)` loop ([`super::conn`]), so a
+//! client that connects and says nothing, or dribbles a byte at a time, costs a buffer, not a
+//! thread, and is dropped when its deadline (the whole request, default 2 s) passes. Complete
+//! requests go to a small pool of handler threads (building `/status` takes locks the stats
+//! thread also takes; the loop itself never waits on them), and answers come back to the loop to
+//! be written without blocking, the client again having its 2 s to take them. A handler gets
+//! 30 s (a busy board is slow, not broken) before its client is told 500. The handler threads
+//! run at the loader's lower priority (nice 10), so a crowd of pollers takes CPU time from the
+//! pipeline last; the loop itself (syscalls only) keeps the normal one.
 //!
-//! The Unix socket is the control plane (mode 0660: the owner and the service's group). The
+//! Up to `max_connections` (default 64) connections are served at once, enough for a fleet's
+//! scrapers and dashboards. Beyond that a connection is still accepted and its request read, then
+//! answered `429 Too Many Requests` with `Retry-After: 1`: a clean refusal, never a reset, and
+//! never the 503 that `/healthz` uses for "unhealthy". Only when as many refused connections are
+//! open again does the loop stop accepting for a moment (new peers then wait in the kernel's
+//! backlog, they are not reset). Bad requests are answered 400, a request not received by the
+//! deadline 408, all without reaching the handler; a panicking handler becomes a 500.
+//!
+//! The Unix socket is the control plane (mode 0660: the owner and the service's group; see
+//! [`super::socket_file`] for the directory check and the periodic re-check of the path). The
 //! optional TCP listener is an observation port only: GET `/status`, `/metrics`, `/healthz`;
 //! everything else is refused here, before the handler sees it.
 
 use std::collections::HashMap;
-use std::fs;
 use std::io::{self, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::net::{SocketAddr, TcpListener};
+use std::os::fd::AsFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+
 use super::StatusError;
-use super::http::{self, Limits, Request, Response};
+use super::conn::{Conn, Input, Phase, Stream};
+use super::http::{Limits, Request, Response};
+use super::ratelog::RateLimitedLog;
+use super::socket_file::{self, PathState, SocketFile};
 
 /// Where a request arrived; handlers may refuse control operations from [`Origin::Tcp`]
 /// (the server already limits TCP to read-only GETs).
@@ -35,7 +53,7 @@ pub enum Origin {
     Tcp,
 }
 
-/// Builds the answer to one request. Called on a connection thread, possibly concurrently.
+/// Builds the answer to one request. Called on a handler thread, possibly concurrently.
 /// A HEAD request reaches the handler as GET; the server drops the body when answering.
 pub trait Handler: Send + Sync {
     fn handle(&self, req: &Request, origin: Origin) -> Response;
@@ -52,22 +70,33 @@ where
 
 /// The only paths the TCP listener serves.
 pub const TCP_PATHS: [&str; 3] = ["/status", "/metrics", "/healthz"];
+/// Connections served at once by default.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 64;
+/// Default time a client has to send its request, and again to take the answer.
+pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(2);
+/// Default time a handler has to answer before its client gets a 500.
+pub const DEFAULT_HANDLER_TIMEOUT: Duration = Duration::from_secs(30);
+/// The `Retry-After` of a 429, in seconds.
+pub const RETRY_AFTER_S: u32 = 1;
 
-/// How long the accept loop sleeps when no peer is waiting; bounds the reaction to `stop`.
-const ACCEPT_POLL: Duration = Duration::from_millis(20);
-/// How long a connection is kept open after an error reply to let the peer finish sending
-/// (closing with unread input makes TCP reset the connection, losing our reply).
-const LINGER: Duration = Duration::from_millis(100);
-/// Minimum interval between two log lines of the same failure kind.
-const LOG_INTERVAL: Duration = Duration::from_secs(60);
+/// Longest sleep of the poll loop; bounds the reaction to `stop`.
+const POLL_INTERVAL: Duration = Duration::from_millis(20);
+/// Handler threads.
+const WORKERS: usize = 4;
+/// How often the socket path is checked for removal or replacement.
+const PATH_CHECK: Duration = Duration::from_secs(1);
+/// Accepts per loop turn, so a connection flood cannot starve the connections already held.
+const ACCEPT_BURST: usize = 64;
 
 /// A bound, not yet serving, status listener.
 #[derive(Debug)]
 pub struct StatusServer {
     listener: Listener,
     socket_file: Option<SocketFile>,
-    io_timeout: Duration,
+    deadline: Duration,
+    handler_timeout: Duration,
     max_connections: usize,
+    path_check: Duration,
     limits: Limits,
 }
 
@@ -77,32 +106,31 @@ enum Listener {
     Tcp(TcpListener),
 }
 
+impl Listener {
+    fn accept(&self) -> io::Result<Stream> {
+        match self {
+            Listener::Unix(l) => l.accept().map(|(s, _)| Stream::Unix(s)),
+            Listener::Tcp(l) => l.accept().map(|(s, _)| Stream::Tcp(s)),
+        }
+    }
+
+    fn set_nonblocking(&self) -> io::Result<()> {
+        match self {
+            Listener::Unix(l) => l.set_nonblocking(true),
+            Listener::Tcp(l) => l.set_nonblocking(true),
+        }
+    }
+}
+
 impl StatusServer {
     /// Binds the Unix socket at `path` with mode 0660, creating the parent directory if
-    /// missing. A stale socket (nobody answers) is replaced; a live one is
-    /// [`StatusError::AlreadyInUse`]; anything that is not a socket is left alone and refused.
+    /// missing. A directory another user could change is [`StatusError::InsecureDirectory`]; a
+    /// stale socket (nobody answers) is replaced; a live one is [`StatusError::AlreadyInUse`];
+    /// anything that is not a socket is left alone and refused.
     pub fn bind_unix(path: &Path) -> Result<StatusServer, StatusError> {
-        create_parent(path)?;
-        clear_stale(path)?;
-        let listener = UnixListener::bind(path).map_err(|source| match source.kind() {
-            io::ErrorKind::AddrInUse => StatusError::AlreadyInUse { path: path.into() },
-            _ => StatusError::Bind {
-                path: path.into(),
-                source,
-            },
-        })?;
-        let socket_file = SocketFile::new(path)?;
-        fs::set_permissions(path, fs::Permissions::from_mode(0o660)).map_err(|source| {
-            StatusError::Permissions {
-                path: path.into(),
-                source,
-            }
-        })?;
+        let (listener, file) = socket_file::bind(path)?;
         log::info!("status socket listening at {}", path.display());
-        Ok(StatusServer::new(
-            Listener::Unix(listener),
-            Some(socket_file),
-        ))
+        Ok(StatusServer::new(Listener::Unix(listener), Some(file)))
     }
 
     /// Binds a read-only TCP listener (GET `/status`, `/metrics`, `/healthz` only). Port 0
@@ -120,23 +148,40 @@ impl StatusServer {
         StatusServer {
             listener,
             socket_file,
-            io_timeout: Duration::from_secs(2),
-            max_connections: 8,
-            limits: Limits::default(),
+            deadline: DEFAULT_DEADLINE,
+            handler_timeout: DEFAULT_HANDLER_TIMEOUT,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            path_check: PATH_CHECK,
+            limits: Limits {
+                total_time: DEFAULT_DEADLINE,
+                ..Limits::default()
+            },
         }
     }
 
-    /// Read/write timeout per connection, also the time allowed to receive a whole request
-    /// (default 2 s).
+    /// The time a client has to send its whole request, and again to take the whole answer
+    /// (default 2 s); a peer still sending at the deadline gets a 408 and is dropped.
     pub fn with_io_timeout(mut self, timeout: Duration) -> StatusServer {
-        self.io_timeout = timeout.max(Duration::from_millis(1));
-        self.limits.total_time = self.io_timeout;
+        self.deadline = timeout.max(Duration::from_millis(1));
+        self.limits.total_time = self.deadline;
         self
     }
 
-    /// Connections served at once (default 8); peers over the cap get a 503.
+    /// The time a handler has to answer (default 30 s) before its client gets a 500.
+    pub fn with_handler_timeout(mut self, timeout: Duration) -> StatusServer {
+        self.handler_timeout = timeout.max(Duration::from_millis(1));
+        self
+    }
+
+    /// Connections served at once (default 64); more are answered 429 with `Retry-After`.
     pub fn with_max_connections(mut self, max: usize) -> StatusServer {
         self.max_connections = max.max(1);
+        self
+    }
+
+    /// How often the Unix socket's path is checked for removal or replacement (default 1 s).
+    pub fn with_path_check_interval(mut self, every: Duration) -> StatusServer {
+        self.path_check = every.max(Duration::from_millis(10));
         self
     }
 
@@ -153,56 +198,6 @@ impl StatusServer {
         }
     }
 
-    /// Starts the accept loop on its own thread. It returns within ~`ACCEPT_POLL` of `stop`
-    /// becoming true, removing the socket file; connection threads still running finish on
-    /// their own within the I/O timeout.
-    pub fn spawn(
-        self,
-        handler: Arc<dyn Handler>,
-        stop: Arc<AtomicBool>,
-    ) -> io::Result<JoinHandle<()>> {
-        match &self.listener {
-            Listener::Unix(l) => l.set_nonblocking(true)?,
-            Listener::Tcp(l) => l.set_nonblocking(true)?,
-        }
-        thread::Builder::new()
-            .name("rtinfer-status".into())
-            .spawn(move || self.accept_loop(handler, stop))
-    }
-
-    fn accept_loop(self, handler: Arc<dyn Handler>, stop: Arc<AtomicBool>) {
-        let shared = Arc::new(Shared {
-            active: AtomicUsize::new(0),
-            log: RateLimitedLog::default(),
-            io_timeout: self.io_timeout,
-            limits: self.limits,
-        });
-        while !stop.load(Ordering::Relaxed) {
-            match self.accept() {
-                Ok(conn) => self.dispatch(conn, &handler, &shared),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => thread::sleep(ACCEPT_POLL),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    shared.log.log(
-                        log::Level::Warn,
-                        "accept",
-                        format_args!("accept failed: {e}"),
-                    );
-                    thread::sleep(ACCEPT_POLL);
-                }
-            }
-        }
-        log::debug!("status listener stopping");
-        // `self.socket_file` drops here and removes the socket.
-    }
-
-    fn accept(&self) -> io::Result<Conn> {
-        match &self.listener {
-            Listener::Unix(l) => l.accept().map(|(s, _)| Conn::Unix(s)),
-            Listener::Tcp(l) => l.accept().map(|(s, _)| Conn::Tcp(s)),
-        }
-    }
-
     fn origin(&self) -> Origin {
         match self.listener {
             Listener::Unix(_) => Origin::Unix,
@@ -210,115 +205,101 @@ impl StatusServer {
         }
     }
 
-    /// Hands `conn` to a new thread, or answers 503 right here when at the cap.
-    fn dispatch(&self, conn: Conn, handler: &Arc<dyn Handler>, shared: &Arc<Shared>) {
-        if let Err(e) = conn.configure(shared.io_timeout) {
-            shared.log.log(
-                log::Level::Info,
-                "configure",
-                format_args!("dropping a connection: {e}"),
-            );
-            return;
+    /// Starts the poll loop and its handler threads. The loop returns within ~20 ms of `stop`
+    /// becoming true, removing the socket file; a handler still running finishes on its own.
+    pub fn spawn(
+        self,
+        handler: Arc<dyn Handler>,
+        stop: Arc<AtomicBool>,
+    ) -> io::Result<JoinHandle<()>> {
+        self.listener.set_nonblocking()?;
+        let (wake_rx, wake_tx) = UnixStream::pair()?;
+        wake_rx.set_nonblocking(true)?;
+        wake_tx.set_nonblocking(true)?;
+        let (job_tx, job_rx) = mpsc::channel::<Job>();
+        let (done_tx, done_rx) = mpsc::channel::<Done>();
+        let job_rx = Arc::new(Mutex::new(job_rx));
+        let wake_tx = Arc::new(wake_tx);
+        let log = Arc::new(RateLimitedLog::default());
+        for _ in 0..WORKERS {
+            let worker = Worker {
+                jobs: Arc::clone(&job_rx),
+                done: done_tx.clone(),
+                wake: Arc::clone(&wake_tx),
+                handler: Arc::clone(&handler),
+                log: Arc::clone(&log),
+            };
+            thread::Builder::new()
+                .name("rtinfer-status-worker".into())
+                .spawn(move || worker.run())?;
         }
-        // Only this thread increments `active`, so check-then-add cannot overshoot the cap.
-        if shared.active.load(Ordering::Acquire) >= self.max_connections {
-            shared.log.log(
-                log::Level::Info,
-                "busy",
-                format_args!(
-                    "over {} concurrent connections: answering 503",
-                    self.max_connections
-                ),
-            );
-            reject_busy(conn);
-            return;
-        }
-        shared.active.fetch_add(1, Ordering::AcqRel);
-        let slot = ActiveSlot(Arc::clone(shared));
-        let handler = Arc::clone(handler);
-        let origin = self.origin();
-        let spawned = thread::Builder::new()
-            .name("rtinfer-status-conn".into())
-            .spawn(move || serve(conn, origin, handler.as_ref(), &slot.0));
-        if let Err(e) = spawned {
-            // The closure (and its slot) was dropped, so the count is already released.
-            shared.log.log(
-                log::Level::Warn,
-                "spawn",
-                format_args!("cannot start a connection thread: {e}"),
-            );
+        let event_loop = Loop {
+            server: self,
+            conns: HashMap::new(),
+            next_id: 0,
+            jobs: job_tx,
+            done: done_rx,
+            wake: wake_rx,
+            log,
+            accept_pause_until: None,
+        };
+        thread::Builder::new()
+            .name("rtinfer-status".into())
+            .spawn(move || event_loop.run(&stop))
+    }
+}
+
+/// A complete request for a handler thread.
+struct Job {
+    id: u64,
+    req: Request,
+    origin: Origin,
+}
+
+/// A handler's answer, back to the loop.
+struct Done {
+    id: u64,
+    resp: Response,
+}
+
+struct Worker {
+    jobs: Arc<Mutex<Receiver<Job>>>,
+    done: Sender<Done>,
+    wake: Arc<UnixStream>,
+    handler: Arc<dyn Handler>,
+    log: Arc<RateLimitedLog>,
+}
+
+impl Worker {
+    fn run(self) {
+        // Status answers are never urgent next to a frame: on a 2-core board the pipeline must
+        // win the CPU from fifty pollers.
+        crate::rt::run_in_background();
+        loop {
+            let job = {
+                let jobs = self.jobs.lock().unwrap_or_else(|p| p.into_inner());
+                jobs.recv()
+            };
+            let Ok(job) = job else {
+                return; // the loop ended
+            };
+            let resp = call(self.handler.as_ref(), &job.req, job.origin, &self.log);
+            if self.done.send(Done { id: job.id, resp }).is_err() {
+                return;
+            }
+            // One byte wakes the loop; a full pipe means a wake-up is already pending.
+            let _ = (&*self.wake).write(&[1]);
         }
     }
 }
 
-/// State shared by the accept loop and its connection threads.
-struct Shared {
-    active: AtomicUsize,
-    log: RateLimitedLog,
-    io_timeout: Duration,
-    limits: Limits,
-}
-
-/// Releases one connection slot when the connection thread ends, however it ends.
-struct ActiveSlot(Arc<Shared>);
-
-impl Drop for ActiveSlot {
-    fn drop(&mut self) {
-        self.0.active.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
-/// Serves exactly one request on `conn`.
-fn serve(mut conn: Conn, origin: Origin, handler: &dyn Handler, shared: &Shared) {
-    let req = match http::read_request(&mut conn, &shared.limits) {
-        Ok(req) => req,
-        Err(e) => return answer_parse_error(conn, &e, shared),
-    };
-    let head_only = req.method == "HEAD";
-    let req = if head_only {
-        Request {
-            method: "GET".into(),
-            ..req
-        }
-    } else {
-        req
-    };
-    let resp = match origin {
-        Origin::Tcp => tcp_policy(&req).unwrap_or_else(|| call(handler, &req, origin, shared)),
-        Origin::Unix => call(handler, &req, origin, shared),
-    };
-    if let Err(e) = resp.write_to(&mut conn, head_only) {
-        shared.log.log(
-            log::Level::Info,
-            "write",
-            format_args!("writing a response failed: {e}"),
-        );
-    }
-    conn.shutdown();
-}
-
-fn answer_parse_error(mut conn: Conn, e: &http::ParseError, shared: &Shared) {
-    let Some(resp) = e.response() else {
-        log::debug!("connection ended without a request: {e}");
-        return;
-    };
-    shared.log.log(
-        log::Level::Info,
-        e.kind(),
-        format_args!("bad request ({}): {e}", resp.status),
-    );
-    if resp.write_to(&mut conn, false).is_ok() {
-        conn.linger();
-    }
-}
-
-/// Runs the handler; a panic inside it becomes a 500 instead of a dead thread without reply.
-fn call(handler: &dyn Handler, req: &Request, origin: Origin, shared: &Shared) -> Response {
+/// Runs the handler; a panic inside it becomes a 500 instead of a lost answer.
+fn call(handler: &dyn Handler, req: &Request, origin: Origin, log: &RateLimitedLog) -> Response {
     match catch_unwind(AssertUnwindSafe(|| handler.handle(req, origin))) {
         Ok(resp) => resp,
         Err(_) => {
             let msg = format_args!("handler panicked on {} {}", req.method, req.path);
-            shared.log.log(log::Level::Error, "panic", msg);
+            log.log(log::Level::Error, "panic", msg);
             Response::error(500, "internal error")
         }
     }
@@ -337,219 +318,319 @@ fn tcp_policy(req: &Request) -> Option<Response> {
     None
 }
 
-fn reject_busy(mut conn: Conn) {
-    // Short write timeout: the accept thread must not wait on this peer.
-    conn.set_write_timeout(Duration::from_millis(50));
-    let resp = Response::error(503, "too many concurrent status connections; retry");
-    let _ = resp.write_to(&mut conn, false);
-    conn.shutdown();
+/// The answer to a request over the connection cap.
+pub fn too_many_requests(max: usize) -> Response {
+    Response::error(
+        429,
+        &format!("more than {max} concurrent status connections; retry after {RETRY_AFTER_S} s"),
+    )
+    .with_header("Retry-After", &RETRY_AFTER_S.to_string())
 }
 
-/// An accepted connection of either kind.
-enum Conn {
-    Unix(UnixStream),
-    Tcp(TcpStream),
+/// The poll loop's state.
+struct Loop {
+    server: StatusServer,
+    conns: HashMap<u64, Conn>,
+    next_id: u64,
+    jobs: Sender<Job>,
+    done: Receiver<Done>,
+    wake: UnixStream,
+    log: Arc<RateLimitedLog>,
+    /// Set after an accept error (e.g. out of file descriptors) so the loop does not spin.
+    accept_pause_until: Option<Instant>,
 }
 
-impl Conn {
-    fn configure(&self, timeout: Duration) -> io::Result<()> {
-        match self {
-            Conn::Unix(s) => {
-                s.set_nonblocking(false)?;
-                s.set_read_timeout(Some(timeout))?;
-                s.set_write_timeout(Some(timeout))
-            }
-            Conn::Tcp(s) => {
-                s.set_nonblocking(false)?;
-                s.set_read_timeout(Some(timeout))?;
-                s.set_write_timeout(Some(timeout))
-            }
-        }
-    }
+/// A request being handled: the HEAD flag travels with the connection id.
+const HEAD_BIT: u64 = 1 << 63;
 
-    fn set_write_timeout(&self, timeout: Duration) {
-        let _ = match self {
-            Conn::Unix(s) => s.set_write_timeout(Some(timeout)),
-            Conn::Tcp(s) => s.set_write_timeout(Some(timeout)),
-        };
-    }
-
-    fn set_read_timeout(&self, timeout: Duration) {
-        let _ = match self {
-            Conn::Unix(s) => s.set_read_timeout(Some(timeout)),
-            Conn::Tcp(s) => s.set_read_timeout(Some(timeout)),
-        };
-    }
-
-    fn shutdown_how(&self, how: Shutdown) {
-        // ENOTCONN when the peer is already gone: nothing left to do either way.
-        let _ = match self {
-            Conn::Unix(s) => s.shutdown(how),
-            Conn::Tcp(s) => s.shutdown(how),
-        };
-    }
-
-    fn shutdown(&self) {
-        self.shutdown_how(Shutdown::Both);
-    }
-
-    /// Half-closes, then discards what the peer is still sending for a moment, so an error
-    /// reply sent before the request was fully read is not destroyed by a TCP reset.
-    fn linger(mut self) {
-        self.shutdown_how(Shutdown::Write);
-        self.set_read_timeout(LINGER);
-        let until = Instant::now() + LINGER;
-        let mut sink = [0u8; 4096];
-        let mut left = 64 * 1024usize;
-        while left > 0 && Instant::now() < until {
-            match self.read(&mut sink) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => left = left.saturating_sub(n),
+impl Loop {
+    fn run(mut self, stop: &AtomicBool) {
+        let mut next_path_check = Instant::now() + self.server.path_check;
+        while !stop.load(Ordering::Relaxed) {
+            self.turn();
+            let now = Instant::now();
+            if now >= next_path_check {
+                self.check_socket_path();
+                next_path_check = now + self.server.path_check;
             }
         }
-    }
-}
-
-impl Read for Conn {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self {
-            Conn::Unix(s) => s.read(buf),
-            Conn::Tcp(s) => s.read(buf),
-        }
-    }
-}
-
-impl Write for Conn {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match self {
-            Conn::Unix(s) => s.write(buf),
-            Conn::Tcp(s) => s.write(buf),
-        }
+        log::debug!("status listener stopping");
+        // `self.server.socket_file` drops here and removes the socket (if still ours); the
+        // job channel closes, so idle handler threads end.
     }
 
-    fn flush(&mut self) -> io::Result<()> {
-        match self {
-            Conn::Unix(s) => s.flush(),
-            Conn::Tcp(s) => s.flush(),
-        }
-    }
-}
-
-/// The socket file we created, identified by device and inode so shutdown never removes a
-/// socket that a newer daemon has since bound at the same path.
-#[derive(Debug)]
-struct SocketFile {
-    path: PathBuf,
-    dev: u64,
-    ino: u64,
-}
-
-impl SocketFile {
-    fn new(path: &Path) -> Result<SocketFile, StatusError> {
-        let m = fs::symlink_metadata(path).map_err(|source| StatusError::Inspect {
-            path: path.into(),
-            source,
-        })?;
-        Ok(SocketFile {
-            path: path.into(),
-            dev: m.dev(),
-            ino: m.ino(),
-        })
-    }
-}
-
-impl Drop for SocketFile {
-    fn drop(&mut self) {
-        let ours = fs::symlink_metadata(&self.path)
-            .is_ok_and(|m| m.dev() == self.dev && m.ino() == self.ino);
-        if ours && let Err(e) = fs::remove_file(&self.path) {
-            log::warn!("cannot remove status socket {}: {e}", self.path.display());
-        }
-    }
-}
-
-fn create_parent(path: &Path) -> Result<(), StatusError> {
-    match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() && !dir.exists() => fs::create_dir_all(dir)
-            .map_err(|source| StatusError::CreateDir {
-                path: path.into(),
-                dir: dir.into(),
-                source,
-            }),
-        _ => Ok(()),
-    }
-}
-
-/// Removes a socket file nobody listens on; refuses live sockets and non-sockets.
-fn clear_stale(path: &Path) -> Result<(), StatusError> {
-    let meta = match fs::symlink_metadata(path) {
-        Ok(m) => m,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-        Err(source) => {
-            return Err(StatusError::Inspect {
-                path: path.into(),
-                source,
-            });
-        }
-    };
-    if !meta.file_type().is_socket() {
-        return Err(StatusError::NotASocket { path: path.into() });
-    }
-    match UnixStream::connect(path) {
-        Ok(_) => Err(StatusError::AlreadyInUse { path: path.into() }),
-        Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
-            fs::remove_file(path).map_err(|source| StatusError::RemoveStale {
-                path: path.into(),
-                source,
-            })?;
-            log::info!("removed stale status socket {}", path.display());
-            Ok(())
-        }
-        Err(source) => Err(StatusError::Inspect {
-            path: path.into(),
-            source,
-        }),
-    }
-}
-
-/// At most one log line per failure kind per [`LOG_INTERVAL`], with a count of the lines held
-/// back, so a misbehaving peer cannot flood the journal.
-#[derive(Default)]
-struct RateLimitedLog {
-    kinds: Mutex<HashMap<&'static str, (Instant, u64)>>,
-}
-
-impl RateLimitedLog {
-    fn log(&self, level: log::Level, kind: &'static str, msg: std::fmt::Arguments<'_>) {
+    /// One poll and everything it made ready.
+    fn turn(&mut self) {
         let now = Instant::now();
-        let suppressed = {
-            let mut kinds = self.kinds.lock().unwrap_or_else(|p| p.into_inner());
-            match kinds.get_mut(kind) {
-                Some((last, held)) if now.duration_since(*last) < LOG_INTERVAL => {
-                    *held += 1;
+        let accepting = self.conns.len() < 2 * self.server.max_connections
+            && self.accept_pause_until.is_none_or(|t| now >= t);
+        let wait = self
+            .conns
+            .values()
+            .map(Conn::wake_at)
+            .min()
+            .map_or(POLL_INTERVAL, |t| {
+                t.saturating_duration_since(now).min(POLL_INTERVAL)
+            });
+        let (ready, wake_ready, listen_ready) = {
+            let mut fds = Vec::with_capacity(self.conns.len() + 2);
+            let mut ids = Vec::with_capacity(self.conns.len());
+            fds.push(PollFd::new(self.wake.as_fd(), PollFlags::POLLIN));
+            let listener_fd = match &self.server.listener {
+                Listener::Unix(l) => l.as_fd(),
+                Listener::Tcp(l) => l.as_fd(),
+            };
+            if accepting {
+                fds.push(PollFd::new(listener_fd, PollFlags::POLLIN));
+            }
+            for (id, c) in &self.conns {
+                if let Some(events) = c.interest() {
+                    fds.push(PollFd::new(c.stream.as_fd(), events));
+                    ids.push(*id);
+                }
+            }
+            let ms = u16::try_from(wait.as_millis().max(1)).unwrap_or(u16::MAX);
+            if let Err(e) = poll(&mut fds, PollTimeout::from(ms))
+                && e != nix::errno::Errno::EINTR
+            {
+                self.log.log(
+                    log::Level::Warn,
+                    "poll",
+                    format_args!("status poll failed: {e}"),
+                );
+                thread::sleep(POLL_INTERVAL);
+                return;
+            }
+            let fired = |fd: &PollFd| fd.revents().is_some_and(|r| !r.is_empty());
+            let wake_ready = fired(&fds[0]);
+            let first_conn = if accepting { 2 } else { 1 };
+            let listen_ready = accepting && fired(&fds[1]);
+            let ready: Vec<u64> = fds[first_conn..]
+                .iter()
+                .zip(&ids)
+                .filter(|(fd, _)| fired(fd))
+                .map(|(_, id)| *id)
+                .collect();
+            (ready, wake_ready, listen_ready)
+        };
+        if wake_ready {
+            let mut sink = [0u8; 64];
+            while matches!((&self.wake).read(&mut sink), Ok(n) if n > 0) {}
+        }
+        while let Ok(done) = self.done.try_recv() {
+            let head_only = done.id & HEAD_BIT != 0;
+            if let Some(c) = self.conns.get_mut(&(done.id & !HEAD_BIT))
+                && c.phase == Phase::Handling
+            {
+                c.respond(&done.resp, head_only);
+            }
+        }
+        for id in ready {
+            self.step(id);
+        }
+        if listen_ready {
+            self.accept();
+        }
+        self.expire();
+    }
+
+    /// Reads or writes whatever connection `id` is ready for.
+    fn step(&mut self, id: u64) {
+        let Some(c) = self.conns.get_mut(&id) else {
+            return;
+        };
+        match c.phase {
+            Phase::Writing => c.write(),
+            Phase::Reading | Phase::Draining => match c.read(&self.server.limits) {
+                Input::Pending => {}
+                Input::Bad(e) => match e.response() {
+                    Some(resp) => {
+                        self.log.log(
+                            log::Level::Info,
+                            e.kind(),
+                            format_args!("bad request ({}): {e}", resp.status),
+                        );
+                        c.respond(&resp, false);
+                    }
+                    None => c.phase = Phase::Closed,
+                },
+                Input::Request(req) => self.dispatch(id, req),
+            },
+            Phase::Handling | Phase::Closed => {}
+        }
+        if self
+            .conns
+            .get(&id)
+            .is_some_and(|c| c.phase == Phase::Closed)
+        {
+            self.conns.remove(&id);
+        }
+    }
+
+    /// Answers a complete request: refusals here, everything else on a handler thread.
+    fn dispatch(&mut self, id: u64, req: Request) {
+        let origin = self.server.origin();
+        let Some(c) = self.conns.get_mut(&id) else {
+            return;
+        };
+        let head_only = req.method == "HEAD";
+        let req = if head_only {
+            Request {
+                method: "GET".into(),
+                ..req
+            }
+        } else {
+            req
+        };
+        if c.refused {
+            c.respond(&too_many_requests(self.server.max_connections), head_only);
+            return;
+        }
+        if origin == Origin::Tcp
+            && let Some(resp) = tcp_policy(&req)
+        {
+            c.respond(&resp, head_only);
+            return;
+        }
+        c.start_handling(self.server.handler_timeout);
+        let tag = if head_only { id | HEAD_BIT } else { id };
+        if self
+            .jobs
+            .send(Job {
+                id: tag,
+                req,
+                origin,
+            })
+            .is_err()
+        {
+            c.respond(&Response::error(500, "internal error"), head_only);
+        }
+    }
+
+    fn accept(&mut self) {
+        let origin = self.server.origin();
+        for _ in 0..ACCEPT_BURST {
+            let stream = match self.server.listener.accept() {
+                Ok(s) => s,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    self.log.log(
+                        log::Level::Warn,
+                        "accept",
+                        format_args!("accept failed: {e}"),
+                    );
+                    self.accept_pause_until = Some(Instant::now() + POLL_INTERVAL);
                     return;
                 }
-                Some((last, held)) => {
-                    *last = now;
-                    std::mem::take(held)
-                }
-                None => {
-                    kinds.insert(kind, (now, 0));
-                    0
-                }
+            };
+            let nonblocking = match &stream {
+                Stream::Unix(s) => s.set_nonblocking(true),
+                Stream::Tcp(s) => s.set_nonblocking(true),
+            };
+            if let Err(e) = nonblocking {
+                self.log.log(
+                    log::Level::Info,
+                    "configure",
+                    format_args!("dropping a connection: {e}"),
+                );
+                continue;
             }
-        };
-        if suppressed > 0 {
-            log::log!(level, "{msg} ({suppressed} similar suppressed)");
-        } else {
-            log::log!(level, "{msg}");
+            // A connection that has its answer and is only draining no longer counts: its
+            // client may already be opening the next one.
+            let served = self
+                .conns
+                .values()
+                .filter(|c| !c.refused && c.phase != Phase::Draining)
+                .count();
+            let refused = served >= self.server.max_connections;
+            if refused {
+                self.log.log(
+                    log::Level::Info,
+                    "busy",
+                    format_args!(
+                        "over {} concurrent {origin:?} status connections: answering 429",
+                        self.server.max_connections
+                    ),
+                );
+            }
+            self.conns.insert(
+                self.next_id,
+                Conn::new(stream, refused, self.server.deadline),
+            );
+            self.next_id = (self.next_id + 1) & !HEAD_BIT;
+            if self.conns.len() >= 2 * self.server.max_connections {
+                return;
+            }
         }
     }
-}
 
-impl std::fmt::Debug for RateLimitedLog {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("RateLimitedLog")
+    /// Ends lingers that are over and exchanges past their deadline.
+    fn expire(&mut self) {
+        let now = Instant::now();
+        let log = &self.log;
+        self.conns.retain(|_, c| {
+            if c.wake_at() <= now
+                && let Some(status) = c.expire(now)
+            {
+                log.log(
+                    log::Level::Info,
+                    "deadline",
+                    format_args!("a status connection passed its deadline (answered {status})"),
+                );
+            }
+            c.phase != Phase::Closed
+        });
+    }
+
+    /// Binds again when the socket file was removed or replaced (see [`super::socket_file`]).
+    fn check_socket_path(&mut self) {
+        let Some(file) = &self.server.socket_file else {
+            return;
+        };
+        let state = file.state();
+        let path = file.path.clone();
+        let shown = path.display();
+        match &state {
+            PathState::Ours => return,
+            PathState::Missing => log::warn!("status socket {shown} was removed; binding it again"),
+            PathState::OtherSocket { uid } => log::warn!(
+                "status socket {shown} was replaced by another socket (owner uid {uid}); taking \
+                 the path back"
+            ),
+            PathState::NotASocket => {
+                self.log.log(
+                    log::Level::Error,
+                    "path",
+                    format_args!(
+                        "status socket {shown} was replaced by something that is not a socket; \
+                         left alone, clients cannot reach this daemon there"
+                    ),
+                );
+                return;
+            }
+            PathState::Unreadable(e) => {
+                self.log.log(
+                    log::Level::Warn,
+                    "path",
+                    format_args!("cannot check status socket {shown}: {e}"),
+                );
+                return;
+            }
+        }
+        match socket_file::rebind(&path, &state) {
+            Ok((listener, file)) => match listener.set_nonblocking(true) {
+                Ok(()) => {
+                    self.server.listener = Listener::Unix(listener);
+                    self.server.socket_file = Some(file);
+                    log::info!("status socket listening again at {shown}");
+                }
+                Err(e) => log::error!("status socket {shown}: {e}"),
+            },
+            Err(e) => self
+                .log
+                .log(log::Level::Error, "rebind", format_args!("{e}; retrying")),
+        }
     }
 }
 
@@ -582,6 +663,20 @@ mod tests {
         assert_eq!(
             tcp_policy(&req("GET", "/models")).map(|r| r.status),
             Some(404)
+        );
+    }
+
+    #[test]
+    fn refusal_is_429_with_retry_after() {
+        let r = too_many_requests(64);
+        assert_eq!(r.status, 429);
+        assert!(r.headers.contains(&("Retry-After".into(), "1".into())));
+        let mut out = Vec::new();
+        r.write_to(&mut out, false).expect("write");
+        let text = String::from_utf8(out).expect("utf-8");
+        assert!(
+            text.starts_with("HTTP/1.1 429 Too Many Requests\r\n"),
+            "{text}"
         );
     }
 }

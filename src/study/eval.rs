@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{Config, RawConfig};
 use crate::preprocess::Preprocessor;
-use crate::source::Frame;
+use crate::source::{Frame, FrameLimits};
 use crate::time::MonoTime;
 
 /// One CIFAR-10 binary record: label byte then 32x32 R, G and B planes.
@@ -101,9 +101,8 @@ impl LabelledSet {
     pub fn load(&self, i: usize, frame: &mut Frame) -> Result<usize, EvalError> {
         match &self.samples[i] {
             Sample::File { path, label } => {
-                let img = image::open(path).map_err(|e| set_err(path, e))?.into_rgb8();
-                frame.set_size(img.width(), img.height());
-                frame.rgb.copy_from_slice(img.as_raw());
+                crate::source::limits::decode_image_file(path, &FrameLimits::default(), frame)
+                    .map_err(|e| set_err(path, e))?;
                 Ok(*label)
             }
             Sample::Cifar { path, index, label } => {

@@ -181,18 +181,19 @@ impl ShapeMap {
         let pads = resolve_pads(node, &xs[2..], kernel, &strides, &dil)?;
         let mut out = vec![xs[0], ws[0]];
         for i in 0..spatial {
-            let eff = (kernel[i] - 1) * dil[i] + 1;
-            let o = (xs[2 + i] + pads[i] + pads[i + spatial] - eff) / strides[i] + 1;
+            let eff = (wide(kernel[i]) - 1) * wide(dil[i]) + 1;
+            let o = (wide(xs[2 + i]) + wide(pads[i]) + wide(pads[i + spatial]) - eff)
+                / wide(strides[i])
+                + 1;
             if o <= 0 {
                 return Err(fail(format!("output dim {o} on axis {}", 2 + i)));
             }
-            out.push(o);
+            out.push(narrow(o, "output dim")?);
         }
         // Weight is (M, C/group, k...): each output element costs C/group x prod(k) MACs.
-        let per_out: i64 = ws[1..].iter().product();
-        let macs = out.iter().product::<i64>() * per_out;
+        let macs = mac_count(out.iter().chain(&ws[1..]));
         self.set(node, 0, out);
-        Ok(macs.max(0) as u64)
+        Ok(macs)
     }
 
     fn conv_transpose(&mut self, node: &NodeProto) -> Sized {
@@ -211,16 +212,23 @@ impl ShapeMap {
         if attr(node, "output_shape").is_some() || pads.len() != 2 * spatial {
             return Err(fail("output_shape / auto_pad forms are not sized".into()));
         }
-        let mut out = vec![xs[0], ws[1] * group];
+        if strides.len() != spatial || dil.len() != spatial || opad.len() != spatial {
+            return Err(fail(
+                "strides/dilations/output_padding rank mismatch".into(),
+            ));
+        }
+        let mut out = vec![xs[0], narrow(wide(ws[1]) * wide(group), "output channels")?];
         for i in 0..spatial {
-            let eff = (kernel[i] - 1) * dil[i] + 1;
-            out.push(strides[i] * (xs[2 + i] - 1) + opad[i] + eff - pads[i] - pads[i + spatial]);
+            let eff = (wide(kernel[i]) - 1) * wide(dil[i]) + 1;
+            let o = wide(strides[i]) * (wide(xs[2 + i]) - 1) + wide(opad[i]) + eff
+                - wide(pads[i])
+                - wide(pads[i + spatial]);
+            out.push(narrow(o, "output dim")?);
         }
         // Every input element scatters into (M/group) x prod(k) outputs.
-        let per_in: i64 = ws[1..].iter().product();
-        let macs = xs.iter().product::<i64>() * per_in;
+        let macs = mac_count(xs.iter().chain(&ws[1..]));
         self.set(node, 0, out);
-        Ok(macs.max(0) as u64)
+        Ok(macs)
     }
 
     fn gemm(&mut self, node: &NodeProto, a: usize, b: usize) -> Sized {
@@ -240,7 +248,7 @@ impl ShapeMap {
             sb[1]
         };
         self.set(node, 0, vec![m, n]);
-        Ok((m * n * k).max(0) as u64)
+        Ok(mac_count(&[m, n, k]))
     }
 
     fn matmul(&mut self, node: &NodeProto, a: usize, b: usize) -> Sized {
@@ -267,7 +275,7 @@ impl ShapeMap {
             out.push(n);
         }
         self.set(node, 0, out);
-        Ok((batch.iter().product::<i64>() * m * n * k).max(0) as u64)
+        Ok(mac_count(batch.iter().chain(&[m, n, k])))
     }
 
     fn pool(&mut self, node: &NodeProto) -> Sized {
@@ -283,14 +291,15 @@ impl ShapeMap {
         let ceil = int_or(node, "ceil_mode", 0) != 0;
         let mut out = xs[..2].to_vec();
         for i in 0..spatial {
-            let eff = (kernel[i] - 1) * dil[i] + 1;
-            let span = xs[2 + i] + pads[i] + pads[i + spatial] - eff;
+            let eff = (wide(kernel[i]) - 1) * wide(dil[i]) + 1;
+            let span = wide(xs[2 + i]) + wide(pads[i]) + wide(pads[i + spatial]) - eff;
             let o = if ceil {
-                ceil_div(span, strides[i])
+                span.div_euclid(wide(strides[i]))
+                    + i128::from(span.rem_euclid(wide(strides[i])) != 0)
             } else {
-                span / strides[i]
+                span / wide(strides[i])
             } + 1;
-            out.push(o);
+            out.push(narrow(o, "output dim")?);
         }
         self.set(node, 0, out);
         Ok(0)
@@ -327,10 +336,13 @@ impl ShapeMap {
         let first = shapes.first().ok_or_else(|| fail("no inputs".into()))?;
         let axis = norm_axis(int_or(node, "axis", 0), first.len())?;
         let mut out = first.clone();
-        out[axis] = shapes
-            .iter()
-            .map(|s| s.get(axis).copied().unwrap_or(0))
-            .sum();
+        out[axis] = narrow(
+            shapes
+                .iter()
+                .map(|s| wide(s.get(axis).copied().unwrap_or(0)))
+                .sum(),
+            "concatenated dim",
+        )?;
         // Integer constants concatenated (exporters build Reshape targets this way).
         let vals: Option<Vec<i64>> = node
             .input
@@ -353,7 +365,7 @@ impl ShapeMap {
             .and_then(|n| self.ints.get(n))
             .cloned()
             .ok_or_else(|| fail("target shape is not a constant".into()))?;
-        let total: i64 = xs.iter().product();
+        let total = product(&xs)?;
         let mut out: Vec<i64> = target
             .iter()
             .enumerate()
@@ -366,13 +378,13 @@ impl ShapeMap {
             })
             .collect();
         if let Some(p) = out.iter().position(|&d| d == -1) {
-            let known: i64 = out.iter().filter(|&&d| d != -1).product();
+            let known = product(&out.iter().copied().filter(|&d| d != -1).collect::<Vec<_>>())?;
             if known == 0 {
                 return Err(fail("cannot infer -1 next to a 0 dim".into()));
             }
-            out[p] = total / known;
+            out[p] = total.checked_div(known).unwrap_or(0);
         }
-        if out.iter().product::<i64>() != total {
+        if product(&out)? != total {
             return Err(fail(format!("{xs:?} cannot become {target:?}")));
         }
         self.set(node, 0, out);
@@ -390,7 +402,7 @@ impl ShapeMap {
         if axis > xs.len() {
             return Err(fail(format!("axis {axis} beyond rank {}", xs.len())));
         }
-        let out = vec![xs[..axis].iter().product(), xs[axis..].iter().product()];
+        let out = vec![product(&xs[..axis])?, product(&xs[axis..])?];
         self.set(node, 0, out);
         Ok(0)
     }
@@ -416,7 +428,14 @@ impl ShapeMap {
             return Err(fail(format!("pads {pads:?} for rank {}", xs.len())));
         }
         let n = xs.len();
-        let out = (0..n).map(|i| xs[i] + pads[i] + pads[i + n]).collect();
+        let out = (0..n)
+            .map(|i| {
+                narrow(
+                    wide(xs[i]) + wide(pads[i]) + wide(pads[i + n]),
+                    "padded dim",
+                )
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         self.set(node, 0, out);
         Ok(0)
     }
@@ -516,7 +535,44 @@ impl ShapeMap {
 
 /// Ceiling division for a positive divisor (`i64::div_ceil` is not stable).
 fn ceil_div(a: i64, b: i64) -> i64 {
-    -((-a).div_euclid(b))
+    let q = wide(a).div_euclid(wide(b)) + i128::from(wide(a).rem_euclid(wide(b)) != 0);
+    i64::try_from(q).unwrap_or(i64::MAX)
+}
+
+// Shapes come from the file, so every formula over them is computed where it cannot overflow
+// (fuzzing found `Reshape` panicking on a product of huge dims): i128 for sums and products of
+// two, checked products of many, saturating MAC counts. A result that does not fit is a
+// "cannot size this node" failure, never a panic.
+
+fn wide(v: i64) -> i128 {
+    i128::from(v)
+}
+
+fn narrow(v: i128, what: &str) -> Result<i64, Unsized> {
+    i64::try_from(v).map_err(|_| fail(format!("{what} {v} overflows")))
+}
+
+/// The product of `dims`, or a failure when it overflows.
+fn product(dims: &[i64]) -> Result<i64, Unsized> {
+    dims.iter()
+        .try_fold(1i64, |acc, &d| acc.checked_mul(d))
+        .ok_or_else(|| fail(format!("the product of {dims:?} overflows")))
+}
+
+/// A MAC count from its factors: 0 when one is negative, `u64::MAX` when it overflows.
+fn mac_count<'a>(factors: impl IntoIterator<Item = &'a i64>) -> u64 {
+    let mut acc = 1u64;
+    let mut saturated = false;
+    for &f in factors {
+        let Ok(f) = u64::try_from(f) else {
+            return 0;
+        };
+        match acc.checked_mul(f) {
+            Some(v) => acc = v,
+            None => saturated = true,
+        }
+    }
+    if saturated { u64::MAX } else { acc }
 }
 
 fn fail(reason: String) -> Unsized {
@@ -587,8 +643,11 @@ fn resolve_pads(
             let mut p = vec![0; 2 * n];
             for i in 0..n {
                 let out = ceil_div(input[i], strides[i]);
-                let eff = (kernel[i] - 1) * dil[i] + 1;
-                let total = ((out - 1) * strides[i] + eff - input[i]).max(0);
+                let eff = (wide(kernel[i]) - 1) * wide(dil[i]) + 1;
+                let total = narrow(
+                    ((wide(out) - 1) * wide(strides[i]) + eff - wide(input[i])).max(0),
+                    "padding",
+                )?;
                 let small = total / 2;
                 let (b, e) = if auto == "SAME_UPPER" {
                     (small, total - small)
@@ -733,6 +792,30 @@ mod tests {
     }
 
     /// Reshape (0, -1) keeps the batch and infers the rest; an unknown op is reported as such.
+    #[test]
+    fn huge_shapes_fail_to_size_instead_of_panicking() {
+        // fuzz/regressions/onnx/reshape_product_overflow: a Reshape of an input whose dims
+        // multiply past i64.
+        let big = i64::MAX / 2;
+        let mut m = map(&[("x", &[big, big, 4])]);
+        m.ints.insert("s".into(), vec![0, -1]);
+        assert!(matches!(
+            m.infer(&node("Reshape", &["x", "s"], Vec::new())),
+            Err(Unsized::Failed(_))
+        ));
+        let mut m = map(&[("x", &[1, big, big, big]), ("w", &[big, big, 3, 3])]);
+        let conv = m.infer(&node("Conv", &["x", "w"], Vec::new()));
+        assert!(
+            conv.is_ok() || matches!(conv, Err(Unsized::Failed(_))),
+            "{conv:?}"
+        );
+        let mut m = map(&[("a", &[big, big]), ("b", &[big, big])]);
+        assert_eq!(
+            m.infer(&node("MatMul", &["a", "b"], Vec::new())),
+            Ok(u64::MAX)
+        );
+    }
+
     #[test]
     fn reshape_and_unknown() {
         let mut m = map(&[("x", &[1, 4, 2, 2])]);

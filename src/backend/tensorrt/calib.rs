@@ -212,11 +212,11 @@ fn next_frame(src: &mut dyn Source, uri: &str, used: usize, frame: &mut Frame) -
     }
 }
 
+/// Decodes one calibration image; a header over the default frame limits is refused before
+/// any pixel buffer exists.
 fn decode(path: &Path, frame: &mut Frame) -> Result<(), String> {
-    let img = image::open(path).map_err(|e| e.to_string())?.to_rgb8();
-    frame.set_size(img.width(), img.height());
-    frame.rgb.copy_from_slice(img.as_raw());
-    Ok(())
+    let limits = crate::source::FrameLimits::default();
+    crate::source::limits::decode_image_file(path, &limits, frame).map_err(|e| e.to_string())
 }
 
 /// PNG/JPEG files of `dir` sorted by name, at most `max`.

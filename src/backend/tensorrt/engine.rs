@@ -486,8 +486,8 @@ impl Engine for TrtEngine {
     }
 
     fn device_time(&self) -> Option<Duration> {
-        Some(Duration::from_secs_f64(
-            f64::from(self.last_gpu_ms()) / 1000.0,
-        ))
+        Some(
+            Duration::try_from_secs_f64(f64::from(self.last_gpu_ms()) / 1000.0).unwrap_or_default(),
+        )
     }
 }

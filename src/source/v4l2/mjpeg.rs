@@ -130,7 +130,12 @@ pub fn decode(
     } else {
         ColorSpace::RGB
     };
-    let options = DecoderOptions::default().jpeg_set_out_colorspace(out);
+    // The decoder refuses a frame header larger than the stream's (limit-checked) geometry
+    // before it sizes any buffer from it.
+    let options = DecoderOptions::default()
+        .set_max_width(width as usize)
+        .set_max_height(height as usize)
+        .jpeg_set_out_colorspace(out);
     let mut dec = JpegDecoder::new_with_options(ZCursor::new(data), options);
     dec.decode_headers()
         .map_err(|e| MjpegError::Decode(format!("{e:?}")))?;
