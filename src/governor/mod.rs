@@ -140,11 +140,7 @@ fn seconds(
 ) -> Result<Duration, InvalidKey> {
     match v {
         None => Ok(default),
-        Some(s) if s.is_finite() && s > 0.0 && s <= max => Ok(Duration::from_secs_f64(s)),
-        Some(s) => Err(InvalidKey::new(
-            key,
-            format!("{s} is not a time in (0, {max}] s"),
-        )),
+        Some(s) => crate::units::seconds(s, 0.0, max).map_err(|e| InvalidKey::new(key, e)),
     }
 }
 
@@ -155,7 +151,11 @@ fn fraction(key: &'static str, v: Option<f64>, default: f64, max: f64) -> Result
         Some(f) if f.is_finite() && (0.0..max).contains(&f) => Ok(f),
         Some(f) => Err(InvalidKey::new(
             key,
-            format!("{f} is not a fraction in [0, {max})"),
+            format!(
+                "{} is not a fraction in [0, {})",
+                crate::units::show(f),
+                crate::units::show(max)
+            ),
         )),
     }
 }
@@ -328,6 +328,8 @@ mod tests {
             ("down_after_s = -1", "governor.down_after_s"),
             ("up_after_s = nan", "governor.up_after_s"),
             ("cool_down_s = 1e9", "governor.cool_down_s"),
+            ("window_s = 1e300", "governor.window_s"),
+            ("headroom = inf", "governor.headroom"),
             ("max_steps_per_minute = 0", "governor.max_steps_per_minute"),
             ("max_miss_rate = 1", "governor.max_miss_rate"),
             ("measure_runs = 2", "governor.measure_runs"),
@@ -336,6 +338,9 @@ mod tests {
             let e = check(&format!("enabled = true\n{text}")).unwrap_err();
             assert_eq!(e.key, key, "{text}: {e}");
         }
+        // As a user reads the number, not three hundred digits.
+        let e = check("enabled = true\nwindow_s = 1e300").unwrap_err();
+        assert!(e.message.contains("1e300"), "{e}");
     }
 
     #[test]
