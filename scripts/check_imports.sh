@@ -2,7 +2,8 @@
 # The import direction of docs/ARCHITECTURE.md ("Import direction"), checked with grep: prints
 # every `crate::` path that points the wrong way, and fails when it printed anything.
 #
-#   main → daemon → {pipeline, capture, models, governor, status, power, systemd, signals, system}
+#   main → daemon → {pipeline, capture, models, governor, status, power, systemd, signals, system,
+#                    mqtt}
 #        → {backend, source, preprocess, slot, stats, tensor, time, rt, watchdog, misslog,
 #           state, invalid_key} → onnx
 #   study → {backend, preprocess, source, config, onnx, power, tensor, time}; nothing imports study
@@ -13,8 +14,8 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 LOW=(src/backend src/source src/preprocess.rs src/slot.rs src/stats.rs src/tensor.rs src/time.rs
   src/rt.rs src/rt src/watchdog.rs src/misslog.rs src/state.rs src/invalid_key.rs src/units.rs src/causes.rs)
 MID=(src/pipeline.rs src/capture.rs src/models src/governor src/status src/power src/systemd.rs
-  src/signals.rs src/system.rs)
-ABOVE_LOW='daemon|config|study|pipeline|capture|models|governor|status|power|systemd|signals|system'
+  src/signals.rs src/system.rs src/mqtt.rs)
+ABOVE_LOW='daemon|config|study|pipeline|capture|models|governor|status|power|systemd|signals|system|mqtt'
 
 wrong=$(
   {

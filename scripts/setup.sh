@@ -49,6 +49,22 @@ install_debs() {
   compgen -G "/usr/lib/llvm-*/lib/libclang.so" >/dev/null || missing+=(libclang-dev)
   # The Vitis AI headers the VART shim is compile-checked against include glog.
   [ -f /usr/include/glog/logging.h ] || missing+=(libgoogle-glog-dev)
+  # Issue 17's tests: promtool (the metrics and rules linters, in Debian's prometheus package), a
+  # real MQTT broker, headless chromium + chromedriver for the page, an RTSP server fed by ffmpeg.
+  command -v promtool >/dev/null || missing+=(prometheus)
+  command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || missing+=(mosquitto)
+  command -v mosquitto_sub >/dev/null || missing+=(mosquitto-clients)
+  command -v chromium >/dev/null || missing+=(chromium)
+  command -v chromedriver >/dev/null || missing+=(chromium-driver)
+  # The RTSP server of tests/rtsp_server.py: gst-rtsp-server through python3-gi (udpsrc and the
+  # RTP (de)payloaders are in plugins-good, h264parse in plugins-bad).
+  /usr/bin/python3 -c 'import gi; gi.require_version("GstRtspServer", "1.0")' >/dev/null 2>&1 \
+    || missing+=(gir1.2-gst-rtsp-server-1.0 python3-gi)
+  [ -f /usr/lib/x86_64-linux-gnu/gstreamer-1.0/libgstrtp.so ] \
+    || [ -n "$(find /usr/lib -name libgstrtp.so -path '*gstreamer-1.0*' 2>/dev/null | head -n1)" ] \
+    || missing+=(gstreamer1.0-plugins-good)
+  [ -n "$(find /usr/lib -name libgstvideoparsersbad.so -path '*gstreamer-1.0*' 2>/dev/null | head -n1)" ] \
+    || missing+=(gstreamer1.0-plugins-bad)
   if [ "$WANT_AARCH64" = 1 ]; then
     command -v aarch64-linux-gnu-gcc >/dev/null || missing+=(gcc-aarch64-linux-gnu g++-aarch64-linux-gnu)
     command -v qemu-aarch64-static >/dev/null || missing+=(qemu-user-static)
@@ -57,7 +73,16 @@ install_debs() {
     log "installing Debian packages: ${missing[*]}"
     local sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo
     $sudo apt-get update -qq
+    # prometheus and mosquitto ship services: the tests start their own on loopback, so none is
+    # started by the install (policy-rc.d 101 = "not now"; an existing policy is left alone).
+    local policy=/usr/sbin/policy-rc.d own_policy=0
+    if [ ! -e "$policy" ]; then
+      printf '#!/bin/sh\nexit 101\n' | $sudo tee "$policy" >/dev/null
+      $sudo chmod 755 "$policy"
+      own_policy=1
+    fi
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    if [ "$own_policy" = 1 ]; then $sudo rm -f "$policy"; fi
   fi
 }
 

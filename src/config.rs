@@ -20,6 +20,7 @@ use crate::backend::{BackendChoice, Settings};
 use crate::governor::{GovernorConfig, RawGovernor};
 use crate::invalid_key::InvalidKey;
 use crate::models::{ModelsConfig, RawModels};
+use crate::mqtt::{MqttOptions, RawMqtt};
 use crate::pipeline::{Overrun, RawPipeline};
 use crate::power::{PowerOptions, RawPower};
 use crate::preprocess::RawPreprocess;
@@ -79,6 +80,8 @@ pub struct RawConfig {
     pub pipeline: RawPipeline,
     #[serde(default)]
     pub governor: RawGovernor,
+    #[serde(default)]
+    pub mqtt: RawMqtt,
 }
 
 /// `[run]` as written.
@@ -143,6 +146,8 @@ pub struct Config {
     pub overrun: Overrun,
     /// `[governor]`, when enabled.
     pub governor: Option<GovernorConfig>,
+    /// `[mqtt]`: the broker results are published to, if any.
+    pub mqtt: Option<MqttOptions>,
 }
 
 /// `[run]`, checked: what [`Config`] takes from it.
@@ -276,6 +281,7 @@ impl Config {
             .governor
             .check(models.is_some(), pins_model)
             .map_err(invalid)?;
+        let mqtt = raw.mqtt.check().map_err(invalid)?;
         ort.cpus = realtime.cpus.clone().unwrap_or_default();
         Ok(Config {
             path: path.map(Path::to_path_buf),
@@ -302,6 +308,7 @@ impl Config {
             realtime,
             overrun,
             governor,
+            mqtt,
         })
     }
 }

@@ -15,6 +15,7 @@ pub mod governor;
 pub mod invalid_key;
 pub mod misslog;
 pub mod models;
+pub mod mqtt;
 pub mod onnx;
 pub mod pipeline;
 pub mod power;

@@ -197,3 +197,94 @@ fn the_governor_window_takes_frames_without_allocating() {
     let f = figures.expect("figures");
     assert!(f.frames > 0 && f.misses > 0, "{f:?}");
 }
+
+/// Allocations of each step of the ffmpeg reader threads (see `READER_STEP_HOOK`).
+static READER_STEPS: std::sync::Mutex<Vec<u64>> = std::sync::Mutex::new(Vec::new());
+
+fn count_reader_step(step: &mut dyn FnMut()) {
+    let info = allocation_counter::measure(step);
+    READER_STEPS
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push(info.count_total);
+}
+
+/// An ffmpeg-decoded file: neither the capture thread (`FfmpegSource::next`: a channel receive
+/// and a buffer swap) nor the reader thread (Y4M read from the child, its CPU clock, the hand-off)
+/// allocates per frame once the pool's buffers are sized.
+#[test]
+fn an_ffmpeg_source_allocates_nothing_per_frame() {
+    use std::sync::Arc;
+    use std::sync::atomic::Ordering;
+
+    use rtinfer::capture::{self, CaptureContext, SourceHealth};
+    use rtinfer::source::ffmpeg::READER_STEP_HOOK;
+    use rtinfer::state::{State, StateCell};
+
+    READER_STEP_HOOK
+        .set(count_reader_step)
+        .expect("only this test sets the hook");
+    let dir = util::tempdir();
+    let clip = crate::streams::mp4(dir.path(), "clip.mp4");
+    let uri = format!("file://{}?loop=true&fps=1000", clip.display());
+    let inner = source::open(&SourceSpec::parse(&uri).expect("uri")).expect("open");
+    let ctx = Arc::new(CaptureContext {
+        slot: Arc::new(FrameSlot::new(320, 240)),
+        health: Arc::new(SourceHealth::new(
+            &uri,
+            Some(1000.0),
+            Duration::from_millis(1),
+        )),
+        state: Arc::new(StateCell::new(State::Running)),
+        ctl: Arc::new(pipeline::LoopControl::new(Duration::from_secs(1))),
+        realtime: Default::default(),
+        duration: None,
+    });
+    let warm_up = 20;
+    let thread = std::thread::spawn({
+        let ctx = Arc::clone(&ctx);
+        move || {
+            let mut src = WarmedUp {
+                inner,
+                left: warm_up,
+            };
+            let info = allocation_counter::measure(|| capture::run(&mut src, &ctx));
+            drop(src); // kills the child; its reader thread ends
+            info
+        }
+    });
+    let frames = u64::from(warm_up) + 300;
+    while ctx.slot.counters().captured < frames && !thread.is_finished() {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    ctx.ctl.stop.store(true, Ordering::SeqCst);
+    let info = thread.join().expect("the capture thread returns on stop");
+    assert!(ctx.slot.counters().captured >= frames);
+    assert_eq!(
+        info.count_total, 0,
+        "{} allocations ({} bytes) on the capture thread",
+        info.count_total, info.bytes_total
+    );
+    let steps = READER_STEPS
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    assert!(steps.len() as u64 >= frames, "{} reader steps", steps.len());
+    // The first steps size the pool's buffers; the last one ends the stream (its error is built).
+    // Beyond those, std's channels allocate once, lazily, the first time the reader waits on
+    // one (the thread's wait context, then each wait list's first entry: at most three
+    // allocations, at whatever step the load makes the first wait happen). Nothing recurs: over
+    // 300 frames the steady steps allocate at most those three times in all.
+    let steady = &steps[10..steps.len() - 1];
+    let total: u64 = steady.iter().sum();
+    assert!(
+        total <= 3,
+        "allocations at (reader step, count) of {}: {:?}",
+        steps.len(),
+        steps
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| **n > 0)
+            .collect::<Vec<_>>()
+    );
+}

@@ -282,7 +282,7 @@ print(json.dumps(out))
 }
 
 /// Writes a Y4M header and `frames` grey frames to `w`.
-fn y4m(w: &mut impl Write, frames: usize) {
+pub fn y4m(w: &mut impl Write, frames: usize) {
     w.write_all(b"YUV4MPEG2 W64 H48 F60:1 Ip A1:1 C444\n")
         .expect("header");
     let frame = vec![128u8; 64 * 48 * 3];
@@ -301,27 +301,29 @@ fn metrics_parse_and_agree_with_status_and_tcp_is_read_only() {
     let port = 20000 + (std::process::id() % 20000) as u16;
     let cfg = dir.path().join("c.toml");
     std::fs::write(&cfg, format!("[status]\ntcp = \"127.0.0.1:{port}\"\n")).expect("config");
-    let mut child = rtinfer_ort()
-        .args([
-            "run",
-            "--source",
-            "pipe://",
-            "--warmup",
-            "1",
-            "--budget-ms",
-            "1000",
-            "--config",
-        ])
-        .arg(&cfg)
-        .arg("--model")
-        .arg(&model)
-        .arg("--socket")
-        .arg(&sock)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start");
+    let mut child = util::Guard::new(
+        rtinfer_ort()
+            .args([
+                "run",
+                "--source",
+                "pipe://",
+                "--warmup",
+                "1",
+                "--budget-ms",
+                "1000",
+                "--config",
+            ])
+            .arg(&cfg)
+            .arg("--model")
+            .arg(&model)
+            .arg("--socket")
+            .arg(&sock)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start"),
+    );
     let mut stdin = child.stdin.take().expect("stdin");
     // Frames arrive, then the pipe stays open and silent: the counters stop moving.
     y4m(&mut stdin, 40);
@@ -332,6 +334,9 @@ fn metrics_parse_and_agree_with_status_and_tcp_is_read_only() {
     });
     let (code, text) = curl(&sock, "/metrics");
     assert_eq!(code, 200);
+    // Prometheus' own linter finds nothing to say (base units, _total counters, HELP on all).
+    let (clean, lint) = util::promtool(&["check", "metrics"], text.as_bytes());
+    assert!(clean && lint.trim().is_empty(), "promtool: {lint}\n{text}");
     let m = parse_prometheus(&text);
     let f = &v["frames"];
     let get = |k: &str| {
@@ -349,7 +354,10 @@ fn metrics_parse_and_agree_with_status_and_tcp_is_read_only() {
         f["dropped"].as_f64().expect("dropped")
     );
     assert_eq!(get("rtinfer_frames_captured_total{}"), 40.0);
-    assert_eq!(get("rtinfer_latency_ms_count{stage=end_to_end}"), processed);
+    assert_eq!(
+        get("rtinfer_latency_seconds_count{stage=end_to_end}"),
+        processed
+    );
     // ONNX Runtime on the CPU measures no device time: an empty `device` stage, no series.
     assert_eq!(v["latency_ms_lifetime"]["device"]["count"], 0, "{v}");
     assert!(
@@ -357,7 +365,7 @@ fn metrics_parse_and_agree_with_status_and_tcp_is_read_only() {
         "no device series for a CPU backend:\n{text}"
     );
     assert_eq!(get("rtinfer_up{}"), 1.0);
-    assert_eq!(get("rtinfer_budget_ms{}"), 1000.0);
+    assert_eq!(get("rtinfer_budget_seconds{}"), 1.0);
     let name = v["model"]["name"].as_str().expect("name");
     assert_eq!(
         get(&format!(
@@ -366,7 +374,9 @@ fn metrics_parse_and_agree_with_status_and_tcp_is_read_only() {
         1.0
     );
     let p50 = v["latency_ms"]["inference"]["p50"].as_f64().expect("p50");
-    assert!((get("rtinfer_latency_ms{quantile=0.5,stage=inference}") - p50).abs() < 1e-9);
+    assert!(
+        (get("rtinfer_latency_seconds{quantile=0.5,stage=inference}") * 1000.0 - p50).abs() < 1e-9
+    );
 
     // Over TCP: reads only.
     let tcp = |args: &[&str], path: &str| {

@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use rtinfer::status::stream::Feed;
 use rtinfer::status::{
     Handler, Origin, Request, Response, Route, StatusError, StatusServer, client, route, table,
 };
@@ -43,6 +44,12 @@ impl Handler for FakeHandler {
             Ok(Route::Activate { model }) => Response::json(202, &json!({ "activating": model })),
             Ok(Route::GovernorPin { model }) => Response::json(202, &json!({ "pinned": model })),
             Ok(Route::GovernorUnpin) => Response::json(202, &json!({ "unpinned": true })),
+            Ok(Route::Results) => {
+                let feed = Feed::new();
+                feed.push(b"{\"seq\":1}\n");
+                Response::streaming("application/x-ndjson", feed)
+            }
+            Ok(Route::Page) => Response::text(200, "text/html", "<!doctype html>"),
             Err(resp) => resp,
         }
     }
@@ -793,4 +800,50 @@ fn a_removed_socket_is_bound_again_and_a_replaced_one_taken_back() {
         curl_unix(&sock, &[], "/status").0 == 200
     });
     drop(impostor);
+}
+
+/// Streaming answers stay open, carry what their feed holds, and do not take the places of
+/// polling clients: with a cap of one served connection, three open streams leave `/status`
+/// answered 200, and a stream closed by its client closes its feed.
+#[test]
+fn streams_stay_open_and_do_not_count_against_the_polling_cap() {
+    let dir = util::tempdir();
+    let sock = sock_in(&dir);
+    let _server = Running::start(
+        StatusServer::bind_unix(&sock)
+            .expect("bind")
+            .with_max_connections(1),
+    );
+    let mut streams = Vec::new();
+    for i in 0..3 {
+        let mut s = UnixStream::connect(&sock).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        s.write_all(b"GET /results HTTP/1.1\r\n\r\n")
+            .expect("write");
+        let mut got = Vec::new();
+        let mut byte = [0u8; 1];
+        while !got.ends_with(b"{\"seq\":1}\n") {
+            let n = s
+                .read(&mut byte)
+                .unwrap_or_else(|e| panic!("stream {i}: {e}: {}", String::from_utf8_lossy(&got)));
+            assert_eq!(
+                n,
+                1,
+                "the stream stays open: {}",
+                String::from_utf8_lossy(&got)
+            );
+            got.push(byte[0]);
+        }
+        let text = String::from_utf8_lossy(&got).to_string();
+        assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
+        assert!(!text.contains("Content-Length"), "{text}");
+        streams.push(s);
+    }
+    for _ in 0..3 {
+        let (code, _) = curl_unix(&sock, &[], "/status");
+        assert_eq!(code, 200, "the streams do not count against the cap of 1");
+    }
+    let reply = raw_exchange(&sock, b"HEAD /results HTTP/1.1\r\n\r\n");
+    assert!(reply.starts_with("HTTP/1.1 200"), "HEAD ends: {reply}");
 }

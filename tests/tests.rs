@@ -9,6 +9,7 @@ mod governor; // the real-time governor: ladders of fake-DPU and ONNX Runtime mo
 mod hardening; // issue 18: each defect of the adversarial pass, reproduced
 mod hot_loop; // zero heap allocations per frame in steady state (counting allocator)
 mod limits; // frame-size limits before allocation: images, Y4M, cameras, MJPEG, eval
+mod outputs; // GET /results, MQTT through mosquitto, the page in chromium, promtool rules, Grafana
 mod power; // meters on pty emulators and fake sysfs trees, the study figures, unplug/replug
 mod preprocess; // resize modes and normalisation into engine buffers
 mod quantize; // int8 PTQ: zoo models fully integer in ORT, QDQ arithmetic by hand, bad inputs
@@ -16,6 +17,7 @@ mod realtime; // cancel watchdog, SCHED_FIFO, mlock under prlimit, overrun polic
 mod service; // systemd: sd_notify, SIGHUP reload, /metrics, TCP, journald, the unit file
 mod sources; // URIs, Y4M colourspaces against ffmpeg, image folders, pacing
 mod status_socket; // HTTP on a Unix socket: routes, errors, stale sockets, the client table
+mod streams; // ffmpeg sources: any container, HTTP and RTSP on loopback, the child's lifetime
 mod study; // study tooling: inspect, bench, sweep, advise, NeuralScale, eval
 mod swap; // hot swap through a real watch folder: renames, bad files, slow writers
 mod tensorrt; // the TensorRT layer against the CPU test double: I/O, errors, calibration, cache

@@ -303,3 +303,67 @@ pub fn counters_add_up(v: &serde_json::Value) -> bool {
     let g = |k: &str| f[k].as_u64().unwrap_or(u64::MAX / 8);
     g("captured") == g("processed") + g("dropped") + g("cancelled") + g("in_flight")
 }
+
+/// A child process (a daemon, an ffmpeg sender, a broker) that is killed and reaped when the
+/// guard drops, so a failed assertion never leaves it running. Derefs to the `Child`.
+pub struct Guard(Option<std::process::Child>);
+
+impl Guard {
+    pub fn new(child: std::process::Child) -> Guard {
+        Guard(Some(child))
+    }
+
+    /// The child, no longer guarded (to wait for its exit status yourself).
+    pub fn into_inner(mut self) -> std::process::Child {
+        self.0.take().expect("guarded child")
+    }
+}
+
+impl std::ops::Deref for Guard {
+    type Target = std::process::Child;
+    fn deref(&self) -> &std::process::Child {
+        self.0.as_ref().expect("guarded child")
+    }
+}
+
+impl std::ops::DerefMut for Guard {
+    fn deref_mut(&mut self) -> &mut std::process::Child {
+        self.0.as_mut().expect("guarded child")
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take()
+            && matches!(c.try_wait(), Ok(None))
+        {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Runs `promtool ARGS` with `input` on stdin: (success, stdout + stderr).
+pub fn promtool(args: &[&str], input: &[u8]) -> (bool, String) {
+    use std::io::Write;
+    let mut child = Command::new("promtool")
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run promtool (scripts/setup.sh installs it): {e}"));
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(input)
+        .expect("promtool stdin");
+    let out = child.wait_with_output().expect("promtool");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}

@@ -4,12 +4,19 @@
 //! with disjoint `result` labels (`on_time`, `late`, `dropped`, `cancelled`), so they sum to the
 //! frames that finished. Latency is a summary per stage: quantiles over the recent window (10 s,
 //! like `/status` `latency_ms`), `_sum`/`_count` cumulative since start.
+//!
+//! Names follow Prometheus' conventions (base units: `_seconds`, `_watts`, `_bytes`, `_joules`;
+//! `promtool check metrics` is clean, a test runs it), so `/status`'s milliseconds are divided by
+//! 1000 here. The names before that (`rtinfer_latency_ms`, `rtinfer_budget_ms`,
+//! `rtinfer_inference_ms_max`) are not served any more: promtool flags them, and the recording
+//! rules in `packaging/prometheus/rtinfer-rules.yml` rebuild them on the Prometheus side for one
+//! release.
 
 use std::fmt::Write;
 
 use super::Shared;
 use crate::stats::{Percentiles, StageLatencies};
-use crate::time::{MonoTime, ms};
+use crate::time::MonoTime;
 
 /// Content type of the text format.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -54,16 +61,16 @@ pub fn render(s: &Shared) -> String {
     if let Some(max) = window.inference.max {
         gauge(
             &mut out,
-            "rtinfer_inference_ms_max",
-            "Slowest inference in the recent window (ms).",
-            max,
+            "rtinfer_inference_max_seconds",
+            "Slowest inference in the recent window.",
+            max / 1000.0,
         );
     }
     gauge(
         &mut out,
-        "rtinfer_budget_ms",
-        "Per-frame budget (ms).",
-        ms(s.ctl.budget()),
+        "rtinfer_budget_seconds",
+        "Per-frame budget.",
+        s.ctl.budget().as_secs_f64(),
     );
     if let Some(f) = fps {
         gauge(
@@ -214,9 +221,9 @@ pub fn render(s: &Shared) -> String {
 fn latency_summary(out: &mut String, window: &StageLatencies, lifetime: &StageLatencies) {
     let _ = writeln!(
         out,
-        "# HELP rtinfer_latency_ms Latency per stage (ms): quantiles over the recent window, sum and count since start."
+        "# HELP rtinfer_latency_seconds Latency per stage: quantiles over the recent window, sum and count since start."
     );
-    let _ = writeln!(out, "# TYPE rtinfer_latency_ms summary");
+    let _ = writeln!(out, "# TYPE rtinfer_latency_seconds summary");
     let stages: [(&str, &Percentiles, &Percentiles); 5] = [
         ("end_to_end", &window.end_to_end, &lifetime.end_to_end),
         ("inference", &window.inference, &lifetime.inference),
@@ -236,21 +243,21 @@ fn latency_summary(out: &mut String, window: &StageLatencies, lifetime: &StageLa
             ("0.99", w.p99),
             ("0.999", w.p999),
         ] {
-            let v = v.map_or_else(|| "NaN".to_string(), num);
+            let v = v.map_or_else(|| "NaN".to_string(), |ms| num(ms / 1000.0));
             let _ = writeln!(
                 out,
-                "rtinfer_latency_ms{{stage=\"{stage}\",quantile=\"{q}\"}} {v}"
+                "rtinfer_latency_seconds{{stage=\"{stage}\",quantile=\"{q}\"}} {v}"
             );
         }
-        let sum = l.mean.unwrap_or(0.0) * l.count as f64;
+        let sum = l.mean.unwrap_or(0.0) * l.count as f64 / 1000.0;
         let _ = writeln!(
             out,
-            "rtinfer_latency_ms_sum{{stage=\"{stage}\"}} {}",
+            "rtinfer_latency_seconds_sum{{stage=\"{stage}\"}} {}",
             num(sum)
         );
         let _ = writeln!(
             out,
-            "rtinfer_latency_ms_count{{stage=\"{stage}\"}} {}",
+            "rtinfer_latency_seconds_count{{stage=\"{stage}\"}} {}",
             l.count
         );
     }

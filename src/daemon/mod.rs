@@ -12,13 +12,17 @@
 //! this module get small contexts, never `Shared` (see [`shared`]).
 
 pub mod metrics;
+mod page;
 mod power;
+mod record;
 mod reload;
 pub mod report;
 pub mod results;
 pub mod shared;
 pub mod stats;
+pub mod subscribers;
 
+use crate::mqtt::Publisher;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Sender, sync_channel};
@@ -179,6 +183,13 @@ impl Daemon {
             Some(addr) => Some(start_tcp(&shared, addr)?),
             None => None,
         };
+        if let Some(o) = shared.config.mqtt.clone() {
+            let p = Publisher::start(o).map_err(|source| StartError::Thread {
+                name: "rtinfer-mqtt",
+                source,
+            })?;
+            shared.set_mqtt(Some(p));
+        }
         let notify = spawn_notifier(&shared, &aux_stop)?;
         if let Some(w) = shared.ctl.watchdog.clone() {
             let opts = shared.config.realtime.clone();
@@ -328,7 +339,9 @@ fn start_tcp(
     addr: std::net::SocketAddr,
 ) -> Result<(JoinHandle<()>, Arc<AtomicBool>), StartError> {
     let server = StatusServer::bind_tcp(addr)?;
-    log::info!("status over TCP on {addr} (GET /status, /metrics, /healthz only)");
+    log::info!(
+        "status over TCP on {addr} (read-only: GET /, /status, /metrics, /healthz, /results)"
+    );
     let stop = Arc::new(AtomicBool::new(false));
     let handler = Arc::new(StatusHandler::new(Arc::clone(shared)));
     let h = server
@@ -494,6 +507,9 @@ impl Running {
         }
         self.shared.set_loader(None);
         self.models.stop();
+        if let Some(m) = self.shared.mqtt() {
+            m.stop();
+        }
         if let Some(p) = self.shared.power() {
             p.stop();
         }

@@ -48,6 +48,8 @@ impl Handler for StatusHandler {
                 governor(&self.shared, GovernorRequest::Pin(model), origin)
             }
             Ok(Route::GovernorUnpin) => governor(&self.shared, GovernorRequest::Unpin, origin),
+            Ok(Route::Results) => super::subscribers::answer(&self.shared.subscribers, req, origin),
+            Ok(Route::Page) => super::page::answer(),
             Ok(Route::Metrics) => Response::text(
                 200,
                 super::metrics::CONTENT_TYPE,
@@ -237,6 +239,8 @@ pub fn status_json(s: &Shared) -> Value {
             "restart_required": live.restart_required,
         },
         "last_result": last_result,
+        "subscribers": s.subscribers.status_json(),
+        "mqtt": s.mqtt().map(|m| m.status_json()),
     })
 }
 

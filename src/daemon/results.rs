@@ -15,10 +15,9 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use super::record;
 use crate::models::serving::Serving;
 use crate::pipeline::FrameRecord;
-use crate::slot::Outcome;
-use crate::time::ms;
 
 /// How long after a failed write the file is tried again.
 pub const RETRY: Duration = Duration::from_secs(10);
@@ -92,27 +91,15 @@ impl<'h> ResultsLog<'h> {
     }
 
     pub fn write(&mut self, serving: &Serving, rec: &FrameRecord) {
-        if !matches!(rec.outcome, Outcome::OnTime | Outcome::Late) {
+        if !record::is_result(rec) {
             return;
         }
         if self.failing_since.is_some_and(|t| t.elapsed() < RETRY) {
             self.health.lost.fetch_add(1, Ordering::Relaxed);
             return;
         }
-        let top: Vec<serde_json::Value> = rec.top[..rec.top_len as usize]
-            .iter()
-            .map(|(c, p)| serde_json::json!([c, p]))
-            .collect();
-        let line = serde_json::json!({
-            "seq": rec.seq,
-            "model": serving.generation_name(rec.model_gen),
-            "captured_ms": rec.captured_at.as_nanos() as f64 / 1e6,
-            "done_ms": rec.done_at.as_nanos() as f64 / 1e6,
-            "latency_ms": ms(rec.times.end_to_end),
-            "inference_ms": ms(rec.times.inference),
-            "late": rec.outcome == Outcome::Late,
-            "top": top,
-        });
+        let model = record::model_name(serving, rec);
+        let line = record::to_json(rec, model.as_deref());
         // Writing a Value into a Vec cannot fail.
         let _ = serde_json::to_writer(&mut self.buf, &line);
         self.buf.push(b'\n');
@@ -184,6 +171,7 @@ mod tests {
     use super::*;
     use crate::models::serving::Serving;
     use crate::pipeline::FrameRecord;
+    use crate::slot::Outcome;
 
     fn record(seq: u64) -> FrameRecord {
         FrameRecord {

@@ -12,12 +12,14 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use super::stats::StatsState;
+use super::subscribers::Subscribers;
 use crate::capture::{CaptureContext, SourceHealth};
 use crate::config::{Config, RawConfig};
 use crate::governor::{Governor, GovernorContext, GovernorShared};
 use crate::models::loader::{LoaderContext, LoaderMsg};
 use crate::models::serving::Serving;
 use crate::models::{ModelsConfig, Registry};
+use crate::mqtt::Publisher;
 use crate::pipeline::LoopControl;
 use crate::power::{IdleSetting, PowerMonitor, PowerOptions};
 use crate::rt::RealtimeState;
@@ -91,6 +93,10 @@ pub struct Shared {
     /// The governor's window and view (`[governor] enabled`); the governor itself runs on the
     /// loader thread.
     pub governor: Option<Arc<GovernorShared>>,
+    /// `GET /results` subscribers, fed by the stats thread.
+    pub subscribers: Subscribers,
+    /// `[mqtt]`'s publisher, once started.
+    mqtt: Mutex<Option<Arc<Publisher>>>,
     /// `--results`: lines written and lost, the write error in force (`/status` `results`).
     pub results: super::results::ResultsHealth,
 }
@@ -144,6 +150,8 @@ impl Shared {
                 .governor
                 .clone()
                 .map(|g| Arc::new(GovernorShared::new(g))),
+            subscribers: Subscribers::default(),
+            mqtt: Mutex::new(None),
             results: Default::default(),
             config,
         }
@@ -272,6 +280,15 @@ impl Shared {
     /// The power meter, if one is configured.
     pub fn power(&self) -> Option<Arc<PowerMonitor>> {
         lock(&self.power).clone()
+    }
+
+    /// The MQTT publisher, when `[mqtt]` names a broker.
+    pub fn mqtt(&self) -> Option<Arc<Publisher>> {
+        lock(&self.mqtt).clone()
+    }
+
+    pub fn set_mqtt(&self, p: Option<Publisher>) {
+        *lock(&self.mqtt) = p.map(Arc::new);
     }
 
     /// Replaces the meter (SIGHUP reload of `[power]`): the old thread stops, the new one starts

@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, SystemTime};
 
+use super::record;
 use super::results::ResultsLog;
 use super::shared::Shared;
 use crate::misslog::{MissLine, MissLog};
@@ -135,6 +136,19 @@ pub fn run(shared: &Shared, rx: &Receiver<FrameRecord>) {
                 r.write(&shared.serving, rec);
             }
             r.flush();
+        }
+        // Subscribers' queues and the MQTT client take the batch without blocking (a full queue
+        // loses records, counted).
+        shared.subscribers.publish(&shared.serving, &batch);
+        if let Some(m) = shared.mqtt() {
+            for rec in batch.iter().filter(|r| record::is_result(r)) {
+                let model = record::model_name(&shared.serving, rec);
+                m.offer(
+                    record::to_json(rec, model.as_deref())
+                        .to_string()
+                        .into_bytes(),
+                );
+            }
         }
         batch.clear();
     }

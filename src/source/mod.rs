@@ -7,9 +7,10 @@
 //! time for synthetic frames, the driver's buffer time for cameras).
 //!
 //! URIs: `synthetic://WxH@FPS`, `file:///x.y4m`, `file:///dir/` (PNG/JPEG sorted by name),
-//! `pipe://` or `-` (YUV4MPEG2 on stdin), `v4l2:///dev/video0` (a camera); a bare
-//! `/dev/videoN` means v4l2 and any other bare path means file. Query options: `?loop=true`,
-//! `?fps=30`.
+//! `file:///x.mp4` (any file that is not Y4M: decoded by an ffmpeg child), `rtsp://`,
+//! `http(s)://`, `udp://`, `rtp://` (network streams through ffmpeg), `pipe://` or `-`
+//! (YUV4MPEG2 on stdin), `v4l2:///dev/video0` (a camera); a bare `/dev/videoN` means v4l2 and
+//! any other bare path means file. Query options: `?loop=true`, `?fps=30`, `?transport=tcp`.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -17,10 +18,12 @@ use std::time::Duration;
 use crate::time::MonoTime;
 
 pub mod color;
+pub mod ffmpeg;
 pub mod images;
 pub mod limits;
 pub mod pacer;
 pub mod reopen;
+pub mod sniff;
 pub mod synthetic;
 pub mod uri;
 pub mod v4l2;
@@ -104,7 +107,7 @@ pub trait Source: Send {
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
     #[error(
-        "unknown source scheme in '{uri}' (expected synthetic://, file://, pipe://, v4l2:// or a path)"
+        "unknown source scheme in '{uri}' (expected synthetic://, file://, pipe://, v4l2://, rtsp://, http(s)://, udp://, rtp:// or a path)"
     )]
     UnknownScheme { uri: String },
     #[error("bad source URI '{uri}': {reason}")]
@@ -137,6 +140,14 @@ pub enum SourceError {
     Io { uri: String, source: std::io::Error },
     #[error("source {uri}: {what} is not compiled into this build")]
     NotCompiled { uri: String, what: &'static str },
+    /// The ffmpeg child could not deliver the stream; `reason` carries its exit and last line.
+    #[error("source {uri}: {reason}")]
+    Ffmpeg { uri: String, reason: String },
+    #[error(
+        "source {uri} is decoded by ffmpeg, but {} was not found: {}",
+        program.display(), ffmpeg::INSTALL_HINT
+    )]
+    FfmpegMissing { uri: String, program: PathBuf },
 }
 
 /// Opens the source a spec names.

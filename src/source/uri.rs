@@ -10,12 +10,15 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use super::{FrameLimits, Source, SourceError, images, synthetic, y4m};
+use super::ffmpeg::{self, Transport, args::network_scheme};
+use super::{FrameLimits, Source, SourceError, images, sniff, synthetic, y4m};
 
 /// The URIs a source can be named by, for `--help` (kept beside the parser it describes).
 pub const USAGE: &str = "Sources (URIs): synthetic://WxH@FPS, file:///clip.y4m, file:///frames/ \
-(PNG/JPEG), pipe:// or - (Y4M on stdin, e.g. ffmpeg ... -f yuv4mpegpipe -), v4l2:///dev/video0 \
-(a camera; a bare /dev/videoN too); options ?loop=true, ?fps=N.";
+(PNG/JPEG), file:///clip.mp4 (any container or codec, decoded by an ffmpeg child), \
+rtsp://, http(s)://, udp://, rtp:// (network streams through ffmpeg, reconnected when lost), \
+pipe:// or - (Y4M on stdin, e.g. ffmpeg ... -f yuv4mpegpipe -), v4l2:///dev/video0 \
+(a camera; a bare /dev/videoN too); options ?loop=true, ?fps=N, ?transport=tcp (RTSP).";
 
 /// Largest synthetic frame side and highest rate we accept (anything beyond is a typo).
 const MAX_SIDE: u32 = 16_384;
@@ -36,6 +39,12 @@ pub enum SourceKind {
     Stdin,
     /// `v4l2:///dev/video0` or a bare `/dev/videoN`.
     V4l2 { device: PathBuf },
+    /// `file:///x.mp4` or a bare path to a file that is not Y4M (by its first bytes, or by its
+    /// extension while it does not exist): decoded by an ffmpeg child.
+    VideoFile { path: PathBuf },
+    /// `rtsp://`, `http(s)://`, `udp://`, `rtp://`, ...: a network stream decoded by an ffmpeg
+    /// child, reconnected when lost. `url` keeps every query parameter that is not ours.
+    Stream { url: String },
 }
 
 /// Query options (`?loop=true&fps=30`).
@@ -55,6 +64,8 @@ pub struct SourceOptions {
     /// `max_pixels=N`: the largest frame (width x height) a header may declare; see
     /// [`FrameLimits`] for the default.
     pub max_pixels: Option<u64>,
+    /// `transport=tcp|udp` (RTSP): the lower transport ffmpeg asks the server for.
+    pub transport: Option<Transport>,
 }
 
 impl SourceOptions {
@@ -85,7 +96,13 @@ impl SourceSpec {
             return Err(bad("empty source URI".into()));
         }
         let (body, query) = text.split_once('?').unwrap_or((text, ""));
-        let mut options = parse_query(query).map_err(bad)?;
+        // A camera URL may carry its own query (`rtsp://cam/live?channel=1`): for network
+        // streams the keys that are not ours stay in the URL.
+        let (query, foreign) = match network_scheme(body) {
+            Some(_) => split_foreign(query),
+            None => (query.to_string(), String::new()),
+        };
+        let mut options = parse_query(&query).map_err(bad)?;
         let kind = match body.split_once("://") {
             Some((scheme, rest)) => match scheme.to_ascii_lowercase().as_str() {
                 "synthetic" => synthetic_kind(rest, options.fps).map_err(bad)?,
@@ -102,6 +119,18 @@ impl SourceSpec {
                 "v4l2" => SourceKind::V4l2 {
                     device: PathBuf::from(rest),
                 },
+                _ if network_scheme(body).is_some() => {
+                    if rest.is_empty() {
+                        return Err(bad(format!("{scheme}:// needs an address")));
+                    }
+                    SourceKind::Stream {
+                        url: if foreign.is_empty() {
+                            body.to_string()
+                        } else {
+                            format!("{body}?{foreign}")
+                        },
+                    }
+                }
                 _ => {
                     return Err(SourceError::UnknownScheme {
                         uri: uri.to_owned(),
@@ -162,11 +191,12 @@ impl SourceSpec {
                     fps: f1,
                 },
             ) if (w0, h0) == (w1, h1) => (f0 != f1).then_some(*f1),
-            (SourceKind::Y4mFile { .. } | SourceKind::ImageFolder { .. }, _)
-                if self.kind == new.kind =>
-            {
-                new.options.fps.filter(|f| Some(*f) != self.options.fps)
-            }
+            (
+                SourceKind::Y4mFile { .. }
+                | SourceKind::ImageFolder { .. }
+                | SourceKind::VideoFile { .. },
+                _,
+            ) if self.kind == new.kind => new.options.fps.filter(|f| Some(*f) != self.options.fps),
             (SourceKind::Stdin, SourceKind::Stdin) if self.options.fps.is_some() => {
                 new.options.fps.filter(|f| Some(*f) != self.options.fps)
             }
@@ -179,6 +209,18 @@ impl SourceSpec {
 fn is_video_device(path: &str) -> bool {
     path.strip_prefix("/dev/video")
         .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// Our query keys, which a network URL's own query must leave to us.
+const OUR_KEYS: [&str; 4] = ["loop", "fps", "transport", "max_pixels"];
+
+/// Splits a network URL's query into (ours, the URL's own), each joined with `&`.
+fn split_foreign(query: &str) -> (String, String) {
+    let (ours, theirs): (Vec<&str>, Vec<&str>) = query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .partition(|p| OUR_KEYS.contains(&p.split_once('=').map_or(*p, |(k, _)| k)));
+    (ours.join("&"), theirs.join("&"))
 }
 
 /// `loop=true&fps=30`; both optional, nothing else allowed.
@@ -203,6 +245,13 @@ fn parse_query(query: &str) -> Result<SourceOptions, String> {
             }
             "size" => options.size = Some(parse_size(value)?),
             "format" => options.format = Some(parse_fourcc(value)?),
+            "transport" => {
+                options.transport = Some(match value.to_ascii_lowercase().as_str() {
+                    "tcp" => Transport::Tcp,
+                    "udp" => Transport::Udp,
+                    _ => return Err(format!("transport must be tcp or udp, not '{value}'")),
+                })
+            }
             "max_pixels" => {
                 options.max_pixels = Some(value.parse::<u64>().ok().filter(|n| *n > 0).ok_or(
                     format!("max_pixels must be a positive integer, not '{value}'"),
@@ -210,7 +259,7 @@ fn parse_query(query: &str) -> Result<SourceOptions, String> {
             }
             _ => {
                 return Err(format!(
-                    "unknown option '{key}' (expected loop, fps, reopen, size, format or max_pixels)"
+                    "unknown option '{key}' (expected loop, fps, reopen, size, format, transport or max_pixels)"
                 ));
             }
         }
@@ -289,17 +338,54 @@ fn synthetic_kind(rest: &str, query_fps: Option<f64>) -> Result<SourceKind, Stri
     })
 }
 
-/// A `file://` remainder or bare path: a directory (or a trailing slash) means an image folder.
+/// A `file://` remainder or bare path: a directory (or a trailing slash) means an image folder,
+/// a file is Y4M or, by its first bytes (by its extension while it does not exist), a video for
+/// ffmpeg. A FIFO is Y4M: peeking would eat its writer's bytes.
 fn file_kind(path: &str) -> Result<SourceKind, String> {
     if path.is_empty() {
         return Err("no path given".into());
     }
     let p = PathBuf::from(path);
     if path.ends_with('/') || p.is_dir() {
-        Ok(SourceKind::ImageFolder { path: p })
-    } else {
-        Ok(SourceKind::Y4mFile { path: p })
+        return Ok(SourceKind::ImageFolder { path: p });
     }
+    Ok(match is_y4m_file(&p) {
+        Some(false) => SourceKind::VideoFile { path: p },
+        Some(true) => SourceKind::Y4mFile { path: p },
+        None if has_video_extension(&p) => SourceKind::VideoFile { path: p },
+        None => SourceKind::Y4mFile { path: p },
+    })
+}
+
+/// Whether a regular file starts with the Y4M signature; `None` when it cannot be told (missing,
+/// unreadable, not a regular file, empty).
+fn is_y4m_file(path: &Path) -> Option<bool> {
+    use std::io::Read;
+    if !std::fs::metadata(path).ok()?.is_file() {
+        return None;
+    }
+    let mut head = [0u8; sniff::SNIFF_LEN];
+    let mut f = std::fs::File::open(path).ok()?;
+    let mut n = 0;
+    while n < head.len() {
+        match f.read(&mut head[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(_) => return None,
+        }
+    }
+    (n > 0).then(|| head[..n].starts_with(sniff::Y4M_MAGIC))
+}
+
+/// Extensions of containers and raw streams ffmpeg reads (for paths that do not exist yet).
+fn has_video_extension(path: &Path) -> bool {
+    const VIDEO: [&str; 16] = [
+        "mp4", "m4v", "mov", "mkv", "webm", "avi", "ts", "m2ts", "mts", "flv", "h264", "264",
+        "h265", "hevc", "mjpeg", "mjpg",
+    ];
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| VIDEO.contains(&e.to_ascii_lowercase().as_str()))
 }
 
 /// Options that make no sense for a kind are errors rather than silently ignored.
@@ -311,12 +397,27 @@ fn check_options(kind: &SourceKind, options: &SourceOptions) -> Result<(), Strin
         SourceKind::Synthetic { .. } | SourceKind::V4l2 { .. } if options.looping => {
             Err("loop applies to files and image folders only".into())
         }
+        SourceKind::V4l2 { .. } if options.transport.is_some() => {
+            Err("transport applies to rtsp:// streams only".into())
+        }
         SourceKind::V4l2 { .. } => Ok(()),
+        SourceKind::Stream { url }
+            if options.transport.is_some()
+                && !network_scheme(url).is_some_and(|s| s.starts_with("rtsp")) =>
+        {
+            Err("transport applies to rtsp:// streams only".into())
+        }
+        SourceKind::Stream { .. } if options.looping => {
+            Err("loop applies to files and image folders only; a stream reconnects".into())
+        }
         _ if options.size.is_some() || options.format.is_some() => {
             Err("size and format apply to v4l2 cameras only".into())
         }
         SourceKind::Y4mFile { .. } if options.reopen && options.looping => {
             Err("reopen (a FIFO's next writer) and loop (rewind a file) exclude each other".into())
+        }
+        _ if options.transport.is_some() && !matches!(kind, SourceKind::Stream { .. }) => {
+            Err("transport applies to rtsp:// streams only".into())
         }
         SourceKind::Y4mFile { .. } => Ok(()),
         _ if options.reopen => Err("reopen applies to file:// FIFOs only".into()),
@@ -335,8 +436,13 @@ impl fmt::Display for SourceSpec {
             SourceKind::ImageFolder { path } => write_folder(f, path)?,
             SourceKind::Stdin => f.write_str("pipe://")?,
             SourceKind::V4l2 { device } => write!(f, "v4l2://{}", device.display())?,
+            SourceKind::VideoFile { path } => write!(f, "file://{}", path.display())?,
+            SourceKind::Stream { url } => f.write_str(url)?,
         }
-        let mut sep = '?';
+        let mut sep = match &self.kind {
+            SourceKind::Stream { url } if url.contains('?') => '&',
+            _ => '?',
+        };
         if self.options.looping {
             write!(f, "{sep}loop=true")?;
             sep = '&';
@@ -359,6 +465,10 @@ impl fmt::Display for SourceSpec {
         }
         if let Some(n) = self.options.max_pixels {
             write!(f, "{sep}max_pixels={n}")?;
+            sep = '&';
+        }
+        if let Some(t) = self.options.transport {
+            write!(f, "{sep}transport={}", t.name())?;
         }
         Ok(())
     }
@@ -395,9 +505,29 @@ pub fn open(spec: &SourceSpec) -> Result<Box<dyn Source>, SourceError> {
         SourceKind::Y4mFile { path } if spec.options.reopen => {
             super::reopen::open(path, uri, fps, limits)
         }
-        SourceKind::Y4mFile { path } => y4m::open_file(path, uri, fps, looping, &limits),
+        // The file may have been replaced since parsing: look at its first bytes again.
+        SourceKind::Y4mFile { path } | SourceKind::VideoFile { path }
+            if is_y4m_file(path) == Some(false) =>
+        {
+            if matches!(spec.kind, SourceKind::Y4mFile { .. }) {
+                log::info!("{uri}: not YUV4MPEG2; decoding it with ffmpeg");
+            }
+            ffmpeg::open_file(path, uri, fps, looping, limits)
+        }
+        SourceKind::VideoFile { path } if is_y4m_file(path).is_none() => Err(SourceError::Open {
+            path: path.clone(),
+            source: std::fs::metadata(path).err().unwrap_or_else(|| {
+                std::io::Error::new(std::io::ErrorKind::InvalidData, "empty or not a file")
+            }),
+        }),
+        SourceKind::Y4mFile { path } | SourceKind::VideoFile { path } => {
+            y4m::open_file(path, uri, fps, looping, &limits)
+        }
         SourceKind::Stdin => y4m::open_stdin(uri, fps, &limits),
         SourceKind::V4l2 { device } => super::v4l2::open(device, uri, &spec.options),
+        SourceKind::Stream { url } => {
+            ffmpeg::open_network(url, uri, spec.options.transport, fps, limits)
+        }
     }
 }
 
@@ -455,10 +585,74 @@ mod tests {
             ("-", " - "),
             ("v4l2:///dev/video0", "v4l2://"),
             ("file:///nonexistent/clip.y4m", "file://"),
+            ("rtsp://127.0.0.1:8554/cam", "rtsp://"),
+            ("http://127.0.0.1:8080/x", "http(s)://"),
+            ("udp://127.0.0.1:5000", "udp://"),
+            ("rtp://127.0.0.1:5004", "rtp://"),
         ] {
             SourceSpec::parse(uri).unwrap_or_else(|e| panic!("{uri}: {e}"));
             assert!(USAGE.contains(scheme), "{scheme} missing from the usage");
         }
+    }
+
+    #[test]
+    fn network_urls_keep_their_own_query_and_take_ours() {
+        let s = SourceSpec::parse("rtsp://cam:554/live?channel=1&transport=tcp&fps=15&subtype=0")
+            .expect("parse");
+        assert_eq!(
+            s.kind,
+            SourceKind::Stream {
+                url: "rtsp://cam:554/live?channel=1&subtype=0".into()
+            }
+        );
+        assert_eq!(s.options.transport, Some(Transport::Tcp));
+        assert_eq!(s.options.fps, Some(15.0));
+        let again = SourceSpec::parse(&s.to_string()).expect("round trip");
+        assert_eq!((again.kind, again.options), (s.kind, s.options));
+        for bad in [
+            "http://x/y?transport=tcp",
+            "rtsp://x/y?loop=true",
+            "rtsp://x/y?transport=quic",
+            "synthetic://8x8@5?transport=tcp",
+            "rtsp://",
+        ] {
+            assert!(SourceSpec::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_file_is_y4m_or_video_by_its_bytes_then_its_extension() {
+        let dir = std::env::temp_dir().join(format!("rtinfer-uri-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let renamed = dir.join("clip.y4m");
+        std::fs::write(&renamed, b"\0\0\0\x20ftypisom\0\0\x02\0").expect("write");
+        let y4m = dir.join("clip.mp4");
+        std::fs::write(&y4m, b"YUV4MPEG2 W2 H2 F1:1\n").expect("write");
+        let kind = |p: &Path| {
+            SourceSpec::parse(&p.display().to_string())
+                .expect("parse")
+                .kind
+        };
+        assert_eq!(
+            kind(&renamed),
+            SourceKind::VideoFile {
+                path: renamed.clone()
+            }
+        );
+        assert_eq!(kind(&y4m), SourceKind::Y4mFile { path: y4m.clone() });
+        assert_eq!(
+            kind(&dir.join("missing.mkv")),
+            SourceKind::VideoFile {
+                path: dir.join("missing.mkv")
+            }
+        );
+        assert_eq!(
+            kind(&dir.join("missing.y4m")),
+            SourceKind::Y4mFile {
+                path: dir.join("missing.y4m")
+            }
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

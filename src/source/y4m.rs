@@ -196,6 +196,13 @@ impl<R: Read> Y4mReader<R> {
         if n == 0 {
             return Err(format("empty stream (no YUV4MPEG2 header)".into()));
         }
+        if let Some(what) = super::sniff::container(&line) {
+            return Err(format(format!(
+                "not a YUV4MPEG2 stream: it starts like {what}. Name a file as file:///PATH \
+                 (any container is decoded by an ffmpeg child), or convert on the way in: \
+                 ffmpeg -i INPUT -f yuv4mpegpipe -pix_fmt yuv420p -"
+            )));
+        }
         if line.pop() != Some(b'\n') {
             return Err(format(format!(
                 "stream header is not a line of at most {MAX_HEADER} bytes"

@@ -11,16 +11,20 @@ use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::net::UnixStream;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use nix::poll::PollFlags;
 
 use super::http::{self, Limits, ParseError, Request, Response};
+use super::stream::{self, Feed};
 
 /// How long a connection is drained after its answer before it is closed anyway.
 pub const LINGER: Duration = Duration::from_millis(100);
 /// Most bytes read from one peer per wake-up, so one fast sender cannot starve the others.
 const READ_BURST: usize = 16 * 1024;
+/// Most bytes of records taken from a feed per write.
+const STREAM_CHUNK: usize = 64 * 1024;
 
 /// An accepted connection of either kind, non-blocking.
 pub enum Stream {
@@ -80,6 +84,9 @@ pub enum Phase {
     Writing,
     /// Answer sent and write side closed; discarding what the peer still sends.
     Draining,
+    /// A streaming answer: its head was sent, records follow as its feed receives them, until
+    /// the peer closes or stops taking bytes for [`stream::STALL`].
+    Streaming,
     /// Done: remove it.
     Closed,
 }
@@ -108,6 +115,8 @@ pub struct Conn {
     buf: Vec<u8>,
     out: Vec<u8>,
     written: usize,
+    /// The records of a streaming answer.
+    pub feed: Option<Arc<Feed>>,
 }
 
 impl Conn {
@@ -123,6 +132,7 @@ impl Conn {
             buf: Vec::new(),
             out: Vec::new(),
             written: 0,
+            feed: None,
         }
     }
 
@@ -131,6 +141,10 @@ impl Conn {
         match self.phase {
             Phase::Reading | Phase::Draining => Some(PollFlags::POLLIN),
             Phase::Writing => Some(PollFlags::POLLOUT),
+            Phase::Streaming if self.written < self.out.len() || self.has_queued() => {
+                Some(PollFlags::POLLIN | PollFlags::POLLOUT)
+            }
+            Phase::Streaming => Some(PollFlags::POLLIN),
             Phase::Handling | Phase::Closed => None,
         }
     }
@@ -150,7 +164,7 @@ impl Conn {
                 Ok(0) => return self.eof(),
                 Ok(n) => {
                     burst += n;
-                    if self.phase == Phase::Draining {
+                    if matches!(self.phase, Phase::Draining | Phase::Streaming) {
                         continue;
                     }
                     self.buf.extend_from_slice(&chunk[..n]);
@@ -204,8 +218,61 @@ impl Conn {
             return;
         }
         self.buf = Vec::new();
-        self.phase = Phase::Writing;
-        self.write();
+        match &resp.stream {
+            Some(feed) if !head_only => {
+                self.feed = Some(Arc::clone(feed));
+                self.phase = Phase::Streaming;
+                self.deadline = Instant::now() + stream::STALL;
+                self.stream_write();
+            }
+            Some(feed) => {
+                feed.close();
+                self.phase = Phase::Writing;
+                self.write();
+            }
+            None => {
+                self.phase = Phase::Writing;
+                self.write();
+            }
+        }
+    }
+
+    fn has_queued(&self) -> bool {
+        self.feed.as_ref().is_some_and(|f| f.has_queued())
+    }
+
+    /// Sends what is pending and what the feed has queued, as far as the socket takes it. Any
+    /// progress, or nothing left to send, moves the stall deadline.
+    pub fn stream_write(&mut self) {
+        loop {
+            if self.written >= self.out.len() {
+                self.out.clear();
+                self.written = 0;
+                if let Some(f) = &self.feed {
+                    f.drain_into(&mut self.out, STREAM_CHUNK);
+                }
+                if self.out.is_empty() {
+                    self.deadline = Instant::now() + stream::STALL;
+                    return;
+                }
+            }
+            match self.stream.write(&self.out[self.written..]) {
+                Ok(0) => {
+                    self.phase = Phase::Closed;
+                    return;
+                }
+                Ok(n) => {
+                    self.written += n;
+                    self.deadline = Instant::now() + stream::STALL;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => {
+                    self.phase = Phase::Closed;
+                    return;
+                }
+            }
+        }
     }
 
     /// Sends more of the answer; after the last byte, half-closes and starts draining.
@@ -244,6 +311,14 @@ impl Conn {
         if now < self.deadline {
             return None;
         }
+        if self.phase == Phase::Streaming {
+            if self.written < self.out.len() || self.has_queued() {
+                self.phase = Phase::Closed; // records wait and the peer took nothing: stalled
+                return Some(200);
+            }
+            self.deadline = now + stream::STALL;
+            return None;
+        }
         let answer = match self.phase {
             Phase::Reading => Some(Response::error(
                 408,
@@ -262,5 +337,13 @@ impl Conn {
             let _ = self.stream.write(&bytes);
         }
         Some(resp.status)
+    }
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        if let Some(f) = &self.feed {
+            f.close();
+        }
     }
 }

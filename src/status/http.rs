@@ -371,7 +371,8 @@ fn is_tchar(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
-/// One response; always sent with `Connection: close` and an exact `Content-Length`.
+/// One response; always sent with `Connection: close` and an exact `Content-Length`, except a
+/// streaming one, whose body is whatever its feed delivers until the connection closes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Response {
     pub status: u16,
@@ -380,6 +381,9 @@ pub struct Response {
     /// written from the other fields.
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
+    /// A streaming answer (`GET /results`): after the head (and `body`, if any) the connection
+    /// carries what the feed receives, until either side ends it.
+    pub stream: Option<std::sync::Arc<super::stream::Feed>>,
 }
 
 impl Response {
@@ -392,6 +396,7 @@ impl Response {
             content_type: "application/json".into(),
             headers: Vec::new(),
             body,
+            stream: None,
         }
     }
 
@@ -402,6 +407,7 @@ impl Response {
             content_type: content_type.into(),
             headers: Vec::new(),
             body: body.into().into_bytes(),
+            stream: None,
         }
     }
 
@@ -424,6 +430,18 @@ impl Response {
         Response::error(405, &msg).with_header("Allow", &allow.join(", "))
     }
 
+    /// A 200 whose body is `feed`'s records as they come (`content_type` such as
+    /// `application/x-ndjson` or `text/event-stream`).
+    pub fn streaming(content_type: &str, feed: std::sync::Arc<super::stream::Feed>) -> Response {
+        Response {
+            status: 200,
+            content_type: content_type.into(),
+            headers: Vec::new(),
+            body: Vec::new(),
+            stream: Some(feed),
+        }
+    }
+
     pub fn with_header(mut self, name: &str, value: &str) -> Response {
         self.headers.push((name.into(), value.into()));
         self
@@ -434,7 +452,9 @@ impl Response {
         let mut out = Vec::with_capacity(160 + self.body.len());
         write!(out, "HTTP/1.1 {} {}\r\n", self.status, reason(self.status))?;
         write!(out, "Content-Type: {}\r\n", self.content_type)?;
-        write!(out, "Content-Length: {}\r\n", self.body.len())?;
+        if self.stream.is_none() {
+            write!(out, "Content-Length: {}\r\n", self.body.len())?;
+        }
         for (n, v) in &self.headers {
             write!(out, "{n}: {v}\r\n")?;
         }

@@ -22,6 +22,7 @@ mod ratelog;
 pub mod router;
 pub mod server;
 pub mod socket_file;
+pub mod stream;
 pub mod table;
 
 pub use http::{Request, Response};

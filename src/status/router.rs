@@ -25,6 +25,10 @@ pub enum Route {
     GovernorPin { model: Option<String> },
     /// `POST /governor/unpin`.
     GovernorUnpin,
+    /// `GET /results`: every result from now on, streamed.
+    Results,
+    /// `GET /`: the page.
+    Page,
 }
 
 const GET: &[&str] = &["GET", "HEAD"];
@@ -45,6 +49,8 @@ pub fn route(req: &Request) -> Result<Route, Response> {
             POST,
         ),
         "/governor/unpin" => (Route::GovernorUnpin, POST),
+        "/results" => (Route::Results, GET),
+        "/" | "/index.html" => (Route::Page, GET),
         path => match activate_target(path) {
             Some(model) => (Route::Activate { model: model? }, POST),
             None => return Err(Response::not_found(path)),
@@ -115,7 +121,7 @@ pub fn model_name(raw: &str) -> Result<String, Response> {
     Ok(name)
 }
 
-fn percent_decode(s: &str) -> Option<Vec<u8>> {
+pub fn percent_decode(s: &str) -> Option<Vec<u8>> {
     let mut out = Vec::with_capacity(s.len());
     let mut bytes = s.bytes();
     while let Some(b) = bytes.next() {

@@ -21,7 +21,8 @@
 //!
 //! The Unix socket is the control plane (mode 0660: the owner and the service's group; see
 //! [`super::socket_file`] for the directory check and the periodic re-check of the path). The
-//! optional TCP listener is an observation port only: GET `/status`, `/metrics`, `/healthz`;
+//! optional TCP listener is an observation port only: GET `/`, `/status`, `/metrics`, `/healthz`,
+//! `/results`;
 //! everything else is refused here, before the handler sees it.
 
 use std::collections::HashMap;
@@ -69,7 +70,7 @@ where
 }
 
 /// The only paths the TCP listener serves.
-pub const TCP_PATHS: [&str; 3] = ["/status", "/metrics", "/healthz"];
+pub const TCP_PATHS: [&str; 5] = ["/", "/status", "/metrics", "/healthz", "/results"];
 /// Connections served at once by default.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 64;
 /// Default time a client has to send its request, and again to take the answer.
@@ -133,7 +134,7 @@ impl StatusServer {
         Ok(StatusServer::new(Listener::Unix(listener), Some(file)))
     }
 
-    /// Binds a read-only TCP listener (GET `/status`, `/metrics`, `/healthz` only). Port 0
+    /// Binds a read-only TCP listener (GET `/`, `/status`, `/metrics`, `/healthz`, `/results`). Port 0
     /// picks a free port; see [`StatusServer::tcp_addr`].
     pub fn bind_tcp(addr: SocketAddr) -> Result<StatusServer, StatusError> {
         let listener = TcpListener::bind(addr).map_err(|source| StatusError::BindTcp {
@@ -234,6 +235,7 @@ impl StatusServer {
                 .spawn(move || worker.run())?;
         }
         let event_loop = Loop {
+            waker: Arc::clone(&wake_tx),
             server: self,
             conns: HashMap::new(),
             next_id: 0,
@@ -308,8 +310,8 @@ fn call(handler: &dyn Handler, req: &Request, origin: Origin, log: &RateLimitedL
 /// The TCP listener's read-only rule; `None` when the request may reach the handler.
 fn tcp_policy(req: &Request) -> Option<Response> {
     if req.method != "GET" {
-        let msg =
-            "the TCP listener is read-only (GET /status, /metrics, /healthz); use the Unix socket";
+        let msg = "the TCP listener is read-only (GET /, /status, /metrics, /healthz, /results); \
+                   use the Unix socket";
         return Some(Response::error(403, msg));
     }
     if !TCP_PATHS.contains(&req.path.as_str()) {
@@ -335,6 +337,8 @@ struct Loop {
     jobs: Sender<Job>,
     done: Receiver<Done>,
     wake: UnixStream,
+    /// The wake-up socket's sending end, handed to streaming feeds.
+    waker: Arc<UnixStream>,
     log: Arc<RateLimitedLog>,
     /// Set after an accept error (e.g. out of file descriptors) so the loop does not spin.
     accept_pause_until: Option<Instant>,
@@ -362,7 +366,7 @@ impl Loop {
     /// One poll and everything it made ready.
     fn turn(&mut self) {
         let now = Instant::now();
-        let accepting = self.conns.len() < 2 * self.server.max_connections
+        let accepting = self.polling_conns() < 2 * self.server.max_connections
             && self.accept_pause_until.is_none_or(|t| now >= t);
         let wait = self
             .conns
@@ -423,6 +427,9 @@ impl Loop {
                 && c.phase == Phase::Handling
             {
                 c.respond(&done.resp, head_only);
+                if let Some(f) = &c.feed {
+                    f.set_waker(Arc::clone(&self.waker));
+                }
             }
         }
         for id in ready {
@@ -434,6 +441,15 @@ impl Loop {
         self.expire();
     }
 
+    /// Connections held for one exchange (served, refused or draining): what the accept limit
+    /// counts. Streaming subscribers are the daemon's to cap.
+    fn polling_conns(&self) -> usize {
+        self.conns
+            .values()
+            .filter(|c| c.phase != Phase::Streaming)
+            .count()
+    }
+
     /// Reads or writes whatever connection `id` is ready for.
     fn step(&mut self, id: u64) {
         let Some(c) = self.conns.get_mut(&id) else {
@@ -441,6 +457,13 @@ impl Loop {
         };
         match c.phase {
             Phase::Writing => c.write(),
+            Phase::Streaming => {
+                // Input is discarded; its end (or an error) ends the stream.
+                let _ = c.read(&self.server.limits);
+                if c.phase == Phase::Streaming {
+                    c.stream_write();
+                }
+            }
             Phase::Reading | Phase::Draining => match c.read(&self.server.limits) {
                 Input::Pending => {}
                 Input::Bad(e) => match e.response() {
@@ -537,11 +560,12 @@ impl Loop {
                 continue;
             }
             // A connection that has its answer and is only draining no longer counts: its
-            // client may already be opening the next one.
+            // client may already be opening the next one. Nor does a streaming subscriber: the
+            // daemon caps those on its own, so they never crowd out the polling clients.
             let served = self
                 .conns
                 .values()
-                .filter(|c| !c.refused && c.phase != Phase::Draining)
+                .filter(|c| !c.refused && !matches!(c.phase, Phase::Draining | Phase::Streaming))
                 .count();
             let refused = served >= self.server.max_connections;
             if refused {
@@ -559,7 +583,7 @@ impl Loop {
                 Conn::new(stream, refused, self.server.deadline),
             );
             self.next_id = (self.next_id + 1) & !HEAD_BIT;
-            if self.conns.len() >= 2 * self.server.max_connections {
+            if self.polling_conns() >= 2 * self.server.max_connections {
                 return;
             }
         }
@@ -573,10 +597,15 @@ impl Loop {
             if c.wake_at() <= now
                 && let Some(status) = c.expire(now)
             {
+                let what = if c.feed.is_some() {
+                    "a results subscriber took nothing for 30 s while records waited; closed"
+                } else {
+                    "a status connection passed its deadline"
+                };
                 log.log(
                     log::Level::Info,
                     "deadline",
-                    format_args!("a status connection passed its deadline (answered {status})"),
+                    format_args!("{what} (answered {status})"),
                 );
             }
             c.phase != Phase::Closed
@@ -651,6 +680,8 @@ mod tests {
     #[test]
     fn tcp_policy_is_read_only() {
         assert!(tcp_policy(&req("GET", "/status")).is_none());
+        assert!(tcp_policy(&req("GET", "/results")).is_none());
+        assert!(tcp_policy(&req("GET", "/")).is_none());
         assert!(tcp_policy(&req("GET", "/healthz")).is_none());
         assert_eq!(
             tcp_policy(&req("POST", "/models/a/activate")).map(|r| r.status),
