@@ -37,9 +37,8 @@ fn time(label: &str, mut f: impl FnMut()) {
 }
 
 fn camera_frame(width: u32, height: u32) -> Frame {
-    let mut f = Frame::with_capacity(width, height);
-    f.set_size(width, height);
-    for (i, b) in f.rgb.iter_mut().enumerate() {
+    let mut f = Frame::rgb24(width, height);
+    for (i, b) in f.data.iter_mut().enumerate() {
         *b = ((i * 7) % 251) as u8;
     }
     f
@@ -80,7 +79,7 @@ fn bench_preprocessor(frame: &Frame, spec: InputSpec, resize: ResizeMode, filter
 
 fn bench_fast_image_resize(frame: &Frame, width: u32, height: u32) {
     let Ok(src) =
-        fr::images::ImageRef::new(frame.width, frame.height, &frame.rgb, fr::PixelType::U8x3)
+        fr::images::ImageRef::new(frame.width, frame.height, &frame.data, fr::PixelType::U8x3)
     else {
         return;
     };

@@ -310,6 +310,7 @@ mod tests {
                 uri: "script://".into(),
                 width: 2,
                 height: 2,
+                format: crate::source::PixelFormat::Rgb24,
                 fps: Some(100.0),
             }
         }

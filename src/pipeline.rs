@@ -1,6 +1,10 @@
 //! The real-time loop: take the newest frame, preprocess it into the engine's own input buffer,
 //! run, postprocess, check the deadline, hand a record to the statistics thread.
 //!
+//! Stage times are differences of one chain of instants (captured, ready in the slot,
+//! preprocess start, inference start, postprocess start, done), so `capture + queue +
+//! preprocess + inference + postprocess` is exactly `end_to_end` for every frame.
+//!
 //! This thread never blocks on I/O, on the status server or on a reader: statistics, miss logging
 //! and reporting happen on the stats thread, fed through a bounded channel with `try_send` (a full
 //! channel loses a record and counts it; it never stalls a frame). Nothing here allocates per
@@ -335,6 +339,13 @@ pub fn process_guarded(
     }
     let done = MonoTime::now();
     let end_to_end = done.saturating_since(frame.captured_at);
+    // A frame that never went through the slot (tests, tools) has no `ready_at`: its capture
+    // stage is empty and the wait before preprocessing counts as queue.
+    let ready = if frame.ready_at >= frame.captured_at {
+        frame.ready_at
+    } else {
+        frame.captured_at
+    };
     let outcome = outcome.unwrap_or(if end_to_end > budget {
         Outcome::Late
     } else {
@@ -347,6 +358,8 @@ pub fn process_guarded(
         done_at: done,
         times: FrameTimes {
             end_to_end,
+            capture: ready.saturating_since(frame.captured_at),
+            queue: t0.saturating_since(ready),
             preprocess: t1.saturating_since(t0),
             inference: t2.saturating_since(t1),
             postprocess: done.saturating_since(t2),

@@ -76,11 +76,11 @@ pub struct FrameSlot {
 const BUFFERS: usize = 3;
 
 impl FrameSlot {
-    /// A slot whose buffers are sized for `width x height` frames.
+    /// A slot whose buffers can hold `width x height` frames of any layout (3 bytes a pixel, as
+    /// RGB) without growing. Only the bytes a frame uses are ever touched.
     pub fn new(width: u32, height: u32) -> FrameSlot {
-        let free = (0..BUFFERS)
-            .map(|_| Frame::with_capacity(width, height))
-            .collect();
+        let bytes = width as usize * height as usize * 3;
+        let free = (0..BUFFERS).map(|_| Frame::with_capacity(bytes)).collect();
         FrameSlot {
             inner: Mutex::new(Inner {
                 ready: None,
@@ -102,9 +102,10 @@ impl FrameSlot {
         self.lock().free.pop().unwrap_or_default()
     }
 
-    /// Publishes a captured frame and returns the buffer to fill next (the frame it replaced,
-    /// counted as dropped, or a free one).
-    pub fn publish(&self, frame: Frame) -> Frame {
+    /// Publishes a captured frame, stamping `ready_at` (the end of its `capture` stage), and
+    /// returns the buffer to fill next (the frame it replaced, counted as dropped, or a free one).
+    pub fn publish(&self, mut frame: Frame) -> Frame {
+        frame.ready_at = crate::time::MonoTime::now();
         let mut g = self.lock();
         g.counters.captured += 1;
         g.counters.in_flight += 1;
@@ -254,7 +255,7 @@ mod tests {
             }
             // Every buffer handed out came from the pool: capacity was reserved up front.
             assert!(
-                buf.rgb.capacity() >= 8 * 8 * 3,
+                buf.data.capacity() >= 8 * 8 * 3,
                 "frame {i} got an unpooled buffer"
             );
         }

@@ -22,11 +22,17 @@ pub const DEFAULT_WINDOW: Duration = Duration::from_secs(10);
 /// Largest recordable latency in microseconds (10 s); larger samples are clamped to it.
 pub const MAX_MICROS: u64 = 10_000_000;
 
-/// A measured stage of the frame pipeline.
+/// A measured stage of the frame pipeline. `Capture`, `Queue`, `Preprocess`, `Inference` and
+/// `Postprocess` follow each other without gaps, so for every frame they add up to `EndToEnd`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Stage {
     /// Capture to result ready: what the deadline is checked against.
     EndToEnd,
+    /// From the source's timestamp to the frame in the slot: the driver queue, reading, copying
+    /// or decoding on the capture side.
+    Capture,
+    /// Waiting in the slot for the pipeline thread.
+    Queue,
     Inference,
     Preprocess,
     Postprocess,
@@ -36,11 +42,13 @@ pub enum Stage {
 }
 
 /// How many stages there are.
-const STAGES: usize = 5;
+const STAGES: usize = 7;
 
 impl Stage {
     pub const ALL: [Stage; STAGES] = [
         Stage::EndToEnd,
+        Stage::Capture,
+        Stage::Queue,
         Stage::Inference,
         Stage::Preprocess,
         Stage::Postprocess,
@@ -51,6 +59,8 @@ impl Stage {
     pub fn name(self) -> &'static str {
         match self {
             Stage::EndToEnd => "end_to_end",
+            Stage::Capture => "capture",
+            Stage::Queue => "queue",
             Stage::Inference => "inference",
             Stage::Preprocess => "preprocess",
             Stage::Postprocess => "postprocess",
@@ -63,10 +73,13 @@ impl Stage {
     }
 }
 
-/// The durations of one processed frame.
+/// The durations of one processed frame; `capture + queue + preprocess + inference +
+/// postprocess == end_to_end` (they are measured between the same five instants).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct FrameTimes {
     pub end_to_end: Duration,
+    pub capture: Duration,
+    pub queue: Duration,
     pub inference: Duration,
     pub preprocess: Duration,
     pub postprocess: Duration,
@@ -79,6 +92,8 @@ impl FrameTimes {
     pub fn get(&self, stage: Stage) -> Option<Duration> {
         match stage {
             Stage::EndToEnd => Some(self.end_to_end),
+            Stage::Capture => Some(self.capture),
+            Stage::Queue => Some(self.queue),
             Stage::Inference => Some(self.inference),
             Stage::Preprocess => Some(self.preprocess),
             Stage::Postprocess => Some(self.postprocess),
@@ -125,6 +140,8 @@ impl Percentiles {
 #[derive(Debug, Clone, Copy, PartialEq, Default, Serialize)]
 pub struct StageLatencies {
     pub end_to_end: Percentiles,
+    pub capture: Percentiles,
+    pub queue: Percentiles,
     pub inference: Percentiles,
     pub preprocess: Percentiles,
     pub postprocess: Percentiles,
@@ -135,6 +152,8 @@ impl StageLatencies {
     pub fn get(&self, stage: Stage) -> &Percentiles {
         match stage {
             Stage::EndToEnd => &self.end_to_end,
+            Stage::Capture => &self.capture,
+            Stage::Queue => &self.queue,
             Stage::Inference => &self.inference,
             Stage::Preprocess => &self.preprocess,
             Stage::Postprocess => &self.postprocess,
@@ -146,6 +165,8 @@ impl StageLatencies {
         let p = |s: Stage| Percentiles::from_histogram(&h[s.index()]);
         StageLatencies {
             end_to_end: p(Stage::EndToEnd),
+            capture: p(Stage::Capture),
+            queue: p(Stage::Queue),
             inference: p(Stage::Inference),
             preprocess: p(Stage::Preprocess),
             postprocess: p(Stage::Postprocess),
@@ -170,9 +191,11 @@ pub struct StatsSummary {
 struct Slot {
     /// Index of the period (`now / slot_ns`) the histograms hold; `None` while unused.
     period: Option<u64>,
-    /// 32-bit counters: a tenth of a window never sees 4e9 frames, and half the memory (the
-    /// window's 50 histograms are most of the daemon's own heap).
-    hist: [Histogram<u32>; STAGES],
+    /// 16-bit counters: one bucket of a tenth of the window (1 s in `/status`) fills only at
+    /// 65 535 frames of the same latency in that second, far beyond any frame rate, and the
+    /// window's 70 histograms take half the memory of 32-bit ones (they are most of the
+    /// daemon's own heap). Counts saturate rather than wrap.
+    hist: [Histogram<u16>; STAGES],
 }
 
 /// Latency histograms per stage, windowed and lifetime. See the module docs.
@@ -190,8 +213,8 @@ pub struct LatencyStats {
 
 impl LatencyStats {
     /// Histograms for a recent window of `window` (10 s in `/status`), moving in tenths of it.
-    /// Allocates every histogram now (55 of 15 360 `u32` counters and 5 of `u64`: about 4 MB);
-    /// recording never does.
+    /// Allocates every histogram now (70 of 15 360 `u16` counters, 7 of `u32` and 7 of `u64`:
+    /// about 3.4 MB); recording never does.
     pub fn new(window: Duration) -> LatencyStats {
         let slot_ns = (window.as_nanos() / WINDOW_SLOTS as u128).clamp(1, u64::MAX as u128) as u64;
         LatencyStats {
@@ -240,8 +263,11 @@ impl LatencyStats {
         for (stage, merged) in self.merged.iter_mut().enumerate() {
             merged.reset();
             for slot in self.slots.iter().filter(|s| in_window(s.period, period)) {
-                // Same bounds everywhere, so adding cannot run out of range.
-                let _ = merged.add(&slot.hist[stage]);
+                // Same bounds everywhere: each recorded bucket lands in the same bucket here.
+                for v in slot.hist[stage].iter_recorded() {
+                    merged
+                        .saturating_record_n(v.value_iterated_to(), u32::from(v.count_at_value()));
+                }
             }
         }
         StatsSummary {
@@ -327,6 +353,8 @@ mod tests {
     fn e2e(d: Duration) -> FrameTimes {
         FrameTimes {
             end_to_end: d,
+            capture: d / 16,
+            queue: d / 16,
             inference: d / 2,
             preprocess: d / 4,
             postprocess: d / 8,
@@ -445,6 +473,24 @@ mod tests {
         }
         let fps = s.summary(at(t)).fps.unwrap_or(0.0);
         assert!((fps - 30.0).abs() < 1.0, "steady fps {fps}");
+    }
+
+    #[test]
+    fn a_full_window_bucket_saturates_instead_of_wrapping() {
+        let mut s = LatencyStats::default();
+        let sample = e2e(Duration::from_millis(5));
+        for _ in 0..70_000 {
+            s.record(at(1.0), &sample);
+        }
+        let sum = s.summary(at(1.5));
+        // One bucket of one slot holds at most u16::MAX; the lifetime histogram holds all.
+        assert_eq!(sum.window.end_to_end.count, u64::from(u16::MAX));
+        assert_eq!(sum.lifetime.end_to_end.count, 70_000);
+        assert!(
+            close(sum.window.end_to_end.p99, 5.0),
+            "{:?}",
+            sum.window.end_to_end
+        );
     }
 
     #[test]

@@ -177,10 +177,18 @@ fn mjpeg_with_and_without_huffman_tables_matches_ffmpeg() {
     assert!(mjpeg::has_huffman_tables(&full));
     assert!(!mjpeg::has_huffman_tables(&bare), "tables were stripped");
     assert!(bare.len() < full.len());
-    let mut scratch = Vec::new();
+    let mut scratch = mjpeg::Scratch::default();
     for (what, data) in [("mjpeg", &full), ("mjpeg without DHT", &bare)] {
-        let mut rgb = vec![0u8; (W * H * 3) as usize];
-        mjpeg::decode(data, W, H, &mut scratch, &mut rgb).expect("decodes");
+        let mut frame = Frame::default();
+        mjpeg::decode_frame(data, W, H, &mut scratch, &mut frame).expect("decodes");
+        assert_eq!(
+            frame.format.name(),
+            "yuvj422p",
+            "{what}: the camera's own layout"
+        );
+        let mut rgb = Vec::new();
+        frame.to_rgb(&mut rgb).expect("a whole frame");
+        assert_eq!(rgb.len(), (W * H * 3) as usize);
         assert_close(what, &rgb, &reference);
     }
 }
@@ -323,7 +331,9 @@ fn unplugged_camera_reconnects_and_counters_stay_consistent() {
         if c == Capture::Frame {
             seq += 1;
             buf.seq = seq;
-            assert_eq!(&buf.rgb[..3], &[130, 130, 130], "limited grey 128 -> 130");
+            let mut rgb = Vec::new();
+            buf.to_rgb(&mut rgb).expect("a whole YUYV frame");
+            assert_eq!(&rgb[..3], &[130, 130, 130], "limited grey 128 -> 130");
             assert!(MonoTime::now().saturating_since(buf.captured_at) >= Duration::from_millis(1));
             buf = slot.publish(std::mem::take(&mut buf));
             if seq % 2 == 0
@@ -435,6 +445,9 @@ fn timed_the_daemon_streams_from_a_camera_and_rides_out_an_unplug() {
         frames(v, "processed") > 10 && v["state"] == "running"
     });
     assert!(frames(&v, "processed") > 10, "frames flow: {v}");
+    if let Err(e) = util::stages_add_up(&v) {
+        panic!("camera stages: {e}: {}", v["latency_ms_lifetime"]);
+    }
     let s = &v["source"];
     assert_eq!(
         (s["width"].as_u64(), s["height"].as_u64()),

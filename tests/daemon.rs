@@ -142,7 +142,14 @@ fn synthetic_run_serves_every_status_key_and_counters_add_up() {
         }
     }
     for window in ["latency_ms", "latency_ms_lifetime"] {
-        for stage in ["end_to_end", "inference", "preprocess", "postprocess"] {
+        for stage in [
+            "end_to_end",
+            "capture",
+            "queue",
+            "inference",
+            "preprocess",
+            "postprocess",
+        ] {
             for key in ["p50", "p90", "p95", "p99", "p999", "max", "mean", "count"] {
                 assert!(
                     v[window][stage].get(key).is_some(),
@@ -179,6 +186,76 @@ fn synthetic_run_serves_every_status_key_and_counters_add_up() {
     let processed = summary_field(&stdout, "processed").expect("summary has processed");
     assert!(processed >= n("processed"), "{stdout}");
     assert!(!sock.exists(), "socket removed at exit");
+}
+
+/// Runs the daemon on `source` (stdin from `stdin`) until it processed 30 frames, and checks
+/// that the chained stages add up to `end_to_end`.
+fn assert_stages_add_up(source: &str, stdin: Stdio) {
+    let dir = util::tempdir();
+    let model = zoo_model(dir.path(), "mobilenetv2", "cifar10", 0.25);
+    let sock = dir.path().join("s.sock");
+    let mut child = rtinfer_ort()
+        .args(["run", "--source", source, "--warmup", "1", "--socket"])
+        .arg(&sock)
+        .arg("--model")
+        .arg(&model)
+        .stdin(stdin)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start daemon");
+    assert!(wait_for(&sock, 20.0), "{source}: socket never appeared");
+    let v = util::status_until(&sock, 20.0, |v| {
+        v["frames"]["processed"].as_u64().unwrap_or(0) >= 30
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        v["frames"]["processed"].as_u64().unwrap_or(0) >= 30,
+        "{source}: {v}"
+    );
+    if let Err(e) = util::stages_add_up(&v) {
+        panic!("{source}: {e}: {}", v["latency_ms_lifetime"]);
+    }
+}
+
+#[test]
+fn stages_add_up_to_end_to_end_on_every_source() {
+    assert_stages_add_up("synthetic://320x240@60", Stdio::null());
+    let dir = util::tempdir();
+    let clip = y4m_clip(dir.path(), 20);
+    assert_stages_add_up(
+        &format!("file://{}?loop=true", clip.display()),
+        Stdio::null(),
+    );
+    let frames = dir.path().join("frames");
+    std::fs::create_dir(&frames).expect("frames folder");
+    for i in 0..3u8 {
+        image::RgbImage::from_pixel(40, 30, image::Rgb([i * 80, 100, 200]))
+            .save(frames.join(format!("{i}.png")))
+            .expect("write a PNG");
+    }
+    assert_stages_add_up(
+        &format!("{}?loop=true&fps=60", frames.display()),
+        Stdio::null(),
+    );
+    let mut ff = Command::new("ffmpeg")
+        .args([
+            "-v",
+            "error",
+            "-re",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=320x240:rate=60",
+        ])
+        .args(["-t", "20", "-pix_fmt", "yuv422p", "-f", "yuv4mpegpipe", "-"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("ffmpeg is installed (scripts/setup.sh)");
+    assert_stages_add_up("pipe://", ff.stdout.take().expect("ffmpeg stdout").into());
+    let _ = ff.kill();
+    let _ = ff.wait();
 }
 
 #[test]

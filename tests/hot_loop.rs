@@ -1,17 +1,84 @@
 //! The hot loop allocates nothing per frame: capture into a recycled buffer, the slot, preprocess,
 //! ONNX Runtime inference with reused tensors, postprocess and the record hand-off (and the
-//! governor's frame window the stats thread fills from it), counted by a counting global
-//! allocator over a thousand frames in steady state. (ONNX Runtime's own C++
-//! allocations do not pass through Rust's allocator; `scripts/bench_loop.sh` shows RSS flat.)
+//! governor's frame window the stats thread fills from it), counted by a
+//! counting global allocator over hundreds of frames in steady state, for the synthetic pattern
+//! and for every raw pixel layout through the real source code (Y4M planes from a looping
+//! in-memory stream; YUYV, UYVY, NV12, RGB3, BGR3 and GREY through the V4L2 source on a fake
+//! device whose lines are padded). (ONNX Runtime's own C++ allocations do not pass through
+//! Rust's allocator; `scripts/bench_loop.sh` shows RSS flat.)
 
+use std::io::{self, Cursor};
+use std::path::Path;
 use std::sync::mpsc::sync_channel;
 use std::time::Duration;
 
-use rtinfer::pipeline::{self, FrameRecord};
+use rtinfer::pipeline::{self, FrameRecord, Pipeline};
 use rtinfer::slot::{FrameSlot, Outcome, Take};
-use rtinfer::source::{self, Capture, SourceSpec};
+use rtinfer::source::v4l2::convert::{self, FourCc};
+use rtinfer::source::v4l2::device::{Device, Granted, Opener};
+use rtinfer::source::v4l2::{Request, V4l2Source};
+use rtinfer::source::y4m::{Y4mHeader, Y4mSource};
+use rtinfer::source::{self, Capture, PixelFormat, Source, SourceSpec};
+use rtinfer::time::MonoTime;
 
 use crate::util;
+
+/// Runs `warmup` then `frames` frames of `src` through the slot and the pipeline; returns the
+/// allocations counted over the `frames` (after the warm-up sized every buffer).
+fn steady_state(
+    src: &mut dyn Source,
+    p: &mut Pipeline,
+    (width, height): (u32, u32),
+    frames: u64,
+) -> allocation_counter::AllocationInfo {
+    let slot = FrameSlot::new(width, height);
+    let (tx, rx) = sync_channel::<FrameRecord>(4096);
+    let mut buf = slot.buffer();
+    let mut held = None;
+    let mut one_frame = |seq: u64| {
+        loop {
+            match src
+                .next(&mut buf, Duration::from_millis(100))
+                .expect("a frame")
+            {
+                Capture::Frame => break,
+                Capture::Timeout => continue,
+                Capture::EndOfStream => panic!("the test sources loop"),
+            }
+        }
+        buf.seq = seq;
+        buf = slot.publish(std::mem::take(&mut buf));
+        let Take::Frame(frame) = slot.take(held.take(), Duration::from_millis(100)) else {
+            panic!("the frame just published is there")
+        };
+        let rec = pipeline::process(p, &frame, Duration::from_secs(1));
+        slot.finish(rec.outcome);
+        tx.try_send(rec).expect("queue has room");
+        held = Some(frame);
+        rec
+    };
+    // Warm-up: first frames size the buffers and the preprocessing plan.
+    for seq in 1..=20 {
+        assert!(matches!(
+            one_frame(seq).outcome,
+            Outcome::OnTime | Outcome::Late
+        ));
+    }
+    rx.try_iter().count();
+    let info = allocation_counter::measure(|| {
+        for seq in 21..21 + frames {
+            let rec = one_frame(seq);
+            assert!(rec.top_len == 5);
+        }
+    });
+    assert_eq!(rx.try_iter().count() as u64, frames);
+    let c = slot.counters();
+    assert_eq!(
+        c.processed + c.dropped + c.cancelled + c.in_flight,
+        c.captured
+    );
+    info
+}
 
 #[test]
 fn steady_state_frames_allocate_nothing() {
@@ -20,59 +87,144 @@ fn steady_state_frames_allocate_nothing() {
     let mut p = util::ort_pipeline(&model);
     let mut src =
         source::open(&SourceSpec::parse("synthetic://320x240@1000").expect("uri")).expect("open");
-    let slot = FrameSlot::new(320, 240);
-    let (tx, rx) = sync_channel::<FrameRecord>(4096);
-
-    let mut buf = slot.buffer();
-    let mut held = None;
-    let mut one_frame = |seq: u64| {
-        loop {
-            match src
-                .next(&mut buf, Duration::from_millis(100))
-                .expect("synthetic frame")
-            {
-                Capture::Frame => break,
-                Capture::Timeout => continue,
-                Capture::EndOfStream => panic!("synthetic sources do not end"),
-            }
-        }
-        buf.seq = seq;
-        buf = slot.publish(std::mem::take(&mut buf));
-        let Take::Frame(frame) = slot.take(held.take(), Duration::from_millis(100)) else {
-            panic!("the frame just published is there")
-        };
-        let rec = pipeline::process(&mut p, &frame, Duration::from_secs(1));
-        slot.finish(rec.outcome);
-        tx.try_send(rec).expect("queue has room");
-        held = Some(frame);
-        rec
-    };
-    // Warm-up: first frames size the buffers and the resizer.
-    for seq in 1..=20 {
-        assert!(matches!(
-            one_frame(seq).outcome,
-            Outcome::OnTime | Outcome::Late
-        ));
-    }
-    rx.try_iter().count();
-    let frames = 1000u64;
-    let info = allocation_counter::measure(|| {
-        for seq in 21..21 + frames {
-            let rec = one_frame(seq);
-            assert!(rec.top_len == 5);
-        }
-    });
-    assert_eq!(rx.try_iter().count() as u64, frames);
+    let frames = 1000;
+    let info = steady_state(src.as_mut(), &mut p, (320, 240), frames);
     assert_eq!(
         info.count_total, 0,
         "{} allocations ({} bytes) over {frames} frames",
         info.count_total, info.bytes_total
     );
-    let c = slot.counters();
-    assert_eq!(
-        c.processed + c.dropped + c.cancelled + c.in_flight,
-        c.captured
-    );
+}
+
+/// A camera that hands out the same raw frame forever, `pad` bytes of junk after each line.
+struct Still {
+    fourcc: FourCc,
+    size: (u32, u32),
+    stride: usize,
+    data: Vec<u8>,
+}
+
+impl Opener for Still {
+    fn open(&mut self, _path: &Path) -> io::Result<Box<dyn Device>> {
+        Ok(Box::new(Still {
+            data: self.data.clone(),
+            ..*self
+        }))
+    }
+}
+
+impl Device for Still {
+    fn formats(&mut self) -> io::Result<Vec<FourCc>> {
+        Ok(vec![self.fourcc])
+    }
+
+    fn start(
+        &mut self,
+        fourcc: FourCc,
+        _size: (u32, u32),
+        _fps: Option<f64>,
+    ) -> io::Result<Granted> {
+        Ok(Granted {
+            fourcc,
+            width: self.size.0,
+            height: self.size.1,
+            stride: self.stride,
+            fps: Some(1000.0),
+        })
+    }
+
+    fn next(
+        &mut self,
+        _timeout: Duration,
+        f: &mut dyn FnMut(&[u8], Option<MonoTime>),
+    ) -> io::Result<bool> {
+        f(&self.data, Some(MonoTime::now()));
+        Ok(true)
+    }
+}
+
+/// A fake camera streaming `fourcc` frames of `width x height` with 16 bytes of line padding.
+fn camera(fourcc: FourCc, width: u32, height: u32) -> V4l2Source {
+    let bpp = match fourcc {
+        convert::RGB3 | convert::BGR3 => 3,
+        convert::YUYV | convert::UYVY => 2,
+        _ => 1,
+    };
+    let stride = width as usize * bpp + 16;
+    let rows = if fourcc == convert::NV12 {
+        height as usize * 3 / 2
+    } else {
+        height as usize
+    };
+    let data = (0..stride * rows).map(|i| (i * 7 % 251) as u8).collect();
+    let opener = Still {
+        fourcc,
+        size: (width, height),
+        stride,
+        data,
+    };
+    let request = Request {
+        format: Some(fourcc),
+        size: (width, height),
+        fps: None,
+    };
+    V4l2Source::open_with(Box::new(opener), Path::new("/dev/video9"), "fake", request)
+        .expect("the fake camera opens")
+}
+
+/// A looping in-memory Y4M stream of three `width x height` frames with colourspace tag `c`.
+fn y4m(c: &str, width: u32, height: u32) -> Y4mSource<Cursor<Vec<u8>>> {
+    let header = format!("YUV4MPEG2 W{width} H{height} F1000:1 C{c}");
+    let len = Y4mHeader::parse(header.as_bytes())
+        .expect("a valid header")
+        .frame_len();
+    let mut data = (header + "\n").into_bytes();
+    for k in 0..3 {
+        data.extend_from_slice(b"FRAME\n");
+        data.extend((0..len).map(|i| ((i * 13 + k * 29) % 256) as u8));
+    }
+    Y4mSource::new(Cursor::new(data), "mem.y4m")
+        .expect("a valid stream")
+        .looping()
+}
+
+#[test]
+fn steady_state_frames_allocate_nothing_in_every_pixel_format() {
+    let dir = util::tempdir();
+    let model = util::zoo_model(dir.path(), "mobilenetv2", "cifar10", 0.25);
+    let mut p = util::ort_pipeline(&model);
+    let (w, h) = (160, 120);
+    let mut sources: Vec<(String, PixelFormat, Box<dyn Source>)> = Vec::new();
+    for fourcc in [
+        convert::YUYV,
+        convert::UYVY,
+        convert::NV12,
+        convert::RGB3,
+        convert::BGR3,
+        convert::GREY,
+    ] {
+        let format = convert::pixel_format(fourcc).expect("a raw format");
+        sources.push((
+            convert::name(fourcc),
+            format,
+            Box::new(camera(fourcc, w, h)),
+        ));
+    }
+    for c in ["420jpeg", "422", "444", "411", "mono", "444alpha"] {
+        let src = y4m(c, w, h);
+        let format = src.info().format;
+        sources.push((format!("Y4M C{c}"), format, Box::new(src)));
+    }
+    let frames = 300;
+    for (name, format, mut src) in sources {
+        assert_eq!(src.info().format, format, "{name}");
+        let info = steady_state(src.as_mut(), &mut p, (w, h), frames);
+        assert_eq!(
+            info.count_total, 0,
+            "{name} ({format}): {} allocations ({} bytes) over {frames} frames",
+            info.count_total, info.bytes_total
+        );
+    }
 }
 
 /// A source whose first `left` reads are not counted (they size buffers).
@@ -165,6 +317,8 @@ fn the_governor_window_takes_frames_without_allocating() {
         done_at: MonoTime::from_nanos(i * 16_000_000 + 5_000_000),
         times: FrameTimes {
             end_to_end: Duration::from_millis(5),
+            capture: Duration::ZERO,
+            queue: Duration::ZERO,
             inference: Duration::from_millis(3),
             preprocess: Duration::from_millis(1),
             postprocess: Duration::from_micros(10),

@@ -234,8 +234,8 @@ fn mjpeg_frame_declaring_more_than_the_stream_is_an_error() {
         .expect("baseline SOF");
     jpeg[sof + 5..sof + 7].copy_from_slice(&60_000u16.to_be_bytes());
     jpeg[sof + 7..sof + 9].copy_from_slice(&60_000u16.to_be_bytes());
-    let mut rgb = vec![0u8; 8 * 8 * 3];
-    let r = mjpeg::decode(&jpeg, 8, 8, &mut Vec::new(), &mut rgb);
+    let mut frame = Frame::default();
+    let r = mjpeg::decode_frame(&jpeg, 8, 8, &mut mjpeg::Scratch::default(), &mut frame);
     assert!(r.is_err(), "a 60000x60000 header on an 8x8 stream decoded");
 }
 

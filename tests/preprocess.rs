@@ -14,13 +14,12 @@ const MEAN: [f32; 3] = [0.4914, 0.4822, 0.4465];
 const STD: [f32; 3] = [0.2470, 0.2435, 0.2616];
 
 fn frame(width: u32, height: u32, px: impl Fn(u32, u32) -> [u8; 3]) -> Frame {
-    let mut f = Frame::with_capacity(width, height);
+    let mut f = Frame::rgb24(width, height);
     f.seq = 7;
-    f.set_size(width, height);
     for y in 0..height {
         for x in 0..width {
             let i = ((y * width + x) * 3) as usize;
-            f.rgb[i..i + 3].copy_from_slice(&px(x, y));
+            f.data[i..i + 3].copy_from_slice(&px(x, y));
         }
     }
     f
@@ -84,7 +83,7 @@ fn nchw_to_rgb(out: &[f32], width: u32, height: u32) -> Vec<u8> {
 }
 
 fn reference_resize(src: &Frame, width: u32, height: u32, options: fr::ResizeOptions) -> Vec<u8> {
-    let src_img = fr::images::ImageRef::new(src.width, src.height, &src.rgb, fr::PixelType::U8x3)
+    let src_img = fr::images::ImageRef::new(src.width, src.height, &src.data, fr::PixelType::U8x3)
         .expect("src image");
     let mut dst = fr::images::Image::new(width, height, fr::PixelType::U8x3);
     let options = options.resize_alg(fr::ResizeAlg::Convolution(fr::FilterType::Bilinear));
@@ -123,7 +122,7 @@ fn same_size_frame_is_normalised_exactly_without_resizing() {
     for c in 0..3 {
         for y in 0..4 {
             for x in 0..5 {
-                let v = f.rgb[((y * 5 + x) * 3 + c) as usize];
+                let v = f.data[((y * 5 + x) * 3 + c) as usize];
                 let expected = (v as f32 / 255.0 - MEAN[c as usize]) / STD[c as usize];
                 assert_eq!(
                     out[(c * 20 + y * 5 + x) as usize],
@@ -150,7 +149,7 @@ fn bgr_models_get_blue_first_with_blue_statistics_in_every_layout_and_type() {
     };
     let expect = |k: usize, i: usize| {
         let c = 2 - k; // model channel k takes RGB channel 2 - k
-        (f.rgb[i * 3 + c] as f32 / 255.0 - mean[c]) / std[c]
+        (f.data[i * 3 + c] as f32 / 255.0 - mean[c]) / std[c]
     };
     let mut nchw = Preprocessor::new(spec(5, 4, 3, Layout::Nchw, InputElement::F32), opts).unwrap();
     let mut nhwc = Preprocessor::new(spec(5, 4, 3, Layout::Nhwc, InputElement::F32), opts).unwrap();
@@ -595,7 +594,7 @@ fn frame_buffer_not_matching_its_size_is_refused() {
     )
     .unwrap();
     let mut f = textured(4, 4);
-    f.rgb.truncate(40);
+    f.data.truncate(40);
     let mut out = vec![0.0f32; 12];
     let err = p.run(&f, InputBufMut::F32(&mut out)).unwrap_err();
     assert!(

@@ -12,7 +12,7 @@ use serde_json::Value;
 use rtinfer::pipeline::{self, Pipeline};
 
 use rtinfer::slot::Outcome;
-use rtinfer::source::Frame;
+use rtinfer::source::{Frame, PixelFormat};
 use rtinfer::time::MonoTime;
 use rtinfer::watchdog::Watchdog;
 
@@ -74,7 +74,7 @@ fn cancelled_run_is_followed_by_a_normal_one_in_process() {
         "ONNX Runtime engines can cancel"
     );
     let mut frame = Frame::default();
-    frame.set_size(64, 64);
+    frame.set_format(PixelFormat::Rgb24, 64, 64);
 
     // A deadline already past when the run starts: ResNet-50 cannot finish before the watchdog
     // sets the terminate flag.
@@ -494,7 +494,7 @@ fn guarded_frames_allocate_nothing() {
         move || w.run()
     });
     let mut frame = Frame::default();
-    frame.set_size(64, 48);
+    frame.set_format(PixelFormat::Rgb24, 64, 48);
     let mut one = |p: &mut Pipeline| {
         frame.captured_at = MonoTime::now();
         pipeline::process_guarded(p, &frame, Duration::from_secs(1), Some(&w)).outcome

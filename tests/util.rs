@@ -304,6 +304,38 @@ pub fn counters_add_up(v: &serde_json::Value) -> bool {
     g("captured") == g("processed") + g("dropped") + g("cancelled") + g("in_flight")
 }
 
+/// The stages that follow each other from capture to result in `/status`.
+pub const CHAIN: [&str; 5] = ["capture", "queue", "preprocess", "inference", "postprocess"];
+
+/// Whether `/status`'s lifetime means of the chained stages add up to `end_to_end`'s within 1 %
+/// (over the same frames); the error says by how much they do not.
+pub fn stages_add_up(v: &serde_json::Value) -> Result<(), String> {
+    let l = &v["latency_ms_lifetime"];
+    let mean = |s: &str| l[s]["mean"].as_f64().ok_or(format!("{s}.mean missing"));
+    let count = |s: &str| l[s]["count"].as_u64().unwrap_or(0);
+    let e2e = mean("end_to_end")?;
+    let mut sum = 0.0;
+    for s in CHAIN {
+        if count(s) != count("end_to_end") {
+            return Err(format!(
+                "{s} has {} frames, end_to_end {}",
+                count(s),
+                count("end_to_end")
+            ));
+        }
+        sum += mean(s)?;
+    }
+    let gap = (sum - e2e).abs() / e2e;
+    if gap <= 0.01 {
+        Ok(())
+    } else {
+        Err(format!(
+            "stages add up to {sum:.4} ms, end_to_end is {e2e:.4} ms ({:.2} %)",
+            gap * 100.0
+        ))
+    }
+}
+
 /// A child process (a daemon, an ffmpeg sender, a broker) that is killed and reaped when the
 /// guard drops, so a failed assertion never leaves it running. Derefs to the `Child`.
 pub struct Guard(Option<std::process::Child>);

@@ -224,8 +224,10 @@ fn latency_summary(out: &mut String, window: &StageLatencies, lifetime: &StageLa
         "# HELP rtinfer_latency_seconds Latency per stage: quantiles over the recent window, sum and count since start."
     );
     let _ = writeln!(out, "# TYPE rtinfer_latency_seconds summary");
-    let stages: [(&str, &Percentiles, &Percentiles); 5] = [
+    let stages: [(&str, &Percentiles, &Percentiles); 7] = [
         ("end_to_end", &window.end_to_end, &lifetime.end_to_end),
+        ("capture", &window.capture, &lifetime.capture),
+        ("queue", &window.queue, &lifetime.queue),
         ("inference", &window.inference, &lifetime.inference),
         ("preprocess", &window.preprocess, &lifetime.preprocess),
         ("postprocess", &window.postprocess, &lifetime.postprocess),

@@ -227,7 +227,7 @@ fn open_source_and_model(
         let Some(path) = &config.model else {
             return Ok(None);
         };
-        let frame_size = (info.width, info.height);
+        let frame_size = info.frame_size();
         let prepared = crate::models::prepare(
             &config.backend,
             path,

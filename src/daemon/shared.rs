@@ -173,7 +173,7 @@ impl Shared {
     /// the source's frame size, and memory is locked once the first model is live.
     pub fn loader_context(&self) -> LoaderContext {
         let settings = self.config.backend.clone();
-        let frame_size = (self.source.width, self.source.height);
+        let frame_size = self.source.frame_size();
         let realtime = self.config.realtime.clone();
         let achieved = Arc::clone(&self.realtime);
         LoaderContext {
@@ -194,7 +194,7 @@ impl Shared {
         Some(Governor::new(GovernorContext {
             shared,
             ctl: Arc::clone(&self.ctl),
-            frame_size: (self.source.width, self.source.height),
+            frame_size: self.source.frame_size(),
             frame_rate: self.source.fps.unwrap_or(self.config.target_fps),
         }))
     }

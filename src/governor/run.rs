@@ -20,6 +20,7 @@ use super::{GovernorConfig, LadderSpec};
 use crate::models::loader::{LoadError, Loads, Measure};
 use crate::models::{FileState, SwapRecord, Version};
 use crate::pipeline::{LoopControl, Pipeline};
+use crate::source::PixelFormat;
 use crate::time::{MonoTime, ms, rfc3339_now};
 
 /// How often the law is consulted.
@@ -31,8 +32,8 @@ pub struct GovernorContext {
     pub shared: Arc<GovernorShared>,
     /// The budget in force (a reload may change it).
     pub ctl: Arc<LoopControl>,
-    /// The source's frame size: what each rung is measured on.
-    pub frame_size: (u32, u32),
+    /// The source's frame size and layout: what each rung is measured on.
+    pub frame_size: (u32, u32, PixelFormat),
     /// Frames per second expected, to size the evidence the law needs.
     pub frame_rate: f64,
 }
@@ -865,7 +866,7 @@ mod tests {
             let governor = Governor::new(GovernorContext {
                 shared: Arc::clone(&shared),
                 ctl: Arc::clone(&ctl),
-                frame_size: (8, 8),
+                frame_size: (8, 8, PixelFormat::Rgb24),
                 frame_rate: 60.0,
             });
             Harness {
@@ -935,6 +936,8 @@ mod tests {
                     done_at: now,
                     times: FrameTimes {
                         end_to_end: d,
+                        capture: Duration::ZERO,
+                        queue: Duration::ZERO,
                         inference: d,
                         preprocess: Duration::ZERO,
                         postprocess: Duration::ZERO,

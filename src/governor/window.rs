@@ -145,6 +145,8 @@ mod tests {
             done_at: MonoTime::from_nanos(done_ms * 1_000_000),
             times: FrameTimes {
                 end_to_end: ms(e2e_ms),
+                capture: Duration::ZERO,
+                queue: Duration::ZERO,
                 inference: ms(e2e_ms / 2.0),
                 preprocess: ms(e2e_ms / 8.0),
                 postprocess: ms(e2e_ms / 8.0),

@@ -114,7 +114,7 @@ pub enum LoadError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Measure {
     pub runs: u32,
-    pub frame_size: (u32, u32),
+    pub frame_size: (u32, u32, crate::source::PixelFormat),
 }
 
 /// What the governor, running on the loader thread, may ask of the loader.

@@ -14,7 +14,7 @@ use crate::backend::{BackendError, Canceller, Engine, ModelInfo, Settings};
 use crate::pipeline::Pipeline;
 use crate::preprocess::{PreprocessError, Preprocessor};
 use crate::slot::Outcome;
-use crate::source::Frame;
+use crate::source::{Frame, PixelFormat};
 use crate::stats::percentile_lower;
 use crate::time::{MonoTime, ms};
 
@@ -102,12 +102,12 @@ pub enum PrepareError {
 }
 
 /// Opens `path` with the runtime `settings` choose, checks it, builds its preprocessing for
-/// frames of `frame_size` (nothing when a dimension is 0) and runs it `warmup` times.
+/// frames of `frame_size` (width, height, layout; nothing when a dimension is 0) and runs it `warmup` times.
 pub fn prepare(
     settings: &Settings,
     path: &Path,
     warmup: u32,
-    frame_size: (u32, u32),
+    frame_size: (u32, u32, PixelFormat),
     handle: &LoadHandle,
 ) -> Result<Prepared, PrepareError> {
     let t0 = Instant::now();
@@ -144,7 +144,7 @@ pub fn prepare(
     };
     let mut pre = Preprocessor::new(info.input, settings.preprocess).map_err(preprocess)?;
     if frame_size.0 > 0 && frame_size.1 > 0 {
-        pre.prepare(frame_size.0, frame_size.1)
+        pre.prepare(frame_size.0, frame_size.1, frame_size.2)
             .map_err(preprocess)?;
     }
     let warmup_p50_ms = warm_up(&mut engine, warmup, handle)?;
@@ -158,23 +158,31 @@ pub fn prepare(
     })
 }
 
-/// Runs `runs` frames of `frame_size` (a still of the synthetic test pattern; the model's own
-/// input size when a dimension is 0) through [`crate::pipeline::process`], exactly as the
-/// pipeline thread does per frame, and returns the percentiles. On the calling thread.
+/// Runs `runs` frames of `frame_size` (width, height and the source's layout; the model's own
+/// input size in RGB when a dimension is 0) through [`crate::pipeline::process`], exactly as the
+/// pipeline thread does per frame, and returns the percentiles. The frame is a still: the
+/// synthetic test pattern in RGB, a fixed byte pattern in the other layouts (the frame path's
+/// cost depends on the geometry and layout, not on the pixel values). On the calling thread.
 pub fn measure(
     p: &mut Pipeline,
-    frame_size: (u32, u32),
+    frame_size: (u32, u32, PixelFormat),
     runs: u32,
 ) -> Result<Measurement, BackendError> {
-    let (w, h) = if frame_size.0 > 0 && frame_size.1 > 0 {
+    let (w, h, format) = if frame_size.0 > 0 && frame_size.1 > 0 {
         frame_size
     } else {
         let spec = p.pre.spec();
-        (spec.width, spec.height)
+        (spec.width, spec.height, PixelFormat::Rgb24)
     };
-    let mut frame = Frame::with_capacity(w, h);
-    frame.set_size(w, h);
-    crate::source::synthetic::draw(0, w, h, &mut frame.rgb);
+    let mut frame = Frame::default();
+    frame.set_format(format, w, h);
+    if format == PixelFormat::Rgb24 {
+        crate::source::synthetic::draw(0, w, h, &mut frame.data);
+    } else {
+        for (i, b) in frame.data.iter_mut().enumerate() {
+            *b = (i % 251) as u8;
+        }
+    }
     let mut total = Vec::with_capacity(runs as usize);
     let mut inference = Vec::with_capacity(runs as usize);
     for seq in 1..=u64::from(runs) {

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::limits::{self, FrameLimits, ImageError};
-use super::{Capture, Frame, Pacer, Source, SourceError, SourceInfo};
+use super::{Capture, Frame, Pacer, PixelFormat, Source, SourceError, SourceInfo};
 use crate::time::MonoTime;
 
 /// Rate of a folder without `?fps=`.
@@ -86,6 +86,7 @@ impl Source for ImageFolderSource {
             uri: self.uri.clone(),
             width: self.width,
             height: self.height,
+            format: PixelFormat::Rgb24,
             fps: Some(self.pacer.fps()),
         }
     }

@@ -11,7 +11,7 @@
 use std::io::{BufRead, Seek};
 use std::path::Path;
 
-use super::Frame;
+use super::{Frame, PixelFormat};
 
 /// Largest width or height accepted by default (the largest side any of our formats needs).
 pub const DEFAULT_MAX_SIDE: u32 = 16_384;
@@ -139,8 +139,8 @@ pub fn decode_image<R: BufRead + Seek>(
     let img = image::DynamicImage::from_decoder(decoder)
         .map_err(ImageError::Decode)?
         .into_rgb8();
-    frame.set_size(img.width(), img.height());
-    frame.rgb.copy_from_slice(img.as_raw());
+    frame.set_format(PixelFormat::Rgb24, img.width(), img.height());
+    frame.data.copy_from_slice(img.as_raw());
     Ok(())
 }
 

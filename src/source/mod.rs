@@ -1,7 +1,8 @@
 //! Frame sources, named by URI the way jetson-inference names them.
 //!
-//! Every source fills a caller-owned [`Frame`] so buffers are recycled between the source thread,
-//! the latest-frame slot and the pipeline: in steady state no frame allocates. Sources pace
+//! Every source fills a caller-owned [`Frame`] in its own pixel layout (no conversion on the
+//! capture thread) so buffers are recycled between the source thread, the latest-frame slot and
+//! the pipeline: in steady state no frame allocates. Sources pace
 //! themselves against absolute monotonic deadlines (see [`Pacer`]) and stamp `captured_at` with
 //! the moment the frame became available (the last byte read for pipes and files, the generation
 //! time for synthetic frames, the driver's buffer time for cameras).
@@ -15,10 +16,9 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::time::MonoTime;
-
 pub mod color;
 pub mod ffmpeg;
+pub mod frame;
 pub mod images;
 pub mod limits;
 pub mod pacer;
@@ -29,40 +29,10 @@ pub mod uri;
 pub mod v4l2;
 pub mod y4m;
 
+pub use frame::{Frame, FrameError, PixelFormat};
 pub use limits::FrameLimits;
 pub use pacer::Pacer;
 pub use uri::{SourceKind, SourceOptions, SourceSpec};
-
-/// One captured frame, packed RGB8. The buffer is reused: sources resize it only when the
-/// stream's geometry changes.
-#[derive(Debug, Default)]
-pub struct Frame {
-    /// Assigned by the capture loop, 1-based, never reused.
-    pub seq: u64,
-    pub captured_at: MonoTime,
-    pub width: u32,
-    pub height: u32,
-    /// `width * height * 3` bytes of R, G, B.
-    pub rgb: Vec<u8>,
-}
-
-impl Frame {
-    /// An empty frame whose buffer can hold `width x height` RGB without reallocating.
-    pub fn with_capacity(width: u32, height: u32) -> Frame {
-        Frame {
-            rgb: Vec::with_capacity(width as usize * height as usize * 3),
-            ..Frame::default()
-        }
-    }
-
-    /// Sets the geometry and sizes `rgb` to match; allocates only when the frame grows past the
-    /// buffer's capacity.
-    pub fn set_size(&mut self, width: u32, height: u32) {
-        self.width = width;
-        self.height = height;
-        self.rgb.resize(width as usize * height as usize * 3, 0);
-    }
-}
 
 /// The outcome of one capture attempt, explicit as in jetson-utils' `videoSource::Capture`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,16 +51,26 @@ pub struct SourceInfo {
     pub uri: String,
     pub width: u32,
     pub height: u32,
+    /// The layout frames arrive in (what preprocessing resizes from).
+    pub format: PixelFormat,
     /// Nominal frame rate (header rate, `?fps=`, or the synthetic rate); `None` for an unpaced
     /// live pipe whose header gives no rate.
     pub fps: Option<f64>,
+}
+
+impl SourceInfo {
+    /// `(width, height, format)` of the frames, what preprocessing prepares for.
+    pub fn frame_size(&self) -> (u32, u32, PixelFormat) {
+        (self.width, self.height, self.format)
+    }
 }
 
 /// A frame producer. Implementations block inside [`Source::next`] (pacing, reading) at most
 /// about `timeout` before returning [`Capture::Timeout`], so the capture thread can notice a stop.
 pub trait Source: Send {
     fn info(&self) -> SourceInfo;
-    /// Fills `frame` (its `rgb`, size and `captured_at`; `seq` is the caller's) with the next frame.
+    /// Fills `frame` (its data, format, size and `captured_at`; `seq` and `ready_at` are the
+    /// caller's) with the next frame, in the source's own pixel layout.
     fn next(&mut self, frame: &mut Frame, timeout: Duration) -> Result<Capture, SourceError>;
     /// Whether the device is there now (a camera reconnecting after an unplug is not).
     fn connected(&self) -> bool {

@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use super::{Capture, Frame, Pacer, Source, SourceError, SourceInfo};
+use super::{Capture, Frame, Pacer, PixelFormat, Source, SourceError, SourceInfo};
 use crate::time::MonoTime;
 
 /// 75 % colour bars (white, yellow, cyan, green, magenta, red, blue, black), as in SMPTE/EBU.
@@ -55,6 +55,7 @@ impl Source for SyntheticSource {
             uri: self.uri.clone(),
             width: self.width,
             height: self.height,
+            format: PixelFormat::Rgb24,
             fps: Some(self.pacer.fps()),
         }
     }
@@ -68,8 +69,8 @@ impl Source for SyntheticSource {
         if self.pacer.wait(timeout).is_none() {
             return Ok(Capture::Timeout);
         }
-        frame.set_size(self.width, self.height);
-        draw(self.index, self.width, self.height, &mut frame.rgb);
+        frame.set_format(PixelFormat::Rgb24, self.width, self.height);
+        draw(self.index, self.width, self.height, &mut frame.data);
         frame.captured_at = MonoTime::now();
         self.index += 1;
         Ok(Capture::Frame)

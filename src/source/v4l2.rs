@@ -2,7 +2,8 @@
 //!
 //! The source negotiates once at open (the format the URI names, else the first of
 //! [`convert::PREFERRED`] the driver offers; the size and rate the driver grants closest to the
-//! request, logged), then converts each buffer into the frame's RGB. Capture time is the driver's
+//! request, logged), then copies each buffer into the frame in the camera's own layout (MJPEG is
+//! decoded); preprocessing resizes from that layout. Capture time is the driver's
 //! buffer timestamp when it is CLOCK_MONOTONIC, so end-to-end latency includes the time a frame
 //! waited in the driver queue.
 //!
@@ -14,7 +15,9 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::{Capture, Frame, FrameLimits, Source, SourceError, SourceInfo, SourceOptions};
+use super::{
+    Capture, Frame, FrameLimits, PixelFormat, Source, SourceError, SourceInfo, SourceOptions,
+};
 use crate::time::MonoTime;
 
 pub mod convert;
@@ -59,8 +62,8 @@ pub struct V4l2Source {
     granted: Granted,
     /// What a granted format may be (a driver may grant more than was asked).
     limits: FrameLimits,
-    /// Reused copy of an MJPEG frame with the standard Huffman tables inserted.
-    jpeg_scratch: Vec<u8>,
+    /// Buffers reused from MJPEG frame to MJPEG frame.
+    jpeg_scratch: mjpeg::Scratch,
     backoff: Duration,
     backoff_start: Duration,
     backoff_max: Duration,
@@ -157,7 +160,7 @@ impl V4l2Source {
             device: Some(dev),
             granted,
             limits,
-            jpeg_scratch: Vec::new(),
+            jpeg_scratch: mjpeg::Scratch::default(),
             backoff: BACKOFF_START,
             backoff_start: BACKOFF_START,
             backoff_max: BACKOFF_MAX,
@@ -286,12 +289,22 @@ fn log_granted(uri: &str, req: &Request, g: &Granted) {
     );
 }
 
+/// The layout frames of a camera format arrive in: raw formats as they are; MJPEG as the 4:2:2
+/// cameras send (`yuvj422p`; grey or RGB for the JPEGs that are not, see [`mjpeg`]).
+fn frame_format(fourcc: FourCc) -> PixelFormat {
+    convert::pixel_format(fourcc).unwrap_or(PixelFormat::Yuv {
+        chroma: crate::source::color::Chroma::C422,
+        range: crate::source::color::ColorRange::Full,
+    })
+}
+
 impl Source for V4l2Source {
     fn info(&self) -> SourceInfo {
         SourceInfo {
             uri: self.uri.clone(),
             width: self.granted.width,
             height: self.granted.height,
+            format: frame_format(self.granted.fourcc),
             fps: self.granted.fps.or(self.request.fps),
         }
     }
@@ -306,14 +319,16 @@ impl Source for V4l2Source {
             return Ok(Capture::Timeout);
         };
         let g = self.granted;
-        frame.set_size(g.width, g.height);
+        if g.fourcc != convert::MJPG {
+            frame.set_format(frame_format(g.fourcc), g.width, g.height);
+        }
         let scratch = &mut self.jpeg_scratch;
         let mut converted: Result<(), String> = Ok(());
         let mut stamp = None;
         let got = dev.next(timeout, &mut |data, at| {
             stamp = at;
             converted = if g.fourcc == convert::MJPG {
-                mjpeg::decode(data, g.width, g.height, scratch, &mut frame.rgb)
+                mjpeg::decode_frame(data, g.width, g.height, scratch, frame)
                     .map_err(|e| e.to_string())
             } else {
                 let l = Layout {
@@ -321,7 +336,7 @@ impl Source for V4l2Source {
                     height: g.height,
                     stride: g.stride,
                 };
-                convert::to_rgb(g.fourcc, &l, data, &mut frame.rgb).map_err(|e| e.to_string())
+                convert::copy_frame(g.fourcc, &l, data, &mut frame.data).map_err(|e| e.to_string())
             };
         });
         match got {

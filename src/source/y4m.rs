@@ -5,9 +5,9 @@
 //! adapter from any camera or codec into the daemon without linking either. The parser takes an
 //! `impl Read` so tests feed it bytes; files and pipes differ only in pacing and rewinding.
 //!
-//! Every frame is read whole into a buffer sized once from the header, stamped the moment its
-//! last byte arrived, and only then converted to RGB into the caller's frame: no per-frame
-//! allocation. A file plays at its header rate (or `?fps=`) and may loop; a pipe delivers frames
+//! Every frame is read whole, straight into the caller's frame buffer (sized once from the
+//! header), and stamped the moment its last byte arrived; it stays in the stream's own planes
+//! (preprocessing resizes them before any conversion): no per-frame allocation, no copy. A file plays at its header rate (or `?fps=`) and may loop; a pipe delivers frames
 //! at the writer's rate. Reading a pipe blocks the capture thread until the writer produces
 //! bytes, so `Source::next`'s timeout is not honoured while a pipe is silent (the stall watcher
 //! in `capture.rs` notices that instead).
@@ -17,9 +17,9 @@ use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
 use std::path::Path;
 use std::time::Duration;
 
-use super::color::{Chroma, ColorRange, yuv_to_rgb};
+use super::color::{Chroma, ColorRange};
 use super::limits::FrameLimits;
-use super::{Capture, Frame, Pacer, Source, SourceError, SourceInfo};
+use super::{Capture, Frame, Pacer, PixelFormat, Source, SourceError, SourceInfo};
 use crate::time::MonoTime;
 
 const MAGIC: &[u8] = b"YUV4MPEG2";
@@ -83,6 +83,14 @@ impl Y4mHeader {
             range,
             alpha,
         })
+    }
+
+    /// The layout of the colour planes (an alpha plane follows them and is ignored).
+    pub fn format(&self) -> PixelFormat {
+        PixelFormat::Yuv {
+            chroma: self.chroma,
+            range: self.range,
+        }
     }
 
     /// Bytes of pixel data per frame (all planes, alpha included).
@@ -326,7 +334,6 @@ type Rewind<R> = fn(&mut Y4mReader<R>) -> Result<(), SourceError>;
 /// A Y4M stream as a frame source.
 pub struct Y4mSource<R> {
     reader: Y4mReader<R>,
-    planes: Vec<u8>,
     pacer: Option<Pacer>,
     /// Nominal rate for [`SourceInfo`]: the pacing rate, else the header's.
     fps: Option<f64>,
@@ -348,11 +355,9 @@ impl<R: Read + Send> Y4mSource<R> {
         limits: &FrameLimits,
     ) -> Result<Y4mSource<R>, SourceError> {
         let reader = Y4mReader::with_limits(inner, uri, limits)?;
-        let planes = vec![0; reader.header().frame_len()];
         let fps = reader.header().fps;
         Ok(Y4mSource {
             reader,
-            planes,
             pacer: None,
             fps,
             rewind: None,
@@ -371,9 +376,10 @@ impl<R: Read + Send> Y4mSource<R> {
         self.reader.header()
     }
 
-    /// The next frame's planes, rewinding once at the end when looping. `Ok(false)` at the end.
-    fn read_planes(&mut self) -> Result<bool, SourceError> {
-        if self.reader.read_frame(&mut self.planes)? {
+    /// The next frame's planes into `planes`, rewinding once at the end when looping.
+    /// `Ok(false)` at the end.
+    fn read_planes(&mut self, planes: &mut Vec<u8>) -> Result<bool, SourceError> {
+        if self.reader.read_frame(planes)? {
             self.since_rewind += 1;
             return Ok(true);
         }
@@ -385,7 +391,7 @@ impl<R: Read + Send> Y4mSource<R> {
         }
         rewind(&mut self.reader)?;
         self.since_rewind = 0;
-        self.read_planes()
+        self.read_planes(planes)
     }
 }
 
@@ -404,6 +410,7 @@ impl<R: Read + Send> Source for Y4mSource<R> {
             uri: self.reader.uri.clone(),
             width: h.width,
             height: h.height,
+            format: h.format(),
             fps: self.fps,
         }
     }
@@ -423,24 +430,12 @@ impl<R: Read + Send> Source for Y4mSource<R> {
         {
             return Ok(Capture::Timeout);
         }
-        if !self.read_planes()? {
+        if !self.read_planes(&mut frame.data)? {
             return Ok(Capture::EndOfStream);
         }
         frame.captured_at = MonoTime::now();
         let h = self.reader.header();
-        frame.set_size(h.width, h.height);
-        if !yuv_to_rgb(
-            h.chroma,
-            h.range,
-            h.width,
-            h.height,
-            &self.planes,
-            &mut frame.rgb,
-        ) {
-            return Err(self
-                .reader
-                .format("internal: frame buffer does not match the header geometry".into()));
-        }
+        frame.set_format_len(h.format(), h.width, h.height, h.frame_len());
         Ok(Capture::Frame)
     }
 }

@@ -13,8 +13,10 @@ use serde_json::Value;
 /// Width of the row labels.
 const LABEL: usize = 11;
 /// The latency stages as (JSON key, label).
-const STAGES: [(&str, &str); 5] = [
+const STAGES: [(&str, &str); 7] = [
     ("end_to_end", "end-to-end"),
+    ("capture", "capture"),
+    ("queue", "queue"),
     ("inference", "inference"),
     ("preprocess", "preprocess"),
     ("postprocess", "postprocess"),

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{Config, RawConfig};
 use crate::preprocess::Preprocessor;
-use crate::source::{Frame, FrameLimits};
+use crate::source::{Frame, FrameLimits, PixelFormat};
 use crate::time::MonoTime;
 
 /// One CIFAR-10 binary record: label byte then 32x32 R, G and B planes.
@@ -107,10 +107,10 @@ impl LabelledSet {
             }
             Sample::Cifar { path, index, label } => {
                 let bytes = read_record(path, *index)?;
-                frame.set_size(32, 32);
+                frame.set_format(PixelFormat::Rgb24, 32, 32);
                 for p in 0..1024 {
                     for c in 0..3 {
-                        frame.rgb[3 * p + c] = bytes[1 + c * 1024 + p];
+                        frame.data[3 * p + c] = bytes[1 + c * 1024 + p];
                     }
                 }
                 Ok(*label)
@@ -332,7 +332,7 @@ pub fn evaluate(a: &EvalArgs) -> anyhow::Result<EvalReport> {
     let mut engine = crate::backend::load(&cfg.backend, &a.model)?;
     let mut pre = Preprocessor::new(engine.info().input, cfg.backend.preprocess)
         .with_context(|| format!("preprocessing for {}", a.model.display()))?;
-    let mut frame = Frame::with_capacity(32, 32);
+    let mut frame = Frame::rgb24(32, 32);
     frame.captured_at = MonoTime::now();
     let mut tally = Tally::default();
     let n = a.limit.unwrap_or(usize::MAX).min(set.samples.len());

@@ -43,12 +43,11 @@ fn write_input(engine: &mut dyn Engine, values: &[i8]) {
 }
 
 fn frame(width: u32, height: u32, px: impl Fn(u32, u32) -> [u8; 3]) -> Frame {
-    let mut f = Frame::with_capacity(width, height);
-    f.set_size(width, height);
+    let mut f = Frame::rgb24(width, height);
     for y in 0..height {
         for x in 0..width {
             let i = ((y * width + x) * 3) as usize;
-            f.rgb[i..i + 3].copy_from_slice(&px(x, y));
+            f.data[i..i + 3].copy_from_slice(&px(x, y));
         }
     }
     f

@@ -181,7 +181,7 @@ impl CalibSource {
 
 /// Preprocesses `frame` into `dst`.
 fn feed(pre: &mut Preprocessor, frame: &Frame, dst: &mut [f32]) -> Result<(), String> {
-    pre.prepare(frame.width, frame.height)
+    pre.prepare(frame.width, frame.height, frame.format)
         .map_err(|e| e.to_string())?;
     pre.run(frame, InputBufMut::F32(dst))
         .map_err(|e| e.to_string())

@@ -140,6 +140,8 @@ pub struct TensorDesc {
 
 impl TensorDesc {
     fn from_raw(t: &ffi::rtv_tensor_info) -> TensorDesc {
+        // `c_char` is i8 on x86_64 and u8 on aarch64: the cast is needed on one, a no-op on the other.
+        #[allow(clippy::unnecessary_cast)]
         let name_bytes: Vec<u8> = t.name.iter().map(|c| *c as u8).collect();
         let name = CStr::from_bytes_until_nul(&name_bytes)
             .map(|c| c.to_string_lossy().into_owned())

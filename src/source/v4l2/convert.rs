@@ -1,12 +1,15 @@
-//! Camera pixel formats to packed RGB8, matching ffmpeg's default conversion of the same bytes.
+//! Camera pixel formats: copied into frames as they are ([`copy_frame`]), and converted to packed
+//! RGB8 the way ffmpeg converts the same bytes ([`to_rgb`], the reference the preprocessing of
+//! the native layouts is tested against).
 //!
-//! USB (UVC) and CSI cameras deliver a handful of layouts; each converter reads the driver's
-//! buffer (with its `bytesperline` stride) and writes the caller's RGB buffer, so nothing here
+//! USB (UVC) and CSI cameras deliver a handful of layouts; the copy and each converter read the
+//! driver's buffer (with its `bytesperline` stride) into the caller's buffer, so nothing here
 //! allocates. YUV is BT.601 limited range with each chroma sample repeated over its block, which
 //! is what libswscale does for these formats by default (see [`crate::source::color`]); GREY is
 //! taken as full range, as swscale does for `gray`.
 
-use crate::source::color::{ColorRange, Matrix};
+use crate::source::PixelFormat;
+use crate::source::color::{Chroma, ColorRange, Matrix};
 
 /// A V4L2 FourCC.
 pub type FourCc = [u8; 4];
@@ -55,6 +58,8 @@ pub enum ConvertError {
     },
     #[error("pixel format {0} is not supported")]
     Unsupported(String),
+    #[error("{fourcc} frame of odd width {width}: its chroma pairs are incomplete")]
+    OddWidth { fourcc: String, width: u32 },
 }
 
 /// The FourCC as text (`YUYV`).
@@ -75,6 +80,73 @@ pub fn raw_len(f: FourCc, l: &Layout) -> Option<usize> {
         }
         _ => None,
     }
+}
+
+/// The frame layout a raw format is copied into (`None` for MJPEG, which is decoded).
+pub fn pixel_format(f: FourCc) -> Option<PixelFormat> {
+    match f {
+        YUYV => Some(PixelFormat::Yuyv),
+        UYVY => Some(PixelFormat::Uyvy),
+        NV12 => Some(PixelFormat::Nv12),
+        RGB3 => Some(PixelFormat::Rgb24),
+        BGR3 => Some(PixelFormat::Bgr24),
+        GREY => Some(PixelFormat::Yuv {
+            chroma: Chroma::Mono,
+            range: ColorRange::Full,
+        }),
+        _ => None,
+    }
+}
+
+/// Copies a raw (non-JPEG) driver buffer into `dst`, tightly packed in the layout
+/// [`pixel_format`] names (`dst` must hold that layout's frame length): the line padding of a
+/// `bytesperline` stride is dropped, nothing is converted.
+pub fn copy_frame(f: FourCc, l: &Layout, src: &[u8], dst: &mut [u8]) -> Result<(), ConvertError> {
+    let need = raw_len(f, l).ok_or_else(|| ConvertError::Unsupported(name(f)))?;
+    let format = pixel_format(f).ok_or_else(|| ConvertError::Unsupported(name(f)))?;
+    let (w, h) = (l.width as usize, l.height as usize);
+    if matches!(f, YUYV | UYVY | NV12) && w % 2 == 1 {
+        return Err(ConvertError::OddWidth {
+            fourcc: name(f),
+            width: l.width,
+        });
+    }
+    if src.len() < need || dst.len() < format.frame_len(l.width, l.height) {
+        return Err(ConvertError::Short {
+            fourcc: name(f),
+            got: src.len(),
+            need,
+            width: l.width,
+            height: l.height,
+        });
+    }
+    let rows = |src: &[u8], dst: &mut [u8], row: usize, line: usize, count: usize| {
+        if line == row {
+            dst[..row * count].copy_from_slice(&src[..row * count]);
+            return;
+        }
+        for (d, s) in dst.chunks_exact_mut(row).take(count).zip(src.chunks(line)) {
+            d.copy_from_slice(&s[..row]);
+        }
+    };
+    match f {
+        NV12 => {
+            let line = l.line(1);
+            let (luma, chroma) = dst.split_at_mut(w * h);
+            rows(src, luma, w, line, h);
+            rows(
+                &src[line * h..],
+                chroma,
+                w.div_ceil(2) * 2,
+                line,
+                h.div_ceil(2),
+            );
+        }
+        YUYV | UYVY => rows(src, dst, w.div_ceil(2) * 4, l.line(2), h),
+        RGB3 | BGR3 => rows(src, dst, w * 3, l.line(3), h),
+        _ => rows(src, dst, w, l.line(1), h),
+    }
+    Ok(())
 }
 
 /// Converts a raw (non-JPEG) buffer into `rgb` (`width * height * 3` bytes).

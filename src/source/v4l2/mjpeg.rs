@@ -1,12 +1,13 @@
-//! MJPEG frames from USB cameras to RGB.
+//! MJPEG frames from USB cameras into frames.
 //!
 //! UVC cameras send "AVI1" MJPEG: each frame is a JPEG *without* its Huffman tables (DHT), the
 //! decoder being expected to use the standard tables of ITU-T T.81 Annex K.3. General-purpose
 //! decoders may or may not assume them, so we insert the standard DHT segment ourselves whenever a
 //! frame reaches its first scan (SOS) without one, then decode with zune-jpeg (the well-kept
 //! pure-Rust decoder `image` uses for image folders). The patched copy goes into a buffer reused
-//! across frames. The decoder itself allocates its working state per frame: MJPEG is the one
-//! camera format that is not allocation-free, which is why it comes after the raw formats in
+//! across frames. The decoder itself allocates its working state per frame and offers no DCT
+//! scaling (decoding at 1/2, 1/4 or 1/8 size): MJPEG is the one camera format that is not
+//! allocation-free, which is why it comes after the raw formats in
 //! [`super::convert::PREFERRED`].
 //!
 //! Cameras send 4:2:2 (h2v1) JPEGs. zune-jpeg upsamples chroma with libjpeg's "fancy" triangle
@@ -14,14 +15,17 @@
 //! sharp colour edges the two differ by tens of levels. For h2v1 frames we therefore take the
 //! decoder's YCbCr, recover the original chroma samples by inverting the triangle filter (a
 //! recursion whose rounding errors shrink by 1/3 per step, so it stays within about one level),
-//! and convert pairs with full-range BT.601 like swscale does for `yuvj422p`.
+//! and hand the frame on as planar full-range 4:2:2 (`yuvj422p`, what ffmpeg decodes these
+//! frames to): like the raw formats it is resized before any conversion to RGB. Grey JPEGs
+//! become grey frames; other samplings are decoded to RGB.
 
 use zune_core::bytestream::ZCursor;
 use zune_core::colorspace::ColorSpace;
 use zune_core::options::DecoderOptions;
 use zune_jpeg::JpegDecoder;
 
-use crate::source::color::{ColorRange, Matrix};
+use crate::source::color::{Chroma, ColorRange};
+use crate::source::{Frame, PixelFormat};
 
 /// The standard DC and AC tables for luminance (id 0) and chrominance (id 1), T.81 K.3, as one
 /// DHT segment (marker, length 418, four tables).
@@ -115,15 +119,26 @@ pub fn with_tables<'a>(jpeg: &'a [u8], scratch: &'a mut Vec<u8>) -> Result<&'a [
     Ok(scratch)
 }
 
-/// Decodes one frame into `rgb` (`width * height * 3` bytes); grey JPEGs are expanded.
-pub fn decode(
+/// Buffers reused from frame to frame: the frame with Huffman tables inserted, the decoder's
+/// interleaved YCbCr of a 4:2:2 frame, one row of its chroma.
+#[derive(Debug, Default)]
+pub struct Scratch {
+    tables: Vec<u8>,
+    ycc: Vec<u8>,
+    /// One row of the decoded chroma at even pixels.
+    even: Vec<u8>,
+}
+
+/// Decodes one frame into `frame`: planar full-range 4:2:2 for the 4:2:2 frames cameras send
+/// (chroma recovered as ffmpeg decodes it), grey for grey JPEGs, RGB otherwise.
+pub fn decode_frame(
     jpeg: &[u8],
     width: u32,
     height: u32,
-    scratch: &mut Vec<u8>,
-    rgb: &mut [u8],
+    scratch: &mut Scratch,
+    frame: &mut Frame,
 ) -> Result<(), MjpegError> {
-    let data = with_tables(jpeg, scratch)?;
+    let data = with_tables(jpeg, &mut scratch.tables)?;
     let h2v1 = sampling(data) == Some(((2, 1), 3));
     let out = if h2v1 {
         ColorSpace::YCbCr
@@ -151,23 +166,97 @@ pub fn decode(
             height,
         });
     }
-    let pixels = width as usize * height as usize;
-    let grey = dec.output_colorspace() == Some(ColorSpace::Luma);
-    let n = if grey { pixels } else { pixels * 3 };
-    dec.decode_into(&mut rgb[..n])
-        .map_err(|e| MjpegError::Decode(format!("{e:?}")))?;
-    if grey {
-        // Expand in place from the back so no byte is overwritten before it is read.
-        for i in (0..pixels).rev() {
-            let v = rgb[i];
-            rgb[i * 3..i * 3 + 3].fill(v);
+    let decode_err = |e| MjpegError::Decode(format!("{e:?}"));
+    if dec.output_colorspace() == Some(ColorSpace::Luma) {
+        let grey = PixelFormat::Yuv {
+            chroma: Chroma::Mono,
+            range: ColorRange::Full,
+        };
+        frame.set_format(grey, width, height);
+        return dec.decode_into(&mut frame.data).map_err(decode_err);
+    }
+    if !h2v1 {
+        frame.set_format(PixelFormat::Rgb24, width, height);
+        return dec.decode_into(&mut frame.data).map_err(decode_err);
+    }
+    let (w, h) = (width as usize, height as usize);
+    scratch.ycc.resize(w * h * 3, 0);
+    dec.decode_into(&mut scratch.ycc).map_err(decode_err)?;
+    let format = PixelFormat::Yuv {
+        chroma: Chroma::C422,
+        range: ColorRange::Full,
+    };
+    frame.set_format(format, width, height);
+    let cw = w.div_ceil(2);
+    let (luma, chroma) = frame.data.split_at_mut(w * h);
+    let (cb, cr) = chroma.split_at_mut(cw * h);
+    for (row, y) in scratch
+        .ycc
+        .chunks_exact(w * 3)
+        .zip(luma.chunks_exact_mut(w))
+    {
+        for (d, px) in y.chunks_exact_mut(2).zip(row.chunks_exact(6)) {
+            d[0] = px[0];
+            d[1] = px[3];
         }
-    } else if h2v1 {
-        for row in rgb[..pixels * 3].chunks_exact_mut(width as usize * 3) {
-            ycbcr_h2v1_row_to_rgb(row);
+        if w % 2 == 1 {
+            y[w - 1] = row[3 * (w - 1)];
         }
     }
+    let rows = scratch.ycc.chunks_exact(w * 3);
+    for ((row, cb), cr) in rows
+        .zip(cb.chunks_exact_mut(cw))
+        .zip(cr.chunks_exact_mut(cw))
+    {
+        unfancy_row(row, &mut scratch.even, cb, cr);
+    }
     Ok(())
+}
+
+/// Terms of the inverse filter's expansion used after the first samples of a row.
+const TERMS: usize = 7;
+/// `c[i] = sum_k (4/3) (-1/3)^k out[2(i - k)]`, Q12, the last term adjusted so the weights sum
+/// to exactly 1 (a flat chroma stays flat); the terms left out weigh less than 1/2000.
+const UNFANCY: [i32; TERMS] = [5461, -1820, 607, -202, 67, -22, 5];
+
+/// The chroma samples of one decoder row (YCbCr, chroma fancy-upsampled from half width), by
+/// inverting the triangle filter: `out[2i] = (3 c[i] + c[i-1] + 2) >> 2`, `out[0] = c[0]`, so
+/// `c[i] = (4 out[2i] - c[i-1]) / 3`. That recursion (exact, in Q8, for the first samples) is
+/// serial; from the seventh sample on its expansion over the last seven outputs is used
+/// instead, which is independent from sample to sample (within half a level of the recursion).
+fn unfancy_row(row: &[u8], even: &mut Vec<u8>, cb_out: &mut [u8], cr_out: &mut [u8]) {
+    const ONE: i32 = 256;
+    let n = cb_out.len();
+    // The decoded chroma at the even pixels: `out[2i]` of both channels, contiguous.
+    even.clear();
+    even.extend(row.chunks(6).flat_map(|px| [px[1], px[2]]));
+    let to_u8 = |q8: i32| ((q8 + ONE / 2) / ONE).clamp(0, 255) as u8;
+    let (mut cb, mut cr) = (i32::from(even[0]) * ONE, i32::from(even[1]) * ONE);
+    for i in 0..n.min(TERMS) {
+        if i > 0 {
+            let (u, v) = (i32::from(even[2 * i]), i32::from(even[2 * i + 1]));
+            cb = (((4 * ONE * u - cb).max(0) + 1) / 3).min(255 * ONE);
+            cr = (((4 * ONE * v - cr).max(0) + 1) / 3).min(255 * ONE);
+        }
+        cb_out[i] = to_u8(cb);
+        cr_out[i] = to_u8(cr);
+    }
+    if n <= TERMS {
+        return;
+    }
+    // Interleaved Cb Cr: the k-th previous sample of the same channel is 2k bytes back.
+    let e = &even[..2 * n];
+    let (cb_out, cr_out) = (&mut cb_out[TERMS..n], &mut cr_out[TERMS..n]);
+    for (j, (u, v)) in cb_out.iter_mut().zip(cr_out.iter_mut()).enumerate() {
+        let at = 2 * (j + TERMS);
+        let mut acc = [1 << 11, 1 << 11];
+        for (k, wk) in UNFANCY.iter().enumerate() {
+            acc[0] += wk * i32::from(e[at - 2 * k]);
+            acc[1] += wk * i32::from(e[at + 1 - 2 * k]);
+        }
+        *u = (acc[0] >> 12).clamp(0, 255) as u8;
+        *v = (acc[1] >> 12).clamp(0, 255) as u8;
+    }
 }
 
 /// Chroma subsampling of the frame header (SOF0..SOF2) as (horizontal, vertical) ratios of
@@ -197,27 +286,6 @@ fn sampling(jpeg: &[u8]) -> Option<((u8, u8), u8)> {
         i += 2 + len;
     }
     None
-}
-
-/// One row of decoder YCbCr (chroma fancy-upsampled from half width) to RGB, in place: the
-/// original chroma of each pair is recovered and applied to both pixels.
-fn ycbcr_h2v1_row_to_rgb(row: &mut [u8]) {
-    let m = Matrix::for_range(ColorRange::Full);
-    let w = row.len() / 3;
-    // out[2i] = (3 c[i] + c[i-1] + 2) >> 2, out[0] = c[0]: so c[i] = (4 out[2i] - c[i-1]) / 3.
-    let (mut cb, mut cr) = (f32::from(row[1]), f32::from(row[2]));
-    for pair in 0..w.div_ceil(2) {
-        let x = pair * 2;
-        if pair > 0 {
-            cb = ((4.0 * f32::from(row[x * 3 + 1]) - cb) / 3.0).clamp(0.0, 255.0);
-            cr = ((4.0 * f32::from(row[x * 3 + 2]) - cr) / 3.0).clamp(0.0, 255.0);
-        }
-        let (u, v) = ((cb * 16.0).round() as i32, (cr * 16.0).round() as i32);
-        for px in x..(x + 2).min(w) {
-            let y = row[px * 3];
-            row[px * 3..px * 3 + 3].copy_from_slice(&m.rgb_q4(y, u, v));
-        }
-    }
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::preprocess::{PreprocessOptions, Preprocessor};
-use crate::source::{self, Capture, Frame, Source, SourceKind, SourceSpec, images};
+use crate::source::{self, Capture, Frame, PixelFormat, Source, SourceKind, SourceSpec, images};
 use crate::tensor::{InputBufMut, InputSpec};
 
 /// Where calibration frames come from.
@@ -107,8 +107,8 @@ impl Calibration {
         }
         match &mut self.frames {
             Frames::Random(rng, w, h) => {
-                self.frame.set_size(*w, *h);
-                for b in self.frame.rgb.iter_mut() {
+                self.frame.set_format(PixelFormat::Rgb24, *w, *h);
+                for b in self.frame.data.iter_mut() {
                     *b = (rng.next() >> 56) as u8;
                 }
             }

@@ -1,18 +1,25 @@
 //! Turning a camera frame into exactly what an engine's input tensor expects.
 //!
-//! This runs once per frame on the real-time thread, so it is built around one rule: nothing
-//! allocates in steady state. Everything that depends on the source geometry (the placement of
-//! the picture in the model input, the resampling weights, the scratch images) is computed once
-//! when a frame of a new size arrives (or ahead of time with [`Preprocessor::prepare`]) and
-//! reused for every following frame; normalisation goes through per-channel lookup tables made
-//! in [`Preprocessor::new`].
+//! This runs once per frame on the real-time thread, so it is built around two rules: nothing
+//! allocates in steady state, and no work is spent on pixels the model never sees. Frames come
+//! in their source's own layout (YUYV, NV12, I420, RGB, ...; see [`crate::source::frame`]) and
+//! are resized *in that layout*, plane by plane, straight down to the model's size; only then is
+//! the small picture converted to RGB and normalised, row by row, into the engine's own input
+//! buffer. A 1080p frame is never converted as a whole (that alone cost 9-10 ms a frame), and a
+//! crop or a letterbox reads only the source pixels it keeps.
 //!
-//! Resampling is a separable convolution with the same antialiasing kernels as Pillow and
-//! `fast_image_resize` (the kernel widens when downscaling). It is done here rather than by
-//! `fast_image_resize` because that crate recomputes (and allocates) its weight tables on every
-//! call, which the zero-allocation loop cannot afford; the tests use it as the independent
-//! reference this implementation must agree with. A frame that already has the size the model
-//! wants is not resampled at all: its pixels are normalised straight from the frame buffer.
+//! Everything that depends on the frame geometry and layout (placement, resampling weights,
+//! scratch rows) is computed once per (size, layout) in [`plan`] (or ahead of time with
+//! [`Preprocessor::prepare`]); normalisation tables are made in [`Preprocessor::new`].
+//!
+//! Resampling is separable, with the antialiasing kernels of Pillow and `fast_image_resize`
+//! (the kernel widens when downscaling), in fixed point ([`taps`]); the weights of subsampled
+//! chroma are folded so that the result equals resizing the frame ffmpeg would convert to RGB,
+//! within rounding ([`taps`] says why that is exact in real arithmetic). The per-frame work
+//! runs in four small kernels with SIMD versions for AVX2, SSE4.1 and NEON ([`kernels`]), which
+//! give bit-identical results to their portable versions. An RGB frame that already has the
+//! size the model wants is not resampled at all: its pixels are normalised straight from the
+//! frame buffer.
 //!
 //! Values follow torchvision's convention: `x = (v / 255 - mean[c]) / std[c]` per channel, grey
 //! inputs use BT.601 luma, and int8 inputs are quantised as `clamp(round(x * scale), -128, 127)`.
@@ -21,8 +28,20 @@ use std::fmt;
 use std::str::FromStr;
 
 use crate::invalid_key::InvalidKey;
-use crate::source::Frame;
+use crate::source::{Frame, PixelFormat};
 use crate::tensor::{InputBufMut, InputElement, InputSpec, Layout};
+
+pub mod kernels;
+mod layout;
+mod plan;
+#[cfg(target_arch = "aarch64")]
+mod simd_neon;
+#[cfg(target_arch = "x86_64")]
+mod simd_x86;
+mod taps;
+
+pub use kernels::Isa;
+use plan::{Dest, Plan};
 
 /// CIFAR-10's per-channel mean (R, G, B), the default normalisation.
 pub const CIFAR10_MEAN: [f32; 3] = [0.4914, 0.4822, 0.4465];
@@ -76,7 +95,7 @@ impl fmt::Display for ResizeMode {
     }
 }
 
-/// The order of the colour channels the model takes. Frames are RGB inside rtinfer; models
+/// The order of the colour channels the model takes. Pictures are converted to RGB; models
 /// converted from Caffe (and many Vitis AI model-zoo models) take BGR.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum ChannelOrder {
@@ -152,7 +171,7 @@ impl Filter {
     }
 
     /// Kernel radius in source pixels at scale 1.
-    fn support(self) -> f64 {
+    pub(crate) fn support(self) -> f64 {
         match self {
             Filter::Nearest | Filter::Box => 0.5,
             Filter::Bilinear | Filter::Hamming => 1.0,
@@ -162,7 +181,7 @@ impl Filter {
     }
 
     /// Kernel weight at distance `x` (in scaled source pixels) from the sample centre.
-    fn weight(self, x: f64) -> f64 {
+    pub(crate) fn weight(self, x: f64) -> f64 {
         let a = x.abs();
         match self {
             Filter::Nearest | Filter::Box => f64::from(u8::from((-0.5..0.5).contains(&x))),
@@ -369,11 +388,12 @@ pub enum PreprocessError {
         expected: &'static str,
         actual: &'static str,
     },
-    #[error("frame {seq} ({width}x{height}): expected {expected} bytes of RGB8, got {actual}")]
+    #[error("frame {seq} ({width}x{height} {format}): expected {expected} bytes, got {actual}")]
     FrameSize {
         seq: u64,
         width: u32,
         height: u32,
+        format: PixelFormat,
         expected: usize,
         actual: usize,
     },
@@ -389,17 +409,19 @@ pub enum PreprocessError {
     UnknownFilter { value: String },
 }
 
-/// Converts RGB8 frames into one engine input. Holds every buffer it needs; see the module docs.
+/// Converts frames into one engine input. Holds every buffer it needs; see the module docs.
 #[derive(Debug)]
 pub struct Preprocessor {
     spec: InputSpec,
     opts: PreprocessOptions,
     norm: Norm,
     plan: Option<Plan>,
+    isa: Isa,
 }
 
 impl Preprocessor {
-    /// Validates `spec` and `opts` and builds the normalisation tables.
+    /// Validates `spec` and `opts` and builds the normalisation tables. The kernels use the
+    /// widest instruction set the CPU has ([`Isa::best`]).
     pub fn new(spec: InputSpec, opts: PreprocessOptions) -> Result<Self, PreprocessError> {
         validate_spec(&spec)?;
         validate_options(&opts)?;
@@ -412,7 +434,20 @@ impl Preprocessor {
             opts,
             norm: Norm::new(&opts, spec.channels, scale),
             plan: None,
+            isa: Isa::best(),
         })
+    }
+
+    /// The same preprocessor running its kernels with `isa` (tests and benchmarks compare
+    /// instruction sets; the results are identical).
+    pub fn with_isa(mut self, isa: Isa) -> Self {
+        self.isa = isa;
+        self
+    }
+
+    /// The instruction set the kernels run with.
+    pub fn isa(&self) -> Isa {
+        self.isa
     }
 
     pub fn spec(&self) -> &InputSpec {
@@ -423,10 +458,15 @@ impl Preprocessor {
         &self.opts
     }
 
-    /// Builds the resampling plan and scratch buffers for `width x height` frames now, so that
-    /// the first such frame does not allocate. [`run`](Self::run) calls it itself whenever the
-    /// frame size changes.
-    pub fn prepare(&mut self, width: u32, height: u32) -> Result<(), PreprocessError> {
+    /// Builds the resampling plan and scratch buffers for `width x height` frames in `format`
+    /// now, so that the first such frame does not allocate. [`run`](Self::run) calls it itself
+    /// whenever the frame geometry or layout changes.
+    pub fn prepare(
+        &mut self,
+        width: u32,
+        height: u32,
+        format: PixelFormat,
+    ) -> Result<(), PreprocessError> {
         if width == 0 || height == 0 {
             return Err(PreprocessError::EmptyFrame {
                 seq: 0,
@@ -436,8 +476,7 @@ impl Preprocessor {
         }
         plan_for(
             &mut self.plan,
-            width as usize,
-            height as usize,
+            (width, height, format),
             &self.spec,
             &self.opts,
         );
@@ -457,8 +496,8 @@ impl Preprocessor {
         })
     }
 
-    /// Fits, normalises and writes `frame` into `out`, the engine's input buffer, which must
-    /// have the element type and length of the spec.
+    /// Fits, converts, normalises and writes `frame` into `out`, the engine's input buffer,
+    /// which must have the element type and length of the spec.
     pub fn run(&mut self, frame: &Frame, out: InputBufMut<'_>) -> Result<(), PreprocessError> {
         self.check_out(&out)?;
         check_frame(frame)?;
@@ -467,24 +506,12 @@ impl Preprocessor {
             opts,
             norm,
             plan,
+            isa,
         } = self;
-        let plan = plan_for(
-            plan,
-            frame.width as usize,
-            frame.height as usize,
-            spec,
-            opts,
-        );
-        let dst = Dest {
-            width: spec.width as usize,
-            height: spec.height as usize,
-            layout: spec.layout,
-            region: plan.region,
-        };
-        let view = plan.source_view(&frame.rgb);
+        let plan = plan_for(plan, (frame.width, frame.height, frame.format), spec, opts);
         match out {
-            InputBufMut::F32(buf) => write_tensor(buf, &dst, &view, norm),
-            InputBufMut::I8(buf) => write_tensor(buf, &dst, &view, norm),
+            InputBufMut::F32(buf) => plan.run(*isa, &frame.data, spec, norm, buf),
+            InputBufMut::I8(buf) => plan.run(*isa, &frame.data, spec, norm, buf),
         }
         Ok(())
     }
@@ -514,21 +541,20 @@ impl Preprocessor {
     }
 }
 
-/// The plan for `width x height` frames, rebuilt only when the size changed.
+/// The plan for frames of `key` (width, height, layout), rebuilt only when it changed.
 fn plan_for<'a>(
     plan: &'a mut Option<Plan>,
-    width: usize,
-    height: usize,
+    key: (u32, u32, PixelFormat),
     spec: &InputSpec,
     opts: &PreprocessOptions,
 ) -> &'a mut Plan {
     if plan
         .as_ref()
-        .is_some_and(|p| (p.src_w, p.src_h) != (width, height))
+        .is_some_and(|p| (p.width, p.height, p.format) != key)
     {
         *plan = None;
     }
-    plan.get_or_insert_with(|| Plan::new(width, height, spec, opts))
+    plan.get_or_insert_with(|| Plan::new(key.0, key.1, key.2, spec, opts))
 }
 
 fn validate_spec(spec: &InputSpec) -> Result<(), PreprocessError> {
@@ -583,14 +609,20 @@ fn check_frame(frame: &Frame) -> Result<(), PreprocessError> {
     if width == 0 || height == 0 {
         return Err(PreprocessError::EmptyFrame { seq, width, height });
     }
-    let expected = width as usize * height as usize * 3;
-    if frame.rgb.len() != expected {
+    let expected = frame.format.frame_len(width, height);
+    // Formats with trailing planes (a Y4M alpha plane) carry more; RGB frames exactly this.
+    let fits = match frame.format {
+        PixelFormat::Yuv { .. } => frame.data.len() >= expected,
+        _ => frame.data.len() == expected,
+    };
+    if !fits {
         return Err(PreprocessError::FrameSize {
             seq,
             width,
             height,
+            format: frame.format,
             expected,
-            actual: frame.rgb.len(),
+            actual: frame.data.len(),
         });
     }
     Ok(())
@@ -619,9 +651,12 @@ impl Norm {
         let from = opts.channel_order.sources();
         // Table `k` belongs to model channel `k`, with the statistics of the RGB channel it takes.
         let mut lut = [[0.0f32; 256]; 3];
-        for (k, table) in lut.iter_mut().enumerate() {
+        for (table, (mean, std)) in lut
+            .iter_mut()
+            .zip(from.map(|c| (opts.mean[c], opts.std[c])))
+        {
             for (v, x) in table.iter_mut().enumerate() {
-                *x = normalise(v as u8, opts.mean[from[k]], opts.std[from[k]]);
+                *x = normalise(v as u8, mean, std);
             }
         }
         let grey = channels == 1;
@@ -660,12 +695,95 @@ fn normalise_luma(r: u8, g: u8, b: u8, (mean, std): (f32, f32)) -> f32 {
     (y / 255.0 - mean) / std
 }
 
-/// An element type of engine input buffers.
+/// An element type of engine input buffers, and how a row of the picture is written in it.
 trait Element: Copy {
     /// From a normalised value; `scale` is the int8 quantisation scale.
     fn encode(x: f32, scale: f32) -> Self;
     /// The per-channel tables from RGB8 values to encoded elements.
     fn table(norm: &Norm) -> &[[Self; 256]; 3];
+
+    /// Picture row `y` straight from the resized channels, when this element type and layout
+    /// have a fused kernel for it (f32 NCHW); `false` otherwise ([`Element::write_planar_row`]
+    /// after [`kernels::to_rgb`] then).
+    fn write_channels_row(
+        _out: &mut [Self],
+        _dst: &Dest,
+        _y: usize,
+        _ch: [&[i16]; 3],
+        _conv: &layout::Conv,
+        _norm: &Norm,
+        _isa: Isa,
+    ) -> bool {
+        false
+    }
+
+    /// Picture row `y` from packed RGB8 pixels.
+    fn write_packed_row(out: &mut [Self], dst: &Dest, y: usize, px: &[u8], norm: &Norm) {
+        let start = dst.row_start(y);
+        let w = dst.region.w;
+        let lut = Self::table(norm);
+        match (norm.grey, dst.layout) {
+            (true, _) => {
+                for (d, p) in out[start..start + w].iter_mut().zip(px.chunks_exact(3)) {
+                    *d = Self::encode(
+                        normalise_luma(p[0], p[1], p[2], norm.grey_mean_std),
+                        norm.scale,
+                    );
+                }
+            }
+            (false, Layout::Nchw) => {
+                let plane = dst.width * dst.height;
+                for k in 0..3 {
+                    let (table, from) = (&lut[k], norm.from[k]);
+                    let row = &mut out[k * plane + start..k * plane + start + w];
+                    for (d, p) in row.iter_mut().zip(px.chunks_exact(3)) {
+                        *d = table[p[from] as usize];
+                    }
+                }
+            }
+            (false, Layout::Nhwc) => {
+                let row = &mut out[start * 3..(start + w) * 3];
+                for (d, p) in row.chunks_exact_mut(3).zip(px.chunks_exact(3)) {
+                    for k in 0..3 {
+                        d[k] = lut[k][p[norm.from[k]] as usize];
+                    }
+                }
+            }
+        }
+    }
+
+    /// Picture row `y` from one row each of R, G and B.
+    fn write_planar_row(out: &mut [Self], dst: &Dest, y: usize, rgb: [&[u8]; 3], norm: &Norm) {
+        let start = dst.row_start(y);
+        let w = dst.region.w;
+        let lut = Self::table(norm);
+        match (norm.grey, dst.layout) {
+            (true, _) => {
+                for (x, d) in out[start..start + w].iter_mut().enumerate() {
+                    let luma = normalise_luma(rgb[0][x], rgb[1][x], rgb[2][x], norm.grey_mean_std);
+                    *d = Self::encode(luma, norm.scale);
+                }
+            }
+            (false, Layout::Nchw) => {
+                let plane = dst.width * dst.height;
+                for k in 0..3 {
+                    let src = rgb[norm.from[k]];
+                    let row = &mut out[k * plane + start..k * plane + start + w];
+                    for (d, v) in row.iter_mut().zip(src) {
+                        *d = lut[k][*v as usize];
+                    }
+                }
+            }
+            (false, Layout::Nhwc) => {
+                let row = &mut out[start * 3..(start + w) * 3];
+                for (x, d) in row.chunks_exact_mut(3).enumerate() {
+                    for k in 0..3 {
+                        d[k] = lut[k][rgb[norm.from[k]][x] as usize];
+                    }
+                }
+            }
+        }
+    }
 }
 
 impl Element for f32 {
@@ -676,6 +794,31 @@ impl Element for f32 {
 
     fn table(norm: &Norm) -> &[[f32; 256]; 3] {
         &norm.lut
+    }
+
+    fn write_channels_row(
+        out: &mut [f32],
+        dst: &Dest,
+        y: usize,
+        ch: [&[i16]; 3],
+        conv: &layout::Conv,
+        norm: &Norm,
+        isa: Isa,
+    ) -> bool {
+        if norm.grey || dst.layout != Layout::Nchw {
+            return false;
+        }
+        let (start, w, plane) = (dst.row_start(y), dst.region.w, dst.width * dst.height);
+        let (c0, rest) = out.split_at_mut(plane);
+        let (c1, c2) = rest.split_at_mut(plane);
+        let rows = [
+            &mut c0[start..start + w],
+            &mut c1[start..start + w],
+            &mut c2[start..start + w],
+        ];
+        let lut = [&norm.lut[0], &norm.lut[1], &norm.lut[2]];
+        kernels::to_tensor_f32(isa, conv, ch, lut, norm.from, rows);
+        true
     }
 }
 
@@ -693,475 +836,17 @@ impl Element for i8 {
 
 /// A rectangle in pixels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Rect {
-    x: usize,
-    y: usize,
-    w: usize,
-    h: usize,
-}
-
-/// Where the fitted picture goes in the model input.
-struct Dest {
-    width: usize,
-    height: usize,
-    layout: Layout,
-    region: Rect,
-}
-
-/// The fitted picture as RGB8 rows: either the resampled scratch image or a window of the frame.
-struct View<'a> {
-    buf: &'a [u8],
-    /// Bytes per row of `buf`.
-    stride: usize,
-    x0: usize,
-    y0: usize,
-    w: usize,
-}
-
-impl View<'_> {
-    #[inline]
-    fn row(&self, y: usize) -> &[u8] {
-        let start = (self.y0 + y) * self.stride + self.x0 * 3;
-        &self.buf[start..start + self.w * 3]
-    }
-}
-
-/// Writes the whole tensor: padding (when the picture does not cover the input), then the picture.
-fn write_tensor<T: Element>(out: &mut [T], dst: &Dest, view: &View<'_>, norm: &Norm) {
-    let full = dst.region
-        == Rect {
-            x: 0,
-            y: 0,
-            w: dst.width,
-            h: dst.height,
-        };
-    if !full {
-        write_fill(out, dst, norm);
-    }
-    match (norm.grey, dst.layout) {
-        (true, _) => write_grey(out, dst, view, norm),
-        (false, Layout::Nchw) => write_nchw(out, dst, view, norm),
-        (false, Layout::Nhwc) => write_nhwc(out, dst, view, norm),
-    }
-}
-
-fn write_fill<T: Element>(out: &mut [T], dst: &Dest, norm: &Norm) {
-    let fill = norm.fill.map(|x| T::encode(x, norm.scale));
-    match (norm.grey, dst.layout) {
-        (true, _) => out.fill(fill[0]),
-        (false, Layout::Nchw) => {
-            for (plane, value) in out.chunks_exact_mut(dst.width * dst.height).zip(fill) {
-                plane.fill(value);
-            }
-        }
-        (false, Layout::Nhwc) => {
-            for px in out.chunks_exact_mut(3) {
-                px.copy_from_slice(&fill);
-            }
-        }
-    }
-}
-
-fn write_nchw<T: Element>(out: &mut [T], dst: &Dest, view: &View<'_>, norm: &Norm) {
-    let r = dst.region;
-    for (c, plane) in out.chunks_exact_mut(dst.width * dst.height).enumerate() {
-        let lut = &T::table(norm)[c];
-        let from = norm.from[c];
-        for y in 0..r.h {
-            let start = (r.y + y) * dst.width + r.x;
-            let row = &mut plane[start..start + r.w];
-            for (d, px) in row.iter_mut().zip(view.row(y).chunks_exact(3)) {
-                *d = lut[px[from] as usize];
-            }
-        }
-    }
-}
-
-fn write_nhwc<T: Element>(out: &mut [T], dst: &Dest, view: &View<'_>, norm: &Norm) {
-    let r = dst.region;
-    let lut = T::table(norm);
-    for y in 0..r.h {
-        let start = ((r.y + y) * dst.width + r.x) * 3;
-        let row = &mut out[start..start + r.w * 3];
-        for (d, px) in row.chunks_exact_mut(3).zip(view.row(y).chunks_exact(3)) {
-            for c in 0..3 {
-                d[c] = lut[c][px[norm.from[c]] as usize];
-            }
-        }
-    }
-}
-
-/// One channel: NCHW and NHWC are the same memory order.
-fn write_grey<T: Element>(out: &mut [T], dst: &Dest, view: &View<'_>, norm: &Norm) {
-    let r = dst.region;
-    for y in 0..r.h {
-        let start = (r.y + y) * dst.width + r.x;
-        let row = &mut out[start..start + r.w];
-        for (d, px) in row.iter_mut().zip(view.row(y).chunks_exact(3)) {
-            *d = T::encode(
-                normalise_luma(px[0], px[1], px[2], norm.grey_mean_std),
-                norm.scale,
-            );
-        }
-    }
-}
-
-/// Everything that depends on the source size: made when a frame of a new size arrives.
-#[derive(Debug)]
-struct Plan {
-    src_w: usize,
-    src_h: usize,
-    /// Where the picture goes in the model input.
-    region: Rect,
-    /// Top-left of the frame window copied as is when no resampling is needed.
-    offset: (usize, usize),
-    resample: Option<Resample>,
-}
-
-impl Plan {
-    fn new(src_w: usize, src_h: usize, spec: &InputSpec, opts: &PreprocessOptions) -> Plan {
-        let (region, crop) = fit(
-            src_w,
-            src_h,
-            spec.width as usize,
-            spec.height as usize,
-            opts.resize,
-        );
-        let aligned = |v: f64| (v - v.round()).abs() < 1e-9;
-        let identity = crop.w == region.w as f64
-            && crop.h == region.h as f64
-            && aligned(crop.left)
-            && aligned(crop.top);
-        if identity {
-            let offset = (crop.left.round() as usize, crop.top.round() as usize);
-            return Plan {
-                src_w,
-                src_h,
-                region,
-                offset,
-                resample: None,
-            };
-        }
-        let resample = Resample::new(src_w, src_h, &crop, region.w, region.h, opts.filter);
-        Plan {
-            src_w,
-            src_h,
-            region,
-            offset: (0, 0),
-            resample: Some(resample),
-        }
-    }
-
-    /// Resamples when needed and returns the picture to normalise.
-    fn source_view<'a>(&'a mut self, rgb: &'a [u8]) -> View<'a> {
-        let stride = self.src_w * 3;
-        match self.resample.as_mut() {
-            Some(r) => {
-                r.run(rgb, stride);
-                View {
-                    buf: &r.resized,
-                    stride: self.region.w * 3,
-                    x0: 0,
-                    y0: 0,
-                    w: self.region.w,
-                }
-            }
-            None => View {
-                buf: rgb,
-                stride,
-                x0: self.offset.0,
-                y0: self.offset.1,
-                w: self.region.w,
-            },
-        }
-    }
-}
-
-/// The part of the source that is resampled, in (possibly fractional) source pixels.
-#[derive(Debug, Clone, Copy, PartialEq)]
-struct Crop {
-    left: f64,
-    top: f64,
-    w: f64,
-    h: f64,
-}
-
-/// Placement of a `src_w x src_h` frame in a `dst_w x dst_h` input: (region in the input,
-/// source window that fills it).
-fn fit(src_w: usize, src_h: usize, dst_w: usize, dst_h: usize, mode: ResizeMode) -> (Rect, Crop) {
-    let (sw, sh, dw, dh) = (src_w as f64, src_h as f64, dst_w as f64, dst_h as f64);
-    let full_src = Crop {
-        left: 0.0,
-        top: 0.0,
-        w: sw,
-        h: sh,
-    };
-    let full_dst = Rect {
-        x: 0,
-        y: 0,
-        w: dst_w,
-        h: dst_h,
-    };
-    match mode {
-        ResizeMode::Stretch => (full_dst, full_src),
-        ResizeMode::CenterCrop => {
-            let scale = (dw / sw).max(dh / sh);
-            let (cw, ch) = ((dw / scale).min(sw), (dh / scale).min(sh));
-            (
-                full_dst,
-                Crop {
-                    left: (sw - cw) / 2.0,
-                    top: (sh - ch) / 2.0,
-                    w: cw,
-                    h: ch,
-                },
-            )
-        }
-        ResizeMode::Letterbox => {
-            let scale = (dw / sw).min(dh / sh);
-            let w = ((sw * scale).round() as usize).clamp(1, dst_w);
-            let h = ((sh * scale).round() as usize).clamp(1, dst_h);
-            (
-                Rect {
-                    x: (dst_w - w) / 2,
-                    y: (dst_h - h) / 2,
-                    w,
-                    h,
-                },
-                full_src,
-            )
-        }
-    }
-}
-
-/// Resampling weights along one axis: output `i` is `sum_k weights[i * stride + k] *
-/// input[start[i] + k]` for `k < len[i]`.
-#[derive(Debug)]
-struct Taps {
-    start: Vec<usize>,
-    len: Vec<usize>,
-    weights: Vec<f32>,
-    stride: usize,
-}
-
-impl Taps {
-    /// Weights mapping input samples `in0 .. in0 + in_len` (fractional) of an axis of `in_size`
-    /// samples onto `out_size` samples. The kernel may read input just outside the window (as a
-    /// resize-then-crop would) but never outside `0 .. in_size`.
-    fn new(in_size: usize, in0: f64, in_len: f64, out_size: usize, filter: Filter) -> Taps {
-        let scale = in_len / out_size as f64;
-        let filter_scale = if filter == Filter::Nearest {
-            1.0
-        } else {
-            scale.max(1.0)
-        };
-        let support = filter.support() * filter_scale;
-        let stride = (support.ceil() as usize) * 2 + 1;
-        let mut taps = Taps {
-            start: Vec::with_capacity(out_size),
-            len: Vec::with_capacity(out_size),
-            weights: vec![0.0; stride * out_size],
-            stride,
-        };
-        for i in 0..out_size {
-            let centre = in0 + (i as f64 + 0.5) * scale;
-            if filter == Filter::Nearest {
-                taps.push_nearest(i, centre, in_size);
-            } else {
-                taps.push_kernel(i, centre, support, filter_scale, in_size, filter);
-            }
-        }
-        taps
-    }
-
-    fn push_nearest(&mut self, i: usize, centre: f64, in_size: usize) {
-        let x = (centre.floor().max(0.0) as usize).min(in_size - 1);
-        self.start.push(x);
-        self.len.push(1);
-        self.weights[i * self.stride] = 1.0;
-    }
-
-    fn push_kernel(
-        &mut self,
-        i: usize,
-        centre: f64,
-        support: f64,
-        filter_scale: f64,
-        in_size: usize,
-        filter: Filter,
-    ) {
-        let lo = ((centre - support).floor().max(0.0) as usize).min(in_size - 1);
-        let hi = ((centre + support).ceil().max(0.0) as usize)
-            .clamp(lo + 1, in_size)
-            .min(lo + self.stride);
-        let weight = |x: usize| filter.weight((x as f64 + 0.5 - centre) / filter_scale);
-        let sum: f64 = (lo..hi).map(weight).sum();
-        let row = &mut self.weights[i * self.stride..(i + 1) * self.stride];
-        if sum == 0.0 {
-            // Cannot happen for a centre inside the input; take the nearest sample rather than black.
-            self.start
-                .push((centre.floor().max(0.0) as usize).clamp(lo, hi - 1));
-            self.len.push(1);
-            row[0] = 1.0;
-            return;
-        }
-        for (w, x) in row.iter_mut().zip(lo..hi) {
-            // sin(pi * k) is not exactly 0 in floating point: flush such dust so it is trimmed.
-            let v = weight(x) / sum;
-            *w = if v.abs() < 1e-7 { 0.0 } else { v as f32 };
-        }
-        // Trim zero weights at both ends so the loops skip samples that do not contribute.
-        let n = hi - lo;
-        let first = row[..n].iter().position(|w| *w != 0.0).unwrap_or(0);
-        let end = row[..n]
-            .iter()
-            .rposition(|w| *w != 0.0)
-            .map_or(n, |p| p + 1)
-            .max(first + 1);
-        row.copy_within(first..end, 0);
-        row[end - first..].fill(0.0);
-        self.start.push(lo + first);
-        self.len.push(end - first);
-    }
-
-    #[inline]
-    fn weights(&self, i: usize) -> &[f32] {
-        &self.weights[i * self.stride..i * self.stride + self.len[i]]
-    }
-
-    /// The input samples any output reads: `(first, end)`.
-    fn span(&self) -> (usize, usize) {
-        let first = self.start.iter().copied().min().unwrap_or(0);
-        let end = self
-            .start
-            .iter()
-            .zip(&self.len)
-            .map(|(s, l)| s + l)
-            .max()
-            .unwrap_or(0);
-        (first, end)
-    }
-}
-
-/// Separable resampling into an RGB8 scratch image: a vertical pass over the source columns
-/// that matter into f32 rows, then a horizontal pass into `resized`.
-#[derive(Debug)]
-struct Resample {
-    horiz: Taps,
-    vert: Taps,
-    /// First source column read; the vertical pass covers `x_first .. x_end`.
-    x_first: usize,
-    x_end: usize,
-    /// `out_h` rows of `(x_end - x_first) * 3` floats.
-    tmp: Vec<f32>,
-    /// `out_w x out_h` RGB8.
-    resized: Vec<u8>,
-    out_w: usize,
-    out_h: usize,
-}
-
-impl Resample {
-    fn new(
-        src_w: usize,
-        src_h: usize,
-        crop: &Crop,
-        out_w: usize,
-        out_h: usize,
-        filter: Filter,
-    ) -> Resample {
-        let horiz = Taps::new(src_w, crop.left, crop.w, out_w, filter);
-        let vert = Taps::new(src_h, crop.top, crop.h, out_h, filter);
-        let (x_first, x_end) = horiz.span();
-        Resample {
-            horiz,
-            vert,
-            x_first,
-            x_end,
-            tmp: vec![0.0; (x_end - x_first) * 3 * out_h],
-            resized: vec![0; out_w * out_h * 3],
-            out_w,
-            out_h,
-        }
-    }
-
-    fn run(&mut self, rgb: &[u8], stride: usize) {
-        self.vertical(rgb, stride);
-        self.horizontal();
-    }
-
-    fn vertical(&mut self, rgb: &[u8], stride: usize) {
-        let tw = (self.x_end - self.x_first) * 3;
-        for (oy, row) in self.tmp.chunks_exact_mut(tw).enumerate().take(self.out_h) {
-            row.fill(0.0);
-            let start = self.vert.start[oy];
-            for (k, &w) in self.vert.weights(oy).iter().enumerate() {
-                let from = (start + k) * stride + self.x_first * 3;
-                for (acc, &v) in row.iter_mut().zip(&rgb[from..from + tw]) {
-                    *acc += w * f32::from(v);
-                }
-            }
-        }
-    }
-
-    fn horizontal(&mut self) {
-        let tw = (self.x_end - self.x_first) * 3;
-        let rows = self
-            .tmp
-            .chunks_exact(tw)
-            .zip(self.resized.chunks_exact_mut(self.out_w * 3));
-        for (src, dst) in rows {
-            for (ox, px) in dst.chunks_exact_mut(3).enumerate() {
-                let base = (self.horiz.start[ox] - self.x_first) * 3;
-                let weights = self.horiz.weights(ox);
-                let taps = &src[base..base + weights.len() * 3];
-                let mut acc = [0.0f32; 3];
-                for (s, &w) in taps.chunks_exact(3).zip(weights) {
-                    acc[0] += w * s[0];
-                    acc[1] += w * s[1];
-                    acc[2] += w * s[2];
-                }
-                for (d, a) in px.iter_mut().zip(acc) {
-                    *d = a.clamp(0.0, 255.0).round() as u8;
-                }
-            }
-        }
-    }
+pub struct Rect {
+    pub x: usize,
+    pub y: usize,
+    pub w: usize,
+    pub h: usize,
 }
 
 #[cfg(test)]
 mod tests {
+    use super::plan::{Crop, fit};
     use super::*;
-
-    #[test]
-    fn bilinear_taps_sum_to_one_and_stay_inside() {
-        for (in_size, out) in [(640, 224), (7, 31), (480, 224), (3, 1)] {
-            let t = Taps::new(in_size, 0.0, in_size as f64, out, Filter::Bilinear);
-            for i in 0..out {
-                let sum: f32 = t.weights(i).iter().sum();
-                assert!(
-                    (sum - 1.0).abs() < 1e-5,
-                    "{in_size}->{out} tap {i} sums to {sum}"
-                );
-                assert!(t.start[i] + t.len[i] <= in_size);
-            }
-        }
-    }
-
-    #[test]
-    fn same_size_taps_are_identity() {
-        let t = Taps::new(10, 0.0, 10.0, 10, Filter::Lanczos3);
-        for i in 0..10 {
-            assert_eq!((t.start[i], t.weights(i)), (i, &[1.0f32][..]));
-        }
-    }
-
-    #[test]
-    fn upscale_by_two_interpolates_midpoints() {
-        // Output centres at input 0.25, 0.75, 1.25, 1.75 (in pixel-centre units -0.25, 0.25, ...).
-        let t = Taps::new(2, 0.0, 2.0, 4, Filter::Bilinear);
-        assert_eq!((t.start[1], t.weights(1)), (0, &[0.75f32, 0.25][..]));
-        assert_eq!((t.start[2], t.weights(2)), (0, &[0.25f32, 0.75][..]));
-    }
 
     #[test]
     fn fit_letterbox_and_crop_geometry() {
