@@ -17,6 +17,7 @@ use crate::backend::onnx::RawOrt;
 use crate::backend::tensorrt::config::RawTensorRt;
 use crate::backend::vitis::RawVitis;
 use crate::backend::{BackendChoice, RawModel, Settings};
+use crate::governor::{GovernorConfig, RawGovernor};
 use crate::invalid_key::InvalidKey;
 use crate::models::{ModelsConfig, RawModels};
 use crate::mqtt::{MqttOptions, RawMqtt};
@@ -83,6 +84,8 @@ pub struct RawConfig {
     #[serde(default)]
     pub postprocess: RawPostprocess,
     #[serde(default)]
+    pub governor: RawGovernor,
+    #[serde(default)]
     pub mqtt: RawMqtt,
 }
 
@@ -146,6 +149,8 @@ pub struct Config {
     pub realtime: RealtimeOptions,
     /// `pipeline.overrun`.
     pub overrun: Overrun,
+    /// `[governor]`, when enabled.
+    pub governor: Option<GovernorConfig>,
     /// `[mqtt]`: the broker results are published to, if any.
     pub mqtt: Option<MqttOptions>,
 }
@@ -272,6 +277,17 @@ impl Config {
         let overrun = raw.pipeline.check().map_err(invalid)?;
         let input_shape = raw.model.check().map_err(invalid)?;
         let postprocess = raw.postprocess.check().map_err(invalid)?;
+        let pins_model = if run.model.is_some() {
+            Some("run.model")
+        } else if models.as_ref().is_some_and(|m| m.active.is_some()) {
+            Some("models.active")
+        } else {
+            None
+        };
+        let governor = raw
+            .governor
+            .check(models.is_some(), pins_model)
+            .map_err(invalid)?;
         let mqtt = raw.mqtt.check().map_err(invalid)?;
         ort.cpus = realtime.cpus.clone().unwrap_or_default();
         Ok(Config {
@@ -300,6 +316,7 @@ impl Config {
             power,
             realtime,
             overrun,
+            governor,
             mqtt,
         })
     }

@@ -11,6 +11,7 @@ pub mod capture;
 pub mod causes;
 pub mod config;
 pub mod daemon;
+pub mod governor;
 pub mod invalid_key;
 pub mod misslog;
 pub mod models;

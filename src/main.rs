@@ -49,6 +49,9 @@ enum Cmd {
     Sweep(rtinfer::study::sweep::SweepArgs),
     /// int8 post-training quantization (QDQ) of a float ONNX model.
     Quantize(rtinfer::study::quantize::cli::QuantizeArgs),
+    /// Build the governor's ladder: generate, quantize and measure candidates on this board and
+    /// write the rungs worth having into a watch folder.
+    Ladder(rtinfer::study::ladder::LadderArgs),
 }
 
 #[derive(Args)]
@@ -172,6 +175,7 @@ fn main() -> ExitCode {
         Cmd::Eval(args) => rtinfer::study::eval::run(args).map_err(refusal),
         Cmd::Sweep(args) => rtinfer::study::sweep::run(args).map_err(fail(1)),
         Cmd::Quantize(args) => rtinfer::study::quantize::cli::run(args).map_err(refusal),
+        Cmd::Ladder(args) => rtinfer::study::ladder::run(args).map_err(fail(1)),
     };
     match result {
         Ok(code) => ExitCode::from(code),

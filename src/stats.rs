@@ -307,6 +307,21 @@ impl Default for LatencyStats {
 }
 
 /// Whether a slot holding `slot_period` is inside the window ending in period `now`.
+/// The `q` quantile of a small sample by the "lower" rule (numpy's `method="lower"`: the value at
+/// index `floor(q * (n - 1))` of the sorted sample), `None` when empty. Unlike nearest-rank, a
+/// single outlier among fewer than a hundred values is not the p99. Reorders `v`. For the
+/// governor's short windows and load-time measurements, where a histogram is not worth it.
+pub fn percentile_lower<T: Copy + PartialOrd>(v: &mut [T], q: f64) -> Option<T> {
+    if v.is_empty() {
+        return None;
+    }
+    let k = ((q.clamp(0.0, 1.0) * (v.len() - 1) as f64).floor() as usize).min(v.len() - 1);
+    let (_, x, _) = v.select_nth_unstable_by(k, |a, b| {
+        a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal)
+    });
+    Some(*x)
+}
+
 fn in_window(slot_period: Option<u64>, now: u64) -> bool {
     slot_period.is_some_and(|p| p <= now && p + WINDOW_SLOTS as u64 > now)
 }
@@ -426,6 +441,18 @@ mod tests {
             sum.window.end_to_end
         );
         assert!(close(sum.lifetime.end_to_end.max, 900.0));
+    }
+
+    #[test]
+    fn lower_percentiles_ignore_a_single_outlier_below_a_hundred_values() {
+        assert_eq!(percentile_lower::<u32>(&mut [], 0.99), None);
+        assert_eq!(percentile_lower(&mut [5u32], 0.99), Some(5));
+        let mut v: Vec<u32> = (1..=100).collect();
+        assert_eq!(percentile_lower(&mut v, 0.99), Some(99));
+        assert_eq!(percentile_lower(&mut v, 0.5), Some(50));
+        let mut v: Vec<f64> = (1..=60).map(f64::from).collect();
+        v[10] = 1000.0;
+        assert_eq!(percentile_lower(&mut v, 0.99), Some(60.0));
     }
 
     #[test]

@@ -28,6 +28,21 @@ pub struct SystemFigures {
     pub temperature_c: Option<f64>,
 }
 
+/// This process's resident memory now, from `VmRSS` in `/proc/self/status` (one read, no
+/// process table): what a model load adds is the difference of two readings. `None` off Linux.
+pub fn rss_bytes_now() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kib: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .trim()
+        .strip_suffix("kB")?
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kib * 1024)
+}
+
 /// Samples [`SystemFigures`] for the current process.
 #[derive(Debug)]
 pub struct SystemSampler {

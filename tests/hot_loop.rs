@@ -1,5 +1,6 @@
 //! The hot loop allocates nothing per frame: capture into a recycled buffer, the slot, preprocess,
-//! ONNX Runtime inference with reused tensors, postprocess and the record hand-off, counted by a
+//! ONNX Runtime inference with reused tensors, postprocess and the record hand-off (and the
+//! governor's frame window the stats thread fills from it), counted by a
 //! counting global allocator over hundreds of frames in steady state, for the synthetic pattern
 //! and for every raw pixel layout through the real source code (Y4M planes from a looping
 //! in-memory stream; YUYV, UYVY, NV12, RGB3, BGR3 and GREY through the V4L2 source on a fake
@@ -362,6 +363,57 @@ fn the_capture_thread_allocates_nothing_per_frame() {
         "{} allocations ({} bytes) on the capture thread",
         info.count_total, info.bytes_total
     );
+}
+
+#[test]
+fn the_governor_window_takes_frames_without_allocating() {
+    use rtinfer::governor::window::{FrameWindow, Scratch};
+    use rtinfer::stats::FrameTimes;
+    use rtinfer::time::MonoTime;
+
+    let mut w = FrameWindow::new();
+    let mut scratch = Scratch::new();
+    let rec = |i: u64| FrameRecord {
+        seq: i,
+        model_gen: 1,
+        captured_at: MonoTime::from_nanos(i * 16_000_000),
+        done_at: MonoTime::from_nanos(i * 16_000_000 + 5_000_000),
+        times: FrameTimes {
+            end_to_end: Duration::from_millis(5),
+            capture: Duration::ZERO,
+            queue: Duration::ZERO,
+            inference: Duration::from_millis(3),
+            preprocess: Duration::from_millis(1),
+            postprocess: Duration::from_micros(10),
+            device: None,
+        },
+        outcome: if i.is_multiple_of(10) {
+            Outcome::Late
+        } else {
+            Outcome::OnTime
+        },
+        budget: Duration::from_millis(16),
+        top: [(0, 0.0); pipeline::TOP_K],
+        top_len: 0,
+        raw: None,
+    };
+    let mut figures = None;
+    let info = allocation_counter::measure(|| {
+        for i in 0..5000 {
+            w.push(&rec(i));
+            if i.is_multiple_of(100) {
+                let zero = MonoTime::from_nanos(0);
+                figures = Some(w.figures(1, zero, zero, &mut scratch));
+            }
+        }
+    });
+    assert_eq!(
+        info.count_total, 0,
+        "{} allocations ({} bytes) for 5000 frames",
+        info.count_total, info.bytes_total
+    );
+    let f = figures.expect("figures");
+    assert!(f.frames > 0 && f.misses > 0, "{f:?}");
 }
 
 /// Allocations of each step of the ffmpeg reader threads (see `READER_STEP_HOOK`).

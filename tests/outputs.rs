@@ -393,7 +393,7 @@ fn the_page_renders_in_headless_chromium_with_the_daemons_figures() {
     );
     assert!(
         dom.contains("id=\"governor-panel\" hidden"),
-        "no governor key, no governor panel"
+        "no governor running (key null or enabled false), no governor panel"
     );
     // Since start, nothing changes once the pipe is silent: the page shows /status's figures.
     for stage in ["end_to_end", "preprocess", "inference", "postprocess"] {

@@ -241,7 +241,7 @@ fn timed_sighup_repaces_a_paced_source_live_and_a_size_change_waits_for_a_restar
 
 /// Parses Prometheus text with `prometheus_client`'s parser (the venv scripts/setup.sh makes) and
 /// returns {"name{labels}": value}.
-fn parse_prometheus(text: &str) -> serde_json::Map<String, Value> {
+pub(crate) fn parse_prometheus(text: &str) -> serde_json::Map<String, Value> {
     let py = Path::new(env!("CARGO_MANIFEST_DIR")).join(".cache/venv/bin/python");
     assert!(
         py.exists(),

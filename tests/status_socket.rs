@@ -42,6 +42,8 @@ impl Handler for FakeHandler {
             Ok(Route::Healthz) => Response::text(200, "text/plain", "ok\n"),
             Ok(Route::Models) => Response::json(200, &json!([])),
             Ok(Route::Activate { model }) => Response::json(202, &json!({ "activating": model })),
+            Ok(Route::GovernorPin { model }) => Response::json(202, &json!({ "pinned": model })),
+            Ok(Route::GovernorUnpin) => Response::json(202, &json!({ "unpinned": true })),
             Ok(Route::Results) => {
                 let feed = Feed::new();
                 feed.push(b"{\"seq\":1}\n");

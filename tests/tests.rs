@@ -6,6 +6,7 @@ mod util;
 mod camera; // V4L2 pixel formats vs ffmpeg, MJPEG without Huffman tables, fake-device reconnect
 mod daemon; // the run loop end to end: socket, counters, deadlines, exit codes
 mod frame_path; // preprocessing from YUYV/NV12/I420/... against converting first, every ISA alike
+mod governor; // the real-time governor: ladders of fake-DPU and ONNX Runtime models, steps, pins
 mod hardening; // issue 18: each defect of the adversarial pass, reproduced
 mod hot_loop; // zero heap allocations per frame in steady state (counting allocator)
 mod limits; // frame-size limits before allocation: images, Y4M, cameras, MJPEG, eval

@@ -4,4 +4,4 @@
 mod bindings; // the committed bindings are bindgen's output for ffi/vart_shim.h
 mod daemon; // the real daemon on the fake: a slow DPU job is missed, not cancelled; exit codes
 mod engine; // int8 in and out, NHWC, failures, no allocation per run (in-process)
-mod fake; // compiles the fake library at test time, writes fake model descriptions
+pub(crate) mod fake; // compiles the fake library at test time, writes fake model descriptions

@@ -13,6 +13,9 @@
  *   output NAME DTYPE D0 D1 ... [fix N] one per output tensor
  *   op affine MUL ADD                   out[i] = clamp(in0[i % len(in0)] * MUL + ADD, -128, 127)
  *   latency_ms MS                       execute_async blocks this long (default 0)
+ *   latency_scale_file PATH             ... times the number in PATH, read at every job (a test
+ *                                       changes the DPU's speed while the daemon runs; a missing or
+ *                                       unreadable file means 1)
  *   fail_run_after N                    runs after the N-th fail with RTV_ERR_RUN (default never)
  *   reject REASON...                    rtv_open refuses the model with REASON
  *   # comment
@@ -51,6 +54,7 @@ struct rtv_model {
   int32_t mul;
   int32_t add;
   int64_t latency_ms;
+  char latency_scale_file[FAKE_LINE];
   int64_t fail_run_after; /* 0: never */
   int64_t runs;
 };
@@ -150,6 +154,12 @@ static int32_t parse_line(struct rtv_model *m, char *text, const char *path, int
   }
   if (strcmp(key, "reject") == 0)
     return fail(RTV_ERR_MODEL, "%s: the DPU cannot run this model: %s", path, rest);
+  if (strcmp(key, "latency_scale_file") == 0) {
+    if (*rest == '\0')
+      return fail(RTV_ERR_OPEN, "%s:%d: latency_scale_file needs a path", path, line);
+    snprintf(m->latency_scale_file, sizeof m->latency_scale_file, "%s", rest);
+    return RTV_OK;
+  }
   int64_t a, b;
   char *s1 = strtok_r(NULL, " \t", &save);
   char *s2 = strtok_r(NULL, " \t", &save);
@@ -249,10 +259,21 @@ int32_t rtv_describe_tensor(const rtv_model *model, int32_t direction, int32_t i
 }
 
 #ifndef FAKE_DPU_WITHOUT_RUN
-static void sleep_ms(int64_t ms) {
-  struct timespec ts = {(time_t)(ms / 1000), (long)(ms % 1000) * 1000000L};
+static void sleep_us(int64_t us) {
+  struct timespec ts = {(time_t)(us / 1000000), (long)(us % 1000000) * 1000L};
   while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
   }
+}
+
+/* The factor in the model's latency_scale_file, 1 when there is none or it cannot be read. */
+static double latency_scale(const struct rtv_model *m) {
+  if (m->latency_scale_file[0] == '\0') return 1.0;
+  FILE *f = fopen(m->latency_scale_file, "r");
+  if (f == NULL) return 1.0;
+  double v = 1.0;
+  if (fscanf(f, "%lf", &v) != 1 || !(v >= 0.0 && v <= 1000.0)) v = 1.0;
+  fclose(f);
+  return v;
 }
 
 static int8_t saturate(int64_t v) { return (int8_t)(v < -128 ? -128 : v > 127 ? 127 : v); }
@@ -261,7 +282,7 @@ static int8_t saturate(int64_t v) { return (int8_t)(v < -128 ? -128 : v > 127 ? 
 static struct fake_job fake_execute_async(struct rtv_model *m) {
   struct fake_job job = {RTV_OK};
   m->runs++;
-  sleep_ms(m->latency_ms);
+  sleep_us((int64_t)((double)m->latency_ms * 1000.0 * latency_scale(m)));
   if (m->fail_run_after != 0 && m->runs > m->fail_run_after) {
     job.status = fail(RTV_ERR_RUN, "fake DPU: job %lld failed (fail_run_after %lld)",
                       (long long)m->runs, (long long)m->fail_run_after);

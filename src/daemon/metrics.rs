@@ -99,6 +99,44 @@ pub fn render(s: &Shared) -> String {
             );
         }
     }
+    if let Some(g) = &s.governor {
+        let v = g.view();
+        if let Some(r) = v.rung {
+            gauge(
+                &mut out,
+                "rtinfer_governor_rung",
+                "The governor's serving rung (0 = the fastest model of the ladder).",
+                r as f64,
+            );
+        }
+        gauge(
+            &mut out,
+            "rtinfer_governor_rungs",
+            "Rungs on the governor's ladder.",
+            v.ladder.len() as f64,
+        );
+        gauge(
+            &mut out,
+            "rtinfer_governor_pinned",
+            "1 while a rung is pinned.",
+            f64::from(u8::from(v.pinned.is_some())),
+        );
+        let _ = writeln!(
+            out,
+            "# HELP rtinfer_governor_steps_total Governor steps by direction (up = a larger model)."
+        );
+        let _ = writeln!(out, "# TYPE rtinfer_governor_steps_total counter");
+        let _ = writeln!(
+            out,
+            "rtinfer_governor_steps_total{{direction=\"up\"}} {}",
+            v.steps_up
+        );
+        let _ = writeln!(
+            out,
+            "rtinfer_governor_steps_total{{direction=\"down\"}} {}",
+            v.steps_down
+        );
+    }
     let (ok, rejected) = s.registry().swap_totals();
     let _ = writeln!(out, "# HELP rtinfer_swaps_total Model swaps by result.");
     let _ = writeln!(out, "# TYPE rtinfer_swaps_total counter");

@@ -385,7 +385,14 @@ impl ModelThreads {
         let loader = spawn("rtinfer-loader", {
             let ctx = shared.loader_context();
             let stop = Arc::clone(&stop);
-            move || Loader::new(ctx, cfg, stop).run(&rx)
+            let governor = shared.governor();
+            move || {
+                let loader = Loader::new(ctx, cfg, stop);
+                match governor {
+                    Some(g) => loader.with_governor(g).run(&rx),
+                    None => loader.run(&rx),
+                }
+            }
         })?;
         Ok(ModelThreads {
             handles: vec![watcher, forward, loader],

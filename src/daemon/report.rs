@@ -9,6 +9,8 @@ use serde_json::{Value, json};
 
 use super::Shared;
 use super::shared::ActivateError;
+use crate::governor::Request as GovernorRequest;
+use crate::models::loader::LoaderMsg;
 use crate::state::State;
 use crate::status::http::{Request, Response};
 use crate::status::router::{Route, route};
@@ -42,6 +44,10 @@ impl Handler for StatusHandler {
                 None => Response::error(404, "no watch folder is configured (--models DIR)"),
             },
             Ok(Route::Activate { model }) => activate(&self.shared, &model, origin),
+            Ok(Route::GovernorPin { model }) => {
+                governor(&self.shared, GovernorRequest::Pin(model), origin)
+            }
+            Ok(Route::GovernorUnpin) => governor(&self.shared, GovernorRequest::Unpin, origin),
             Ok(Route::Results) => super::subscribers::answer(&self.shared.subscribers, req, origin),
             Ok(Route::Page) => super::page::answer(),
             Ok(Route::Metrics) => Response::text(
@@ -72,6 +78,47 @@ fn activate(s: &Shared, name: &str, origin: Origin) -> Response {
         Err(e @ ActivateError::Queued(crate::models::QueueError::AlreadyQueued { .. })) => {
             Response::error(409, &e.to_string())
         }
+        Err(e) => Response::error(503, &e.to_string()),
+    }
+}
+
+/// `POST /governor/pin` and `/unpin`: queued for the governor on the loader thread. Like model
+/// control, only on the Unix socket.
+fn governor(s: &Shared, req: GovernorRequest, origin: Origin) -> Response {
+    if origin != Origin::Unix {
+        return Response::error(403, "governor control is only available on the Unix socket");
+    }
+    let Some(g) = &s.governor else {
+        return Response::error(
+            404,
+            "the governor is not enabled ([governor] enabled = true in the config)",
+        );
+    };
+    let answer = match &req {
+        GovernorRequest::Pin(Some(name)) => {
+            let v = g.view();
+            match v.find(name) {
+                Some(i) => json!({"pinned": v.ladder[i].name}),
+                None => {
+                    let names: Vec<&str> = v.ladder.iter().map(|r| r.name.as_str()).collect();
+                    return Response::error(
+                        404,
+                        &format!("no rung {name} on the ladder ({})", names.join(", ")),
+                    );
+                }
+            }
+        }
+        GovernorRequest::Pin(None) => {
+            let v = g.view();
+            match v.rung.and_then(|r| v.ladder.get(r)) {
+                Some(r) => json!({"pinned": r.name}),
+                None => return Response::error(409, "nothing serves yet: name the rung to pin"),
+            }
+        }
+        GovernorRequest::Unpin => json!({"unpinned": true}),
+    };
+    match s.request_loader(LoaderMsg::Governor(req)) {
+        Ok(()) => Response::json(202, &answer),
         Err(e) => Response::error(503, &e.to_string()),
     }
 }
@@ -185,6 +232,10 @@ pub fn status_json(s: &Shared) -> Value {
         "memory": {"rss_bytes": sys.rss_bytes},
         "power": s.power().map(|p| p.snapshot(now, summary.fps)),
         "swaps": swaps,
+        "governor": s.governor.as_ref().map_or_else(
+            crate::governor::shared::disabled_json,
+            |g| g.to_json(),
+        ),
         "results": s.config.results.as_ref().map(|p| s.results.to_json(p)),
         "loader": loader,
         "config": {

@@ -15,6 +15,7 @@ use super::stats::StatsState;
 use super::subscribers::Subscribers;
 use crate::capture::{CaptureContext, SourceHealth};
 use crate::config::{Config, RawConfig};
+use crate::governor::{Governor, GovernorContext, GovernorShared};
 use crate::models::loader::{LoaderContext, LoaderMsg};
 use crate::models::serving::Serving;
 use crate::models::{ModelsConfig, Registry};
@@ -52,7 +53,7 @@ struct Watch {
     requests: Option<Sender<LoaderMsg>>,
 }
 
-/// Why `POST /models/NAME/activate` could not be queued.
+/// Why `POST /models/NAME/activate` (or a governor request) could not be queued.
 #[derive(Debug, thiserror::Error)]
 pub enum ActivateError {
     #[error("no watch folder is configured (--models DIR)")]
@@ -89,6 +90,9 @@ pub struct Shared {
     watch: Mutex<Watch>,
     /// The power meter's thread and figures (`[power]`), if configured; replaced by a reload.
     power: Mutex<Option<Arc<PowerMonitor>>>,
+    /// The governor's window and view (`[governor] enabled`); the governor itself runs on the
+    /// loader thread.
+    pub governor: Option<Arc<GovernorShared>>,
     /// `GET /results` subscribers, fed by the stats thread.
     pub subscribers: Subscribers,
     /// `[mqtt]`'s publisher, once started.
@@ -142,6 +146,10 @@ impl Shared {
             source_health: Arc::new(source_health),
             realtime: Arc::default(),
             power: Mutex::new(power.map(Arc::new)),
+            governor: config
+                .governor
+                .clone()
+                .map(|g| Arc::new(GovernorShared::new(g))),
             subscribers: Subscribers::default(),
             mqtt: Mutex::new(None),
             results: Default::default(),
@@ -177,6 +185,18 @@ impl Shared {
             registry: Arc::clone(&self.registry),
             after_swap: Arc::new(move || crate::rt::lock_memory(&realtime, &achieved)),
         }
+    }
+
+    /// A governor for a new loader, when `[governor]` is enabled: it measures on frames of the
+    /// source's size and reads the budget in force.
+    pub fn governor(&self) -> Option<Governor> {
+        let shared = Arc::clone(self.governor.as_ref()?);
+        Some(Governor::new(GovernorContext {
+            shared,
+            ctl: Arc::clone(&self.ctl),
+            frame_size: self.source.frame_size(),
+            frame_rate: self.source.fps.unwrap_or(self.config.target_fps),
+        }))
     }
 
     /// The state word, or `stalled` while the model's run has not returned for far longer than
@@ -248,6 +268,13 @@ impl Shared {
         tx.send(LoaderMsg::Activate(name.to_string()))
             .map_err(|_| ActivateError::LoaderStopped)?;
         Ok(replaced)
+    }
+
+    /// Queues a request for the loader thread (and the governor on it).
+    pub fn request_loader(&self, msg: LoaderMsg) -> Result<(), ActivateError> {
+        let w = lock(&self.watch);
+        let tx = w.requests.as_ref().ok_or(ActivateError::NoWatchFolder)?;
+        tx.send(msg).map_err(|_| ActivateError::LoaderStopped)
     }
 
     /// The power meter, if one is configured.

@@ -122,6 +122,12 @@ pub fn run(shared: &Shared, rx: &Receiver<FrameRecord>) {
             }
             lines.extend(st.misslog.tick(MonoTime::now()));
         }
+        if let Some(g) = &shared.governor {
+            let mut w = g.window();
+            for rec in &batch {
+                w.push(rec);
+            }
+        }
         for line in lines.drain(..) {
             log::warn!(target: "rtinfer::pipeline", "{line}");
         }

@@ -8,6 +8,11 @@
 //! terminated through its [`LoadHandle`]; a load that still does not end (a runtime's own load
 //! cannot be interrupted) is kept as stuck, shown in `/models` and `/status`, its result
 //! discarded when it arrives, and no second load starts while it runs.
+//!
+//! With the governor on (`[governor] enabled`), the loader still watches, loads and times out,
+//! but what becomes of a loaded candidate is the governor's call (it joins the ladder; the
+//! governor decides which rung serves), and the governor runs on this thread between messages,
+//! so its steps and the folder's swaps never race for the pipeline.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -21,6 +26,7 @@ use super::{
     FileState, Kind, LoadHandle, ModelsConfig, PrepareError, Prepared, Registry, SwapRecord,
     Version, classify, newest_model,
 };
+use crate::governor::{Governor, Request};
 use crate::pipeline::LoopControl;
 use crate::time::{MonoTime, rfc3339_now};
 
@@ -30,6 +36,8 @@ pub enum LoaderMsg {
     Watch(WatchEvent),
     /// `POST /models/NAME/activate`: load NAME from the folder again, even if it was tried.
     Activate(String),
+    /// `POST /governor/pin` and `/unpin`.
+    Governor(Request),
 }
 
 /// Opens a model file into a pipeline ready to go live, warmed up the given number of times (in
@@ -92,6 +100,39 @@ pub enum LoadError {
         busy: Duration,
         cancelled: bool,
     },
+    #[error("measuring {}: {source}", path.display())]
+    Measure {
+        path: PathBuf,
+        source: crate::backend::BackendError,
+    },
+    /// The governor refused the model for its ladder (another output, input kind, ...).
+    #[error("not on the governor's ladder: {reason}")]
+    NotOnLadder { reason: String },
+}
+
+/// What a load measures after the warm-up: frames of the source's size through the pipeline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Measure {
+    pub runs: u32,
+    pub frame_size: (u32, u32, crate::source::PixelFormat),
+}
+
+/// What the governor, running on the loader thread, may ask of the loader.
+pub trait Loads {
+    /// Loads `path` on a worker thread under the load timeout, warmed up `warmup` times and
+    /// measured when `measure` says so.
+    fn load(
+        &mut self,
+        path: &Path,
+        warmup: u32,
+        measure: Option<Measure>,
+    ) -> Result<Prepared, LoadError>;
+    /// Records a refused candidate (history, file state, one log line).
+    fn reject(&mut self, name: &str, reason: LoadError, version: Option<Version>);
+    fn context(&self) -> &LoaderContext;
+    /// `models.warmup`.
+    fn warmup(&self) -> u32;
+    fn stopping(&self) -> bool;
 }
 
 /// How long an abandoned load is given to end once cancelled.
@@ -106,7 +147,7 @@ pub const MAX_STUCK_LOADS: usize = 1;
 /// An abandoned load that did not end.
 struct Stuck {
     name: String,
-    rx: Receiver<Result<Prepared, PrepareError>>,
+    rx: Receiver<Result<Prepared, LoadError>>,
 }
 
 /// The loader thread's state.
@@ -118,6 +159,8 @@ pub struct Loader {
     /// Set on shutdown (or when a reload replaces the watch folder): a load in progress is left
     /// to finish on its own, so SIGTERM during a minutes-long engine build stops at once.
     stop: Arc<AtomicBool>,
+    /// The governor, when `[governor] enabled`: it decides what a loaded candidate becomes.
+    governor: Option<Governor>,
 }
 
 /// How often a wait for a load looks at `stop`.
@@ -130,7 +173,24 @@ impl Loader {
             cfg,
             stuck: Vec::new(),
             stop,
+            governor: None,
         }
+    }
+
+    /// Hands what becomes of loaded candidates to `governor`, which also runs on this thread.
+    pub fn with_governor(mut self, governor: Governor) -> Loader {
+        self.governor = Some(governor);
+        self
+    }
+
+    /// Runs `f` with the governor and the loader it may use, when there is a governor.
+    fn with_governor_do(&mut self, f: impl FnOnce(&mut Governor, &mut Loader)) -> bool {
+        let Some(mut g) = self.governor.take() else {
+            return false;
+        };
+        f(&mut g, self);
+        self.governor = Some(g);
+        true
     }
 
     fn registry(&self) -> MutexGuard<'_, Registry> {
@@ -151,6 +211,7 @@ impl Loader {
     pub fn run(mut self, rx: &Receiver<LoaderMsg>) {
         let mut started = false;
         while !self.stopping() {
+            self.with_governor_do(|g, l| g.tick(l));
             let first = match rx.recv_timeout(Duration::from_millis(100)) {
                 Ok(m) => m,
                 Err(RecvTimeoutError::Timeout) => continue,
@@ -184,6 +245,13 @@ impl Loader {
                         self.registry().activation_taken(&name);
                         Some((self.cfg.watch_dir.join(&name), true))
                     }
+                    LoaderMsg::Governor(req) => {
+                        if self.governor.is_none() {
+                            log::warn!("governor request {req:?} without a governor: ignored");
+                        }
+                        self.with_governor_do(|g, l| g.request(l, req));
+                        None
+                    }
                 };
                 // A request that would be skipped (not a model, or this version already tried)
                 // never hides an earlier one that would load.
@@ -198,7 +266,9 @@ impl Loader {
             }
             while let Some((p, force)) = wanted.pop() {
                 self.consider(&p, force);
-                let live = self.registry().state(&file_name(&p)) == Some(&FileState::Active);
+                // Under the governor every file asked for joins the ladder: none supersedes another.
+                let live = self.governor.is_none()
+                    && self.registry().state(&file_name(&p)) == Some(&FileState::Active);
                 if live || self.stopping() {
                     if !wanted.is_empty() {
                         log::info!(
@@ -235,6 +305,18 @@ impl Loader {
     /// back): the newest file not tried. Returns what to load (and whether it is forced).
     fn rescan(&mut self, first: bool, since: SystemTime) -> Option<(PathBuf, bool)> {
         let dir = self.cfg.watch_dir.clone();
+        if self.governor.is_some() {
+            // The ladder is every model of the folder, not the newest: each is loaded and measured.
+            for p in super::model_files(&dir) {
+                if written_before(&p, since) {
+                    self.consider(&p, false);
+                }
+            }
+            if first {
+                self.with_governor_do(|g, l| g.scanned(l));
+            }
+            return None;
+        }
         if first && let Some(name) = self.cfg.active.clone() {
             let pinned = dir.join(&name);
             let serving = self.ctx.serving.model().map(|m| m.path.clone());
@@ -253,6 +335,9 @@ impl Loader {
     }
 
     fn removed(&mut self, path: &Path) {
+        if let Some(g) = self.governor.as_mut() {
+            g.removed(path);
+        }
         if let Some(info) = self.ctx.serving.model()
             && info.path == path
         {
@@ -296,9 +381,13 @@ impl Loader {
         if !self.wait_for_stuck() {
             return;
         }
+        let path = path.to_path_buf();
+        if self.with_governor_do(|g, l| g.consider(l, &name, &path, version)) {
+            return;
+        }
         self.registry().set(&name, FileState::Loading, version);
         log::info!("loading candidate {}", path.display());
-        match self.load(&name, path.to_path_buf()) {
+        match self.load(&name, path.clone(), self.cfg.warmup, None) {
             Ok(prepared) => self.go_live(&name, version, prepared),
             Err(_) if self.stopping() => {
                 log::info!("stopping: the load of {name} is left unfinished");
@@ -310,10 +399,18 @@ impl Loader {
     }
 
     /// Loads on a worker thread, waiting at most the load timeout.
-    fn load(&mut self, name: &str, path: PathBuf) -> Result<Prepared, LoadError> {
+    fn load(
+        &mut self,
+        name: &str,
+        path: PathBuf,
+        warmup: u32,
+        measure: Option<Measure>,
+    ) -> Result<Prepared, LoadError> {
+        if !self.wait_for_stuck() {
+            return Err(LoadError::Stopping);
+        }
         let (tx, rx) = channel();
         let prepare = Arc::clone(&self.ctx.prepare);
-        let warmup = self.cfg.warmup;
         let handle = Arc::new(LoadHandle::default());
         std::thread::Builder::new()
             .name("rtinfer-load".into())
@@ -321,7 +418,22 @@ impl Loader {
                 let handle = Arc::clone(&handle);
                 move || {
                     crate::rt::run_in_background();
-                    let _ = tx.send(prepare(&path, warmup, &handle));
+                    let r = prepare(&path, warmup, &handle).map_err(LoadError::from);
+                    let r = match (r, measure) {
+                        // An abandoned load measures nothing (its runs are cancelled anyway).
+                        (Ok(_), Some(_)) if handle.abandoned() => Err(LoadError::Stopping),
+                        (Ok(mut p), Some(m)) => {
+                            match super::prepare::measure(&mut p.pipeline, m.frame_size, m.runs) {
+                                Ok(figures) => {
+                                    p.measured = Some(figures);
+                                    Ok(p)
+                                }
+                                Err(source) => Err(LoadError::Measure { path, source }),
+                            }
+                        }
+                        (r, _) => r,
+                    };
+                    let _ = tx.send(r);
                 }
             })
             .map_err(LoadError::Thread)?;
@@ -329,7 +441,7 @@ impl Loader {
         loop {
             let left = deadline.saturating_since(MonoTime::now());
             match rx.recv_timeout(left.min(STOP_POLL)) {
-                Ok(r) => return Ok(r?),
+                Ok(r) => return r,
                 Err(RecvTimeoutError::Disconnected) => return Err(LoadError::Panicked),
                 Err(RecvTimeoutError::Timeout) if self.stopping() => {
                     return Err(LoadError::Stopping);
@@ -473,6 +585,12 @@ impl Loader {
     }
 
     fn reject(&mut self, name: &str, reason: LoadError, version: Option<Version>) {
+        if matches!(reason, LoadError::Stopping) {
+            log::info!("stopping: the load of {name} is left unfinished");
+            // Not tried: a loader that follows a reload in the same folder takes it again.
+            self.registry().set(name, FileState::Candidate, version);
+            return;
+        }
         let reason = reason.to_string();
         log::warn!("model {name} rejected: {reason}; the current model keeps serving");
         self.registry()
@@ -486,6 +604,33 @@ impl Loader {
             load_ms: None,
             warmup_p50_ms: None,
         });
+    }
+}
+
+impl Loads for Loader {
+    fn load(
+        &mut self,
+        path: &Path,
+        warmup: u32,
+        measure: Option<Measure>,
+    ) -> Result<Prepared, LoadError> {
+        Loader::load(self, &file_name(path), path.to_path_buf(), warmup, measure)
+    }
+
+    fn reject(&mut self, name: &str, reason: LoadError, version: Option<Version>) {
+        Loader::reject(self, name, reason, version);
+    }
+
+    fn context(&self) -> &LoaderContext {
+        &self.ctx
+    }
+
+    fn warmup(&self) -> u32 {
+        self.cfg.warmup
+    }
+
+    fn stopping(&self) -> bool {
+        Loader::stopping(self)
     }
 }
 
@@ -578,6 +723,7 @@ mod tests {
             info,
             load_ms: 1.0,
             warmup_p50_ms: None,
+            measured: None,
         }
     }
 

@@ -115,6 +115,8 @@ pub enum FileState {
     Loading,
     /// Tried and refused; the reason says why.
     Rejected(String),
+    /// Loaded and measured, a rung of the governor's ladder, not serving now.
+    Ladder,
     /// Not a model file (dotfile, temporary, unknown extension).
     Ignored(String),
     /// A model file not tried yet.
@@ -128,6 +130,7 @@ impl FileState {
             FileState::LoadedBefore => "loaded-before",
             FileState::Loading => "loading",
             FileState::Rejected(_) => "rejected",
+            FileState::Ladder => "ladder",
             FileState::Ignored(_) => "ignored",
             FileState::Candidate => "candidate",
         }
@@ -384,6 +387,20 @@ impl Registry {
         json!({"watch_dir": dir, "exists": dir.is_dir(), "watching": self.watching, "files": files,
             "stuck_loads": self.stuck_loads, "blocked": self.blocked})
     }
+}
+
+/// Every model file in `dir`, sorted by name.
+pub fn model_files(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.path())
+                .filter(|p| matches!(classify(p), Kind::Model(_)) && Version::of(p).is_some())
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
 }
 
 /// The newest model file in `dir` by modification time (the model to start with).

@@ -8,13 +8,15 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::backend::{BackendError, Canceller, Engine, ModelInfo, Settings};
 use crate::pipeline::Pipeline;
 use crate::postprocess::Plan;
 use crate::preprocess::{PreprocessError, Preprocessor};
-use crate::source::PixelFormat;
+use crate::slot::Outcome;
+use crate::source::{Frame, PixelFormat};
+use crate::stats::percentile_lower;
 use crate::time::{MonoTime, ms};
 
 /// A model ready to go live.
@@ -25,6 +27,24 @@ pub struct Prepared {
     pub load_ms: f64,
     /// Median warm-up run, when there was one.
     pub warmup_p50_ms: Option<f64>,
+    /// Its latency through the pipeline, when it was measured ([`measure`]).
+    pub measured: Option<Measurement>,
+}
+
+/// A model's latency through the pipeline's own per-frame function (preprocessing a source-sized
+/// frame, inference, postprocessing), measured after its warm-up, before it serves.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Measurement {
+    pub runs: u32,
+    /// Preprocess + inference + postprocess, ms ("lower" percentiles, as the governor's window).
+    /// The 10th percentile is the model's cost with little interference: on a busy board (and
+    /// the measurement runs at the loader's lower priority) the median is inflated by
+    /// preemptions, the fast runs much less.
+    pub p10_ms: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    /// Inference alone, ms.
+    pub inference_p50_ms: f64,
 }
 
 /// A load's link to the loader: the loader abandons a load that outlived `models.load_timeout_s`,
@@ -145,6 +165,59 @@ pub fn prepare(
         info,
         load_ms: ms(t0.elapsed()),
         warmup_p50_ms,
+        measured: None,
+    })
+}
+
+/// Runs `runs` frames of `frame_size` (width, height and the source's layout; the model's own
+/// input size in RGB when a dimension is 0) through [`crate::pipeline::process`], exactly as the
+/// pipeline thread does per frame, and returns the percentiles. The frame is a still: the
+/// synthetic test pattern in RGB, a fixed byte pattern in the other layouts (the frame path's
+/// cost depends on the geometry and layout, not on the pixel values). On the calling thread.
+pub fn measure(
+    p: &mut Pipeline,
+    frame_size: (u32, u32, PixelFormat),
+    runs: u32,
+) -> Result<Measurement, BackendError> {
+    let (w, h, format) = if frame_size.0 > 0 && frame_size.1 > 0 {
+        frame_size
+    } else {
+        let spec = p.pre.spec();
+        (spec.width, spec.height, PixelFormat::Rgb24)
+    };
+    let mut frame = Frame::default();
+    frame.set_format(format, w, h);
+    if format == PixelFormat::Rgb24 {
+        crate::source::synthetic::draw(0, w, h, &mut frame.data);
+    } else {
+        for (i, b) in frame.data.iter_mut().enumerate() {
+            *b = (i % 251) as u8;
+        }
+    }
+    let mut total = Vec::with_capacity(runs as usize);
+    let mut inference = Vec::with_capacity(runs as usize);
+    for seq in 1..=u64::from(runs) {
+        frame.seq = seq;
+        frame.captured_at = MonoTime::now();
+        let rec = crate::pipeline::process(p, &frame, Duration::MAX);
+        if !matches!(rec.outcome, Outcome::OnTime | Outcome::Late) {
+            // Run again outside `process` for the error's text.
+            p.engine.run()?;
+            return Err(BackendError::Run {
+                name: p.engine.info().name.clone(),
+                reason: format!("frame {seq} of the measurement ended {:?}", rec.outcome),
+            });
+        }
+        let t = rec.times;
+        total.push(ms(t.preprocess + t.inference + t.postprocess));
+        inference.push(ms(t.inference));
+    }
+    Ok(Measurement {
+        runs,
+        p10_ms: percentile_lower(&mut total, 0.1).unwrap_or(0.0),
+        p50_ms: percentile_lower(&mut total, 0.5).unwrap_or(0.0),
+        p99_ms: percentile_lower(&mut total, 0.99).unwrap_or(0.0),
+        inference_p50_ms: percentile_lower(&mut inference, 0.5).unwrap_or(0.0),
     })
 }
 

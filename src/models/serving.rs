@@ -5,11 +5,17 @@
 //! memory. The engine itself travels through the [`SwapSlot`], which the pipeline thread only ever
 //! `try_lock`s between two frames.
 
+use std::collections::VecDeque;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use crate::backend::{EngineMemory, ModelInfo};
 use crate::pipeline::{Pipeline, SwapSlot};
+
+/// Generation names kept for results and `last_result`: a result names its model within
+/// milliseconds, so older ones are never asked for, and a daemon that swaps every 30 s for a year
+/// (or a governor that steps every few seconds) does not keep a million names.
+pub const GENERATIONS_KEPT: usize = 64;
 
 /// How long [`Serving::swap_in`] waits for the pipeline thread (it looks at least every 100 ms).
 pub const SWAP_WAIT: Duration = Duration::from_secs(5);
@@ -35,16 +41,15 @@ struct Current {
     model: Option<ModelInfo>,
     /// The engine's memory, when its backend reports it (TensorRT).
     memory: Option<EngineMemory>,
-    /// Names of the newest [`GENERATIONS_KEPT`] engine generations (generation, name): a result
-    /// names its model within milliseconds, so older ones are never asked for, and a daemon that
-    /// swaps every 30 s for a year does not keep a million names.
-    generations: std::collections::VecDeque<(u32, String)>,
-    /// The last generation numbered.
-    last_generation: u32,
+    /// Names of the newest engines numbered, oldest first: the one at index `i` is generation
+    /// `numbered - len + 1 + i`. Bounded ([`GENERATIONS_KEPT`]): a governor that steps every few
+    /// seconds for months numbers many engines, and only recent frames ask for a name.
+    generations: VecDeque<String>,
+    /// Engines numbered so far (the newest generation).
+    numbered: u32,
+    /// The generation serving now (0 before the first).
+    serving: u32,
 }
-
-/// Engine generations whose names are kept.
-pub const GENERATIONS_KEPT: usize = 64;
 
 impl Serving {
     fn lock(&self) -> MutexGuard<'_, Current> {
@@ -62,14 +67,18 @@ impl Serving {
         (c.model.clone(), c.memory.clone())
     }
 
+    /// The engine generation serving now (0 before the first model), as frame records carry it.
+    pub fn generation(&self) -> u32 {
+        self.lock().serving
+    }
+
     /// The model name of an engine generation.
     pub fn generation_name(&self, generation: u32) -> Option<String> {
         let c = self.lock();
+        let oldest = c.numbered + 1 - c.generations.len() as u32;
         c.generations
-            .iter()
-            .rev()
-            .find(|(g, _)| *g == generation)
-            .map(|(_, name)| name.clone())
+            .get(generation.checked_sub(oldest)? as usize)
+            .cloned()
     }
 
     /// The hand-over slot the pipeline thread polls between frames.
@@ -80,13 +89,12 @@ impl Serving {
     /// Numbers `p` with the next generation.
     fn number(&self, p: &mut Pipeline) {
         let mut c = self.lock();
-        c.last_generation += 1;
-        let g = c.last_generation;
         if c.generations.len() == GENERATIONS_KEPT {
             c.generations.pop_front();
         }
-        c.generations.push_back((g, p.engine.info().name.clone()));
-        p.generation = g;
+        c.generations.push_back(p.engine.info().name.clone());
+        c.numbered += 1;
+        p.generation = c.numbered;
     }
 
     /// Start-up: numbers `p` and records it as serving, before the pipeline thread owns it.
@@ -95,6 +103,7 @@ impl Serving {
         let mut c = self.lock();
         c.model = Some(p.engine.info().clone());
         c.memory = p.engine.memory();
+        c.serving = p.generation;
     }
 
     /// Hands `p` to the pipeline thread and, once it took it (between two frames), records it as
@@ -103,12 +112,14 @@ impl Serving {
         self.number(&mut p);
         let info = p.engine.info().clone();
         let memory = p.engine.memory();
+        let generation = p.generation;
         self.swap.stage(p);
         match self.swap.wait_retired(SWAP_WAIT) {
             Some(old) => {
                 let mut c = self.lock();
                 c.model = Some(info);
                 c.memory = memory;
+                c.serving = generation;
                 Ok(old)
             }
             None => {
@@ -119,5 +130,82 @@ impl Serving {
                 })
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::{BackendError, BackendKind, Engine, Precision};
+    use crate::preprocess::{PreprocessOptions, Preprocessor};
+    use crate::tensor::{InputBufMut, InputElement, InputSpec, Layout};
+
+    const SPEC: InputSpec = InputSpec {
+        width: 2,
+        height: 2,
+        channels: 3,
+        layout: Layout::Nchw,
+        element: InputElement::F32,
+    };
+
+    struct Named(ModelInfo, Vec<f32>);
+
+    impl Engine for Named {
+        fn info(&self) -> &ModelInfo {
+            &self.0
+        }
+        fn input(&mut self) -> InputBufMut<'_> {
+            InputBufMut::F32(&mut self.1)
+        }
+        fn run(&mut self) -> Result<(), BackendError> {
+            Ok(())
+        }
+        fn output(&self) -> &[f32] {
+            &[]
+        }
+    }
+
+    fn pipeline(name: &str) -> Pipeline {
+        let info = ModelInfo {
+            name: name.into(),
+            path: format!("/m/{name}.onnx").into(),
+            backend: BackendKind::OnnxRuntime,
+            precision: Precision::Fp32,
+            inputs: Vec::new(),
+            outputs: Vec::new(),
+            input: SPEC,
+            classes: 1,
+            output: 0,
+            output_shape: vec![1, 1],
+            output_op: None,
+            params: None,
+            can_cancel: false,
+        };
+        let pre = Preprocessor::new(SPEC, PreprocessOptions::default()).expect("preprocessor");
+        Pipeline::new(Box::new(Named(info, vec![0.0; SPEC.len()])), pre)
+    }
+
+    #[test]
+    fn generation_names_are_kept_for_the_newest_engines_only() {
+        let s = Serving::default();
+        assert_eq!((s.generation(), s.generation_name(0)), (0, None));
+        let mut first = pipeline("m0");
+        s.install(&mut first);
+        assert_eq!(s.generation(), 1);
+        for i in 1..(GENERATIONS_KEPT as u32 + 10) {
+            let mut p = pipeline(&format!("m{i}"));
+            s.number(&mut p);
+            assert_eq!(p.generation, i + 1);
+        }
+        let newest = GENERATIONS_KEPT as u32 + 10;
+        assert_eq!(s.generation_name(newest), Some(format!("m{}", newest - 1)));
+        assert_eq!(
+            s.generation_name(newest - GENERATIONS_KEPT as u32 + 1)
+                .as_deref(),
+            Some("m10")
+        );
+        assert_eq!(s.generation_name(10), None, "older than the kept names");
+        assert_eq!(s.generation_name(newest + 1), None);
+        assert_eq!(s.generation(), 1, "numbered is not serving");
     }
 }

@@ -21,6 +21,10 @@ pub enum Route {
     Models,
     /// `POST /models/NAME/activate`, `model` percent-decoded and checked by [`model_name`].
     Activate { model: String },
+    /// `POST /governor/pin[?model=NAME]`: hold a rung (the serving one without a name).
+    GovernorPin { model: Option<String> },
+    /// `POST /governor/unpin`.
+    GovernorUnpin,
     /// `GET /results`: every result from now on, streamed.
     Results,
     /// `GET /`: the page.
@@ -38,6 +42,13 @@ pub fn route(req: &Request) -> Result<Route, Response> {
         "/metrics" => (Route::Metrics, GET),
         "/healthz" => (Route::Healthz, GET),
         "/models" => (Route::Models, GET),
+        "/governor/pin" => (
+            Route::GovernorPin {
+                model: pin_target(req)?,
+            },
+            POST,
+        ),
+        "/governor/unpin" => (Route::GovernorUnpin, POST),
         "/results" => (Route::Results, GET),
         "/" | "/index.html" => (Route::Page, GET),
         path => match activate_target(path) {
@@ -59,6 +70,29 @@ pub fn allow(req: &Request, allowed: &[&str]) -> Result<(), Response> {
             &req.path,
             allowed,
         ))
+    }
+}
+
+/// The rung a pin names: `?model=NAME` or a JSON body `{"model": "NAME"}`, checked like a model
+/// file name; `None` when neither is given (pin the serving rung).
+pub fn pin_target(req: &Request) -> Result<Option<String>, Response> {
+    if let Some(q) = req.query.as_deref()
+        && let Some(raw) = q.split('&').find_map(|kv| kv.strip_prefix("model="))
+    {
+        return model_name(raw).map(Some);
+    }
+    if req.body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    let v: serde_json::Value = serde_json::from_slice(&req.body)
+        .map_err(|e| Response::error(400, &format!("pin: the body is not JSON: {e}")))?;
+    match v.get("model") {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(serde_json::Value::String(m)) => model_name(m).map(Some),
+        Some(other) => Err(Response::error(
+            400,
+            &format!("pin: \"model\" must be a string, not {other}"),
+        )),
     }
 }
 
@@ -118,6 +152,49 @@ mod tests {
             headers: Vec::new(),
             body: Vec::new(),
         }
+    }
+
+    #[test]
+    fn governor_pins_name_a_rung_by_query_or_json_body() {
+        assert_eq!(
+            route(&req("POST", "/governor/pin")),
+            Ok(Route::GovernorPin { model: None })
+        );
+        let mut r = req("POST", "/governor/pin");
+        r.query = Some("model=mnv2-1.0.onnx".into());
+        assert_eq!(
+            route(&r),
+            Ok(Route::GovernorPin {
+                model: Some("mnv2-1.0.onnx".into())
+            })
+        );
+        let mut r = req("POST", "/governor/pin");
+        r.body = br#"{"model": "mnv2-0.5"}"#.to_vec();
+        assert_eq!(
+            route(&r),
+            Ok(Route::GovernorPin {
+                model: Some("mnv2-0.5".into())
+            })
+        );
+        for bad in [
+            &br#"{"model": 3}"#[..],
+            b"not json",
+            br#"{"model": "../x"}"#,
+        ] {
+            let mut r = req("POST", "/governor/pin");
+            r.body = bad.to_vec();
+            assert_eq!(
+                status_of(route(&r)),
+                400,
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        assert_eq!(
+            route(&req("POST", "/governor/unpin")),
+            Ok(Route::GovernorUnpin)
+        );
+        assert_eq!(status_of(route(&req("GET", "/governor/pin"))), 405);
     }
 
     fn status_of(r: Result<Route, Response>) -> u16 {

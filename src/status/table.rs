@@ -49,6 +49,9 @@ pub fn render(status: &Value) -> String {
     push_row(&mut out, "system", &system_row(status));
     push_row(&mut out, "realtime", &realtime_row(status));
     push_row(&mut out, "swaps", &swaps_row(status));
+    if field(status, "governor.enabled").and_then(Value::as_bool) == Some(true) {
+        push_row(&mut out, "governor", &governor_row(status));
+    }
     push_row(&mut out, "result", &result_row(status));
     out
 }
@@ -297,6 +300,43 @@ fn swaps_row(s: &Value) -> String {
     }
 }
 
+/// `rung 2/4 mnv2-0.75 [pinned]  window p99 9.10 ms  slowdown 1.42  steps 3 (1 up, 2 down)
+/// last down at ...: over budget for 0.5 s`.
+fn governor_row(s: &Value) -> String {
+    let g = field(s, "governor").unwrap_or(&Value::Null);
+    let rung = match field(g, "rung").and_then(Value::as_u64) {
+        Some(r) => format!("{}/{}", r + 1, get(g, "rungs")),
+        None => format!("-/{} (measuring)", get(g, "rungs")),
+    };
+    let pinned = if field(g, "pinned").is_some() {
+        " [pinned]"
+    } else {
+        ""
+    };
+    let last = match field(g, "last_step") {
+        Some(l) => {
+            let reason = get(l, "reason");
+            let short = reason.split(':').next().unwrap_or("-").to_string();
+            format!(
+                "  last {} to {} at {}: {short}",
+                get(l, "direction"),
+                get(l, "to"),
+                get(l, "at")
+            )
+        }
+        None => String::new(),
+    };
+    format!(
+        "rung {rung} {}{pinned}  window p99 {} ms  slowdown {}  steps {} ({} up, {} down){last}",
+        get(g, "model"),
+        ms(field(g, "window.p99_ms")),
+        get(g, "window.slowdown"),
+        get(g, "steps_total"),
+        get(g, "steps.up"),
+        get(g, "steps.down"),
+    )
+}
+
 fn result_row(s: &Value) -> String {
     let top = match field(s, "last_result.top").and_then(Value::as_array) {
         Some(top) if !top.is_empty() => top
@@ -324,6 +364,31 @@ mod tests {
             "2d 03h 04m"
         );
         assert_eq!(duration(-1.0), "-");
+    }
+
+    #[test]
+    fn the_governor_row_shows_rung_steps_and_the_last_step() {
+        let mut s = serde_json::json!({"governor": crate::governor::shared::disabled_json()});
+        assert!(!render(&s).contains("governor"), "no row when it is off");
+        s["governor"] = serde_json::json!({
+            "enabled": true, "rung": 1, "rungs": 4, "model": "mnv2-0.5", "pinned": "mnv2-0.5",
+            "window": {"p99_ms": 9.104, "slowdown": 1.4166},
+            "steps": {"up": 1, "down": 2}, "steps_total": 3,
+            "last_step": {"direction": "down", "to": "mnv2-0.5", "at": "2025-01-01T00:00:00Z",
+                "reason": "over budget for 0.5 s: window p99 20 ms"},
+        });
+        let row = render(&s);
+        let line = row
+            .lines()
+            .find(|l| l.starts_with("governor"))
+            .expect("a governor row");
+        assert!(line.contains("rung 2/4 mnv2-0.5 [pinned]"), "{line}");
+        assert!(line.contains("window p99 9.10 ms  slowdown 1.42"), "{line}");
+        assert!(line.contains("steps 3 (1 up, 2 down)"), "{line}");
+        assert!(line.ends_with("over budget for 0.5 s"), "{line}");
+        s["governor"]["rung"] = Value::Null;
+        s["governor"]["window"] = Value::Null;
+        assert!(render(&s).contains("rung -/4 (measuring)"));
     }
 
     #[test]

@@ -6,6 +6,7 @@ pub mod bench;
 pub mod eval;
 pub mod fit;
 pub mod inspect;
+pub mod ladder;
 pub mod neuralscale;
 /// The ONNX messages under their former name here (they live in [`crate::onnx::pb`]).
 pub use crate::onnx::pb as onnx_pb;
