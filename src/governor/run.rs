@@ -697,47 +697,16 @@ mod tests {
     use std::thread::JoinHandle;
 
     use super::*;
-    use crate::backend::{
-        BackendError, BackendKind, ElementType, Engine, ModelInfo, Precision, TensorInfo,
-    };
+    use crate::backend::{BackendKind, ElementType, ModelInfo, Precision, TensorInfo};
     use crate::governor::KeepLoaded;
     use crate::models::loader::LoaderContext;
     use crate::models::prepare::Measurement;
+    use crate::models::test_engine::{Fake, SPEC};
     use crate::models::{PrepareError, Prepared, Registry};
     use crate::pipeline::{FrameRecord, TOP_K};
     use crate::preprocess::{PreprocessOptions, Preprocessor};
     use crate::slot::{FrameSlot, Outcome};
     use crate::stats::FrameTimes;
-    use crate::tensor::{InputBufMut, InputElement, InputSpec, Layout};
-
-    const SPEC: InputSpec = InputSpec {
-        width: 4,
-        height: 4,
-        channels: 3,
-        layout: Layout::Nchw,
-        element: InputElement::F32,
-    };
-
-    struct Fake {
-        info: ModelInfo,
-        input: Vec<f32>,
-        scores: Vec<f32>,
-    }
-
-    impl Engine for Fake {
-        fn info(&self) -> &ModelInfo {
-            &self.info
-        }
-        fn input(&mut self) -> InputBufMut<'_> {
-            InputBufMut::F32(&mut self.input)
-        }
-        fn run(&mut self) -> Result<(), BackendError> {
-            Ok(())
-        }
-        fn output(&self) -> &[f32] {
-            &self.scores
-        }
-    }
 
     /// A loader whose "models" are text files: `P10 P50 P99 CLASSES` (the measurement they
     /// report and their output), or `bad`. No runtime, no worker thread.
@@ -786,11 +755,7 @@ mod tests {
                 params: None,
                 can_cancel: false,
             };
-            let engine = Fake {
-                info: info.clone(),
-                input: vec![0.0; SPEC.len()],
-                scores: vec![0.0; classes],
-            };
+            let engine = Fake::new(info.clone(), classes);
             let pre = Preprocessor::new(SPEC, PreprocessOptions::default()).expect("preprocessor");
             Ok(Prepared {
                 pipeline: Pipeline::new(Box::new(engine), pre),

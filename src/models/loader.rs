@@ -655,42 +655,12 @@ mod tests {
     use std::thread::JoinHandle;
 
     use super::*;
-    use crate::backend::{BackendError, BackendKind, Engine, ModelInfo, Precision};
+    use crate::backend::{BackendKind, ModelInfo, Precision};
     use crate::models::QueueError;
+    use crate::models::test_engine::{Fake, SPEC};
     use crate::pipeline::{FrameRecord, LoopControl, Pipeline};
     use crate::preprocess::{PreprocessOptions, Preprocessor};
     use crate::slot::FrameSlot;
-    use crate::tensor::{InputBufMut, InputElement, InputSpec, Layout};
-
-    const SPEC: InputSpec = InputSpec {
-        width: 4,
-        height: 4,
-        channels: 3,
-        layout: Layout::Nchw,
-        element: InputElement::F32,
-    };
-
-    /// An engine that runs instantly; only its name matters here.
-    struct Fake {
-        info: ModelInfo,
-        input: Vec<f32>,
-        scores: Vec<f32>,
-    }
-
-    impl Engine for Fake {
-        fn info(&self) -> &ModelInfo {
-            &self.info
-        }
-        fn input(&mut self) -> InputBufMut<'_> {
-            InputBufMut::F32(&mut self.input)
-        }
-        fn run(&mut self) -> Result<(), BackendError> {
-            Ok(())
-        }
-        fn output(&self) -> &[f32] {
-            &self.scores
-        }
-    }
 
     fn prepared(path: &Path) -> Prepared {
         let info = ModelInfo {
@@ -712,11 +682,7 @@ mod tests {
             params: None,
             can_cancel: false,
         };
-        let engine = Fake {
-            info: info.clone(),
-            input: vec![0.0; SPEC.len()],
-            scores: vec![0.0; 2],
-        };
+        let engine = Fake::new(info.clone(), 2);
         let pre = Preprocessor::new(SPEC, PreprocessOptions::default()).expect("preprocessor");
         Prepared {
             pipeline: Pipeline::new(Box::new(engine), pre),

@@ -20,6 +20,8 @@ use crate::invalid_key::InvalidKey;
 pub mod loader;
 pub mod prepare;
 pub mod serving;
+#[cfg(test)]
+pub(crate) mod test_engine;
 pub mod watch;
 
 pub use prepare::{LoadHandle, PrepareError, Prepared, prepare};
