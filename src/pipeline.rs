@@ -17,7 +17,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use crate::backend::{BackendError, Engine};
-use crate::postprocess::{Plan, RawSummary, Summary};
+use crate::postprocess::{BoxMap, BoxRing, Detection, Plan, RawSummary, Scratch, Summary};
 use crate::preprocess::Preprocessor;
 use crate::slot::{End, FrameSlot, Outcome, Take};
 use crate::stats::FrameTimes;
@@ -43,13 +43,18 @@ pub struct FrameRecord {
     pub top_len: u8,
     /// A raw output's shape and summary (`postprocess.kind` raw), `None` for a classifier.
     pub raw: Option<RawSummary>,
+    /// A detector's kept boxes (`postprocess.kind` detect): how many; the boxes themselves wait
+    /// in [`LoopControl::boxes`] under (`model_gen`, `seq`). `None` for the other kinds.
+    pub detections: Option<u16>,
 }
 
 impl FrameRecord {
-    /// `classify` or `raw`: what `top`/`raw` hold.
+    /// `classify`, `raw` or `detect`: what `top`/`raw`/`detections` hold.
     pub fn kind_name(&self) -> &'static str {
         if self.raw.is_some() {
             "raw"
+        } else if self.detections.is_some() {
+            "detect"
         } else {
             "classify"
         }
@@ -70,6 +75,8 @@ pub struct LoopControl {
     pub watchdog: Option<Arc<crate::watchdog::Watchdog>>,
     /// `pipeline.overrun`.
     pub overrun: Overrun,
+    /// A detector's boxes of recent frames, for the stats thread (see `postprocess::ring`).
+    pub boxes: BoxRing,
     /// When the frame in the pipeline started (CLOCK_MONOTONIC ns), 0 between frames: how long a
     /// model's run has not returned (`/status` `state` `stalled`, a stop, a swap).
     pub busy_since_ns: AtomicU64,
@@ -128,6 +135,7 @@ impl LoopControl {
             records_lost: AtomicU64::new(0),
             watchdog: None,
             overrun: Overrun::Latest,
+            boxes: BoxRing::new(),
             busy_since_ns: AtomicU64::new(0),
             canceller: std::sync::Mutex::new(None),
         }
@@ -173,9 +181,10 @@ impl LoopControl {
 pub struct Pipeline {
     pub engine: Box<dyn Engine>,
     pub pre: Preprocessor,
-    /// What the output means (`[postprocess]` and the graph), decided at load.
-    pub post: Plan,
-    probs: Vec<f32>,
+    /// What the output means (`[postprocess]` and the graph), decided at load
+    /// ([`Pipeline::set_plan`] sizes its buffers).
+    post: Plan,
+    scratch: Scratch,
     /// Numbers the engines that went live, 1-based, so results name the model they came from.
     pub generation: u32,
 }
@@ -185,7 +194,11 @@ impl Pipeline {
     /// no graph (logits: softmax) — what models the study generates need.
     pub fn new(engine: Box<dyn Engine>, pre: Preprocessor) -> Pipeline {
         let shape = engine.info().output_shape.clone();
-        let post = Plan::decide(&Default::default(), &shape, None);
+        // Default options never refuse (only `detect` can); raw if it ever did.
+        let post = Plan::decide(&Default::default(), &shape, None).unwrap_or(Plan::Raw {
+            shape: [0; crate::postprocess::MAX_RANK],
+            rank: 0,
+        });
         Pipeline::with_plan(engine, pre, post)
     }
 
@@ -196,8 +209,36 @@ impl Pipeline {
             engine,
             pre,
             post,
-            probs: vec![0.0; classes],
+            scratch: Scratch::for_plan(&post, classes),
             generation: 0,
+        }
+    }
+
+    pub fn plan(&self) -> &Plan {
+        &self.post
+    }
+
+    /// Replaces the plan and sizes its buffers (off the hot loop).
+    pub fn set_plan(&mut self, post: Plan) {
+        self.scratch = Scratch::for_plan(&post, self.engine.info().classes);
+        self.post = post;
+    }
+
+    /// The boxes the last frame kept (a `detect` plan), best first, in source pixels.
+    pub fn detections(&self) -> &[Detection] {
+        self.scratch.detections()
+    }
+
+    /// Model-input pixels to the prepared frame's pixels, through the preprocessor's own
+    /// placement (the model's size unmapped when no frame was prepared).
+    fn box_map(&self) -> BoxMap {
+        match self.pre.geometry() {
+            Some(((w, h), r, c)) => BoxMap::new(
+                [r.x as f64, r.y as f64, r.w as f64, r.h as f64],
+                [c.left, c.top, c.w, c.h],
+                (w, h),
+            ),
+            None => BoxMap::identity(self.pre.spec().width, self.pre.spec().height),
         }
     }
 }
@@ -312,6 +353,9 @@ pub fn run(
         ctl.busy_since_ns.store(0, Ordering::Relaxed);
         last_done = record.done_at;
         slot.finish(record.outcome);
+        if record.detections.is_some() {
+            ctl.boxes.publish(p.generation, record.seq, p.detections());
+        }
         if records.try_send(record).is_err() {
             ctl.records_lost.fetch_add(1, Ordering::Relaxed);
         }
@@ -361,10 +405,16 @@ pub fn process_guarded(
     let mut top = [(0u32, 0f32); TOP_K];
     let mut top_len = 0u8;
     let mut raw = None;
+    let mut detections = None;
     if outcome.is_none() {
-        match p.post.run(p.engine.output(), &mut p.probs) {
+        let map = match p.post {
+            Plan::Detect(_) => p.box_map(),
+            _ => BoxMap::identity(0, 0),
+        };
+        match p.post.run(p.engine.output(), &mut p.scratch, &map) {
             Summary::Classes { top: t, len } => (top, top_len) = (t, len),
             Summary::Raw(r) => raw = Some(r),
+            Summary::Detect { count } => detections = Some(count),
         }
     }
     let done = MonoTime::now();
@@ -400,6 +450,7 @@ pub fn process_guarded(
         top,
         top_len,
         raw,
+        detections,
     }
 }
 

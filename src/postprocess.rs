@@ -5,7 +5,15 @@
 //! recogniser's sequence. `[postprocess]` says which output and what it is; `auto` reads the
 //! graph (a final Softmax/LogSoftmax/Sigmoid means probabilities) and the shape (`[1, C]`/`[C]`
 //! is classification, anything else is `raw`: the shape and a compact summary, never "classes").
-//! The decision is a [`Plan`] made at load time; [`Plan::run`] allocates nothing per frame.
+//! `detect` decodes a YOLO head into boxes in source pixels (`detect`); the boxes reach the
+//! stats thread through a ring beside the records (`ring`). The decision is a [`Plan`] made at
+//! load time; [`Plan::run`] allocates nothing per frame.
+
+pub mod detect;
+pub mod ring;
+
+pub use detect::{BoxMap, DetectBuffers, DetectError, DetectOptions, DetectPlan, Detection};
+pub use ring::BoxRing;
 
 use crate::invalid_key::InvalidKey;
 
@@ -22,6 +30,8 @@ pub enum Kind {
     Auto,
     Classify,
     Raw,
+    /// A YOLO head: boxes ([`detect`]).
+    Detect,
 }
 
 /// `postprocess.scores`: what a classifier's output holds.
@@ -35,12 +45,14 @@ pub enum Scores {
 }
 
 /// `[postprocess]`, checked.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct PostprocessOptions {
     /// The output to read (`None`: the first, said in the log when there are several).
     pub output: Option<String>,
     pub kind: Kind,
     pub scores: Scores,
+    /// The `detect` keys (defaults unless `kind = "detect"`).
+    pub detect: DetectOptions,
 }
 
 /// `[postprocess]` as written.
@@ -48,10 +60,22 @@ pub struct PostprocessOptions {
 #[serde(deny_unknown_fields)]
 pub struct RawPostprocess {
     pub output: Option<String>,
-    /// auto | classify | raw
+    /// auto | classify | raw | detect
     pub kind: Option<String>,
     /// auto | probabilities | logits
     pub scores: Option<String>,
+    /// detect: auto | channels-first | channels-last
+    pub layout: Option<String>,
+    /// detect: true | false | "auto"
+    pub objectness: Option<detect::BoolOrAuto>,
+    /// detect: cxcywh | xyxy
+    pub box_format: Option<String>,
+    /// detect: 0..=1 (0.25)
+    pub confidence: Option<f64>,
+    /// detect: 0..=1 (0.45)
+    pub iou: Option<f64>,
+    /// detect: 1..=300 (100)
+    pub max_detections: Option<i64>,
 }
 
 impl RawPostprocess {
@@ -61,19 +85,31 @@ impl RawPostprocess {
             None | Some("auto") => Kind::Auto,
             Some("classify") => Kind::Classify,
             Some("raw") => Kind::Raw,
-            Some("detect") => {
-                return Err(InvalidKey::new(
-                    "postprocess.kind",
-                    "'detect' (YOLO head decoding) is not in this build yet; use raw",
-                ));
-            }
+            Some("detect") => Kind::Detect,
             Some(o) => {
                 return Err(InvalidKey::new(
                     "postprocess.kind",
-                    format!("'{o}' is not one of auto, classify, raw"),
+                    format!("'{o}' is not one of auto, classify, raw, detect"),
                 ));
             }
         };
+        let raw_detect = detect::RawDetect {
+            layout: self.layout,
+            objectness: self.objectness,
+            box_format: self.box_format,
+            confidence: self.confidence,
+            iou: self.iou,
+            max_detections: self.max_detections,
+        };
+        if kind != Kind::Detect
+            && let Some(key) = raw_detect.first_given()
+        {
+            return Err(InvalidKey::new(
+                key,
+                "is read only with postprocess.kind = \"detect\"",
+            ));
+        }
+        let detect = raw_detect.check()?;
         let scores = match self.scores.as_deref() {
             None | Some("auto") => Scores::Auto,
             Some("probabilities") => Scores::Probabilities,
@@ -97,6 +133,7 @@ impl RawPostprocess {
             output: self.output,
             kind,
             scores,
+            detect,
         })
     }
 }
@@ -117,16 +154,26 @@ pub enum Activation {
 pub enum Plan {
     Classify(Activation),
     Raw { shape: [u32; MAX_RANK], rank: u8 },
+    Detect(DetectPlan),
 }
 
 impl Plan {
     /// Decides from the options, the output's (resolved, batch 1) shape and the operator that
-    /// produces it (`None`: unknown, e.g. a TensorRT plan).
-    pub fn decide(opts: &PostprocessOptions, shape: &[i64], final_op: Option<&str>) -> Plan {
+    /// produces it (`None`: unknown, e.g. a TensorRT plan). Only `detect` can refuse a shape.
+    pub fn decide(
+        opts: &PostprocessOptions,
+        shape: &[i64],
+        final_op: Option<&str>,
+    ) -> Result<Plan, DetectError> {
         let classify = match opts.kind {
             Kind::Classify => true,
             Kind::Raw => false,
             Kind::Auto => is_class_vector(shape),
+            Kind::Detect => {
+                // Exported YOLO heads end in a Sigmoid: probabilities unless told otherwise.
+                let logits = opts.scores == Scores::Logits;
+                return DetectPlan::decide(&opts.detect, shape, logits).map(Plan::Detect);
+            }
         };
         if !classify {
             let mut s = [0u32; MAX_RANK];
@@ -134,12 +181,12 @@ impl Plan {
             for (d, v) in s.iter_mut().zip(shape) {
                 *d = (*v).clamp(0, u32::MAX as i64) as u32;
             }
-            return Plan::Raw {
+            return Ok(Plan::Raw {
                 shape: s,
                 rank: rank as u8,
-            };
+            });
         }
-        Plan::Classify(match opts.scores {
+        Ok(Plan::Classify(match opts.scores {
             Scores::Probabilities => Activation::Identity,
             Scores::Logits => Activation::Softmax,
             Scores::Auto => match final_op {
@@ -147,14 +194,15 @@ impl Plan {
                 Some("LogSoftmax") => Activation::Exp,
                 _ => Activation::Softmax,
             },
-        })
+        }))
     }
 
-    /// `classify` or `raw`: the results' `kind`.
+    /// `classify`, `raw` or `detect`: the results' `kind`.
     pub fn kind_name(&self) -> &'static str {
         match self {
             Plan::Classify(_) => "classify",
             Plan::Raw { .. } => "raw",
+            Plan::Detect(_) => "detect",
         }
     }
 
@@ -170,19 +218,52 @@ impl Plan {
                 "raw (shape {:?}: min/max/mean/argmax per frame, no classes)",
                 &shape[..*rank as usize]
             ),
+            Plan::Detect(d) => d.describe(),
         }
     }
 
-    /// Postprocesses `scores` with `probs` as scratch (as long as `scores`). No allocation.
-    pub fn run(&self, scores: &[f32], probs: &mut [f32]) -> Summary {
-        match *self {
+    /// Postprocesses `scores` with `scratch` ([`Scratch::for_plan`] of this plan); `map` places
+    /// a detector's boxes in the frame. No allocation.
+    pub fn run(&self, scores: &[f32], scratch: &mut Scratch, map: &BoxMap) -> Summary {
+        match self {
             Plan::Classify(act) => {
                 let mut top = [(0u32, 0f32); TOP_K];
-                let len = classify(act, scores, probs, &mut top);
+                let len = classify(*act, scores, &mut scratch.probs, &mut top);
                 Summary::Classes { top, len }
             }
-            Plan::Raw { shape, rank } => Summary::Raw(RawSummary::of(scores, shape, rank)),
+            Plan::Raw { shape, rank } => Summary::Raw(RawSummary::of(scores, *shape, *rank)),
+            Plan::Detect(d) => Summary::Detect {
+                count: d.run(scores, map, &mut scratch.detect) as u16,
+            },
         }
+    }
+}
+
+/// The buffers a plan works in, sized at load for the output's length.
+#[derive(Debug, Default)]
+pub struct Scratch {
+    probs: Vec<f32>,
+    detect: DetectBuffers,
+}
+
+impl Scratch {
+    /// For `plan` on an output of `len` values.
+    pub fn for_plan(plan: &Plan, len: usize) -> Scratch {
+        match plan {
+            Plan::Detect(d) => Scratch {
+                probs: Vec::new(),
+                detect: DetectBuffers::for_plan(d),
+            },
+            _ => Scratch {
+                probs: vec![0.0; len],
+                detect: DetectBuffers::default(),
+            },
+        }
+    }
+
+    /// The boxes of the last `detect` frame, best first.
+    pub fn detections(&self) -> &[Detection] {
+        self.detect.kept()
     }
 }
 
@@ -205,6 +286,10 @@ pub enum Summary {
         len: u8,
     },
     Raw(RawSummary),
+    /// Boxes kept (in the plan's [`Scratch::detections`]).
+    Detect {
+        count: u16,
+    },
 }
 
 impl Default for Summary {
@@ -221,7 +306,7 @@ impl Summary {
     pub fn top(&self) -> &[(u32, f32)] {
         match self {
             Summary::Classes { top, len } => &top[..*len as usize],
-            Summary::Raw(_) => &[],
+            Summary::Raw(_) | Summary::Detect { .. } => &[],
         }
     }
 
@@ -229,6 +314,7 @@ impl Summary {
         match self {
             Summary::Classes { .. } => "classify",
             Summary::Raw(_) => "raw",
+            Summary::Detect { .. } => "detect",
         }
     }
 
@@ -236,7 +322,7 @@ impl Summary {
     pub fn raw(&self) -> Option<&RawSummary> {
         match self {
             Summary::Raw(r) => Some(r),
-            Summary::Classes { .. } => None,
+            Summary::Classes { .. } | Summary::Detect { .. } => None,
         }
     }
 }
@@ -360,46 +446,56 @@ mod tests {
             output: None,
             kind,
             scores,
+            detect: DetectOptions::default(),
         }
+    }
+
+    /// [`Plan::decide`] for the kinds that cannot refuse.
+    fn dec(o: &PostprocessOptions, shape: &[i64], op: Option<&str>) -> Plan {
+        Plan::decide(o, shape, op).expect("only detect refuses")
+    }
+
+    /// [`Plan::run`] with scratch sized for `scores`.
+    fn run(p: &Plan, scores: &[f32]) -> Summary {
+        let mut s = Scratch::for_plan(p, scores.len());
+        p.run(scores, &mut s, &BoxMap::identity(1, 1))
     }
 
     #[test]
     fn a_final_softmax_is_never_applied_twice() {
         // The case: a 2-class model ending in Softmax, 0.99976 reported as 0.731.
-        let auto = Plan::decide(&opts(Kind::Auto, Scores::Auto), &[1, 2], Some("Softmax"));
+        let auto = dec(&opts(Kind::Auto, Scores::Auto), &[1, 2], Some("Softmax"));
         assert_eq!(auto, Plan::Classify(Activation::Identity));
-        let mut probs = [0.0; 2];
-        let s = auto.run(&[0.99976, 0.00024], &mut probs);
+        let s = run(&auto, &[0.99976, 0.00024]);
         assert_eq!(s.top()[0], (0, 0.99976));
         // Logits still get softmax; the override wins over the graph.
-        let logits = Plan::decide(&opts(Kind::Auto, Scores::Auto), &[1, 2], Some("Gemm"));
+        let logits = dec(&opts(Kind::Auto, Scores::Auto), &[1, 2], Some("Gemm"));
         assert_eq!(logits, Plan::Classify(Activation::Softmax));
-        let forced = Plan::decide(&opts(Kind::Auto, Scores::Logits), &[1, 2], Some("Softmax"));
+        let forced = dec(&opts(Kind::Auto, Scores::Logits), &[1, 2], Some("Softmax"));
         assert_eq!(forced, Plan::Classify(Activation::Softmax));
-        let probs_forced = Plan::decide(
+        let probs_forced = dec(
             &opts(Kind::Auto, Scores::Probabilities),
             &[1, 2],
             Some("Gemm"),
         );
         assert_eq!(probs_forced, Plan::Classify(Activation::Identity));
-        let log = Plan::decide(&opts(Kind::Auto, Scores::Auto), &[2], Some("LogSoftmax"));
-        let s = log.run(&[(0.75f32).ln(), (0.25f32).ln()], &mut probs);
+        let log = dec(&opts(Kind::Auto, Scores::Auto), &[2], Some("LogSoftmax"));
+        let s = run(&log, &[(0.75f32).ln(), (0.25f32).ln()]);
         assert!((s.top()[0].1 - 0.75).abs() < 1e-6, "{s:?}");
     }
 
     #[test]
     fn a_map_is_raw_never_classes() {
-        let p = Plan::decide(
+        let p = dec(
             &opts(Kind::Auto, Scores::Auto),
             &[1, 1, 4, 5],
             Some("Sigmoid"),
         );
         assert_eq!(p.kind_name(), "raw");
-        let mut scratch = [0.0; 20];
         let mut map = [0.1f32; 20];
         map[13] = 0.9;
         map[2] = -0.5;
-        let s = p.run(&map, &mut scratch);
+        let s = run(&p, &map);
         assert!(s.top().is_empty(), "a map has no classes");
         let r = s.raw().expect("raw");
         assert_eq!(r.shape(), &[1, 1, 4, 5]);
@@ -407,15 +503,15 @@ mod tests {
         assert!((r.mean - (0.1 * 18.0 + 0.9 - 0.5) / 20.0).abs() < 1e-6);
         // A sequence output [1, T, C] is raw too; [1, C, 1, 1] is a class vector.
         assert_eq!(
-            Plan::decide(&opts(Kind::Auto, Scores::Auto), &[1, 40, 6625], None).kind_name(),
+            dec(&opts(Kind::Auto, Scores::Auto), &[1, 40, 6625], None).kind_name(),
             "raw"
         );
         assert_eq!(
-            Plan::decide(&opts(Kind::Auto, Scores::Auto), &[1, 10, 1, 1], None).kind_name(),
+            dec(&opts(Kind::Auto, Scores::Auto), &[1, 10, 1, 1], None).kind_name(),
             "classify"
         );
         assert_eq!(
-            Plan::decide(&opts(Kind::Raw, Scores::Auto), &[1, 10], None).kind_name(),
+            dec(&opts(Kind::Raw, Scores::Auto), &[1, 10], None).kind_name(),
             "raw"
         );
     }
@@ -445,9 +541,9 @@ mod tests {
     fn the_section_names_its_bad_key() {
         let bad = |k: Option<&str>, s: Option<&str>| {
             RawPostprocess {
-                output: None,
                 kind: k.map(Into::into),
                 scores: s.map(Into::into),
+                ..Default::default()
             }
             .check()
             .unwrap_err()
@@ -455,5 +551,54 @@ mod tests {
         };
         assert_eq!(bad(Some("classes"), None), "postprocess.kind");
         assert_eq!(bad(None, Some("probs")), "postprocess.scores");
+        // The detect keys under another kind are refused by name, not ignored.
+        let stray = RawPostprocess {
+            kind: Some("classify".into()),
+            iou: Some(0.5),
+            ..Default::default()
+        };
+        assert_eq!(stray.check().unwrap_err().key, "postprocess.iou");
+        let det = RawPostprocess {
+            kind: Some("detect".into()),
+            confidence: Some(-0.1),
+            ..Default::default()
+        };
+        assert_eq!(det.check().unwrap_err().key, "postprocess.confidence");
+        let ok = RawPostprocess {
+            kind: Some("detect".into()),
+            max_detections: Some(3),
+            ..Default::default()
+        }
+        .check()
+        .expect("valid");
+        assert_eq!((ok.kind, ok.detect.max_detections), (Kind::Detect, 3));
+    }
+
+    #[test]
+    fn detect_reads_the_head_and_refuses_what_it_cannot_read() {
+        let mut o = opts(Kind::Detect, Scores::Auto);
+        let p = Plan::decide(&o, &[1, 84, 8400], Some("Concat")).expect("a v8 head");
+        assert_eq!(p.kind_name(), "detect");
+        let Plan::Detect(d) = p else { panic!("{p:?}") };
+        assert!(!d.logits, "exported heads hold probabilities");
+        o.scores = Scores::Logits;
+        let Ok(Plan::Detect(d)) = Plan::decide(&o, &[1, 84, 8400], None) else {
+            panic!()
+        };
+        assert!(d.logits);
+        assert!(Plan::decide(&o, &[1, 1000], None).is_err());
+        // A detect frame keeps its boxes in the scratch, logits through a sigmoid.
+        let head = [10.0, 10.0, 4.0, 4.0, 0.0, 3.0]; // [1, 1, 6] channels-last, no objectness
+        o.detect.layout = detect::HeadLayout::ChannelsLast;
+        o.detect.objectness = detect::Objectness::No;
+        let p = Plan::decide(&o, &[1, 1, 6], None).expect("head");
+        let mut s = Scratch::for_plan(&p, head.len());
+        let sum = p.run(&head, &mut s, &BoxMap::identity(100, 100));
+        assert_eq!(sum, Summary::Detect { count: 1 });
+        assert_eq!(sum.kind_name(), "detect");
+        let d = s.detections()[0];
+        assert_eq!(d.class, 1);
+        assert!((d.score - 1.0 / (1.0 + (-3.0f32).exp())).abs() < 1e-6);
+        assert_eq!((d.x1, d.y1, d.x2, d.y2), (8.0, 8.0, 12.0, 12.0));
     }
 }

@@ -14,7 +14,7 @@ use serde_json::Value;
 use crate::util::{self, rtinfer_ort};
 
 /// A float tensor value whose dims are numbers or symbolic names.
-fn value(name: &str, dims: &[&str]) -> ValueInfoProto {
+pub fn value(name: &str, dims: &[&str]) -> ValueInfoProto {
     let mut v = ValueInfoProto::float_tensor(name, &[]);
     if let Some(type_proto::Value::TensorType(t)) = v.r#type.as_mut().and_then(|t| t.value.as_mut())
     {
@@ -34,7 +34,7 @@ fn value(name: &str, dims: &[&str]) -> ValueInfoProto {
     v
 }
 
-fn floats(name: &str, dims: &[i64], data: &[f32]) -> TensorProto {
+pub fn floats(name: &str, dims: &[i64], data: &[f32]) -> TensorProto {
     TensorProto {
         dims: dims.to_vec(),
         data_type: pb::DATA_TYPE_FLOAT,
@@ -44,7 +44,12 @@ fn floats(name: &str, dims: &[i64], data: &[f32]) -> TensorProto {
     }
 }
 
-fn node(op: &str, inputs: &[&str], outputs: &[&str], attribute: Vec<AttributeProto>) -> NodeProto {
+pub fn node(
+    op: &str,
+    inputs: &[&str],
+    outputs: &[&str],
+    attribute: Vec<AttributeProto>,
+) -> NodeProto {
     NodeProto {
         input: inputs.iter().map(|s| s.to_string()).collect(),
         output: outputs.iter().map(|s| s.to_string()).collect(),
@@ -54,7 +59,7 @@ fn node(op: &str, inputs: &[&str], outputs: &[&str], attribute: Vec<AttributePro
     }
 }
 
-fn model(graph: GraphProto) -> ModelProto {
+pub fn model(graph: GraphProto) -> ModelProto {
     ModelProto {
         ir_version: 8,
         producer_name: "rtinfer-tests".into(),
@@ -120,14 +125,14 @@ fn map_model(two: bool) -> ModelProto {
     })
 }
 
-fn write(dir: &Path, name: &str, m: &ModelProto) -> PathBuf {
+pub fn write(dir: &Path, name: &str, m: &ModelProto) -> PathBuf {
     let p = dir.join(name);
     pb::write_model(&p, m).expect("write model");
     p
 }
 
 /// `rtinfer run` for 1 s of synthetic frames, results written; returns the output and records.
-fn run(dir: &Path, model: &Path, extra: &[&str], config: Option<&str>) -> (Output, Vec<Value>) {
+pub fn run(dir: &Path, model: &Path, extra: &[&str], config: Option<&str>) -> (Output, Vec<Value>) {
     let results = dir.join("results.jsonl");
     let _ = std::fs::remove_file(&results);
     let mut c = rtinfer_ort();
@@ -153,7 +158,7 @@ fn run(dir: &Path, model: &Path, extra: &[&str], config: Option<&str>) -> (Outpu
     (out, records)
 }
 
-fn stderr(o: &Output) -> String {
+pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).to_string()
 }
 
@@ -559,9 +564,14 @@ fn third_party(
         &Default::default(),
         &info.output_shape,
         info.output_op.as_deref(),
-    );
-    let mut probs = vec![0.0; ours.len()];
-    post.run(&ours, &mut probs)
+    )
+    .expect("auto never refuses");
+    let mut scratch = rtinfer::postprocess::Scratch::for_plan(&post, ours.len());
+    post.run(
+        &ours,
+        &mut scratch,
+        &rtinfer::postprocess::BoxMap::identity(1, 1),
+    )
 }
 
 #[test]

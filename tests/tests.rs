@@ -5,6 +5,7 @@ mod util;
 
 mod camera; // V4L2 pixel formats vs ffmpeg, MJPEG without Huffman tables, fake-device reconnect
 mod daemon; // the run loop end to end: socket, counters, deadlines, exit codes
+mod detect; // issue 15: YOLO heads planted in constructed graphs: layouts, NMS, box mapping
 mod frame_path; // preprocessing from YUYV/NV12/I420/... against converting first, every ISA alike
 mod governor; // the real-time governor: ladders of fake-DPU and ONNX Runtime models, steps, pins
 mod hardening; // issue 18: each defect of the adversarial pass, reproduced

@@ -5,14 +5,17 @@
 //! Keys: `seq`, `model` (the generation's name), `captured_ms` and `done_ms` (CLOCK_MONOTONIC,
 //! ms), `latency_ms` (end to end), `inference_ms`, `late`, and the result itself: `top`, the
 //! best classes as `[class, probability]` pairs (empty for a raw output), `kind` (`classify` or
-//! `raw`) and `raw` (`null`, or a raw output's `{shape, min, max, mean, argmax}`). A result kind
-//! added later puts its own key beside `top` (e.g. `boxes`), so readers that know only `top`
-//! keep working.
+//! `raw` or `detect`), `raw` (`null`, or a raw output's `{shape, min, max, mean, argmax}`),
+//! `detections` (`null`, or how many boxes a detector kept) and `boxes` (`null`, or those boxes
+//! as `{class, score, box: [x1, y1, x2, y2]}` in source pixels, best first; `null` with a count
+//! when the stats thread fell so far behind that the frame's boxes were overwritten). A result
+//! kind puts its own key beside `top`, so readers that know only `top` keep working.
 
 use serde_json::{Value, json};
 
 use crate::models::serving::Serving;
 use crate::pipeline::FrameRecord;
+use crate::postprocess::{BoxRing, Detection};
 use crate::slot::Outcome;
 use crate::time::ms;
 
@@ -26,8 +29,50 @@ pub fn model_name(serving: &Serving, rec: &FrameRecord) -> Option<String> {
     serving.generation_name(rec.model_gen)
 }
 
-/// The record as one JSON object; `model` is [`model_name`]'s answer, looked up once by the caller.
-pub fn to_json(rec: &FrameRecord, model: Option<&str>) -> Value {
+/// The boxes of a batch of records, read back from the pipeline's ring once for every reader
+/// (the stats, the results file, subscribers, MQTT). Reused from batch to batch.
+#[derive(Default)]
+pub struct BatchBoxes {
+    all: Vec<Detection>,
+    /// Per record of the batch: its range in `all`, `None` when it has none (or lost them).
+    spans: Vec<Option<(usize, usize)>>,
+}
+
+impl BatchBoxes {
+    pub fn with_capacity(records: usize) -> BatchBoxes {
+        BatchBoxes {
+            all: Vec::new(),
+            spans: Vec::with_capacity(records),
+        }
+    }
+
+    /// Reads the boxes of every detect record of `batch` from `ring`.
+    pub fn fill(&mut self, ring: &BoxRing, batch: &[FrameRecord]) {
+        self.all.clear();
+        self.spans.clear();
+        for rec in batch {
+            let start = self.all.len();
+            let span = (rec.detections.is_some()
+                && is_result(rec)
+                && ring.read(rec.model_gen, rec.seq, &mut self.all))
+            .then_some((start, self.all.len()));
+            self.spans.push(span);
+        }
+    }
+
+    /// The boxes of the batch's `i`th record; `None` for a record without (or with lost) boxes.
+    pub fn of(&self, i: usize) -> Option<&[Detection]> {
+        self.spans
+            .get(i)
+            .copied()
+            .flatten()
+            .map(|(a, b)| &self.all[a..b])
+    }
+}
+
+/// The record as one JSON object; `model` is [`model_name`]'s answer, looked up once by the caller;
+/// `boxes` a detector's boxes (see [`BatchBoxes`]).
+pub fn to_json(rec: &FrameRecord, model: Option<&str>, boxes: Option<&[Detection]>) -> Value {
     let top: Vec<Value> = rec.top[..rec.top_len as usize]
         .iter()
         .map(|(c, p)| json!([c, p]))
@@ -43,5 +88,15 @@ pub fn to_json(rec: &FrameRecord, model: Option<&str>) -> Value {
         "top": top,
         "kind": rec.kind_name(),
         "raw": rec.raw.as_ref().map(crate::postprocess::RawSummary::to_json),
+        "detections": rec.detections,
+        "boxes": boxes_json(rec, boxes),
     })
+}
+
+/// `boxes` of a result: the array for a detector whose boxes arrived, `null` otherwise.
+pub fn boxes_json(rec: &FrameRecord, boxes: Option<&[Detection]>) -> Value {
+    match (rec.detections, boxes) {
+        (Some(_), Some(b)) => b.iter().map(Detection::to_json).collect(),
+        _ => Value::Null,
+    }
 }

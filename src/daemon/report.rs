@@ -176,8 +176,10 @@ pub fn status_json(s: &Shared) -> Value {
             .iter()
             .map(|(c, p)| json!({"class": c, "score": p}))
             .collect();
+        let boxes = super::record::boxes_json(r, st.last_boxes_arrived.then_some(&st.last_boxes[..]));
         json!({"seq": r.seq, "model": s.serving.generation_name(r.model_gen), "top": top,
-            "kind": r.kind_name(), "raw": r.raw.as_ref().map(crate::postprocess::RawSummary::to_json)})
+            "kind": r.kind_name(), "raw": r.raw.as_ref().map(crate::postprocess::RawSummary::to_json),
+            "detections": r.detections, "boxes": boxes})
     });
     json!({
         "uptime_s": now.saturating_since(s.started).as_secs_f64(),

@@ -90,7 +90,12 @@ impl<'h> ResultsLog<'h> {
         })
     }
 
-    pub fn write(&mut self, serving: &Serving, rec: &FrameRecord) {
+    pub fn write(
+        &mut self,
+        serving: &Serving,
+        rec: &FrameRecord,
+        boxes: Option<&[crate::postprocess::Detection]>,
+    ) {
         if !record::is_result(rec) {
             return;
         }
@@ -99,7 +104,7 @@ impl<'h> ResultsLog<'h> {
             return;
         }
         let model = record::model_name(serving, rec);
-        let line = record::to_json(rec, model.as_deref());
+        let line = record::to_json(rec, model.as_deref(), boxes);
         // Writing a Value into a Vec cannot fail.
         let _ = serde_json::to_writer(&mut self.buf, &line);
         self.buf.push(b'\n');
@@ -185,6 +190,7 @@ mod tests {
             top: [(0, 0.0); crate::pipeline::TOP_K],
             top_len: 1,
             raw: None,
+            detections: None,
         }
     }
 
@@ -194,7 +200,7 @@ mod tests {
         let serving = Serving::default();
         let mut log = ResultsLog::create(Path::new("/dev/full"), &health).expect("open /dev/full");
         for seq in 0..10_000 {
-            log.write(&serving, &record(seq));
+            log.write(&serving, &record(seq), None);
         }
         log.flush();
         assert_eq!(health.written(), 0);
@@ -214,17 +220,17 @@ mod tests {
         let serving = Serving::default();
         let mut log = ResultsLog::create(&path, &health).expect("create");
         for seq in 0..3 {
-            log.write(&serving, &record(seq));
+            log.write(&serving, &record(seq), None);
         }
         log.flush();
         // A write that fails half-way: a fragment of the next line reached the file.
-        log.write(&serving, &record(3));
+        log.write(&serving, &record(3), None);
         log.file.write_all(b"{\"seq\":3,\"mod").expect("fragment");
         log.failed(&std::io::Error::from_raw_os_error(28)); // ENOSPC
         log.buf.clear();
         log.pending = 0;
         // Lines during the retry interval are counted, not written.
-        log.write(&serving, &record(4));
+        log.write(&serving, &record(4), None);
         drop(log);
         let text = std::fs::read_to_string(&path).expect("read");
         assert_eq!(text.lines().count(), 3, "{text}");

@@ -39,6 +39,12 @@ pub struct StatsState {
     pub latency: LatencyStats,
     pub last_miss: Option<LastMiss>,
     pub last_result: Option<FrameRecord>,
+    /// `last_result`'s boxes (a detector; empty otherwise or when they were lost).
+    pub last_boxes: Vec<crate::postprocess::Detection>,
+    /// Whether `last_boxes` arrived (false for a detector's frame whose boxes were lost).
+    pub last_boxes_arrived: bool,
+    /// Boxes kept over the run, all frames that were results (`/metrics`).
+    pub detections_total: u64,
     pub last_done: Option<MonoTime>,
     misslog: MissLog,
 }
@@ -49,16 +55,27 @@ impl StatsState {
             latency: LatencyStats::new(Duration::from_secs(10)),
             last_miss: None,
             last_result: None,
+            last_boxes: Vec::with_capacity(crate::postprocess::detect::MAX_DETECTIONS),
+            last_boxes_arrived: false,
+            detections_total: 0,
             last_done: None,
             misslog: MissLog::new(),
         }
     }
 
     /// Folds one record into the statistics; returns the miss line to log, if this miss gets one.
-    fn absorb(&mut self, rec: &FrameRecord) -> Option<MissLine> {
+    fn absorb(
+        &mut self,
+        rec: &FrameRecord,
+        boxes: Option<&[crate::postprocess::Detection]>,
+    ) -> Option<MissLine> {
         if matches!(rec.outcome, Outcome::OnTime | Outcome::Late) {
             self.latency.record(rec.done_at, &rec.times);
             self.last_result = Some(*rec);
+            self.last_boxes.clear();
+            self.last_boxes.extend_from_slice(boxes.unwrap_or_default());
+            self.last_boxes_arrived = boxes.is_some();
+            self.detections_total += rec.detections.unwrap_or(0) as u64;
             self.last_done = Some(rec.done_at);
         }
         if matches!(rec.outcome, Outcome::Late | Outcome::Cancelled) {
@@ -102,6 +119,7 @@ pub fn run(shared: &Shared, rx: &Receiver<FrameRecord>) {
     // results file after the lock is released, so a status request never waits on file I/O.
     let mut batch: Vec<FrameRecord> = Vec::with_capacity(RECORD_QUEUE);
     let mut lines: Vec<MissLine> = Vec::with_capacity(4);
+    let mut boxes = record::BatchBoxes::with_capacity(RECORD_QUEUE);
     loop {
         match rx.recv_timeout(Duration::from_millis(250)) {
             Ok(r) => batch.push(r),
@@ -109,13 +127,14 @@ pub fn run(shared: &Shared, rx: &Receiver<FrameRecord>) {
             Err(RecvTimeoutError::Disconnected) => break,
         }
         batch.extend(rx.try_iter());
+        boxes.fill(&shared.ctl.boxes, &batch);
         {
             let mut st = shared.stats();
-            for rec in &batch {
+            for (i, rec) in batch.iter().enumerate() {
                 // A period that ended before this frame gets its summary first, so it is logged
                 // before the next period's detailed line, not after it.
                 lines.extend(st.misslog.tick(rec.done_at));
-                lines.extend(st.absorb(rec));
+                lines.extend(st.absorb(rec, boxes.of(i)));
                 if matches!(rec.outcome, Outcome::OnTime | Outcome::Late) {
                     shared.change_state(State::Waiting, State::Running);
                 }
@@ -132,19 +151,22 @@ pub fn run(shared: &Shared, rx: &Receiver<FrameRecord>) {
             log::warn!(target: "rtinfer::pipeline", "{line}");
         }
         if let Some(r) = results.as_mut() {
-            for rec in &batch {
-                r.write(&shared.serving, rec);
+            for (i, rec) in batch.iter().enumerate() {
+                r.write(&shared.serving, rec, boxes.of(i));
             }
             r.flush();
         }
         // Subscribers' queues and the MQTT client take the batch without blocking (a full queue
         // loses records, counted).
-        shared.subscribers.publish(&shared.serving, &batch);
+        shared.subscribers.publish(&shared.serving, &batch, &boxes);
         if let Some(m) = shared.mqtt() {
-            for rec in batch.iter().filter(|r| record::is_result(r)) {
+            for (i, rec) in batch.iter().enumerate() {
+                if !record::is_result(rec) {
+                    continue;
+                }
                 let model = record::model_name(&shared.serving, rec);
                 m.offer(
-                    record::to_json(rec, model.as_deref())
+                    record::to_json(rec, model.as_deref(), boxes.of(i))
                         .to_string()
                         .into_bytes(),
                 );

@@ -119,16 +119,19 @@ impl Subscribers {
     }
 
     /// Hands a batch of records to every subscriber whose filter it matches (never blocks).
-    pub fn publish(&self, serving: &Serving, batch: &[FrameRecord]) {
+    pub fn publish(&self, serving: &Serving, batch: &[FrameRecord], boxes: &record::BatchBoxes) {
         let mut inner = self.lock();
         if inner.subs.is_empty() {
             return;
         }
         let mut ndjson = Vec::new();
         let mut sse = Vec::new();
-        for rec in batch.iter().filter(|r| record::is_result(r)) {
+        for (i, rec) in batch.iter().enumerate() {
+            if !record::is_result(rec) {
+                continue;
+            }
             let model = record::model_name(serving, rec);
-            let json = record::to_json(rec, model.as_deref()).to_string();
+            let json = record::to_json(rec, model.as_deref(), boxes.of(i)).to_string();
             ndjson.clear();
             sse.clear();
             for sub in &mut inner.subs {

@@ -157,6 +157,7 @@ mod tests {
             top: [(0, 0.0); TOP_K],
             top_len: 0,
             raw: None,
+            detections: None,
         }
     }
 

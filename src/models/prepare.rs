@@ -89,6 +89,11 @@ impl LoadHandle {
 pub enum PrepareError {
     #[error(transparent)]
     Backend(#[from] BackendError),
+    #[error("model {model}: {source}")]
+    Postprocess {
+        model: String,
+        source: crate::postprocess::DetectError,
+    },
     #[error("model {}: its output has no scores", path.display())]
     NoScores { path: PathBuf },
     #[error("preprocessing for model {model}: {source}")]
@@ -128,7 +133,11 @@ pub fn prepare(
         &settings.postprocess,
         &info.output_shape,
         info.output_op.as_deref(),
-    );
+    )
+    .map_err(|source| PrepareError::Postprocess {
+        model: info.name.clone(),
+        source,
+    })?;
     log::info!(
         "model {} ({}, {}): input {}x{}x{}; outputs {}; reading '{}' {:?} as {}",
         info.name,

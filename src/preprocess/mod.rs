@@ -41,6 +41,7 @@ mod simd_x86;
 mod taps;
 
 pub use kernels::Isa;
+pub use plan::Crop;
 use plan::{Dest, Plan};
 
 /// CIFAR-10's per-channel mean (R, G, B), the default normalisation.
@@ -494,6 +495,15 @@ impl Preprocessor {
                 p.region.h as u32,
             )
         })
+    }
+
+    /// The prepared placement whole: the frame size, where the picture lands in the model input
+    /// and the frame window (possibly fractional source pixels) that fills it — what a detector's
+    /// boxes are mapped back through, so the geometry has one source.
+    pub fn geometry(&self) -> Option<((u32, u32), Rect, Crop)> {
+        self.plan
+            .as_ref()
+            .map(|p| ((p.width, p.height), p.region, p.crop))
     }
 
     /// Fits, converts, normalises and writes `frame` into `out`, the engine's input buffer,

@@ -22,6 +22,8 @@ pub struct Plan {
     pub format: PixelFormat,
     /// Where the picture goes in the model input.
     pub region: Rect,
+    /// The part of the frame that fills `region` (what boxes are mapped back through).
+    pub crop: Crop,
     kind: Kind,
 }
 
@@ -199,6 +201,7 @@ impl Plan {
             height,
             format,
             region,
+            crop,
             kind,
         }
     }
