@@ -12,7 +12,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 LOW=(src/backend src/source src/preprocess src/slot.rs src/stats.rs src/tensor.rs src/time.rs
-  src/postprocess.rs src/rt.rs src/rt src/watchdog.rs src/misslog.rs src/state.rs src/invalid_key.rs src/units.rs src/causes.rs)
+  src/postprocess.rs src/postprocess src/rt.rs src/rt src/watchdog.rs src/misslog.rs src/state.rs src/invalid_key.rs src/units.rs src/causes.rs)
 MID=(src/pipeline.rs src/capture.rs src/models src/governor src/status src/power src/systemd.rs
   src/signals.rs src/system.rs src/mqtt.rs)
 ABOVE_LOW='daemon|config|study|pipeline|capture|models|governor|status|power|systemd|signals|system|mqtt'

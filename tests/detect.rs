@@ -262,13 +262,8 @@ fn boxes_map_back_to_source_pixels_through_every_resize_mode() {
 }
 
 /// `rtinfer run` on `model` for `secs` of 640x480 synthetic frames with `config`; /status is
-/// read while it runs (once a detect result is there). Returns (exit, stderr, status, results).
-fn run_daemon(
-    dir: &Path,
-    model: &Path,
-    config: &str,
-    secs: u32,
-) -> (i32, String, Value, Vec<Value>) {
+/// read while it runs (once a detect result is there), then /metrics.
+fn run_daemon(dir: &Path, model: &Path, config: &str, secs: u32) -> Daemon {
     let results = dir.join("results.jsonl");
     let sock = dir.join("d.sock");
     let cfg = dir.join("c.toml");
@@ -297,10 +292,26 @@ fn run_daemon(
     {
         std::thread::sleep(Duration::from_millis(20));
     }
-    let status = if sock.exists() {
-        util::status_until(&sock, 20.0, |v| v["last_result"]["kind"] == "detect")
+    let (status, metrics) = if sock.exists() {
+        let st = util::status_until(&sock, 20.0, |v| v["last_result"]["kind"] == "detect");
+        (st, util::curl(&sock, "/metrics").1)
     } else {
-        Value::Null
+        (Value::Null, String::new())
+    };
+    // A second of the GET /results stream (curl ends it at --max-time).
+    let stream = if sock.exists() {
+        let o = std::process::Command::new("curl")
+            .args(["-sN", "--max-time", "1", "--unix-socket"])
+            .arg(&sock)
+            .arg("http://localhost/results")
+            .output()
+            .expect("curl is installed (scripts/setup.sh)");
+        String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    } else {
+        Vec::new()
     };
     let out = child.wait_with_output().expect("rtinfer ends");
     let records = std::fs::read_to_string(&results)
@@ -308,12 +319,25 @@ fn run_daemon(
         .lines()
         .map(|l| serde_json::from_str(l).expect("a results line is JSON"))
         .collect();
-    (
-        out.status.code().unwrap_or(-1),
-        stderr(&out),
+    Daemon {
+        code: out.status.code().unwrap_or(-1),
+        err: stderr(&out),
         status,
+        metrics,
         records,
-    )
+        stream,
+    }
+}
+
+/// What [`run_daemon`] saw.
+struct Daemon {
+    code: i32,
+    err: String,
+    status: Value,
+    metrics: String,
+    records: Vec<Value>,
+    /// Records from GET /results.
+    stream: Vec<Value>,
 }
 
 #[test]
@@ -327,8 +351,22 @@ fn the_daemon_carries_boxes_in_source_pixels_to_status_and_results() {
     let h = head(&cands, 6, 8, true);
     let m = model_file(dir.path(), "yolo.onnx", 320, 320, &h);
     let config = "[preprocess]\nresize = \"letterbox\"\n[postprocess]\nkind = \"detect\"\n";
-    let (code, err, status, records) = run_daemon(dir.path(), &m, config, 3);
+    let Daemon {
+        code,
+        err,
+        status,
+        metrics,
+        records,
+        stream,
+    } = run_daemon(dir.path(), &m, config, 3);
     assert_eq!(code, 0, "{err}");
+    assert!(metrics.contains("\nrtinfer_detections 2\n"), "{metrics}");
+    let total = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("rtinfer_detections_total "))
+        .and_then(|v| v.parse::<f64>().ok())
+        .expect("rtinfer_detections_total");
+    assert!(total >= 2.0 && total % 2.0 == 0.0, "{metrics}");
     assert!(err.contains("detect (8 candidates, 2 classes"), "{err}");
     let want = serde_json::json!([
         {"class": 0, "score": 0.9f32, "box": [220.0, 180.0, 420.0, 300.0]},
@@ -340,7 +378,8 @@ fn the_daemon_carries_boxes_in_source_pixels_to_status_and_results() {
     assert_eq!(last["boxes"], want, "{last}");
     assert_eq!(last["top"], serde_json::json!([]));
     assert!(!records.is_empty(), "{err}");
-    for r in &records {
+    assert!(!stream.is_empty(), "GET /results gave nothing");
+    for r in records.iter().chain(&stream) {
         assert_eq!(r["kind"], "detect", "{r}");
         assert_eq!(r["detections"], 2, "{r}");
         assert_eq!(r["boxes"], want, "{r}");
@@ -366,7 +405,7 @@ fn bad_detect_keys_and_unreadable_heads_are_refused_by_name() {
         "{}",
         stderr(&check)
     );
-    let (code, err, _, _) = run_daemon(
+    let Daemon { code, err, .. } = run_daemon(
         dir.path(),
         &m,
         "[postprocess]\nkind = \"detect\"\niou = 1.5\n",
@@ -375,15 +414,19 @@ fn bad_detect_keys_and_unreadable_heads_are_refused_by_name() {
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("postprocess.iou"), "{err}");
     // A detect key under another kind is not silently ignored.
-    let (code, err, _, _) = run_daemon(dir.path(), &m, "[postprocess]\nconfidence = 0.5\n", 1);
+    let Daemon { code, err, .. } =
+        run_daemon(dir.path(), &m, "[postprocess]\nconfidence = 0.5\n", 1);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("postprocess.confidence"), "{err}");
     // A square head cannot say which axis is which: refused at start-up naming the key; the key
     // makes it run.
-    let (code, err, _, _) = run_daemon(dir.path(), &m, "[postprocess]\nkind = \"detect\"\n", 1);
+    let Daemon { code, err, .. } =
+        run_daemon(dir.path(), &m, "[postprocess]\nkind = \"detect\"\n", 1);
     assert_eq!(code, 3, "{err}");
     assert!(err.contains("postprocess.layout"), "{err}");
-    let (code, err, _, records) = run_daemon(
+    let Daemon {
+        code, err, records, ..
+    } = run_daemon(
         dir.path(),
         &m,
         "[postprocess]\nkind = \"detect\"\nlayout = \"channels-last\"\nobjectness = false\n",

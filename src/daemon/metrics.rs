@@ -26,10 +26,14 @@ pub fn render(s: &Shared) -> String {
     let mut out = String::with_capacity(4096);
     let c = s.slot.counters();
     let sys = s.system();
-    let (window, lifetime, fps) = {
+    let (window, lifetime, fps, detections) = {
         let mut st = s.stats();
         let sum = st.latency.summary(MonoTime::now());
-        (sum.window, sum.lifetime, sum.fps)
+        // A detector's boxes: (kept since start, in the last result), once a detector ran.
+        let last = st.last_result.and_then(|r| r.detections);
+        let detections = (last.is_some() || st.detections_total > 0)
+            .then(|| (st.detections_total, last.unwrap_or(0)));
+        (sum.window, sum.lifetime, sum.fps, detections)
     };
     gauge(&mut out, "rtinfer_up", "1 while the daemon runs.", 1.0);
     let _ = writeln!(
@@ -58,6 +62,20 @@ pub fn render(s: &Shared) -> String {
         c.in_flight as f64,
     );
     latency_summary(&mut out, &window, &lifetime);
+    if let Some((total, last)) = detections {
+        counter(
+            &mut out,
+            "rtinfer_detections_total",
+            "Boxes a detector kept (postprocess.kind = detect), over every result since start.",
+            total as f64,
+        );
+        gauge(
+            &mut out,
+            "rtinfer_detections",
+            "Boxes in the last result (0 when the serving model is not a detector).",
+            last as f64,
+        );
+    }
     if let Some(max) = window.inference.max {
         gauge(
             &mut out,
