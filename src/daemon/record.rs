@@ -100,3 +100,86 @@ pub fn boxes_json(rec: &FrameRecord, boxes: Option<&[Detection]>) -> Value {
         _ => Value::Null,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn rec(seq: u64, detections: Option<u16>, outcome: Outcome) -> FrameRecord {
+        FrameRecord {
+            seq,
+            model_gen: 3,
+            captured_at: crate::time::MonoTime::from_nanos(1),
+            done_at: crate::time::MonoTime::from_nanos(2),
+            times: Default::default(),
+            outcome,
+            budget: Duration::from_millis(16),
+            top: [(0, 0.0); crate::pipeline::TOP_K],
+            top_len: 0,
+            raw: None,
+            detections,
+        }
+    }
+
+    #[test]
+    fn a_batch_reads_each_records_boxes_once_and_a_lost_frame_says_null() {
+        let ring = BoxRing::new();
+        let b = |x: f32| Detection {
+            class: 2,
+            score: 0.5,
+            x1: x,
+            y1: 1.0,
+            x2: x + 1.0,
+            y2: 2.0,
+        };
+        ring.publish(3, 10, &[b(1.0), b(5.0)]);
+        ring.publish(3, 11, &[]);
+        ring.publish(3, 12, &[b(9.0)]);
+        // Frame 13's slot was taken by frame 13 + 64 before the stats thread came.
+        ring.publish(
+            3,
+            13 + crate::postprocess::ring::RING_SLOTS as u64,
+            &[b(0.0)],
+        );
+        let batch = [
+            rec(10, Some(2), Outcome::OnTime),
+            rec(11, Some(0), Outcome::Late),
+            rec(9, None, Outcome::OnTime),
+            rec(12, Some(1), Outcome::OnTime),
+            rec(13, Some(1), Outcome::OnTime),
+        ];
+        let mut boxes = BatchBoxes::with_capacity(8);
+        boxes.fill(&ring, &batch);
+        assert_eq!(boxes.of(0), Some(&[b(1.0), b(5.0)][..]));
+        assert_eq!(boxes.of(1), Some(&[][..]));
+        assert_eq!(boxes.of(2), None);
+        assert_eq!(boxes.of(3), Some(&[b(9.0)][..]));
+        assert_eq!(boxes.of(4), None);
+        let j = |i: usize| to_json(&batch[i], Some("m"), boxes.of(i));
+        assert_eq!(j(0)["kind"], "detect");
+        assert_eq!(j(0)["detections"], 2);
+        assert_eq!(
+            j(0)["boxes"],
+            json!([
+                {"class": 2, "score": 0.5, "box": [1.0, 1.0, 2.0, 2.0]},
+                {"class": 2, "score": 0.5, "box": [5.0, 1.0, 6.0, 2.0]},
+            ])
+        );
+        assert_eq!(j(1)["boxes"], json!([]));
+        // A classifier has neither; a detector's lost frame keeps its count, boxes null.
+        assert_eq!(
+            (j(2)["detections"].clone(), j(2)["boxes"].clone()),
+            (Value::Null, Value::Null)
+        );
+        assert_eq!(j(2)["kind"], "classify");
+        assert_eq!(
+            (j(4)["detections"].clone(), j(4)["boxes"].clone()),
+            (json!(1), Value::Null)
+        );
+        // Refilled for the next batch, nothing of the last one stays.
+        boxes.fill(&ring, &batch[2..3]);
+        assert_eq!(boxes.of(0), None);
+        assert_eq!(boxes.of(1), None);
+    }
+}
