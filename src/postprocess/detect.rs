@@ -351,11 +351,36 @@ impl DetectPlan {
     /// Returns how many boxes were kept. No allocation: `buf` was sized by
     /// [`DetectBuffers::for_plan`].
     pub fn run(&self, out: &[f32], map: &BoxMap, buf: &mut DetectBuffers) -> usize {
-        let DetectBuffers { candidates, kept } = buf;
+        let DetectBuffers {
+            candidates,
+            kept,
+            best,
+        } = buf;
         candidates.clear();
         kept.clear();
         if out.len() < self.n * self.attrs {
             return 0;
+        }
+        let first_class = 4 + self.objectness as usize;
+        // Channels-first: each class is a contiguous row, so the best class of every candidate
+        // is found row by row (a candidate's own values are `n` apart: one cache line each).
+        let rows = self.channels_first && best.len() == self.n;
+        if rows {
+            let n = self.n;
+            for (b, &v) in best
+                .iter_mut()
+                .zip(&out[first_class * n..(first_class + 1) * n])
+            {
+                *b = (v, 0);
+            }
+            for k in first_class + 1..self.attrs {
+                let c = (k - first_class) as u32;
+                for (b, &v) in best.iter_mut().zip(&out[k * n..(k + 1) * n]) {
+                    if v > b.0 {
+                        *b = (v, c);
+                    }
+                }
+            }
         }
         let (n, attrs) = (self.n, self.attrs);
         let at = |i: usize, k: usize| -> f32 {
@@ -366,7 +391,6 @@ impl DetectPlan {
             }
         };
         let act = |v: f32| if self.logits { sigmoid(v) } else { v };
-        let first_class = 4 + self.objectness as usize;
         for i in 0..n {
             let obj = if self.objectness {
                 let o = act(at(i, 4));
@@ -377,16 +401,21 @@ impl DetectPlan {
             } else {
                 1.0
             };
-            let (mut best, mut class) = (f32::NEG_INFINITY, 0usize);
-            for k in first_class..attrs {
-                let v = at(i, k);
-                if v > best {
-                    best = v;
-                    class = k - first_class;
+            let (top, class) = if rows {
+                best.get(i).copied().unwrap_or((f32::NEG_INFINITY, 0))
+            } else {
+                let (mut top, mut class) = (f32::NEG_INFINITY, 0u32);
+                for k in first_class..attrs {
+                    let v = at(i, k);
+                    if v > top {
+                        top = v;
+                        class = (k - first_class) as u32;
+                    }
                 }
-            }
+                (top, class)
+            };
             // The activation is monotonic: the best logit is the best probability.
-            let score = obj * act(best);
+            let score = obj * act(top);
             if score.is_nan()
                 || score < self.confidence
                 || candidates.len() == candidates.capacity()
@@ -399,7 +428,7 @@ impl DetectPlan {
                 BoxFormat::Xyxy => (p.min(r), q.min(s), p.max(r), q.max(s)),
             };
             candidates.push(Detection {
-                class: class as u32,
+                class,
                 score,
                 x1,
                 y1,
@@ -444,6 +473,8 @@ pub fn nms(candidates: &mut [Detection], iou_max: f32, max: usize, kept: &mut Ve
 pub struct DetectBuffers {
     candidates: Vec<Detection>,
     kept: Vec<Detection>,
+    /// Channels-first: each candidate's best class score and class.
+    best: Vec<(f32, u32)>,
 }
 
 impl DetectBuffers {
@@ -451,6 +482,10 @@ impl DetectBuffers {
         DetectBuffers {
             candidates: Vec::with_capacity(plan.n),
             kept: Vec::with_capacity(plan.max_detections),
+            best: match plan.channels_first {
+                true => vec![(0.0, 0); plan.n],
+                false => Vec::new(),
+            },
         }
     }
 
