@@ -68,10 +68,6 @@ fn main() {
         ..Default::default()
     };
     let plan = Plan::decide(&opts, &[1, (4 + classes) as i64, n as i64], None).expect("head");
-    let Plan::Detect(d) = plan else {
-        unreachable!()
-    };
-    let _: DetectPlan = d;
     let mut s = Scratch::for_plan(&plan, 0);
     // 1280x720 letterboxed into 640x640.
     let map = BoxMap::new(
