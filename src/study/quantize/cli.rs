@@ -45,8 +45,9 @@ pub struct QuantizeArgs {
     /// stretch | center-crop | letterbox (as the daemon's preprocess.resize; overrides --config).
     #[arg(long)]
     pub resize: Option<String>,
-    /// The daemon's config file: its `[preprocess]` (resize, mean/std, channel order) prepares the
-    /// calibration data exactly as the daemon prepares frames, and its `onnxruntime.library` is used.
+    /// The daemon's config file: its `[preprocess]` (resize, filter, fill, align, mean/std,
+    /// channel order) prepares the calibration data exactly as the daemon prepares frames, and
+    /// its `onnxruntime.library` is used.
     #[arg(long)]
     pub config: Option<PathBuf>,
     /// Calibration samples kept to compare the int8 model with the float model.
