@@ -36,9 +36,14 @@ pub struct QuantizeArgs {
     /// Per-output-channel weight scales (Conv, Gemm).
     #[arg(long)]
     pub per_channel: bool,
-    /// Activation type: u8 (default) or s8.
-    #[arg(long, default_value = "u8")]
-    pub activation_type: String,
+    /// Activation type: u8 (default) or s8 (s8 with --symmetric).
+    #[arg(long)]
+    pub activation_type: Option<String>,
+    /// Write the symmetric form TensorRT 10 builds int8 from (explicit quantization): int8
+    /// activations and weights with zero points 0, weights per channel (opset >= 13), biases
+    /// float. The default form (uint8 asymmetric) is ONNX Runtime's.
+    #[arg(long)]
+    pub symmetric: bool,
     /// Seed of the random calibration data used when no --calib/--calib-source is given.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -85,8 +90,11 @@ pub fn run(a: QuantizeArgs) -> anyhow::Result<u8> {
         per_channel: a.per_channel,
         activation: a
             .activation_type
+            .as_deref()
+            .unwrap_or(if a.symmetric { "s8" } else { "u8" })
             .parse()
             .map_err(|e| anyhow::anyhow!("--activation-type: {e}"))?,
+        symmetric: a.symmetric,
         check_samples: a.check_samples,
         threads: a.threads,
         allow_float_conv: a.allow_float_conv,
@@ -96,6 +104,10 @@ pub fn run(a: QuantizeArgs) -> anyhow::Result<u8> {
         input_shape: a.input_shape.clone().map(|s| s.0),
         ..QuantizeOptions::default()
     };
+    anyhow::ensure!(
+        !(opts.symmetric && opts.activation == super::ActivationType::U8),
+        "--symmetric writes int8 activations (zero point 0): --activation-type u8 contradicts it"
+    );
     if let super::Method::Percentile(_) = opts.method {
         anyhow::ensure!(
             a.percentile > 0.0 && a.percentile <= 100.0,
@@ -149,8 +161,12 @@ pub fn render(r: &QuantizeReport, o: &QuantizeOptions) -> String {
         r.output.display(),
         r.samples,
         o.method.name(),
-        o.activation.name(),
-        if o.per_channel {
+        if o.symmetric {
+            "s8 symmetric (zero point 0, for TensorRT)"
+        } else {
+            o.activation.name()
+        },
+        if r.per_channel {
             "per-channel"
         } else {
             "per-tensor"

@@ -61,6 +61,10 @@ pub struct QuantizeOptions {
     pub force: bool,
     /// `--input-shape`: symbolic input dims pinned (the written model keeps the pinned shape).
     pub input_shape: Option<Vec<i64>>,
+    /// `--symmetric`: the Q/DQ form TensorRT 10 builds (int8 activations and weights, zero
+    /// points 0, weights per channel from opset 13, biases float); ONNX Runtime's CPU kernels
+    /// may leave convolutions of it in float, which is reported, not refused.
+    pub symmetric: bool,
 }
 
 impl Default for QuantizeOptions {
@@ -79,6 +83,7 @@ impl Default for QuantizeOptions {
             min_pearson: 0.9,
             force: false,
             input_shape: None,
+            symmetric: false,
         }
     }
 }
@@ -99,6 +104,9 @@ pub struct QuantizeReport {
     /// Operator histogram of ONNX Runtime's optimised int8 graph (`domain:op` -> count).
     pub ort_ops: std::collections::BTreeMap<String, usize>,
     pub agreement: Agreement,
+    /// Whether the weights were quantized per output channel (asked for, or `--symmetric`, and
+    /// opset >= 13).
+    pub per_channel: bool,
     pub calibration_s: f64,
     pub total_s: f64,
 }
@@ -259,8 +267,10 @@ pub fn quantize(
     let basic = ort_run::shape_infer(&what, &basic)?;
     let graph = basic.graph.clone().unwrap_or_default();
     let opset = qdq::default_opset(&basic);
-    let per_channel = opts.per_channel && opset >= qdq::PER_CHANNEL_OPSET;
-    if opts.per_channel && !per_channel {
+    // TensorRT quantizes weights per output channel: the symmetric form does too where it can.
+    let want_per_channel = opts.per_channel || opts.symmetric;
+    let per_channel = want_per_channel && opset >= qdq::PER_CHANNEL_OPSET;
+    if want_per_channel && !per_channel {
         log::warn!(
             "{}: opset {opset} has no per-channel DequantizeLinear (needs {}): weights are quantized per tensor",
             input.display(),
@@ -281,6 +291,7 @@ pub fn quantize(
         &ranges,
         qdq::QdqOptions {
             activation: opts.activation,
+            symmetric: opts.symmetric,
         },
     )?;
     let qbytes = qmodel.encode_to_vec();
@@ -297,7 +308,16 @@ pub fn quantize(
     let ort_graph = onnx_pb::read_model(&verify_path)?;
     let float_convs = float_convs(&ort_graph);
     if !float_convs.is_empty() && !opts.allow_float_conv {
-        return Err(QuantizeError::FloatConvs { nodes: float_convs });
+        if !opts.symmetric {
+            return Err(QuantizeError::FloatConvs { nodes: float_convs });
+        }
+        // The symmetric form is for TensorRT; ONNX Runtime here only checks its agreement.
+        log::info!(
+            "{}: ONNX Runtime on this CPU runs {} of the symmetric model's convolutions in float \
+             (its integer kernels want other Q/DQ forms); TensorRT builds them in int8",
+            output.display(),
+            float_convs.len()
+        );
     }
     let shape = ort_run::input_shape(&what, &session)?;
     let mut runner = ort_run::Runner::new(&what, session, &shape)?;
@@ -344,6 +364,7 @@ pub fn quantize(
         float_convs,
         ort_ops: op_histogram(&ort_graph),
         agreement,
+        per_channel,
         calibration_s,
         total_s: t0.elapsed().as_secs_f64(),
     })
