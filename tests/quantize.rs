@@ -590,3 +590,44 @@ fn symmetric_mode_writes_int8_zero_point_qdq_that_follows_the_float_model() {
     );
     assert!(!out.exists());
 }
+
+#[test]
+fn quantize_times_int8_against_fp32_and_no_bench_skips_it() {
+    let dir = util::tempdir();
+    let model = util::zoo_model(dir.path(), "vgg11", "cifar10", 0.25);
+    let calib = ["--calib-source", "synthetic://48x40@1000", "--samples", "4"];
+    let out = dir.path().join("timed.onnx");
+    let (ok, stdout, stderr) = quantize_cli(&model, &out, &calib);
+    assert!(ok, "{stderr}");
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("speed on this machine"))
+        .unwrap_or_else(|| panic!("no speed line:\n{stdout}"));
+    assert!(
+        line.contains("batch 1, median of 30 runs after 5 warm-up"),
+        "{line}"
+    );
+    let fp32 = figure(line, "fp32");
+    let int8 = figure(line, "int8");
+    let ratio = figure(line, "int8/fp32");
+    eprintln!("vgg11 x0.25: fp32 {fp32} ms, int8 {int8} ms, ratio {ratio}");
+    assert!(fp32 > 0.0 && int8 > 0.0, "{line}");
+    // The printed ratio is the printed medians' (to the rounding of 3 decimals).
+    assert!((ratio - int8 / fp32).abs() < 0.01 + 0.001 / fp32, "{line}");
+    // A slower int8 model is a warning in the report (the two-decimal ratio cannot tell 1.00
+    // apart: no claim there).
+    let warned = stdout.contains("WARNING: the int8 model is");
+    if ratio > 1.005 {
+        assert!(warned, "{stdout}");
+    } else if ratio < 0.995 {
+        assert!(!warned, "{stdout}");
+    }
+
+    let out = dir.path().join("untimed.onnx");
+    let mut args = calib.to_vec();
+    args.push("--no-bench");
+    let (ok, stdout, stderr) = quantize_cli(&model, &out, &args);
+    assert!(ok, "{stderr}");
+    assert!(out.exists());
+    assert!(!stdout.contains("speed on this machine"), "{stdout}");
+}

@@ -74,6 +74,9 @@ pub struct QuantizeArgs {
     /// Write the model even when it disagrees with the float model.
     #[arg(long)]
     pub force: bool,
+    /// Skip timing int8 against fp32 on this machine after writing.
+    #[arg(long)]
+    pub no_bench: bool,
     /// Path of libonnxruntime.so (searched first).
     #[arg(long)]
     pub ort_library: Option<PathBuf>,
@@ -95,6 +98,7 @@ pub fn run(a: QuantizeArgs) -> anyhow::Result<u8> {
             .parse()
             .map_err(|e| anyhow::anyhow!("--activation-type: {e}"))?,
         symmetric: a.symmetric,
+        bench: !a.no_bench,
         check_samples: a.check_samples,
         threads: a.threads,
         allow_float_conv: a.allow_float_conv,
@@ -200,6 +204,20 @@ pub fn render(r: &QuantizeReport, o: &QuantizeOptions) -> String {
         a.rel_l2,
         a.top1 * 100.0
     );
+    if let Some(sp) = &r.speed {
+        let _ = writeln!(
+            s,
+            "speed on this machine (ONNX Runtime, batch 1, median of {} runs after {} warm-up): fp32 {:.3} ms, int8 {:.3} ms, int8/fp32 {:.2}",
+            sp.runs,
+            super::speed::WARMUP_RUNS,
+            sp.fp32_ms,
+            sp.int8_ms,
+            sp.ratio()
+        );
+    }
+    if let Some(w) = &r.speed_warning {
+        let _ = writeln!(s, "WARNING: {w}");
+    }
     let _ = writeln!(
         s,
         "time: calibration {:.2} s, total {:.2} s",

@@ -17,6 +17,7 @@ pub mod ort_run;
 pub mod plan;
 pub mod qdq;
 pub mod qparams;
+pub mod speed;
 mod tmp;
 
 use std::collections::HashMap;
@@ -65,6 +66,8 @@ pub struct QuantizeOptions {
     /// points 0, weights per channel from opset 13, biases float); ONNX Runtime's CPU kernels
     /// may leave convolutions of it in float, which is reported, not refused.
     pub symmetric: bool,
+    /// Time int8 against fp32 after writing and warn when int8 is slower (`--no-bench` clears).
+    pub bench: bool,
 }
 
 impl Default for QuantizeOptions {
@@ -84,6 +87,7 @@ impl Default for QuantizeOptions {
             force: false,
             input_shape: None,
             symmetric: false,
+            bench: true,
         }
     }
 }
@@ -107,6 +111,10 @@ pub struct QuantizeReport {
     /// Whether the weights were quantized per output channel (asked for, or `--symmetric`, and
     /// opset >= 13).
     pub per_channel: bool,
+    /// int8 against fp32 on this machine (`None` with `--no-bench`, or when timing failed).
+    pub speed: Option<speed::Speed>,
+    /// Why int8 is slower here, when it is.
+    pub speed_warning: Option<String>,
     pub calibration_s: f64,
     pub total_s: f64,
 }
@@ -355,6 +363,33 @@ pub fn quantize(
         path: output.to_owned(),
         source,
     })?;
+    let (speed, speed_warning) = if opts.bench {
+        let what = format!("timing int8 against fp32 for {}", output.display());
+        let x = kept.first().map(|(x, _)| x.as_slice());
+        match speed::measure(&what, &bytes, &qbytes, x, opts.threads) {
+            Ok(s) => {
+                let cx = speed::Context {
+                    int8_dot: speed::int8_dot_instructions(),
+                    opset,
+                    per_tensor_forced: want_per_channel && !per_channel,
+                    float_convs: float_convs.len(),
+                    symmetric: opts.symmetric,
+                };
+                let warning = speed::slower_warning(&s, &cx);
+                if let Some(w) = &warning {
+                    log::warn!("{}: {w}", output.display());
+                }
+                (Some(s), warning)
+            }
+            // The model is written and checked: a failed timing loses only the figures.
+            Err(e) => {
+                log::warn!("{what}: {e} (the model is written)");
+                (None, None)
+            }
+        }
+    } else {
+        (None, None)
+    };
     Ok(QuantizeReport {
         output: output.to_owned(),
         samples,
@@ -365,6 +400,8 @@ pub fn quantize(
         ort_ops: op_histogram(&ort_graph),
         agreement,
         per_channel,
+        speed,
+        speed_warning,
         calibration_s,
         total_s: t0.elapsed().as_secs_f64(),
     })
