@@ -71,6 +71,22 @@ pub fn head_model(h: i64, w: i64, shape: &[i64], data: &[f32]) -> ModelProto {
 
 /// The daemon's pipeline for `model`: ONNX Runtime, `resize`, the plan `[postprocess]` decides.
 pub fn detect_pipeline(model: &Path, post: &PostprocessOptions, resize: ResizeMode) -> Pipeline {
+    detect_pipeline_with(
+        model,
+        post,
+        PreprocessOptions {
+            resize,
+            ..Default::default()
+        },
+    )
+}
+
+/// [`detect_pipeline`] with every preprocessing option given.
+pub fn detect_pipeline_with(
+    model: &Path,
+    post: &PostprocessOptions,
+    pre: PreprocessOptions,
+) -> Pipeline {
     let backend = OnnxBackend::new(OrtOptions {
         library: Some(util::ort_library()),
         ..OrtOptions::default()
@@ -80,14 +96,7 @@ pub fn detect_pipeline(model: &Path, post: &PostprocessOptions, resize: ResizeMo
         .load(model, &rtinfer::backend::LoadOptions::default())
         .expect("model loads");
     let info = engine.info().clone();
-    let pre = Preprocessor::new(
-        info.input,
-        PreprocessOptions {
-            resize,
-            ..Default::default()
-        },
-    )
-    .expect("preprocessor");
+    let pre = Preprocessor::new(info.input, pre).expect("preprocessor");
     let plan = Plan::decide(post, &info.output_shape, info.output_op.as_deref()).expect("a head");
     Pipeline::with_plan(engine, pre, plan)
 }
@@ -259,6 +268,26 @@ fn boxes_map_back_to_source_pixels_through_every_resize_mode() {
         assert!(close(&got[0], 0, 0.9, b0), "{mode}: {:?}", got[0]);
         assert!(close(&got[1], 1, 0.8, b1), "{mode}: {:?}", got[1]);
     }
+    // Letterbox aligned top-left (`[preprocess] align`): the picture fills y 0..240 of the model,
+    // so the same boxes land 40 model rows (80 source rows) lower than centred.
+    let mut p = detect_pipeline_with(
+        &m,
+        &detect(DetectOptions::default()),
+        PreprocessOptions {
+            resize: ResizeMode::Letterbox,
+            align: "top-left".parse().expect("an alignment"),
+            ..Default::default()
+        },
+    );
+    let got = boxes_of(&mut p, 640, 480);
+    assert!(
+        close(&got[0], 0, 0.9, [220.0, 260.0, 420.0, 380.0]),
+        "{got:?}"
+    );
+    assert!(
+        close(&got[1], 1, 0.8, [280.0, 60.0, 360.0, 100.0]),
+        "{got:?}"
+    );
 }
 
 /// `rtinfer run` on `model` for `secs` of 640x480 synthetic frames with `config`; /status is
