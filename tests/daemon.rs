@@ -792,7 +792,7 @@ fn malloc_arenas(pid: u32) -> usize {
             let f: Vec<&str> = l.split_whitespace().collect();
             let start = f[0].split('-').next().expect("range");
             let start = u64::from_str_radix(start, 16).expect("hex address");
-            f.len() == 5 && f[1] == "rw-p" && start % HEAP_MAX == 0
+            f.len() == 5 && f[1] == "rw-p" && start.is_multiple_of(HEAP_MAX)
         })
         .count()
 }
