@@ -22,6 +22,7 @@ use crate::time::MonoTime;
 
 pub mod convert;
 pub mod device;
+pub mod jpeg;
 pub mod kernel;
 pub mod mjpeg;
 
@@ -64,6 +65,8 @@ pub struct V4l2Source {
     limits: FrameLimits,
     /// Buffers reused from MJPEG frame to MJPEG frame.
     jpeg_scratch: mjpeg::Scratch,
+    /// The smallest picture the consumer needs ([`Source::set_min_size`]).
+    min_size: Option<(u32, u32)>,
     backoff: Duration,
     backoff_start: Duration,
     backoff_max: Duration,
@@ -160,7 +163,12 @@ impl V4l2Source {
             device: Some(dev),
             granted,
             limits,
-            jpeg_scratch: mjpeg::Scratch::default(),
+            jpeg_scratch: {
+                let mut s = mjpeg::Scratch::default();
+                s.prepare();
+                s
+            },
+            min_size: None,
             backoff: BACKOFF_START,
             backoff_start: BACKOFF_START,
             backoff_max: BACKOFF_MAX,
@@ -311,6 +319,22 @@ impl Source for V4l2Source {
 
     fn connected(&self) -> bool {
         self.device.is_some()
+    }
+
+    fn set_min_size(&mut self, size: Option<(u32, u32)>) {
+        if self.granted.fourcc == convert::MJPG && size != self.min_size {
+            let (w, h) = (self.granted.width, self.granted.height);
+            let k = mjpeg::scale_for(w, h, size);
+            log::info!(
+                "{}: MJPEG frames decoded at 1/{k} size ({}x{}) for a model input of {}",
+                self.uri,
+                w.div_ceil(k),
+                h.div_ceil(k),
+                size.map_or("(none)".into(), |(mw, mh)| format!("{mw}x{mh}"))
+            );
+        }
+        self.min_size = size;
+        self.jpeg_scratch.set_min_size(size);
     }
 
     fn next(&mut self, frame: &mut Frame, timeout: Duration) -> Result<Capture, SourceError> {
