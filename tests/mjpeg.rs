@@ -450,3 +450,92 @@ fn truncated_and_corrupt_frames_are_errors_for_that_frame_only() {
         Err(mjpeg::MjpegError::Size { got_h: 60_000, .. })
     ));
 }
+
+/// A camera alternating a good MJPEG frame and the same frame cut in half.
+struct Flaky {
+    jpeg: Vec<u8>,
+    n: u64,
+}
+
+impl rtinfer::source::v4l2::device::Opener for Flaky {
+    fn open(
+        &mut self,
+        _: &Path,
+    ) -> std::io::Result<Box<dyn rtinfer::source::v4l2::device::Device>> {
+        Ok(Box::new(Flaky {
+            jpeg: self.jpeg.clone(),
+            n: 0,
+        }))
+    }
+}
+
+impl rtinfer::source::v4l2::device::Device for Flaky {
+    fn formats(&mut self) -> std::io::Result<Vec<[u8; 4]>> {
+        Ok(vec![rtinfer::source::v4l2::convert::MJPG])
+    }
+
+    fn start(
+        &mut self,
+        fourcc: [u8; 4],
+        _: (u32, u32),
+        _: Option<f64>,
+    ) -> std::io::Result<rtinfer::source::v4l2::device::Granted> {
+        Ok(rtinfer::source::v4l2::device::Granted {
+            fourcc,
+            width: W,
+            height: H,
+            stride: 0,
+            fps: Some(30.0),
+        })
+    }
+
+    fn next(
+        &mut self,
+        _: std::time::Duration,
+        f: &mut dyn FnMut(&[u8], Option<rtinfer::time::MonoTime>),
+    ) -> std::io::Result<bool> {
+        self.n += 1;
+        let data = if self.n % 2 == 0 {
+            &self.jpeg[..self.jpeg.len() / 2]
+        } else {
+            &self.jpeg[..]
+        };
+        f(data, None);
+        Ok(true)
+    }
+}
+
+#[test]
+fn a_camera_skips_and_counts_corrupt_frames_and_goes_on() {
+    use rtinfer::source::v4l2::{Request, V4l2Source};
+    use rtinfer::source::{Capture, Source};
+    let dir = util::tempdir();
+    let jpeg = encode(dir.path(), "yuvj422p", true);
+    let request = Request {
+        format: None,
+        size: (W, H),
+        fps: None,
+    };
+    let mut cam = V4l2Source::open_with(
+        Box::new(Flaky { jpeg, n: 0 }),
+        Path::new("/dev/video7"),
+        "flaky",
+        request,
+    )
+    .expect("opens");
+    let mut frame = Frame::default();
+    let (mut frames, mut skipped) = (0, 0);
+    for _ in 0..10 {
+        match cam
+            .next(&mut frame, std::time::Duration::from_millis(10))
+            .expect("never fatal")
+        {
+            Capture::Frame => frames += 1,
+            Capture::Timeout => skipped += 1,
+            Capture::EndOfStream => panic!("a camera does not end"),
+        }
+    }
+    assert_eq!((frames, skipped), (5, 5));
+    assert_eq!(cam.skipped_frames(), 5);
+    assert_eq!(frame.format.name(), "yuvj422p");
+}

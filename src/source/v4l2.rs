@@ -72,7 +72,14 @@ pub struct V4l2Source {
     backoff_max: Duration,
     retry_at: MonoTime,
     disconnects: u64,
+    /// Frames skipped because they could not be decoded or copied (corrupt, truncated).
+    skipped: u64,
+    /// The skipped count last logged, and when (at most one line per [`SKIP_LOG_EVERY`]).
+    skipped_logged: (u64, MonoTime),
 }
+
+/// How often a stream of corrupt frames is logged (the first one at once).
+pub const SKIP_LOG_EVERY: Duration = Duration::from_secs(10);
 
 /// Opens a real camera.
 pub fn open(
@@ -174,6 +181,8 @@ impl V4l2Source {
             backoff_max: BACKOFF_MAX,
             retry_at: MonoTime::now(),
             disconnects: 0,
+            skipped: 0,
+            skipped_logged: (0, MonoTime::from_nanos(0)),
         })
     }
 
@@ -193,6 +202,30 @@ impl V4l2Source {
     /// How many times the camera was lost.
     pub fn disconnects(&self) -> u64 {
         self.disconnects
+    }
+
+    /// How many frames were skipped because they could not be decoded (corrupt, truncated).
+    pub fn skipped_frames(&self) -> u64 {
+        self.skipped
+    }
+
+    /// Counts a skipped frame; logs the first at once, then at most one line per
+    /// [`SKIP_LOG_EVERY`] with the count since the last line.
+    fn skip(&mut self, reason: &str) {
+        self.skipped += 1;
+        let now = MonoTime::now();
+        let (logged, at) = self.skipped_logged;
+        if logged == 0 || now.saturating_since(at) >= SKIP_LOG_EVERY {
+            log::warn!(
+                "{}: {} frame(s) skipped since the last report ({} in all); last: {reason}",
+                self.uri,
+                self.skipped - logged,
+                self.skipped
+            );
+            self.skipped_logged = (self.skipped, now);
+        } else {
+            log::debug!("{}: frame skipped: {reason}", self.uri);
+        }
     }
 
     fn lose(&mut self, e: &std::io::Error) {
@@ -372,7 +405,7 @@ impl Source for V4l2Source {
                 }
                 // A corrupt frame (a USB glitch) is skipped, not fatal.
                 Err(reason) => {
-                    log::debug!("{}: frame skipped: {reason}", self.uri);
+                    self.skip(&reason);
                     Ok(Capture::Timeout)
                 }
             },
