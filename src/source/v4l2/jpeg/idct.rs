@@ -162,9 +162,11 @@ impl Default for Scaled {
     }
 }
 
-/// Scaled IDCT: `N x N` samples (N = 4 or 2) from the block, through the weights `m`.
+/// Scaled IDCT: `N x N` samples (N = 4 or 2) from the block, through the weights `m`; the
+/// block's non-zero coefficients are all in its top-left `rows x cols`.
 fn idct_scaled<const N: usize>(
     block: &[i32; 64],
+    (rows, cols): (usize, usize),
     m: &[[i64; 8]; N],
     out: &mut [u8],
     stride: usize,
@@ -172,10 +174,11 @@ fn idct_scaled<const N: usize>(
     h: usize,
 ) {
     // Columns: t[y][u] = sum_v m[y][v] F[v][u], Q13; a column with nothing but DC is flat.
+    let (rows, cols) = (rows.min(8), cols.min(8));
     let mut t = [[0i64; 8]; N];
-    for u in 0..8 {
+    for u in 0..cols {
         let col = |v: usize| i64::from(block[v * 8 + u]);
-        if (1..8).all(|v| block[v * 8 + u] == 0) {
+        if rows == 1 {
             let dc = col(0) << CONST_BITS;
             for ty in t.iter_mut() {
                 ty[u] = dc;
@@ -183,23 +186,30 @@ fn idct_scaled<const N: usize>(
             continue;
         }
         for (y, ty) in t.iter_mut().enumerate() {
-            ty[u] = (0..8).map(|v| m[y][v] * col(v)).sum();
+            ty[u] = (0..rows).map(|v| m[y][v] * col(v)).sum();
         }
     }
     // Rows, then 1/8 (the 8-point coefficients' scale) and Q26 off.
     for (y, ty) in t.iter().enumerate().take(h) {
         let dst = &mut out[y * stride..y * stride + w];
+        if cols == 1 {
+            dst.fill(clamp_sample(descale(ty[0], CONST_BITS + 3)));
+            continue;
+        }
         for (x, d) in dst.iter_mut().enumerate() {
-            let s: i64 = (0..8).map(|u| m[x][u] * ty[u]).sum();
+            let s: i64 = (0..cols).map(|u| m[x][u] * ty[u]).sum();
             *d = clamp_sample(descale(s, 2 * CONST_BITS + 3));
         }
     }
 }
 
-/// The block at `side` samples per side (8, 4, 2 or 1) into `out`, clipped to `w x h`.
+/// The block at `side` samples per side (8, 4, 2 or 1) into `out`, clipped to `w x h`; its
+/// non-zero coefficients are all in the top-left `extent` (rows, columns).
+#[allow(clippy::too_many_arguments)]
 #[inline]
 pub fn idct(
     block: &[i32; 64],
+    extent: (usize, usize),
     scaled: &Scaled,
     side: Side,
     out: &mut [u8],
@@ -209,8 +219,8 @@ pub fn idct(
 ) {
     match side {
         8 => idct_8x8(block, out, stride, w, h),
-        4 => idct_scaled::<4>(block, &scaled.m4, out, stride, w, h),
-        2 => idct_scaled::<2>(block, &scaled.m2, out, stride, w, h),
+        4 => idct_scaled::<4>(block, extent, &scaled.m4, out, stride, w, h),
+        2 => idct_scaled::<2>(block, extent, &scaled.m2, out, stride, w, h),
         _ => {
             // DC only: the block's mean.
             if w > 0 && h > 0 {
@@ -283,7 +293,14 @@ mod tests {
             let mut worst = 0.0f64;
             for block in blocks() {
                 let mut out = [0u8; 64];
-                idct(&block, &Scaled::default(), n, &mut out, n, n, n);
+                idct(&block, (8, 8), &Scaled::default(), n, &mut out, n, n, n);
+                // The extent of the non-zero coefficients gives the same samples.
+                let extent = (0..64)
+                    .filter(|i| block[*i] != 0)
+                    .fold((1, 1), |(r, c), i| (r.max(i / 8 + 1), c.max(i % 8 + 1)));
+                let mut again = [0u8; 64];
+                idct(&block, extent, &Scaled::default(), n, &mut again, n, n, n);
+                assert_eq!(out, again);
                 let exact = reference(&block, n);
                 for (o, e) in out[..n * n].iter().zip(&exact) {
                     worst = worst.max((f64::from(*o) - e).abs());
@@ -299,7 +316,7 @@ mod tests {
         for v in [i32::from(i16::MAX) * 2, -(1 << 15)] {
             let block = [v; 64];
             for n in [8, 4, 2, 1] {
-                idct(&block, &Scaled::default(), n, &mut out, 8, n, n);
+                idct(&block, (8, 8), &Scaled::default(), n, &mut out, 8, n, n);
             }
         }
     }

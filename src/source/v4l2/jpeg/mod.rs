@@ -409,13 +409,22 @@ impl Decoder {
                 let (bh, bv) = if single { (1, 1) } else { (c.h, c.v) };
                 for by in 0..bv {
                     for bx in 0..bh {
-                        self.decode_block(&mut bits, c, &mut block, side)?;
+                        let extent = self.decode_block(&mut bits, c, &mut block, side)?;
                         let x = (mx * bh + bx) * side;
                         let y = (my * bv + by) * side;
                         if x < c.pw && y < c.ph {
                             let (w, hh) = ((c.pw - x).min(side), (c.ph - y).min(side));
                             let at = c.offset + y * c.pw + x;
-                            idct::idct(&block, &self.scaled, side, &mut data[at..], c.pw, w, hh);
+                            idct::idct(
+                                &block,
+                                extent,
+                                &self.scaled,
+                                side,
+                                &mut data[at..],
+                                c.pw,
+                                w,
+                                hh,
+                            );
                         }
                     }
                 }
@@ -428,7 +437,8 @@ impl Decoder {
     }
 
     /// One block's coefficients, dequantised, in natural order (at 1/8 only the DC is kept; the
-    /// rest is decoded and dropped).
+    /// rest is decoded and dropped). Returns the rows and columns that hold non-zero
+    /// coefficients (`(r, c)`: all are in the top-left `r x c`), which the scaled IDCTs skip past.
     #[inline]
     fn decode_block(
         &self,
@@ -436,8 +446,9 @@ impl Decoder {
         c: &mut Component,
         block: &mut [i32; 64],
         side: usize,
-    ) -> Result<(), JpegError> {
+    ) -> Result<(usize, usize), JpegError> {
         let q = &self.quant[c.tq];
+        let (mut rows, mut cols) = (1, 1);
         block.fill(0);
         bits.ensure();
         let s = u32::from(bits.decode(&self.dc[c.td])?);
@@ -467,13 +478,15 @@ impl Decoder {
             let n = ZIGZAG[k];
             if side > 1 {
                 block[n] = dequant(v, q[k]);
+                rows = rows.max(n / 8 + 1);
+                cols = cols.max(n % 8 + 1);
             }
             k += 1;
         }
         if k > 64 {
             return Err(JpegError::Corrupt("coefficients past the end of a block"));
         }
-        Ok(())
+        Ok((rows, cols))
     }
 }
 
