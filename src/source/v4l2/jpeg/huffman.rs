@@ -126,14 +126,13 @@ impl<'a> Bits<'a> {
                 self.padded += 8;
             } else {
                 match self.data.get(self.pos) {
+                    Some(0xFF) if self.data.get(self.pos + 1) == Some(&0) => {
+                        byte = 0xFF;
+                        self.pos += 2;
+                    }
                     Some(0xFF) => {
-                        if self.data.get(self.pos + 1) == Some(&0) {
-                            byte = 0xFF;
-                            self.pos += 2;
-                        } else {
-                            self.at_marker = true;
-                            self.padded += 8;
-                        }
+                        self.at_marker = true;
+                        self.padded += 8;
                     }
                     Some(b) => {
                         byte = *b;

@@ -545,7 +545,7 @@ fn parse_sof(seg: &[u8], comps: &mut [Component; 3]) -> Result<FrameHeader, Jpeg
         Chroma::Mono
     } else {
         let (y, cb, cr) = (comps[0], comps[1], comps[2]);
-        let ratio = |l: usize, c: usize| (l % c == 0).then_some(l / c);
+        let ratio = |l: usize, c: usize| l.is_multiple_of(c).then_some(l / c);
         let hr = ratio(y.h, cb.h);
         let vr = ratio(y.v, cb.v);
         if (cb.h, cb.v) != (cr.h, cr.v) || y.h < cb.h || y.v < cb.v {
