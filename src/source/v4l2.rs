@@ -331,7 +331,9 @@ fn log_granted(uri: &str, req: &Request, g: &Granted) {
 }
 
 /// The layout frames of a camera format arrive in: raw formats as they are; MJPEG as the 4:2:2
-/// cameras send (`yuvj422p`; grey or RGB for the JPEGs that are not, see [`mjpeg`]).
+/// cameras send (`yuvj422p`). A JPEG in another sampling arrives in its own planes (`yuvj420p`,
+/// `yuvj444p`, grey; RGB from the fallback decoder), and a DCT-scaled one smaller than the
+/// granted size (see [`mjpeg`]); the preprocessor replans on the first such frame.
 fn frame_format(fourcc: FourCc) -> PixelFormat {
     convert::pixel_format(fourcc).unwrap_or(PixelFormat::Yuv {
         chroma: crate::source::color::Chroma::C422,
