@@ -206,8 +206,21 @@ python_models() {
   fi
 }
 
+# The references of tests/preprocess_reference.rs: Pillow's and OpenCV's resize and numpy, the
+# versions pinned (scripts/bench_frame_path.sh times OpenCV from the same venv).
+python_frame() {
+  local venv="$CACHE/venv-frame"
+  if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import cv2, PIL, numpy' 2>/dev/null; then
+    log "creating $venv with opencv-python-headless, Pillow and numpy"
+    python3 -m venv "$venv"
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
+      opencv-python-headless==5.1.0.95 pillow==13.0.0 numpy==2.4.6
+  fi
+}
+
 [ "$APT" = 1 ] && install_debs
 [ "$APT" = 1 ] && python_tools
+[ "$APT" = 1 ] && python_frame
 case "$(uname -m)" in
   x86_64) fetch_ort x86_64 manylinux_2_28_x86_64 ;;
   aarch64) fetch_ort aarch64 manylinux_2_28_aarch64 ;;

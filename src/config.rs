@@ -484,6 +484,82 @@ mod tests {
     }
 
     #[test]
+    fn filter_fill_and_align_are_read_and_checked() {
+        use crate::preprocess::{Align, Edge, Fill, Filter};
+        let ok = |text: &str| {
+            let raw = parse_raw(&format!("[preprocess]\n{text}"), Path::new("x")).unwrap();
+            Config::from_raw(raw, None)
+                .expect("valid")
+                .backend
+                .preprocess
+        };
+        let p = ok("resize = \"letterbox\"\nfilter = \"bilinear-opencv\"\n\
+                    fill = [114, 114, 114]\nalign = \"top-left\"\n");
+        assert_eq!(p.filter, Filter::BilinearOpenCv);
+        assert_eq!(p.fill, Fill::Rgb([114, 114, 114]));
+        assert_eq!(p.align, Align::TOP_LEFT);
+        let p = ok("resize = \"letterbox\"\nfill = \"mean\"\nalign = \"right\"\n");
+        assert_eq!(
+            (p.fill, p.align.x, p.align.y),
+            (Fill::Mean, Edge::End, Edge::Center)
+        );
+        // Explicit defaults are fine with any resize mode.
+        let p = ok("filter = \"nearest-opencv\"\nfill = \"mean\"\nalign = \"center\"\n");
+        assert_eq!(p.filter, Filter::NearestOpenCv);
+
+        let err = |text: &str| {
+            let raw = match parse_raw(&format!("[preprocess]\n{text}"), Path::new("x")) {
+                Ok(raw) => raw,
+                Err(e) => return e.to_string(),
+            };
+            Config::from_raw(raw, None).unwrap_err().to_string()
+        };
+        for (text, key, names) in [
+            ("filter = \"cubic-ish\"", "preprocess.filter", "'cubic-ish'"),
+            (
+                "resize = \"letterbox\"\nalign = \"middle\"",
+                "preprocess.align",
+                "'middle'",
+            ),
+            (
+                "resize = \"letterbox\"\nfill = \"grey\"",
+                "preprocess.fill",
+                "'grey'",
+            ),
+            (
+                "resize = \"letterbox\"\nfill = [0, 300, 0]",
+                "preprocess.fill",
+                "300",
+            ),
+            (
+                "resize = \"letterbox\"\nfill = [0.5, 0, 0]",
+                "preprocess.fill",
+                "0.5",
+            ),
+            (
+                "resize = \"letterbox\"\nfill = [1, 2]",
+                "preprocess.fill",
+                "[1.0, 2.0]",
+            ),
+            ("align = \"top-left\"", "preprocess.align", "letterbox"),
+            (
+                "resize = \"center-crop\"\nfill = [0, 0, 0]",
+                "preprocess.fill",
+                "center-crop",
+            ),
+        ] {
+            let e = err(text);
+            assert!(e.contains(key) && e.contains(names), "{text}: {e}");
+        }
+        // A fill of the wrong type is a parse error that says what is expected.
+        let e = err("resize = \"letterbox\"\nfill = true");
+        assert!(
+            e.contains("fill") && e.contains("\"mean\" or three integers"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn channel_order_is_read_and_checked() {
         let raw = parse_raw("[preprocess]\nchannel_order = \"bgr\"\n", Path::new("x")).unwrap();
         let c = Config::from_raw(raw, None).expect("valid");

@@ -276,7 +276,9 @@ fn load_config(args: &RunArgs) -> Result<(RawConfig, Config), config::ConfigErro
 }
 
 fn run(args: RunArgs) -> Result<u8, Failure> {
-    // Before any other thread exists, so every thread inherits the signal mask.
+    // Before any other thread exists, so every thread allocates from the capped arenas and
+    // inherits the signal mask.
+    let arenas = rtinfer::rt::limit_malloc_arenas();
     let signals = rtinfer::signals::install().map_err(|e| fail(1)(e.into()))?;
     let loaded = load_config(&args);
     init_logging(
@@ -300,6 +302,9 @@ fn run(args: RunArgs) -> Result<u8, Failure> {
         };
         fail(code)(e.into())
     })?;
+    if let Some(n) = arenas {
+        log::debug!("malloc arenas capped at {n} (MALLOC_ARENA_MAX overrides)");
+    }
     let duration = cfg.duration;
     let notifier = std::sync::Arc::new(rtinfer::systemd::Notifier::from_env());
     let d = {

@@ -182,6 +182,24 @@ pub fn trim_heap() -> bool {
     sys::trim_heap()
 }
 
+/// glibc arenas the daemon allows when `MALLOC_ARENA_MAX` does not say otherwise.
+pub const MALLOC_ARENAS: i32 = 2;
+
+/// Caps glibc's malloc arenas at [`MALLOC_ARENAS`], unless the environment sets
+/// `MALLOC_ARENA_MAX` (then glibc already applied the user's value). Call it before any thread
+/// starts. glibc gives threads up to 8 arenas per core; each thread that ever allocated (every
+/// model load runs on a new loader thread, ONNX Runtime's pools, the status workers) may pin
+/// its own, and the heap freed in one arena is not reused by another. A one-hour soak with a
+/// swap every 30 s held 16 arenas and its RSS wandered by +-1 MiB on a rising floor; with two it
+/// was 2.5 MiB lower and smooth. The frame loop allocates nothing, so the lock the threads now
+/// share costs it nothing. Returns the cap set, if one was.
+pub fn limit_malloc_arenas() -> Option<i32> {
+    if std::env::var_os("MALLOC_ARENA_MAX").is_some() {
+        return None;
+    }
+    sys::limit_arenas(MALLOC_ARENAS).then_some(MALLOC_ARENAS)
+}
+
 /// Wakes the calling thread on its timers' deadlines: the kernel's default 50 µs timer slack
 /// for normal threads would otherwise show up as pacing jitter (SCHED_FIFO threads have none).
 pub fn tighten_timer_slack() {

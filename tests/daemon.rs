@@ -781,3 +781,66 @@ pub fn gemm_model(n_in: i64, n_out: i64) -> rtinfer::onnx::pb::ModelProto {
         ..Default::default()
     }
 }
+
+/// glibc's non-main malloc arenas in a process: each is an anonymous heap whose start is aligned
+/// to its reservation (64 MiB on 64-bit targets), read from `/proc/PID/maps`.
+fn malloc_arenas(pid: u32) -> usize {
+    const HEAP_MAX: u64 = 64 << 20;
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).expect("read maps");
+    maps.lines()
+        .filter(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let start = f[0].split('-').next().expect("range");
+            let start = u64::from_str_radix(start, 16).expect("hex address");
+            f.len() == 5 && f[1] == "rw-p" && start.is_multiple_of(HEAP_MAX)
+        })
+        .count()
+}
+
+#[test]
+fn the_daemon_caps_malloc_arenas_unless_the_environment_says_otherwise() {
+    // Every thread that allocates (loader, status workers, stats, ONNX Runtime's) would get an
+    // arena of its own, up to 8 per core; the daemon allows two (the main heap and one more).
+    let dir = util::tempdir();
+    let models = dir.path().join("models");
+    std::fs::create_dir(&models).expect("models folder");
+    let a = zoo_model(dir.path(), "mobilenetv2", "cifar10", 0.25);
+    std::fs::copy(&a, models.join("a.onnx")).expect("copy a model");
+    let sock = dir.path().join("status.sock");
+    let mut child = util::Guard::new(
+        rtinfer_ort()
+            .env_remove("MALLOC_ARENA_MAX")
+            .args([
+                "run",
+                "--source",
+                "synthetic://320x240@60",
+                "--duration",
+                "30",
+            ])
+            .arg("--socket")
+            .arg(&sock)
+            .arg("--models")
+            .arg(&models)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start daemon"),
+    );
+    assert!(wait_for(&sock, 20.0), "socket never appeared");
+    // A swap (a load on a new loader thread) and status requests on the server's workers.
+    std::fs::copy(&a, models.join(".b.tmp")).expect("stage b");
+    std::fs::rename(models.join(".b.tmp"), models.join("b.onnx")).expect("rename b in");
+    let v = util::status_until(&sock, 20.0, |v| v["model"]["name"] == "b");
+    assert_eq!(v["model"]["name"], "b", "b never went live: {v}");
+    for _ in 0..20 {
+        let (code, _) = curl(&sock, "/status");
+        assert_eq!(code, 200);
+    }
+    let arenas = malloc_arenas(child.id());
+    assert!(
+        arenas <= 1,
+        "{arenas} malloc arenas beside the main heap (at most 1 expected)"
+    );
+    util::signal(&child, nix::sys::signal::Signal::SIGTERM);
+    assert!(child.wait().expect("wait").success());
+}

@@ -19,7 +19,7 @@
 use std::process::Command;
 
 use fast_image_resize as fr;
-use rtinfer::preprocess::{Isa, PreprocessOptions, Preprocessor, ResizeMode};
+use rtinfer::preprocess::{Align, Filter, Isa, PreprocessOptions, Preprocessor, ResizeMode};
 use rtinfer::source::color::{Chroma, ColorRange};
 use rtinfer::source::{Frame, PixelFormat};
 use rtinfer::tensor::{InputBufMut, InputElement, InputSpec, Layout};
@@ -386,9 +386,22 @@ fn every_instruction_set_gives_the_same_tensor() {
     let isas = Isa::available();
     for (pix_fmt, format) in LAYOUTS {
         let f = testsrc2(pix_fmt, format, 160, 90);
-        for mode in [ResizeMode::Stretch, ResizeMode::Letterbox] {
+        // The OpenCV filters and an aligned letterbox change only the plan's weights and
+        // placement: the kernels must still agree bit for bit.
+        for (mode, filter, align) in [
+            (ResizeMode::Stretch, Filter::Bilinear, Align::CENTER),
+            (ResizeMode::Letterbox, Filter::Bilinear, Align::CENTER),
+            (ResizeMode::Stretch, Filter::BilinearOpenCv, Align::CENTER),
+            (
+                ResizeMode::Letterbox,
+                Filter::NearestOpenCv,
+                Align::TOP_LEFT,
+            ),
+        ] {
             let opts = PreprocessOptions {
                 resize: mode,
+                filter,
+                align,
                 ..PreprocessOptions::default()
             };
             let mut reference = Preprocessor::new(spec(64, 48), opts)
@@ -403,7 +416,11 @@ fn every_instruction_set_gives_the_same_tensor() {
                     .expect("spec")
                     .with_isa(isa);
                 let got: Vec<u32> = run(&mut p, &f).iter().map(|v| v.to_bits()).collect();
-                assert!(got == want, "{pix_fmt} {mode}: {} differs", isa.name());
+                assert!(
+                    got == want,
+                    "{pix_fmt} {mode} {filter}: {} differs",
+                    isa.name()
+                );
             }
         }
     }

@@ -484,6 +484,8 @@ fn every_filter_keeps_a_flat_colour_flat() {
         "catmull-rom",
         "mitchell",
         "lanczos3",
+        "bilinear-opencv",
+        "nearest-opencv",
     ] {
         let filter: Filter = name.parse().unwrap();
         assert_eq!(filter.to_string(), name);

@@ -435,3 +435,199 @@ fn every_tensor_of_the_optimised_graph_is_typed() {
         DATA_TYPE_FLOAT
     );
 }
+
+/// Every QuantizeLinear/DequantizeLinear of `m`, with its zero point initializer (if any).
+fn qdq_zero_points(m: &ModelProto) -> Vec<(String, Option<TensorProto>)> {
+    let g = m.graph.as_ref().expect("graph");
+    g.node
+        .iter()
+        .filter(|n| n.op_type == "QuantizeLinear" || n.op_type == "DequantizeLinear")
+        .map(|n| {
+            let zp = n.input.get(2).filter(|z| !z.is_empty()).map(|z| {
+                g.initializer
+                    .iter()
+                    .find(|t| &t.name == z)
+                    .unwrap_or_else(|| panic!("zero point {z} of {} is no initializer", n.name))
+                    .clone()
+            });
+            (n.name.clone(), zp)
+        })
+        .collect()
+}
+
+#[test]
+fn symmetric_one_conv_keeps_negatives_and_a_float_bias() {
+    use prost::Message;
+    let m = one_conv();
+    let g = m.graph.clone().unwrap();
+    let p = plan::plan(&g, false).expect("plan");
+    // |x| <= 127/64: scale 1/64; |y| <= 127/32: scale 1/32; zero points 0, int8.
+    let ranges: HashMap<String, (f32, f32)> = [
+        ("x".to_string(), (-1.0, 127.0 / 64.0)),
+        ("y".to_string(), (0.0, 127.0 / 32.0)),
+    ]
+    .into();
+    let opts = qdq::QdqOptions {
+        symmetric: true,
+        ..Default::default()
+    };
+    let (q, _) = qdq::insert_qdq(&m, &p, &ranges, opts).expect("qdq");
+    for name in ["x_zero_point", "y_zero_point", "w_zero_point"] {
+        let t = init(&q, name);
+        assert_eq!(
+            (t.data_type, t.raw_data.clone()),
+            (qparams::DATA_TYPE_INT8, vec![0])
+        );
+    }
+    assert_eq!(init(&q, "x_scale").raw_data, (1.0f32 / 64.0).to_le_bytes());
+    // The bias stays the float initializer the Conv reads (TensorRT takes no int32 Q/DQ).
+    let conv = q
+        .graph
+        .as_ref()
+        .unwrap()
+        .node
+        .iter()
+        .find(|n| n.op_type == "Conv")
+        .unwrap();
+    assert_eq!(conv.input[2], "b");
+    assert!(
+        q.graph
+            .as_ref()
+            .unwrap()
+            .initializer
+            .iter()
+            .all(|t| t.data_type != qparams::DATA_TYPE_INT32),
+        "no int32 initializer"
+    );
+    // x: 2.5 and 3.5 steps (ties to even: 2, 4), 5.0 saturates at 127, -1.0 is -64 (kept: an
+    // asymmetric u8 with zero point 0 would clip it to 0). y = 0.5 x + 0.3 =
+    // [0.315625, 0.33125, 1.2921875, -0.2], in steps of 1/32: 10.1, 10.6, 41.35, -6.4.
+    let x = [2.5 / 64.0, 3.5 / 64.0, 5.0, -1.0];
+    let want: Vec<f32> = [10.0, 11.0, 41.0, -6.0].iter().map(|v| v / 32.0).collect();
+    let bytes = q.encode_to_vec();
+    use ort::session::builder::GraphOptimizationLevel as L;
+    for level in [L::Disable, L::All] {
+        let y = run(&bytes, level, &x);
+        for (a, b) in y.iter().zip(&want) {
+            assert!((a - b).abs() < 1e-6, "{level:?}: {y:?} vs {want:?}");
+        }
+    }
+}
+
+#[test]
+fn symmetric_mode_writes_int8_zero_point_qdq_that_follows_the_float_model() {
+    let dir = util::tempdir();
+    for arch in ["mobilenetv2", "resnet50"] {
+        let model = util::zoo_model(dir.path(), arch, "cifar10", 0.25);
+        let calib = ["--calib-source", "synthetic://48x40@1000", "--samples", "8"];
+        let sym = dir.path().join(format!("{arch}.sym.onnx"));
+        let mut args = calib.to_vec();
+        args.push("--symmetric");
+        let (ok, stdout, stderr) = quantize_cli(&model, &sym, &args);
+        assert!(ok, "{arch}: {stderr}");
+        assert!(
+            stdout.contains(
+                "s8 symmetric (zero point 0, for TensorRT) activations, per-channel weights"
+            ),
+            "{arch}:\n{stdout}"
+        );
+        let pearson = figure(&stdout, "pearson");
+        let top1 = figure(&stdout, "top-1");
+        eprintln!("{arch} x0.25 symmetric: pearson {pearson}, top-1 {top1} %");
+        assert!(pearson >= 0.98, "{arch}: pearson {pearson}");
+
+        let m = onnx_pb::read_model(&sym).expect("symmetric model");
+        let zps = qdq_zero_points(&m);
+        assert!(zps.len() > 10, "{arch}: {} Q/DQ nodes", zps.len());
+        for (node, zp) in &zps {
+            let zp = zp
+                .as_ref()
+                .unwrap_or_else(|| panic!("{node}: no zero point"));
+            assert_eq!(zp.data_type, qparams::DATA_TYPE_INT8, "{node}");
+            assert!(
+                zp.raw_data.iter().all(|b| *b == 0),
+                "{node}: {:?}",
+                zp.raw_data
+            );
+        }
+        // Weights per output channel (the zoo models are opset >= 13).
+        let g = m.graph.as_ref().unwrap();
+        let per_channel = g
+            .node
+            .iter()
+            .filter(|n| n.op_type == "DequantizeLinear" && n.input[0].ends_with("_quantized"))
+            .filter(|n| n.attribute.iter().any(|a| a.name == "axis"))
+            .count();
+        assert!(per_channel > 0, "{arch}: no per-channel weight");
+
+        // The default form is unchanged: uint8 activations, int32 biases.
+        let asym = dir.path().join(format!("{arch}.asym.onnx"));
+        let (ok, stdout, stderr) = quantize_cli(&model, &asym, &calib);
+        assert!(ok, "{arch}: {stderr}");
+        assert!(
+            stdout.contains("u8 activations, per-tensor weights"),
+            "{stdout}"
+        );
+        let m = onnx_pb::read_model(&asym).expect("default model");
+        let types: std::collections::HashSet<i32> = qdq_zero_points(&m)
+            .into_iter()
+            .filter_map(|(_, zp)| zp.map(|t| t.data_type))
+            .collect();
+        assert!(types.contains(&qparams::DATA_TYPE_UINT8), "{types:?}");
+        assert!(types.contains(&qparams::DATA_TYPE_INT32), "{types:?}");
+    }
+    // u8 contradicts --symmetric.
+    let model = util::zoo_model(dir.path(), "vgg11", "cifar10", 0.25);
+    let out = dir.path().join("never.onnx");
+    let (ok, _, stderr) = quantize_cli(
+        &model,
+        &out,
+        &["--symmetric", "--activation-type", "u8", "--samples", "2"],
+    );
+    assert!(
+        !ok && stderr.contains("--activation-type u8 contradicts"),
+        "{stderr}"
+    );
+    assert!(!out.exists());
+}
+
+#[test]
+fn quantize_times_int8_against_fp32_and_no_bench_skips_it() {
+    let dir = util::tempdir();
+    let model = util::zoo_model(dir.path(), "vgg11", "cifar10", 0.25);
+    let calib = ["--calib-source", "synthetic://48x40@1000", "--samples", "4"];
+    let out = dir.path().join("timed.onnx");
+    let (ok, stdout, stderr) = quantize_cli(&model, &out, &calib);
+    assert!(ok, "{stderr}");
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("speed on this machine"))
+        .unwrap_or_else(|| panic!("no speed line:\n{stdout}"));
+    assert!(
+        line.contains("batch 1, median of 30 runs after 5 warm-up"),
+        "{line}"
+    );
+    let fp32 = figure(line, "fp32");
+    let int8 = figure(line, "int8");
+    let ratio = figure(line, "int8/fp32");
+    eprintln!("vgg11 x0.25: fp32 {fp32} ms, int8 {int8} ms, ratio {ratio}");
+    assert!(fp32 > 0.0 && int8 > 0.0, "{line}");
+    // The printed ratio is the printed medians' (to the rounding of 3 decimals).
+    assert!((ratio - int8 / fp32).abs() < 0.01 + 0.001 / fp32, "{line}");
+    // A slower int8 model is a warning in the report (the two-decimal ratio cannot tell 1.00
+    // apart: no claim there).
+    let warned = stdout.contains("WARNING: the int8 model is");
+    if ratio > 1.005 {
+        assert!(warned, "{stdout}");
+    } else if ratio < 0.995 {
+        assert!(!warned, "{stdout}");
+    }
+
+    let out = dir.path().join("untimed.onnx");
+    let mut args = calib.to_vec();
+    args.push("--no-bench");
+    let (ok, stdout, stderr) = quantize_cli(&model, &out, &args);
+    assert!(ok, "{stderr}");
+    assert!(out.exists());
+    assert!(!stdout.contains("speed on this machine"), "{stdout}");
+}

@@ -919,6 +919,45 @@ fn explicit_int8_refuses_a_float_model_and_asymmetric_qdq_by_name() {
 }
 
 #[test]
+fn rtinfer_quantize_symmetric_builds_as_explicit_int8_where_the_default_form_is_refused() {
+    if int8_calibrates() {
+        return; // 8.x calibrates a float model: Q/DQ forms do not matter there
+    }
+    double::reset();
+    let dir = util::tempdir();
+    let model = util::zoo_model(dir.path(), "mobilenetv2", "cifar10", 0.25);
+    let quantize = |out: &Path, extra: &[&str]| {
+        let o = util::rtinfer_ort()
+            .arg("quantize")
+            .arg(&model)
+            .arg("-o")
+            .arg(out)
+            .args(["--calib-source", "synthetic://48x40@1000", "--samples", "4"])
+            .args(extra)
+            .output()
+            .expect("rtinfer quantize");
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    };
+    let sym = dir.path().join("sym.onnx");
+    let asym = dir.path().join("asym.onnx");
+    quantize(&sym, &["--symmetric"]);
+    quantize(&asym, &[]);
+    let o = TensorRtOptions {
+        precision: TrtPrecision::Int8,
+        ..opts(&dir.path().join("cache"))
+    };
+    // precision.rs's check passes and the engine builds by explicit quantization.
+    let e = load(&o, &sym).expect("the symmetric model builds");
+    assert_eq!(e.info().precision, Precision::Mixed);
+    assert_eq!(double::calls("getBatch"), 0, "no calibrator");
+    // ONNX Runtime's form is refused by name, before any build.
+    let builds = double::calls("buildSerializedNetwork");
+    let err = load(&o, &asym).err().expect("refused").to_string();
+    assert!(err.contains("symmetric int8"), "{err}");
+    assert_eq!(double::calls("buildSerializedNetwork"), builds);
+}
+
+#[test]
 fn fp16_is_a_flag_up_to_10_11_and_a_float16_model_from_10_12() {
     double::reset();
     let dir = util::tempdir();

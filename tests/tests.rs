@@ -15,6 +15,7 @@ mod models; // issue 15: models in the wild: symbolic dims, final Softmax, sever
 mod outputs; // GET /results, MQTT through mosquitto, the page in chromium, promtool rules, Grafana
 mod power; // meters on pty emulators and fake sysfs trees, the study figures, unplug/replug
 mod preprocess; // resize modes and normalisation into engine buffers
+mod preprocess_reference; // [preprocess] filters, fill and alignment against Pillow, OpenCV, numpy
 mod quantize; // int8 PTQ: zoo models fully integer in ORT, QDQ arithmetic by hand, bad inputs
 mod realtime; // cancel watchdog, SCHED_FIFO, mlock under prlimit, overrun policy
 mod service; // systemd: sd_notify, SIGHUP reload, /metrics, TCP, journald, the unit file

@@ -858,6 +858,13 @@ mod tests {
         assert_eq!(h.serving().as_deref(), Some("b"));
         assert_eq!(h.ctx.serving.generation_name(2).as_deref(), Some("b"));
         assert_eq!(h.history(), vec![("a".into(), true), ("b".into(), true)]);
+        // The file is Active before the loader calls after_swap (the old engine is freed
+        // between the two): wait for the call, then check there was exactly one per swap.
+        let end = std::time::Instant::now() + Duration::from_secs(20);
+        while h.swaps.load(Ordering::SeqCst) < 2 && std::time::Instant::now() < end {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        std::thread::sleep(Duration::from_millis(50));
         assert_eq!(
             h.swaps.load(Ordering::SeqCst),
             2,

@@ -13,7 +13,9 @@
 //! [`Preprocessor::prepare`]); normalisation tables are made in [`Preprocessor::new`].
 //!
 //! Resampling is separable, with the antialiasing kernels of Pillow and `fast_image_resize`
-//! (the kernel widens when downscaling), in fixed point ([`taps`]); the weights of subsampled
+//! (the kernel widens when downscaling) or, for models trained on OpenCV's pipeline, OpenCV's
+//! fixed two taps ([`Filter`]: users must get the pixels their model was trained on), in fixed
+//! point ([`taps`]); a filter is only a choice of weights made at plan time; the weights of subsampled
 //! chroma are folded so that the result equals resizing the frame ffmpeg would convert to RGB,
 //! within rounding ([`taps`] says why that is exact in real arithmetic). The per-frame work
 //! runs in four small kernels with SIMD versions for AVX2, SSE4.1 and NEON ([`kernels`]), which
@@ -142,18 +144,30 @@ impl fmt::Display for ChannelOrder {
     }
 }
 
-/// Resampling kernel. All but `Nearest` widen with the scale factor when downscaling
-/// (antialiasing), as Pillow and `fast_image_resize`'s `Convolution` do.
+/// Resampling kernel. The Pillow-style kernels (`Box` to `Lanczos3`) widen with the scale factor
+/// when downscaling (antialiasing), as Pillow's `Image.resize` and `fast_image_resize`'s
+/// `Convolution` do; `Nearest` is Pillow's `NEAREST`. The two OpenCV filters reproduce
+/// `cv2.resize` for models trained on OpenCV's pipeline: fixed support (no antialiasing, so a
+/// 4x downscale reads 2 of every 4 source pixels, as OpenCV does), OpenCV's own sample positions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Filter {
+    /// Pillow `NEAREST`: the pixel under each output pixel's centre, `floor((i + 0.5) * scale)`
+    /// with the position summed step by step as Pillow does (an exact `.0` may round down).
     Nearest,
     Box,
+    /// Pillow `BILINEAR`: triangle kernel, widened when downscaling.
     #[default]
     Bilinear,
     Hamming,
     CatmullRom,
     Mitchell,
     Lanczos3,
+    /// OpenCV `INTER_LINEAR`: the two source pixels around `(i + 0.5) * scale - 0.5`, edges
+    /// clamped; never widened.
+    BilinearOpenCv,
+    /// OpenCV `INTER_NEAREST`: `floor(i * scale)` (the top-left, not the centre, of each output
+    /// pixel: it differs from Pillow's `NEAREST` by up to a pixel).
+    NearestOpenCv,
 }
 
 impl Filter {
@@ -167,14 +181,24 @@ impl Filter {
             Filter::CatmullRom => "catmull-rom",
             Filter::Mitchell => "mitchell",
             Filter::Lanczos3 => "lanczos3",
+            Filter::BilinearOpenCv => "bilinear-opencv",
+            Filter::NearestOpenCv => "nearest-opencv",
         }
+    }
+
+    /// Whether the kernel widens with the scale when downscaling (Pillow's convolution).
+    pub(crate) fn antialiased(self) -> bool {
+        !matches!(
+            self,
+            Filter::Nearest | Filter::BilinearOpenCv | Filter::NearestOpenCv
+        )
     }
 
     /// Kernel radius in source pixels at scale 1.
     pub(crate) fn support(self) -> f64 {
         match self {
-            Filter::Nearest | Filter::Box => 0.5,
-            Filter::Bilinear | Filter::Hamming => 1.0,
+            Filter::Nearest | Filter::Box | Filter::NearestOpenCv => 0.5,
+            Filter::Bilinear | Filter::Hamming | Filter::BilinearOpenCv => 1.0,
             Filter::CatmullRom | Filter::Mitchell => 2.0,
             Filter::Lanczos3 => 3.0,
         }
@@ -184,8 +208,10 @@ impl Filter {
     pub(crate) fn weight(self, x: f64) -> f64 {
         let a = x.abs();
         match self {
-            Filter::Nearest | Filter::Box => f64::from(u8::from((-0.5..0.5).contains(&x))),
-            Filter::Bilinear => (1.0 - a).max(0.0),
+            Filter::Nearest | Filter::Box | Filter::NearestOpenCv => {
+                f64::from(u8::from((-0.5..0.5).contains(&x)))
+            }
+            Filter::Bilinear | Filter::BilinearOpenCv => (1.0 - a).max(0.0),
             Filter::Hamming if a >= 1.0 => 0.0,
             Filter::Hamming => sinc(x) * (0.46 + 0.54 * (std::f64::consts::PI * x).cos()),
             Filter::CatmullRom => cubic(a, 0.0, 0.5),
@@ -208,6 +234,8 @@ impl FromStr for Filter {
             "catmull-rom" | "catmullrom" | "bicubic" => Ok(Filter::CatmullRom),
             "mitchell" => Ok(Filter::Mitchell),
             "lanczos3" | "lanczos" => Ok(Filter::Lanczos3),
+            "bilinear-opencv" | "opencv-bilinear" | "inter-linear" => Ok(Filter::BilinearOpenCv),
+            "nearest-opencv" | "opencv-nearest" | "inter-nearest" => Ok(Filter::NearestOpenCv),
             _ => Err(PreprocessError::UnknownFilter {
                 value: s.to_string(),
             }),
@@ -259,6 +287,137 @@ pub enum Fill {
     Rgb([u8; 3]),
 }
 
+/// Where a letterboxed picture sits in the model input, on each axis: at the start (left, top),
+/// centred, or at the end (right, bottom). PaddleOCR pads on the right (`top-left`); YOLO
+/// centres.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Align {
+    pub x: Edge,
+    pub y: Edge,
+}
+
+/// One axis of an [`Align`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Edge {
+    /// Left or top: the padding all after the picture.
+    Start,
+    /// The padding split, the odd pixel after the picture.
+    #[default]
+    Center,
+    /// Right or bottom: the padding all before the picture.
+    End,
+}
+
+impl Edge {
+    /// Offset of a picture `len` long in `space`, `len <= space`.
+    pub fn offset(self, len: usize, space: usize) -> usize {
+        let slack = space.saturating_sub(len);
+        match self {
+            Edge::Start => 0,
+            Edge::Center => slack / 2,
+            Edge::End => slack,
+        }
+    }
+}
+
+impl Align {
+    pub const CENTER: Align = Align {
+        x: Edge::Center,
+        y: Edge::Center,
+    };
+    pub const TOP_LEFT: Align = Align {
+        x: Edge::Start,
+        y: Edge::Start,
+    };
+
+    /// The name used in the configuration file (`center`, `top-left`, `right`, ...).
+    pub fn as_str(self) -> &'static str {
+        match (self.y, self.x) {
+            (Edge::Center, Edge::Center) => "center",
+            (Edge::Start, Edge::Start) => "top-left",
+            (Edge::Start, Edge::Center) => "top",
+            (Edge::Start, Edge::End) => "top-right",
+            (Edge::Center, Edge::Start) => "left",
+            (Edge::Center, Edge::End) => "right",
+            (Edge::End, Edge::Start) => "bottom-left",
+            (Edge::End, Edge::Center) => "bottom",
+            (Edge::End, Edge::End) => "bottom-right",
+        }
+    }
+}
+
+impl FromStr for Align {
+    type Err = PreprocessError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let word = s.trim().to_ascii_lowercase().replace('_', "-");
+        let (y, x) = match word.as_str() {
+            "center" | "centre" => (Edge::Center, Edge::Center),
+            "top-left" | "left-top" => (Edge::Start, Edge::Start),
+            "top" => (Edge::Start, Edge::Center),
+            "top-right" | "right-top" => (Edge::Start, Edge::End),
+            "left" => (Edge::Center, Edge::Start),
+            "right" => (Edge::Center, Edge::End),
+            "bottom-left" | "left-bottom" => (Edge::End, Edge::Start),
+            "bottom" => (Edge::End, Edge::Center),
+            "bottom-right" | "right-bottom" => (Edge::End, Edge::End),
+            _ => {
+                return Err(PreprocessError::UnknownAlign {
+                    value: s.to_string(),
+                });
+            }
+        };
+        Ok(Align { x, y })
+    }
+}
+
+impl fmt::Display for Align {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// `preprocess.fill` as written: `"mean"` or `[r, g, b]` (read as numbers so that `114.5` or
+/// `300` get a message naming the key, not a parse error).
+#[derive(Debug, Clone, serde::Deserialize, serde::Serialize, PartialEq)]
+#[serde(
+    untagged,
+    expecting = "\"mean\" or three integers [r, g, b] in 0..=255"
+)]
+pub enum RawFill {
+    Word(String),
+    Rgb(Vec<f64>),
+}
+
+impl RawFill {
+    fn check(self) -> Result<Fill, InvalidKey> {
+        let key = "preprocess.fill";
+        match self {
+            RawFill::Word(w) if w.trim().eq_ignore_ascii_case("mean") => Ok(Fill::Mean),
+            RawFill::Word(w) => Err(InvalidKey::new(
+                key,
+                format!("'{w}' is not \"mean\" or [r, g, b] (0..=255 each)"),
+            )),
+            RawFill::Rgb(v) => {
+                let bad = || {
+                    InvalidKey::new(
+                        key,
+                        format!("{v:?} is not three integers [r, g, b] in 0..=255"),
+                    )
+                };
+                let rgb = <[f64; 3]>::try_from(v.as_slice()).map_err(|_| bad())?;
+                if rgb
+                    .iter()
+                    .any(|c| !(c.fract() == 0.0 && (0.0..=255.0).contains(c)))
+                {
+                    return Err(bad());
+                }
+                Ok(Fill::Rgb(rgb.map(|c| c as u8)))
+            }
+        }
+    }
+}
+
 /// How frames are fitted and normalised. `Default` is stretch, bilinear, CIFAR-10 statistics.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct PreprocessOptions {
@@ -270,6 +429,8 @@ pub struct PreprocessOptions {
     pub filter: Filter,
     /// Letterbox padding colour.
     pub fill: Fill,
+    /// Where the letterboxed picture sits (centred by default).
+    pub align: Align,
     /// Channel order of the model input; `mean`/`std` stay in R, G, B order either way.
     pub channel_order: ChannelOrder,
 }
@@ -282,6 +443,7 @@ impl Default for PreprocessOptions {
             std: CIFAR10_STD,
             filter: Filter::Bilinear,
             fill: Fill::Mean,
+            align: Align::CENTER,
             channel_order: ChannelOrder::Rgb,
         }
     }
@@ -297,6 +459,12 @@ pub struct RawPreprocess {
     pub std: Option<Vec<f32>>,
     /// `rgb` (default) or `bgr`.
     pub channel_order: Option<String>,
+    /// A [`Filter`] name; `bilinear` (Pillow's, antialiased) by default.
+    pub filter: Option<String>,
+    /// Letterbox padding: `"mean"` (default: pads normalise to 0) or `[r, g, b]`.
+    pub fill: Option<RawFill>,
+    /// Letterbox alignment: an [`Align`] name; `center` by default.
+    pub align: Option<String>,
 }
 
 impl RawPreprocess {
@@ -315,6 +483,41 @@ impl RawPreprocess {
                 InvalidKey::new("preprocess.channel_order", e.to_string())
             })?,
         };
+        let filter = match self.filter.as_deref() {
+            None => defaults.filter,
+            Some(s) => s.parse().map_err(|e: PreprocessError| {
+                InvalidKey::new("preprocess.filter", e.to_string())
+            })?,
+        };
+        let align = match self.align.as_deref() {
+            None => defaults.align,
+            Some(s) => s
+                .parse()
+                .map_err(|e: PreprocessError| InvalidKey::new("preprocess.align", e.to_string()))?,
+        };
+        let fill = match self.fill {
+            None => defaults.fill,
+            Some(f) => f.check()?,
+        };
+        // Padding exists only in a letterbox: set elsewhere, these would silently do nothing.
+        if resize != ResizeMode::Letterbox {
+            if align != Align::CENTER {
+                return Err(InvalidKey::new(
+                    "preprocess.align",
+                    format!(
+                        "'{align}' places a letterboxed picture, but preprocess.resize is '{resize}' (set resize = \"letterbox\" or remove align)"
+                    ),
+                ));
+            }
+            if fill != Fill::Mean {
+                return Err(InvalidKey::new(
+                    "preprocess.fill",
+                    format!(
+                        "pads a letterboxed picture, but preprocess.resize is '{resize}' (set resize = \"letterbox\" or remove fill)"
+                    ),
+                ));
+            }
+        }
         let three = |key: &'static str, v: Option<Vec<f32>>, default: [f32; 3]| match v {
             None => Ok(default),
             Some(v) => <[f32; 3]>::try_from(v.as_slice()).map_err(|_| {
@@ -329,7 +532,9 @@ impl RawPreprocess {
             mean: three("preprocess.mean", self.mean, defaults.mean)?,
             std: three("preprocess.std", self.std, defaults.std)?,
             channel_order,
-            ..defaults
+            filter,
+            fill,
+            align,
         };
         // The same check the preprocessor makes when it is built, so check-config and run agree.
         validate_options(&opts).map_err(|e| match e {
@@ -401,10 +606,14 @@ pub enum PreprocessError {
     EmptyFrame { seq: u64, width: u32, height: u32 },
     #[error("unknown resize mode '{value}' (expected stretch, center-crop or letterbox)")]
     UnknownResizeMode { value: String },
+    #[error(
+        "unknown letterbox alignment '{value}' (expected center, top-left, top, top-right, left, right, bottom-left, bottom or bottom-right)"
+    )]
+    UnknownAlign { value: String },
     #[error("unknown channel order '{value}' (expected rgb or bgr)")]
     UnknownChannelOrder { value: String },
     #[error(
-        "unknown resize filter '{value}' (expected nearest, box, bilinear, hamming, catmull-rom, mitchell or lanczos3)"
+        "unknown resize filter '{value}' (expected nearest, box, bilinear, hamming, catmull-rom, mitchell, lanczos3, bilinear-opencv or nearest-opencv)"
     )]
     UnknownFilter { value: String },
 }
@@ -850,7 +1059,7 @@ mod tests {
 
     #[test]
     fn fit_letterbox_and_crop_geometry() {
-        let (r, c) = fit(640, 480, 224, 224, ResizeMode::Letterbox);
+        let (r, c) = fit(640, 480, 224, 224, ResizeMode::Letterbox, Align::CENTER);
         assert_eq!(
             r,
             Rect {
@@ -869,7 +1078,7 @@ mod tests {
                 h: 480.0
             }
         );
-        let (r, c) = fit(640, 480, 224, 224, ResizeMode::CenterCrop);
+        let (r, c) = fit(640, 480, 224, 224, ResizeMode::CenterCrop, Align::CENTER);
         assert_eq!(
             r,
             Rect {
@@ -880,6 +1089,61 @@ mod tests {
             }
         );
         assert!((c.left - 80.0).abs() < 1e-9 && (c.w - 480.0).abs() < 1e-9 && c.top == 0.0);
+    }
+
+    #[test]
+    fn letterbox_alignment_moves_the_picture_not_its_size_nor_the_source() {
+        // 640x480 in 224x224: a 224x168 picture, 56 rows of padding.
+        for (name, x, y) in [
+            ("center", 0, 28),
+            ("top-left", 0, 0),
+            ("top", 0, 0),
+            ("bottom", 0, 56),
+            ("bottom-right", 0, 56),
+            ("left", 0, 28),
+        ] {
+            let align: Align = name.parse().unwrap();
+            assert_eq!(align.to_string(), name);
+            let (r, c) = fit(640, 480, 224, 224, ResizeMode::Letterbox, align);
+            assert_eq!((r.x, r.y, r.w, r.h), (x, y, 224, 168), "{name}");
+            assert_eq!(
+                (c.left, c.top, c.w, c.h),
+                (0.0, 0.0, 640.0, 480.0),
+                "{name}"
+            );
+        }
+        // 480x640 in 224x224: 168x224, the padding left and right (an odd 2 split 1 + 1).
+        for (name, x) in [
+            ("left", 0),
+            ("center", 28),
+            ("right", 56),
+            ("top-right", 56),
+        ] {
+            let (r, _) = fit(
+                480,
+                640,
+                224,
+                224,
+                ResizeMode::Letterbox,
+                name.parse().unwrap(),
+            );
+            assert_eq!((r.x, r.y, r.w, r.h), (x, 0, 168, 224), "{name}");
+        }
+        // The odd pixel of padding goes after a centred picture.
+        assert_eq!(Edge::Center.offset(4, 9), 2);
+        // Alignment leaves the modes without padding alone.
+        let stretch = fit(640, 480, 224, 224, ResizeMode::Stretch, Align::TOP_LEFT);
+        assert_eq!(
+            stretch,
+            fit(640, 480, 224, 224, ResizeMode::Stretch, Align::CENTER)
+        );
+        assert!(
+            "middle"
+                .parse::<Align>()
+                .unwrap_err()
+                .to_string()
+                .contains("'middle'")
+        );
     }
 
     #[test]

@@ -10,7 +10,7 @@
 use super::kernels::{self, Isa};
 use super::layout::{Conv, FrameLayout, Split};
 use super::taps::{HTaps, Taps, VTaps};
-use super::{Element, Norm, PreprocessOptions, Rect, ResizeMode};
+use super::{Align, Element, Norm, PreprocessOptions, Rect, ResizeMode};
 use crate::source::PixelFormat;
 use crate::tensor::{InputSpec, Layout};
 
@@ -118,13 +118,15 @@ pub struct Crop {
 }
 
 /// Placement of a `src_w x src_h` frame in a `dst_w x dst_h` input: (region in the input,
-/// source window that fills it).
+/// source window that fills it). `align` places a letterboxed picture (the other modes fill the
+/// whole input).
 pub fn fit(
     src_w: usize,
     src_h: usize,
     dst_w: usize,
     dst_h: usize,
     mode: ResizeMode,
+    align: Align,
 ) -> (Rect, Crop) {
     let (sw, sh, dw, dh) = (src_w as f64, src_h as f64, dst_w as f64, dst_h as f64);
     let full_src = Crop {
@@ -160,8 +162,8 @@ pub fn fit(
             let h = ((sh * scale).round() as usize).clamp(1, dst_h);
             (
                 Rect {
-                    x: (dst_w - w) / 2,
-                    y: (dst_h - h) / 2,
+                    x: align.x.offset(w, dst_w),
+                    y: align.y.offset(h, dst_h),
                     w,
                     h,
                 },
@@ -180,7 +182,14 @@ impl Plan {
         opts: &PreprocessOptions,
     ) -> Plan {
         let (w, h) = (width as usize, height as usize);
-        let (region, crop) = fit(w, h, spec.width as usize, spec.height as usize, opts.resize);
+        let (region, crop) = fit(
+            w,
+            h,
+            spec.width as usize,
+            spec.height as usize,
+            opts.resize,
+            opts.align,
+        );
         let aligned = |v: f64| (v - v.round()).abs() < 1e-9;
         let identity = crop.w == region.w as f64
             && crop.h == region.h as f64

@@ -90,30 +90,42 @@ fn keys_cubic(x: f64, a: f64) -> f64 {
 
 impl Taps {
     /// Weights mapping input samples `in0 .. in0 + in_len` (fractional) of an axis of `in_size`
-    /// samples onto `out_size` samples, with `filter` widened by the scale when downscaling
-    /// (Pillow's and `fast_image_resize`'s convolution). The kernel may read input just outside
-    /// the window (as a resize-then-crop would) but never outside `0 .. in_size`.
+    /// samples onto `out_size` samples. The antialiased filters are widened by the scale when
+    /// downscaling (Pillow's and `fast_image_resize`'s convolution); the kernel may read input
+    /// just outside the window (as a resize-then-crop would) but never outside `0 .. in_size`.
+    /// The nearest and OpenCV filters pick their samples as Pillow and `cv2.resize` do.
     pub fn new(in_size: usize, in0: f64, in_len: f64, out_size: usize, filter: Filter) -> Taps {
         let scale = in_len / out_size as f64;
-        let filter_scale = if filter == Filter::Nearest {
-            1.0
-        } else {
+        let filter_scale = if filter.antialiased() {
             scale.max(1.0)
+        } else {
+            1.0
         };
         let support = filter.support() * filter_scale;
+        let last = in_size - 1;
+        // OpenCV's own arithmetic: the inverse of dst/src in double, the linear position in float.
+        let cv_scale = 1.0 / (out_size as f64 / in_len);
         let mut taps = Taps {
             start: Vec::with_capacity(out_size),
             weights: Vec::with_capacity(out_size),
         };
+        // Pillow's NEAREST steps from the first centre by adding the scale (ImagingScaleAffine),
+        // so an exact `.0` position can land just below: follow its arithmetic to the bit.
+        let mut pillow_x = in0 + scale * 0.5;
         for i in 0..out_size {
             let centre = in0 + (i as f64 + 0.5) * scale;
-            let (start, w) = if filter == Filter::Nearest {
-                (
-                    (centre.floor().max(0.0) as usize).min(in_size - 1),
-                    vec![1.0],
-                )
-            } else {
-                kernel(centre, support, filter_scale, in_size, filter)
+            let (start, w) = match filter {
+                Filter::Nearest => {
+                    let x = pillow_x;
+                    pillow_x += scale;
+                    ((x.floor().max(0.0) as usize).min(last), vec![1.0])
+                }
+                Filter::NearestOpenCv => {
+                    let x = in0 + i as f64 * cv_scale;
+                    ((x.floor().max(0.0) as usize).min(last), vec![1.0])
+                }
+                Filter::BilinearOpenCv => opencv_linear(in0, i, cv_scale, last),
+                _ => kernel(centre, support, filter_scale, in_size, filter),
             };
             taps.start.push(start);
             taps.weights.push(w);
@@ -161,6 +173,35 @@ impl Taps {
             .max()
             .unwrap_or(0);
         (first, end)
+    }
+}
+
+/// OpenCV `INTER_LINEAR`'s two taps for output `i`: the source position `(i + 0.5) * scale - 0.5`
+/// (computed in `f32` as `cv::resize` does), its floor and the fraction; before the first pixel
+/// or from the last one on, the edge pixel alone.
+fn opencv_linear(in0: f64, i: usize, scale: f64, last: usize) -> (usize, Vec<f64>) {
+    let pos = ((i as f64 + 0.5) * scale - 0.5) as f32;
+    let floor = pos.floor();
+    let frac = f64::from(pos - floor);
+    let x = in0 + f64::from(floor);
+    // A crop's window may start mid-pixel: the integer part shifts the taps, the rest blends.
+    let (x, frac) = {
+        let whole = x.floor();
+        let f = frac + (x - whole);
+        if f >= 1.0 {
+            (whole + 1.0, f - 1.0)
+        } else {
+            (whole, f)
+        }
+    };
+    if x < 0.0 {
+        (0, vec![1.0])
+    } else if x as usize >= last {
+        (last, vec![1.0])
+    } else if frac == 0.0 {
+        (x as usize, vec![1.0])
+    } else {
+        (x as usize, vec![1.0 - frac, frac])
     }
 }
 

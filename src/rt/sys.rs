@@ -1,5 +1,5 @@
-//! The six libc calls real-time setup needs that nix does not wrap (SCHED_FIFO, a thread's nice
-//! value, `malloc_trim`) or that would need extra nix features (RLIMIT_MEMLOCK, mlockall): kept
+//! The seven libc calls real-time setup needs that nix does not wrap (SCHED_FIFO, a thread's nice
+//! value, `malloc_trim`, `mallopt`) or that would need extra nix features (RLIMIT_MEMLOCK, mlockall): kept
 //! tiny so the policy stays safe code.
 #![allow(unsafe_code)]
 
@@ -84,6 +84,22 @@ pub fn trim_heap() -> bool {
     }
     #[cfg(not(target_env = "gnu"))]
     {
+        false
+    }
+}
+
+/// Caps glibc's malloc arenas (`mallopt(M_ARENA_MAX, arenas)`). Whether the cap was set; always
+/// false off glibc.
+pub fn limit_arenas(arenas: i32) -> bool {
+    #[cfg(target_env = "gnu")]
+    {
+        // mallopt changes a global of glibc's allocator under its own lock.
+        // SAFETY: it takes no pointer of ours; M_ARENA_MAX with a positive value is a valid request.
+        unsafe { libc::mallopt(libc::M_ARENA_MAX, arenas) == 1 }
+    }
+    #[cfg(not(target_env = "gnu"))]
+    {
+        let _ = arenas;
         false
     }
 }

@@ -119,7 +119,8 @@ fn check_qdq(onnx: &Path, model: &ModelProto) -> Result<(), BackendError> {
                 format!(
                     "{} node '{}': zero point '{zp}' {why}; TensorRT's ONNX parser takes symmetric \
                      int8 Q/DQ only (int8, zero point 0; uint8 or asymmetric only for DLA). \
-                     `rtinfer quantize` writes asymmetric activations for ONNX Runtime's CPU kernels",
+                     `rtinfer quantize` writes asymmetric activations for ONNX Runtime's CPU \
+                     kernels unless given --symmetric",
                     n.op_type, n.name
                 ),
             )

@@ -36,17 +36,23 @@ pub struct QuantizeArgs {
     /// Per-output-channel weight scales (Conv, Gemm).
     #[arg(long)]
     pub per_channel: bool,
-    /// Activation type: u8 (default) or s8.
-    #[arg(long, default_value = "u8")]
-    pub activation_type: String,
+    /// Activation type: u8 (default) or s8 (s8 with --symmetric).
+    #[arg(long)]
+    pub activation_type: Option<String>,
+    /// Write the symmetric form TensorRT 10 builds int8 from (explicit quantization): int8
+    /// activations and weights with zero points 0, weights per channel (opset >= 13), biases
+    /// float. The default form (uint8 asymmetric) is ONNX Runtime's.
+    #[arg(long)]
+    pub symmetric: bool,
     /// Seed of the random calibration data used when no --calib/--calib-source is given.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// stretch | center-crop | letterbox (as the daemon's preprocess.resize; overrides --config).
     #[arg(long)]
     pub resize: Option<String>,
-    /// The daemon's config file: its `[preprocess]` (resize, mean/std, channel order) prepares the
-    /// calibration data exactly as the daemon prepares frames, and its `onnxruntime.library` is used.
+    /// The daemon's config file: its `[preprocess]` (resize, filter, fill, align, mean/std,
+    /// channel order) prepares the calibration data exactly as the daemon prepares frames, and
+    /// its `onnxruntime.library` is used.
     #[arg(long)]
     pub config: Option<PathBuf>,
     /// Calibration samples kept to compare the int8 model with the float model.
@@ -68,6 +74,9 @@ pub struct QuantizeArgs {
     /// Write the model even when it disagrees with the float model.
     #[arg(long)]
     pub force: bool,
+    /// Skip timing int8 against fp32 on this machine after writing.
+    #[arg(long)]
+    pub no_bench: bool,
     /// Path of libonnxruntime.so (searched first).
     #[arg(long)]
     pub ort_library: Option<PathBuf>,
@@ -84,8 +93,12 @@ pub fn run(a: QuantizeArgs) -> anyhow::Result<u8> {
         per_channel: a.per_channel,
         activation: a
             .activation_type
+            .as_deref()
+            .unwrap_or(if a.symmetric { "s8" } else { "u8" })
             .parse()
             .map_err(|e| anyhow::anyhow!("--activation-type: {e}"))?,
+        symmetric: a.symmetric,
+        bench: !a.no_bench,
         check_samples: a.check_samples,
         threads: a.threads,
         allow_float_conv: a.allow_float_conv,
@@ -95,6 +108,10 @@ pub fn run(a: QuantizeArgs) -> anyhow::Result<u8> {
         input_shape: a.input_shape.clone().map(|s| s.0),
         ..QuantizeOptions::default()
     };
+    anyhow::ensure!(
+        !(opts.symmetric && opts.activation == super::ActivationType::U8),
+        "--symmetric writes int8 activations (zero point 0): --activation-type u8 contradicts it"
+    );
     if let super::Method::Percentile(_) = opts.method {
         anyhow::ensure!(
             a.percentile > 0.0 && a.percentile <= 100.0,
@@ -148,8 +165,12 @@ pub fn render(r: &QuantizeReport, o: &QuantizeOptions) -> String {
         r.output.display(),
         r.samples,
         o.method.name(),
-        o.activation.name(),
-        if o.per_channel {
+        if o.symmetric {
+            "s8 symmetric (zero point 0, for TensorRT)"
+        } else {
+            o.activation.name()
+        },
+        if r.per_channel {
             "per-channel"
         } else {
             "per-tensor"
@@ -183,6 +204,20 @@ pub fn render(r: &QuantizeReport, o: &QuantizeOptions) -> String {
         a.rel_l2,
         a.top1 * 100.0
     );
+    if let Some(sp) = &r.speed {
+        let _ = writeln!(
+            s,
+            "speed on this machine (ONNX Runtime, batch 1, median of {} runs after {} warm-up): fp32 {:.3} ms, int8 {:.3} ms, int8/fp32 {:.2}",
+            sp.runs,
+            super::speed::WARMUP_RUNS,
+            sp.fp32_ms,
+            sp.int8_ms,
+            sp.ratio()
+        );
+    }
+    if let Some(w) = &r.speed_warning {
+        let _ = writeln!(s, "WARNING: {w}");
+    }
     let _ = writeln!(
         s,
         "time: calibration {:.2} s, total {:.2} s",

@@ -17,6 +17,7 @@ pub mod ort_run;
 pub mod plan;
 pub mod qdq;
 pub mod qparams;
+pub mod speed;
 mod tmp;
 
 use std::collections::HashMap;
@@ -61,6 +62,12 @@ pub struct QuantizeOptions {
     pub force: bool,
     /// `--input-shape`: symbolic input dims pinned (the written model keeps the pinned shape).
     pub input_shape: Option<Vec<i64>>,
+    /// `--symmetric`: the Q/DQ form TensorRT 10 builds (int8 activations and weights, zero
+    /// points 0, weights per channel from opset 13, biases float); ONNX Runtime's CPU kernels
+    /// may leave convolutions of it in float, which is reported, not refused.
+    pub symmetric: bool,
+    /// Time int8 against fp32 after writing and warn when int8 is slower (`--no-bench` clears).
+    pub bench: bool,
 }
 
 impl Default for QuantizeOptions {
@@ -79,6 +86,8 @@ impl Default for QuantizeOptions {
             min_pearson: 0.9,
             force: false,
             input_shape: None,
+            symmetric: false,
+            bench: true,
         }
     }
 }
@@ -99,6 +108,13 @@ pub struct QuantizeReport {
     /// Operator histogram of ONNX Runtime's optimised int8 graph (`domain:op` -> count).
     pub ort_ops: std::collections::BTreeMap<String, usize>,
     pub agreement: Agreement,
+    /// Whether the weights were quantized per output channel (asked for, or `--symmetric`, and
+    /// opset >= 13).
+    pub per_channel: bool,
+    /// int8 against fp32 on this machine (`None` with `--no-bench`, or when timing failed).
+    pub speed: Option<speed::Speed>,
+    /// Why int8 is slower here, when it is.
+    pub speed_warning: Option<String>,
     pub calibration_s: f64,
     pub total_s: f64,
 }
@@ -259,8 +275,10 @@ pub fn quantize(
     let basic = ort_run::shape_infer(&what, &basic)?;
     let graph = basic.graph.clone().unwrap_or_default();
     let opset = qdq::default_opset(&basic);
-    let per_channel = opts.per_channel && opset >= qdq::PER_CHANNEL_OPSET;
-    if opts.per_channel && !per_channel {
+    // TensorRT quantizes weights per output channel: the symmetric form does too where it can.
+    let want_per_channel = opts.per_channel || opts.symmetric;
+    let per_channel = want_per_channel && opset >= qdq::PER_CHANNEL_OPSET;
+    if want_per_channel && !per_channel {
         log::warn!(
             "{}: opset {opset} has no per-channel DequantizeLinear (needs {}): weights are quantized per tensor",
             input.display(),
@@ -281,6 +299,7 @@ pub fn quantize(
         &ranges,
         qdq::QdqOptions {
             activation: opts.activation,
+            symmetric: opts.symmetric,
         },
     )?;
     let qbytes = qmodel.encode_to_vec();
@@ -297,7 +316,16 @@ pub fn quantize(
     let ort_graph = onnx_pb::read_model(&verify_path)?;
     let float_convs = float_convs(&ort_graph);
     if !float_convs.is_empty() && !opts.allow_float_conv {
-        return Err(QuantizeError::FloatConvs { nodes: float_convs });
+        if !opts.symmetric {
+            return Err(QuantizeError::FloatConvs { nodes: float_convs });
+        }
+        // The symmetric form is for TensorRT; ONNX Runtime here only checks its agreement.
+        log::info!(
+            "{}: ONNX Runtime on this CPU runs {} of the symmetric model's convolutions in float \
+             (its integer kernels want other Q/DQ forms); TensorRT builds them in int8",
+            output.display(),
+            float_convs.len()
+        );
     }
     let shape = ort_run::input_shape(&what, &session)?;
     let mut runner = ort_run::Runner::new(&what, session, &shape)?;
@@ -335,6 +363,33 @@ pub fn quantize(
         path: output.to_owned(),
         source,
     })?;
+    let (speed, speed_warning) = if opts.bench {
+        let what = format!("timing int8 against fp32 for {}", output.display());
+        let x = kept.first().map(|(x, _)| x.as_slice());
+        match speed::measure(&what, &bytes, &qbytes, x, opts.threads) {
+            Ok(s) => {
+                let cx = speed::Context {
+                    int8_dot: speed::int8_dot_instructions(),
+                    opset,
+                    per_tensor_forced: want_per_channel && !per_channel,
+                    float_convs: float_convs.len(),
+                    symmetric: opts.symmetric,
+                };
+                let warning = speed::slower_warning(&s, &cx);
+                if let Some(w) = &warning {
+                    log::warn!("{}: {w}", output.display());
+                }
+                (Some(s), warning)
+            }
+            // The model is written and checked: a failed timing loses only the figures.
+            Err(e) => {
+                log::warn!("{what}: {e} (the model is written)");
+                (None, None)
+            }
+        }
+    } else {
+        (None, None)
+    };
     Ok(QuantizeReport {
         output: output.to_owned(),
         samples,
@@ -344,6 +399,9 @@ pub fn quantize(
         float_convs,
         ort_ops: op_histogram(&ort_graph),
         agreement,
+        per_channel,
+        speed,
+        speed_warning,
         calibration_s,
         total_s: t0.elapsed().as_secs_f64(),
     })

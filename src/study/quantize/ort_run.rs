@@ -62,6 +62,7 @@ pub struct Runner {
     /// Names of the outputs, in session order.
     pub outputs: Vec<String>,
     what: String,
+    len: usize,
 }
 
 impl Runner {
@@ -79,7 +80,13 @@ impl Runner {
             input,
             outputs,
             what: what.to_owned(),
+            len: shape.iter().map(|&d| d.max(0) as usize).product(),
         })
+    }
+
+    /// Elements of the first input.
+    pub fn input_len(&self) -> usize {
+        self.len
     }
 
     /// Runs on `x` and hands every output (index, values) to `f`.

@@ -43,6 +43,9 @@ pub struct QdqSummary {
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct QdqOptions {
     pub activation: ActivationType,
+    /// TensorRT's explicit-quantization form: activations with zero point 0 (`activation` must
+    /// be `S8`), biases left in float (TensorRT takes int8 Q/DQ only, not an int32 bias).
+    pub symmetric: bool,
 }
 
 /// Float data of an initializer (raw little-endian or `float_data`).
@@ -252,7 +255,7 @@ impl Rewrite<'_> {
             let in_scale = self.params.get(&x).map(|p| p.scale);
             let (w_out, wscales) = self.weight(&n.input[weight], axis)?;
             n.input[weight] = w_out;
-            if let (Some(b), Some(s)) = (bias, in_scale) {
+            if let (Some(b), Some(s), false) = (bias, in_scale, self.opts.symmetric) {
                 n.input[b] = self.bias(&n.input[b].clone(), &n.name.clone(), s, &wscales)?;
             }
         }
@@ -291,6 +294,15 @@ pub fn insert_qdq(
     if opset < MIN_OPSET {
         return Err(QdqError::OldOpset { found: opset });
     }
+    // Symmetric means int8: a uint8 zero point of 0 would clip every negative value.
+    let opts = QdqOptions {
+        activation: if opts.symmetric {
+            ActivationType::S8
+        } else {
+            opts.activation
+        },
+        ..opts
+    };
     let g = model.graph.clone().unwrap_or_default();
     let outputs: HashSet<&str> = g.output.iter().map(|v| v.name.as_str()).collect();
     let mut params = HashMap::new();
@@ -301,7 +313,11 @@ pub fn insert_qdq(
                 let &(lo, hi) = ranges
                     .get(t)
                     .ok_or_else(|| QdqError::NoRange { tensor: t.clone() })?;
-                qparams::activation_params(lo, hi, opts.activation)
+                if opts.symmetric {
+                    qparams::symmetric_activation_params(lo, hi)
+                } else {
+                    qparams::activation_params(lo, hi, opts.activation)
+                }
             }
         };
         params.insert(t.clone(), p);

@@ -83,6 +83,21 @@ pub fn activation_params(min: f32, max: f32, ty: ActivationType) -> QParams {
     }
 }
 
+/// Symmetric int8 parameters for an activation observed in `[min, max]` (TensorRT's explicit
+/// quantization): zero point 0, `scale = max(|min|, |max|) / 127`, so `-absmax .. absmax` maps
+/// onto `-127 .. 127`; a degenerate range gets scale 1.
+pub fn symmetric_activation_params(min: f32, max: f32) -> QParams {
+    let absmax = min.abs().max(max.abs());
+    let mut scale = absmax / WEIGHT_QMAX as f32;
+    if !(scale.is_finite() && scale > 0.0) {
+        scale = 1.0;
+    }
+    QParams {
+        scale,
+        zero_point: 0,
+    }
+}
+
 /// Symmetric int8 scale for weights whose largest magnitude is `absmax` (zero point 0).
 pub fn weight_scale(absmax: f32) -> f32 {
     let s = absmax / WEIGHT_QMAX as f32;
@@ -196,6 +211,20 @@ mod tests {
         assert_eq!(u.zero_point, 0);
         let s = activation_params(0.0, 2.55, ActivationType::S8);
         assert_eq!(s.zero_point, -128);
+    }
+
+    #[test]
+    fn symmetric_activations_have_zero_point_0_and_cover_the_larger_side() {
+        // [-0.5, 2.54]: absmax 2.54 over 127 steps, scale 0.02; -0.5 is -25 steps.
+        let p = symmetric_activation_params(-0.5, 2.54);
+        assert_eq!(p.zero_point, 0);
+        assert!((p.scale - 0.02).abs() < 1e-7, "{}", p.scale);
+        assert_eq!(quantize(-0.5, p, -128, 127), -25);
+        assert_eq!(quantize(2.54, p, -128, 127), 127);
+        // A Relu range uses the positive half only.
+        let r = symmetric_activation_params(0.0, 1.27);
+        assert!((r.scale - 0.01).abs() < 1e-7);
+        assert_eq!(symmetric_activation_params(0.0, 0.0).scale, 1.0);
     }
 
     #[test]
