@@ -76,15 +76,14 @@ fn fnv(values: &[f32]) -> u64 {
         })
 }
 
-/// Capture-side decoding of MJPEG frames (4:2:2, as USB cameras send them) into a frame, from
-/// `FRAME_DIR` (`mjpeg_WxH.jpg`, made by the script with ffmpeg) or encoded here.
-fn bench_mjpeg(iterations: usize, filter: &str) {
+/// Capture-side decoding of MJPEG frames (4:2:2, as USB cameras send them), from `FRAME_DIR`
+/// (`mjpeg_WxH.jpg`, made by the script with ffmpeg) or encoded here: our decoder at full size
+/// and at each DCT scale, zune-jpeg (the fallback), and the whole path into a 224x224 NCHW f32
+/// tensor (stretch) from the full and from the scaled decode (the scale the capture thread picks
+/// for a 224x224 model).
+fn bench_mjpeg(iterations: usize, filter: &str, isa: Isa) {
     use rtinfer::source::v4l2::mjpeg;
     for (w, h) in [(640, 480), (1280, 720), (1920, 1080)] {
-        let case = format!("mjpeg {w}x{h} decode");
-        if !case.contains(filter) {
-            continue;
-        }
         let jpeg = match std::env::var("FRAME_DIR") {
             Ok(dir) => {
                 let path = PathBuf::from(dir).join(format!("mjpeg_{w}x{h}.jpg"));
@@ -99,16 +98,51 @@ fn bench_mjpeg(iterations: usize, filter: &str) {
                 out
             }
         };
-        let mut f = Frame::default();
-        let mut scratch = mjpeg::Scratch::default();
-        let (median, p99) = time(iterations, || {
-            mjpeg::decode_frame(black_box(&jpeg), w, h, &mut scratch, &mut f).expect("decodes");
-            black_box(&f);
-        });
-        println!(
-            "case {case:<40} median_ms {median:8.4} p99_ms {p99:8.4} frame {}",
-            f.format
-        );
+        let for_224 = mjpeg::scale_for(w, h, Some((224, 224)));
+        let mut cases: Vec<(String, u32, bool)> =
+            vec![(format!("mjpeg {w}x{h} decode full"), 1, false)];
+        for k in [2, 4, 8] {
+            cases.push((format!("mjpeg {w}x{h} decode 1/{k}"), k, false));
+        }
+        cases.push((format!("mjpeg {w}x{h} decode zune"), 0, false));
+        cases.push((format!("mjpeg {w}x{h} 224x224 full"), 1, true));
+        cases.push((format!("mjpeg {w}x{h} 224x224 1/{for_224}"), for_224, true));
+        let spec = InputSpec {
+            width: 224,
+            height: 224,
+            channels: 3,
+            layout: Layout::Nchw,
+            element: InputElement::F32,
+        };
+        for (case, k, to_tensor) in cases {
+            if !case.contains(filter) {
+                continue;
+            }
+            let mut f = Frame::default();
+            let mut scratch = mjpeg::Scratch::default();
+            scratch.set_min_size((k > 1).then(|| (w.div_ceil(k), h.div_ceil(k))));
+            let mut p = Preprocessor::new(spec, PreprocessOptions::default())
+                .expect("valid spec")
+                .with_isa(isa);
+            let mut out = vec![0f32; spec.len()];
+            let (median, p99) = time(iterations, || {
+                if k == 0 {
+                    mjpeg::decode_general(black_box(&jpeg), w, h, &mut scratch, &mut f)
+                } else {
+                    mjpeg::decode_frame(black_box(&jpeg), w, h, &mut scratch, &mut f)
+                }
+                .expect("decodes");
+                if to_tensor {
+                    f.seq = 1;
+                    p.run(&f, InputBufMut::F32(&mut out)).expect("preprocess");
+                }
+                black_box(&f);
+            });
+            println!(
+                "case {case:<40} median_ms {median:8.4} p99_ms {p99:8.4} frame {} {}x{}",
+                f.format, f.width, f.height
+            );
+        }
     }
 }
 
@@ -123,7 +157,7 @@ fn main() {
     };
     let filter = std::env::var("BENCH_FILTER").unwrap_or_default();
     println!("# rtinfer frame path, kernels: {}", isa.name());
-    bench_mjpeg(iterations.min(100), &filter);
+    bench_mjpeg(iterations.min(100), &filter, isa);
     let formats = [
         ("yuyv422", PixelFormat::Yuyv),
         ("yuv420p", PixelFormat::I420),

@@ -39,6 +39,8 @@ install_debs() {
   command -v curl >/dev/null || missing+=(curl)
   command -v unzip >/dev/null || missing+=(unzip)
   command -v systemd-analyze >/dev/null || missing+=(systemd)
+  # The MJPEG decoder's tests encode restart intervals, progressive and arithmetic JPEGs (cjpeg).
+  command -v cjpeg >/dev/null || missing+=(libjpeg-turbo-progs)
   # Debian's python3 has the venv module but not ensurepip (python3-venv) nor pip (python3-pip,
   # which downloads the ONNX Runtime wheel).
   python3 -c 'import ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)

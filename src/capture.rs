@@ -199,12 +199,19 @@ pub fn run(src: &mut dyn Source, ctx: &CaptureContext) {
     // source starts its schedule: 60 s at 60 FPS is exactly 3600 frames, whatever the loop's
     // polling granularity or the time it takes every thread to stop.
     let until = ctx.duration.map(|d| MonoTime::now().plus(d));
+    // The serving model's input size, handed to the source when it changes (a swap).
+    let mut wanted = None;
     loop {
         if ctx.ctl.stop.load(Ordering::Relaxed) {
             slot.end(End::Clean);
             return;
         }
         ctx.health.apply_request(src);
+        let input = ctx.ctl.input_size();
+        if input != wanted {
+            src.set_min_size(input);
+            wanted = input;
+        }
         let result = src.next(&mut buf, timeout);
         let past = |at: MonoTime| until.is_some_and(|u| at >= u);
         let closed = match &result {

@@ -80,6 +80,11 @@ pub struct LoopControl {
     /// When the frame in the pipeline started (CLOCK_MONOTONIC ns), 0 between frames: how long a
     /// model's run has not returned (`/status` `state` `stalled`, a stop, a swap).
     pub busy_since_ns: AtomicU64,
+    /// The serving model's input size as `width << 32 | height`, 0 before the first model: set
+    /// by the pipeline thread when a model goes live, read by the capture thread, which hands it
+    /// to the source as the smallest picture it must deliver (an MJPEG camera decodes at the
+    /// smallest DCT scale that keeps it). See [`LoopControl::input_size`].
+    pub input_size: AtomicU64,
     /// The serving engine's cancel handle, set once per model (never per frame): a stop or a swap
     /// can end a run that does not return.
     canceller: std::sync::Mutex<Option<Arc<dyn crate::backend::Canceller>>>,
@@ -137,8 +142,21 @@ impl LoopControl {
             overrun: Overrun::Latest,
             boxes: BoxRing::new(),
             busy_since_ns: AtomicU64::new(0),
+            input_size: AtomicU64::new(0),
             canceller: std::sync::Mutex::new(None),
         }
+    }
+
+    /// The serving model's input size (`None` before the first model).
+    pub fn input_size(&self) -> Option<(u32, u32)> {
+        let v = self.input_size.load(Ordering::Relaxed);
+        (v != 0).then_some(((v >> 32) as u32, v as u32))
+    }
+
+    /// Records the serving model's input size (the pipeline thread, when a model goes live).
+    pub fn set_input_size(&self, width: u32, height: u32) {
+        let v = u64::from(width) << 32 | u64::from(height);
+        self.input_size.store(v, Ordering::Relaxed);
     }
 
     pub fn budget(&self) -> Duration {
@@ -339,6 +357,8 @@ pub fn run(
         }
         if cancel_gen != Some(p.generation) {
             ctl.set_canceller(p.engine.canceller());
+            let spec = p.pre.spec();
+            ctl.set_input_size(spec.width, spec.height);
             cancel_gen = Some(p.generation);
         }
         if ctl.overrun == Overrun::Skip && frame.captured_at < last_done {

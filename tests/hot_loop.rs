@@ -4,7 +4,8 @@
 //! counting global allocator over hundreds of frames in steady state, for the synthetic pattern
 //! and for every raw pixel layout through the real source code (Y4M planes from a looping
 //! in-memory stream; YUYV, UYVY, NV12, RGB3, BGR3 and GREY through the V4L2 source on a fake
-//! device whose lines are padded). (ONNX Runtime's own C++ allocations do not pass through
+//! device whose lines are padded; MJPEG in every sampling, with and without Huffman tables,
+//! with restart intervals, at full size and DCT-scaled, through the same fake device). (ONNX Runtime's own C++ allocations do not pass through
 //! Rust's allocator; `scripts/bench_loop.sh` shows RSS flat.)
 
 use std::io::{self, Cursor};
@@ -224,6 +225,116 @@ fn steady_state_frames_allocate_nothing_in_every_pixel_format() {
             "{name} ({format}): {} allocations ({} bytes) over {frames} frames",
             info.count_total, info.bytes_total
         );
+    }
+}
+
+/// A fake MJPEG camera sending `jpeg` (a `width x height` frame) forever.
+fn mjpeg_camera(jpeg: Vec<u8>, width: u32, height: u32) -> V4l2Source {
+    let opener = Still {
+        fourcc: convert::MJPG,
+        size: (width, height),
+        stride: 0,
+        data: jpeg,
+    };
+    let request = Request {
+        format: Some(convert::MJPG),
+        size: (width, height),
+        fps: None,
+    };
+    V4l2Source::open_with(Box::new(opener), Path::new("/dev/video9"), "fake", request)
+        .expect("the fake camera opens")
+}
+
+#[test]
+fn steady_state_mjpeg_frames_allocate_nothing_in_every_sampling() {
+    let dir = util::tempdir();
+    let model = util::zoo_model(dir.path(), "mobilenetv2", "cifar10", 0.25);
+    let mut p = util::ort_pipeline(&model);
+    let spec = *p.pre.spec();
+    let (w, h) = (160, 120);
+    let size = format!("{w}x{h}");
+    let encode = |name: &str, args: &[&str]| {
+        let out = dir.path().join(format!("{name}.jpg"));
+        let mut all = vec!["-f", "lavfi", "-i"];
+        let src = format!("testsrc2=size={size}:rate=1");
+        all.push(&src);
+        all.extend_from_slice(&["-frames:v", "1", "-c:v", "mjpeg"]);
+        all.extend_from_slice(args);
+        all.push(out.to_str().expect("utf-8 path"));
+        util::ffmpeg(&all);
+        std::fs::read(&out).expect("the jpeg")
+    };
+    let ppm = dir.path().join("frame.ppm");
+    util::ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        &format!("testsrc2=size={size}:rate=1"),
+        "-frames:v",
+        "1",
+        ppm.to_str().expect("utf-8 path"),
+    ]);
+    let cjpeg = |args: &[&str]| {
+        let out = std::process::Command::new("cjpeg")
+            .args(args)
+            .arg(&ppm)
+            .output()
+            .expect("cjpeg (scripts/setup.sh installs it)");
+        assert!(out.status.success());
+        out.stdout
+    };
+    let mut jpegs = vec![
+        (
+            "yuvj422p",
+            encode("422", &["-pix_fmt", "yuvj422p", "-huffman", "default"]),
+        ),
+        ("yuvj420p", encode("420", &["-pix_fmt", "yuvj420p"])),
+        ("yuvj444p", encode("444", &["-pix_fmt", "yuvj444p"])),
+        ("gray", cjpeg(&["-grayscale"])),
+        (
+            "yuvj422p restart",
+            cjpeg(&["-sample", "2x1", "-restart", "2B"]),
+        ),
+    ];
+    // AVI1 as cameras send it: the 4:2:2 frame without its Huffman tables.
+    let bare = {
+        let j = &jpegs[0].1;
+        let mut out = j[..2].to_vec();
+        let mut i = 2;
+        while j[i + 1] != 0xDA {
+            let len = (usize::from(j[i + 2]) << 8) | usize::from(j[i + 3]);
+            if j[i + 1] != 0xC4 {
+                out.extend_from_slice(&j[i..i + 2 + len]);
+            }
+            i += 2 + len;
+        }
+        out.extend_from_slice(&j[i..]);
+        out
+    };
+    jpegs.push(("yuvj422p without DHT", bare));
+    let frames = 200;
+    for (name, jpeg) in jpegs {
+        // Full size, then scaled down to (not below) the model's input.
+        for min in [None, Some((spec.width, spec.height))] {
+            let mut src = mjpeg_camera(jpeg.clone(), w, h);
+            src.set_min_size(min);
+            // The frames are the JPEG's own planes, at 1/2 size for the 32x32 model.
+            let mut f = source::Frame::default();
+            while src
+                .next(&mut f, Duration::from_millis(100))
+                .expect("a frame")
+                != Capture::Frame
+            {}
+            assert!(name.starts_with(f.format.name()), "{name}: {}", f.format);
+            let k = if min.is_some() { 2 } else { 1 };
+            assert_eq!((f.width, f.height), (w / k, h / k), "{name} {min:?}");
+            let info = steady_state(&mut src, &mut p, (w, h), frames);
+            assert_eq!(
+                info.count_total, 0,
+                "MJPEG {name} (min size {min:?}): {} allocations ({} bytes) over {frames} frames",
+                info.count_total, info.bytes_total
+            );
+        }
     }
 }
 

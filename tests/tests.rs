@@ -11,6 +11,7 @@ mod governor; // the real-time governor: ladders of fake-DPU and ONNX Runtime mo
 mod hardening; // issue 18: each defect of the adversarial pass, reproduced
 mod hot_loop; // zero heap allocations per frame in steady state (counting allocator)
 mod limits; // frame-size limits before allocation: images, Y4M, cameras, MJPEG, eval
+mod mjpeg; // the baseline MJPEG decoder vs ffmpeg and cjpeg: samplings, DCT scaling, damage
 mod models; // issue 15: models in the wild: symbolic dims, final Softmax, several outputs, maps
 mod outputs; // GET /results, MQTT through mosquitto, the page in chromium, promtool rules, Grafana
 mod power; // meters on pty emulators and fake sysfs trees, the study figures, unplug/replug

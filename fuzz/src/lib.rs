@@ -107,6 +107,57 @@ pub fn onnx(data: &[u8]) {
     }
 }
 
+/// An MJPEG camera frame: the first byte picks the scale (the model's input size as a minimum
+/// picture: none, or 1/2, 1/4, 1/8 of the frame); the stream's geometry is what the frame's
+/// SOF declares (within the fuzz limits, else 16x16: a size mismatch), as a camera's
+/// negotiated size would be. A decoded frame must be the whole picture at the chosen scale.
+pub fn mjpeg(data: &[u8]) {
+    use rtinfer::source::v4l2::mjpeg::{Scratch, decode_frame, scale_for};
+    let Some((&pick, jpeg)) = data.split_first() else {
+        return;
+    };
+    let (w, h) = sof_size(jpeg)
+        .filter(|(w, h)| limits().check(u64::from(*w), u64::from(*h)).is_ok())
+        .unwrap_or((16, 16));
+    let k = 1u32 << (pick % 4);
+    let min = (k > 1).then(|| (w.div_ceil(k), h.div_ceil(k)));
+    let mut scratch = Scratch::default();
+    scratch.set_min_size(min);
+    let mut frame = Frame::default();
+    // Twice through one decoder: state left by a bad frame must not change the next decode.
+    let first = decode_frame(jpeg, w, h, &mut scratch, &mut frame).map(|()| frame.data.clone());
+    if let Ok(data) = &first {
+        assert!(data.len() >= frame.format.frame_len(frame.width, frame.height));
+        let scaled = frame.width == w.div_ceil(scale_for(w, h, min));
+        assert!(
+            scaled || (frame.width, frame.height) == (w, h),
+            "a scaled or full frame"
+        );
+    }
+    let second = decode_frame(jpeg, w, h, &mut scratch, &mut frame).map(|()| frame.data.clone());
+    assert_eq!(
+        first.ok(),
+        second.ok(),
+        "the same frame decodes the same twice"
+    );
+}
+
+/// The width and height a JPEG's first SOF declares.
+fn sof_size(jpeg: &[u8]) -> Option<(u32, u32)> {
+    let mut i = 2;
+    while i + 9 <= jpeg.len() && jpeg[i] == 0xFF {
+        let marker = jpeg[i + 1];
+        let len = usize::from(jpeg[i + 2]) << 8 | usize::from(jpeg[i + 3]);
+        if matches!(marker, 0xC0..=0xC3 | 0xC5..=0xC7 | 0xC9..=0xCB | 0xCD..=0xCF) {
+            let h = u32::from(jpeg[i + 5]) << 8 | u32::from(jpeg[i + 6]);
+            let w = u32::from(jpeg[i + 7]) << 8 | u32::from(jpeg[i + 8]);
+            return Some((w, h));
+        }
+        i += 2 + len.max(2);
+    }
+    None
+}
+
 /// Serial meter answers. The first byte picks the parser: 0 TC66C (192-byte AES frames), 1-3 the
 /// UM24C/UM25C/UM34C (130-byte frames), anything else the text-line reader with the default
 /// pattern and with a user pattern.

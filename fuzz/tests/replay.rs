@@ -70,6 +70,11 @@ fn onnx() {
 }
 
 #[test]
+fn mjpeg() {
+    replay("mjpeg", rtinfer_fuzz::mjpeg);
+}
+
+#[test]
 fn meters() {
     replay("meters", rtinfer_fuzz::meters);
 }
@@ -378,4 +383,82 @@ fn write_seeds() {
         "lines",
         b"\x09; sigrok-cli 0.7.2\r\n5.02 V 0.51 A\n2.5\rV=5.1 A=812\nW: 3.75\n",
     );
+    mjpeg_seeds();
+}
+
+/// MJPEG frames as cameras send them, 16x8 `testsrc2` (ffmpeg, cjpeg): each sampling, AVI1
+/// without DHT, restart intervals, grey, progressive (the fallback), each prefixed with the
+/// target's first byte (the scale).
+fn mjpeg_seeds() {
+    use std::process::Command;
+    let dir = std::env::temp_dir().join(format!("rtinfer-mjpeg-seeds-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let ppm = dir.join("f.ppm");
+    let run = |cmd: &mut Command| {
+        let out = cmd
+            .output()
+            .expect("ffmpeg and cjpeg (scripts/setup.sh installs them)");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+    };
+    let src = [
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=size=16x8:rate=1",
+        "-frames:v",
+        "1",
+    ];
+    let ffmpeg = |pix_fmt: &str| {
+        let out = dir.join(format!("{pix_fmt}.jpg"));
+        run(Command::new("ffmpeg")
+            .args(["-hide_banner", "-loglevel", "error", "-y"])
+            .args(src)
+            .args(["-pix_fmt", pix_fmt, "-c:v", "mjpeg", "-huffman", "default"])
+            .arg(&out));
+        std::fs::read(&out).expect("jpeg")
+    };
+    run(Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-y"])
+        .args(src)
+        .arg(&ppm));
+    let cjpeg = |args: &[&str]| run(Command::new("cjpeg").args(args).arg(&ppm));
+    let strip = |j: &[u8]| {
+        let mut out = j[..2].to_vec();
+        let mut i = 2;
+        while j[i + 1] != 0xDA {
+            let len = (usize::from(j[i + 2]) << 8) | usize::from(j[i + 3]);
+            if j[i + 1] != 0xC4 {
+                out.extend_from_slice(&j[i..i + 2 + len]);
+            }
+            i += 2 + len;
+        }
+        out.extend_from_slice(&j[i..]);
+        out
+    };
+    let c422 = ffmpeg("yuvj422p");
+    let seeds = [
+        ("422_full", 0u8, c422.clone()),
+        ("422_half", 1, c422.clone()),
+        ("422_avi1_eighth", 3, strip(&c422)),
+        ("420_quarter", 2, ffmpeg("yuvj420p")),
+        ("444_full", 0, ffmpeg("yuvj444p")),
+        ("grey_half", 1, cjpeg(&["-grayscale"])),
+        (
+            "422_restart",
+            0,
+            cjpeg(&["-sample", "2x1", "-restart", "1B"]),
+        ),
+        ("progressive", 0, cjpeg(&["-progressive"])),
+    ];
+    for (name, scale, jpeg) in seeds {
+        let mut bytes = vec![scale];
+        bytes.extend_from_slice(&jpeg);
+        write("mjpeg", name, &bytes);
+    }
+    std::fs::remove_dir_all(&dir).ok();
 }

@@ -81,6 +81,10 @@ pub trait Source: Send {
     fn set_fps(&mut self, _fps: f64) -> bool {
         false
     }
+    /// The smallest picture the consumer needs (the serving model's input size, from the
+    /// capture thread; `None`: full size). A source that can deliver smaller frames for less
+    /// work (an MJPEG camera, by DCT scaling) may go down to it, never below; others ignore it.
+    fn set_min_size(&mut self, _size: Option<(u32, u32)>) {}
 }
 
 /// Errors of opening and reading sources. Every variant names the URI or path it concerns.

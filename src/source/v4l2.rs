@@ -22,6 +22,7 @@ use crate::time::MonoTime;
 
 pub mod convert;
 pub mod device;
+pub mod jpeg;
 pub mod kernel;
 pub mod mjpeg;
 
@@ -64,12 +65,21 @@ pub struct V4l2Source {
     limits: FrameLimits,
     /// Buffers reused from MJPEG frame to MJPEG frame.
     jpeg_scratch: mjpeg::Scratch,
+    /// The smallest picture the consumer needs ([`Source::set_min_size`]).
+    min_size: Option<(u32, u32)>,
     backoff: Duration,
     backoff_start: Duration,
     backoff_max: Duration,
     retry_at: MonoTime,
     disconnects: u64,
+    /// Frames skipped because they could not be decoded or copied (corrupt, truncated).
+    skipped: u64,
+    /// The skipped count last logged, and when (at most one line per [`SKIP_LOG_EVERY`]).
+    skipped_logged: (u64, MonoTime),
 }
+
+/// How often a stream of corrupt frames is logged (the first one at once).
+pub const SKIP_LOG_EVERY: Duration = Duration::from_secs(10);
 
 /// Opens a real camera.
 pub fn open(
@@ -160,12 +170,19 @@ impl V4l2Source {
             device: Some(dev),
             granted,
             limits,
-            jpeg_scratch: mjpeg::Scratch::default(),
+            jpeg_scratch: {
+                let mut s = mjpeg::Scratch::default();
+                s.prepare();
+                s
+            },
+            min_size: None,
             backoff: BACKOFF_START,
             backoff_start: BACKOFF_START,
             backoff_max: BACKOFF_MAX,
             retry_at: MonoTime::now(),
             disconnects: 0,
+            skipped: 0,
+            skipped_logged: (0, MonoTime::from_nanos(0)),
         })
     }
 
@@ -185,6 +202,30 @@ impl V4l2Source {
     /// How many times the camera was lost.
     pub fn disconnects(&self) -> u64 {
         self.disconnects
+    }
+
+    /// How many frames were skipped because they could not be decoded (corrupt, truncated).
+    pub fn skipped_frames(&self) -> u64 {
+        self.skipped
+    }
+
+    /// Counts a skipped frame; logs the first at once, then at most one line per
+    /// [`SKIP_LOG_EVERY`] with the count since the last line.
+    fn skip(&mut self, reason: &str) {
+        self.skipped += 1;
+        let now = MonoTime::now();
+        let (logged, at) = self.skipped_logged;
+        if logged == 0 || now.saturating_since(at) >= SKIP_LOG_EVERY {
+            log::warn!(
+                "{}: {} frame(s) skipped since the last report ({} in all); last: {reason}",
+                self.uri,
+                self.skipped - logged,
+                self.skipped
+            );
+            self.skipped_logged = (self.skipped, now);
+        } else {
+            log::debug!("{}: frame skipped: {reason}", self.uri);
+        }
     }
 
     fn lose(&mut self, e: &std::io::Error) {
@@ -290,7 +331,9 @@ fn log_granted(uri: &str, req: &Request, g: &Granted) {
 }
 
 /// The layout frames of a camera format arrive in: raw formats as they are; MJPEG as the 4:2:2
-/// cameras send (`yuvj422p`; grey or RGB for the JPEGs that are not, see [`mjpeg`]).
+/// cameras send (`yuvj422p`). A JPEG in another sampling arrives in its own planes (`yuvj420p`,
+/// `yuvj444p`, grey; RGB from the fallback decoder), and a DCT-scaled one smaller than the
+/// granted size (see [`mjpeg`]); the preprocessor replans on the first such frame.
 fn frame_format(fourcc: FourCc) -> PixelFormat {
     convert::pixel_format(fourcc).unwrap_or(PixelFormat::Yuv {
         chroma: crate::source::color::Chroma::C422,
@@ -311,6 +354,22 @@ impl Source for V4l2Source {
 
     fn connected(&self) -> bool {
         self.device.is_some()
+    }
+
+    fn set_min_size(&mut self, size: Option<(u32, u32)>) {
+        if self.granted.fourcc == convert::MJPG && size != self.min_size {
+            let (w, h) = (self.granted.width, self.granted.height);
+            let k = mjpeg::scale_for(w, h, size);
+            log::info!(
+                "{}: MJPEG frames decoded at 1/{k} size ({}x{}) for a model input of {}",
+                self.uri,
+                w.div_ceil(k),
+                h.div_ceil(k),
+                size.map_or("(none)".into(), |(mw, mh)| format!("{mw}x{mh}"))
+            );
+        }
+        self.min_size = size;
+        self.jpeg_scratch.set_min_size(size);
     }
 
     fn next(&mut self, frame: &mut Frame, timeout: Duration) -> Result<Capture, SourceError> {
@@ -348,7 +407,7 @@ impl Source for V4l2Source {
                 }
                 // A corrupt frame (a USB glitch) is skipped, not fatal.
                 Err(reason) => {
-                    log::debug!("{}: frame skipped: {reason}", self.uri);
+                    self.skip(&reason);
                     Ok(Capture::Timeout)
                 }
             },

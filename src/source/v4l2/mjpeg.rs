@@ -1,29 +1,28 @@
 //! MJPEG frames from USB cameras into frames.
 //!
-//! UVC cameras send "AVI1" MJPEG: each frame is a JPEG *without* its Huffman tables (DHT), the
-//! decoder being expected to use the standard tables of ITU-T T.81 Annex K.3. General-purpose
-//! decoders may or may not assume them, so we insert the standard DHT segment ourselves whenever a
-//! frame reaches its first scan (SOS) without one, then decode with zune-jpeg (the well-kept
-//! pure-Rust decoder `image` uses for image folders). The patched copy goes into a buffer reused
-//! across frames. The decoder itself allocates its working state per frame and offers no DCT
-//! scaling (decoding at 1/2, 1/4 or 1/8 size): MJPEG is the one camera format that is not
-//! allocation-free, which is why it comes after the raw formats in
-//! [`super::convert::PREFERRED`].
+//! UVC cameras send "AVI1" MJPEG: each frame is a baseline JPEG, usually 4:2:2, often *without*
+//! its Huffman tables (DHT), the decoder being expected to use the standard tables of ITU-T T.81
+//! Annex K.3. Such frames go through our own baseline decoder ([`super::jpeg`]), which allocates
+//! nothing per frame, writes the frame's planar full-range YCbCr (`yuvj422p`, `yuvj420p`,
+//! `yuvj444p`, grey: what ffmpeg decodes these frames to, resized natively by the preprocessor)
+//! and can decode at 1/2, 1/4 or 1/8 size when the model needs far fewer pixels
+//! ([`Scratch::set_min_size`], the capture thread's hint).
 //!
-//! Cameras send 4:2:2 (h2v1) JPEGs. zune-jpeg upsamples chroma with libjpeg's "fancy" triangle
-//! filter, ffmpeg (what users compare with) repeats each chroma sample over its pair, and on
-//! sharp colour edges the two differ by tens of levels. For h2v1 frames we therefore take the
-//! decoder's YCbCr, recover the original chroma samples by inverting the triangle filter (a
-//! recursion whose rounding errors shrink by 1/3 per step, so it stays within about one level),
-//! and hand the frame on as planar full-range 4:2:2 (`yuvj422p`, what ffmpeg decodes these
-//! frames to): like the raw formats it is resized before any conversion to RGB. Grey JPEGs
-//! become grey frames; other samplings are decoded to RGB.
+//! Frames it does not handle (progressive, arithmetic, 12-bit, multi-scan, ...) fall back to
+//! zune-jpeg (the well-kept pure-Rust decoder `image` uses), which allocates per frame and
+//! offers no DCT scaling; the first such frame is logged. The fallback gets the standard DHT
+//! inserted when a frame has none. zune-jpeg upsamples chroma with libjpeg's "fancy" triangle
+//! filter, ffmpeg repeats each chroma sample over its pair, and on sharp colour edges the two
+//! differ by tens of levels; for h2v1 frames the fallback therefore recovers the original chroma
+//! samples by inverting the triangle filter (a recursion whose rounding errors shrink by 1/3 per
+//! step, so it stays within about one level). Other samplings fall back to RGB.
 
 use zune_core::bytestream::ZCursor;
 use zune_core::colorspace::ColorSpace;
 use zune_core::options::DecoderOptions;
 use zune_jpeg::JpegDecoder;
 
+use super::jpeg::{Decoder, JpegError};
 use crate::source::color::{Chroma, ColorRange};
 use crate::source::{Frame, PixelFormat};
 
@@ -73,6 +72,27 @@ pub enum MjpegError {
     },
     #[error("JPEG decode failed: {0}")]
     Decode(String),
+    #[error(transparent)]
+    Baseline(JpegError),
+}
+
+impl From<JpegError> for MjpegError {
+    fn from(e: JpegError) -> MjpegError {
+        match e {
+            JpegError::Size {
+                got_w,
+                got_h,
+                width,
+                height,
+            } => MjpegError::Size {
+                got_w,
+                got_h,
+                width,
+                height,
+            },
+            e => MjpegError::Baseline(e),
+        }
+    }
 }
 
 /// Whether the frame defines Huffman tables before its first scan. Walks the marker segments
@@ -119,19 +139,81 @@ pub fn with_tables<'a>(jpeg: &'a [u8], scratch: &'a mut Vec<u8>) -> Result<&'a [
     Ok(scratch)
 }
 
-/// Buffers reused from frame to frame: the frame with Huffman tables inserted, the decoder's
-/// interleaved YCbCr of a 4:2:2 frame, one row of its chroma.
+/// State reused from frame to frame: the baseline decoder's tables, the smallest picture the
+/// consumer needs, and the fallback's buffers (the frame with Huffman tables inserted, the
+/// decoder's interleaved YCbCr of a 4:2:2 frame, one row of its chroma).
 #[derive(Debug, Default)]
 pub struct Scratch {
+    decoder: Option<Box<Decoder>>,
+    /// Decode at the smallest DCT scale whose picture is at least this large.
+    min_size: Option<(u32, u32)>,
+    /// Whether a fallback to the general decoder was logged already.
+    fell_back: bool,
     tables: Vec<u8>,
     ycc: Vec<u8>,
     /// One row of the decoded chroma at even pixels.
     even: Vec<u8>,
 }
 
-/// Decodes one frame into `frame`: planar full-range 4:2:2 for the 4:2:2 frames cameras send
+impl Scratch {
+    /// Lets frames be decoded down to (not below) `width x height` pixels (the model's input
+    /// size); `None` decodes at full size.
+    pub fn set_min_size(&mut self, size: Option<(u32, u32)>) {
+        self.min_size = size.filter(|(w, h)| *w > 0 && *h > 0);
+    }
+
+    /// The allocation a first frame would make, made now (the capture thread's steady state
+    /// starts allocation-free).
+    pub fn prepare(&mut self) {
+        self.decoder.get_or_insert_with(Box::default);
+    }
+}
+
+/// The DCT scale denominator (1, 2, 4 or 8) for a `width x height` frame when the picture must
+/// stay at least `min` (each side rounds up, as the decoder's output does).
+pub fn scale_for(width: u32, height: u32, min: Option<(u32, u32)>) -> u32 {
+    let Some((mw, mh)) = min else {
+        return 1;
+    };
+    [8, 4, 2]
+        .into_iter()
+        .find(|k| width.div_ceil(*k) >= mw && height.div_ceil(*k) >= mh)
+        .unwrap_or(1)
+}
+
+/// Decodes one frame into `frame` as planar full-range YCbCr in the JPEG's own sampling (grey
+/// for grey JPEGs), at the DCT scale [`Scratch::set_min_size`] allows. Frames the baseline
+/// decoder does not handle go through zune-jpeg at full size: planar 4:2:2 for h2v1 frames
 /// (chroma recovered as ffmpeg decodes it), grey for grey JPEGs, RGB otherwise.
 pub fn decode_frame(
+    jpeg: &[u8],
+    width: u32,
+    height: u32,
+    scratch: &mut Scratch,
+    frame: &mut Frame,
+) -> Result<(), MjpegError> {
+    if jpeg.len() < 4 || jpeg[0] != 0xFF || jpeg[1] != 0xD8 {
+        return Err(MjpegError::NotJpeg);
+    }
+    let scale = scale_for(width, height, scratch.min_size);
+    let decoder = scratch.decoder.get_or_insert_with(Box::default);
+    match decoder.decode(jpeg, width, height, scale, frame) {
+        Ok(_) => Ok(()),
+        Err(JpegError::Unsupported(what)) => {
+            if !std::mem::replace(&mut scratch.fell_back, true) {
+                log::warn!(
+                    "MJPEG: a frame uses {what}; such frames are decoded by zune-jpeg at full \
+                     size (allocating per frame)"
+                );
+            }
+            decode_general(jpeg, width, height, scratch, frame)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The general decoder (zune-jpeg) at full size, with the standard tables inserted if missing.
+pub fn decode_general(
     jpeg: &[u8],
     width: u32,
     height: u32,
