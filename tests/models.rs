@@ -210,6 +210,42 @@ fn shared_symbolic_names_are_pinned_by_position_from_the_flag_or_the_config() {
 }
 
 #[test]
+fn a_pinned_model_finds_its_external_weights_next_to_it() {
+    // Pinning loads the rewritten model from memory; its external-data file must still be
+    // found in the model's folder (it was not: "External data path validation failed").
+    let dir = util::tempdir();
+    let mut m = classifier([1.0, 0.0], false);
+    let graph = m.graph.as_mut().expect("graph");
+    let b = graph
+        .initializer
+        .iter_mut()
+        .find(|t| t.name == "b")
+        .expect("bias initializer");
+    std::fs::write(dir.path().join("cls.bin"), &b.raw_data).expect("external data");
+    let entry = |key: &str, value: String| pb::StringStringEntryProto {
+        key: key.into(),
+        value,
+    };
+    b.external_data = vec![
+        entry("location", "cls.bin".into()),
+        entry("offset", "0".into()),
+        entry("length", b.raw_data.len().to_string()),
+    ];
+    b.data_location = 1;
+    b.raw_data.clear();
+    let path = write(dir.path(), "cls.onnx", &m);
+    let (out, recs) = run(dir.path(), &path, &["--input-shape", "1x3x20x30"], None);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(!recs.is_empty(), "frames were processed");
+    // Zero weights: the bias alone decides, so class 0 wins only if the file was read.
+    assert!(
+        recs.iter().all(|r| r["top"][0][0] == 0),
+        "{:?}",
+        recs.first()
+    );
+}
+
+#[test]
 fn a_model_ending_in_softmax_reports_its_own_probability_not_a_second_softmax() {
     let dir = util::tempdir();
     // softmax([8, 0]) = [0.999665, 0.000335]; a second softmax would make it 0.7309.

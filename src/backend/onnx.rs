@@ -205,6 +205,18 @@ impl OnnxEngine {
         let proto = crate::onnx::pb::decode(&bytes).ok();
         let pinned = pin(path, &bytes, proto.as_ref(), opts.input_shape.as_deref())?;
         drop(bytes);
+        // From memory ONNX Runtime has no folder to resolve external weights against: give it
+        // the model's own, which loading from the file would use (and check paths against).
+        if pinned.is_some()
+            && let Some(dir) = path.parent().and_then(|d| std::fs::canonicalize(d).ok())
+        {
+            builder = builder
+                .with_config_entry(
+                    "session.model_external_initializers_file_folder_path",
+                    dir.to_string_lossy(),
+                )
+                .map_err(|e| BackendError::load(path, BackendKind::OnnxRuntime, e))?;
+        }
         let mut session = match &pinned {
             Some(b) => builder.commit_from_memory(b),
             // From the file: external weights next to it are found.
