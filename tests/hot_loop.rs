@@ -338,18 +338,59 @@ fn steady_state_mjpeg_frames_allocate_nothing_in_every_sampling() {
     }
 }
 
+/// Synthetic 64x48 frames one at a time through a frame slot into a pipeline, as the capture
+/// and pipeline threads pass them (the frame is handed back to the slot on the next take).
+struct Feed {
+    src: Box<dyn Source>,
+    slot: FrameSlot,
+    buf: rtinfer::source::Frame,
+    held: Option<rtinfer::source::Frame>,
+    seq: u64,
+}
+
+impl Feed {
+    fn new() -> Feed {
+        let src =
+            source::open(&SourceSpec::parse("synthetic://64x48@1000").expect("uri")).expect("open");
+        let slot = FrameSlot::new(64, 48);
+        let buf = slot.buffer();
+        Feed {
+            src,
+            slot,
+            buf,
+            held: None,
+            seq: 0,
+        }
+    }
+
+    fn through(&mut self, p: &mut Pipeline) -> FrameRecord {
+        self.seq += 1;
+        while !matches!(
+            self.src
+                .next(&mut self.buf, Duration::from_millis(100))
+                .expect("frame"),
+            Capture::Frame
+        ) {}
+        self.buf.seq = self.seq;
+        self.buf = self.slot.publish(std::mem::take(&mut self.buf));
+        let Take::Frame(frame) = self.slot.take(self.held.take(), Duration::from_millis(100))
+        else {
+            panic!("the frame just published is there")
+        };
+        let rec = pipeline::process(p, &frame, Duration::from_secs(1));
+        self.slot.finish(rec.outcome);
+        self.held = Some(frame);
+        rec
+    }
+}
+
 #[test]
 fn every_postprocess_kind_allocates_nothing_per_frame() {
     use rtinfer::postprocess::{Activation, Plan};
     let dir = util::tempdir();
     let model = util::zoo_model(dir.path(), "vgg11", "cifar10", 0.125);
     let mut p = util::ort_pipeline(&model);
-    let mut src =
-        source::open(&SourceSpec::parse("synthetic://64x48@1000").expect("uri")).expect("open");
-    let slot = FrameSlot::new(64, 48);
-    let mut buf = slot.buffer();
-    let mut held = None;
-    let mut seq = 0u64;
+    let mut feed = Feed::new();
     let plans = [
         Plan::Classify(Activation::Softmax),
         Plan::Classify(Activation::Exp),
@@ -361,30 +402,13 @@ fn every_postprocess_kind_allocates_nothing_per_frame() {
     ];
     for plan in plans {
         p.set_plan(plan);
-        let mut frame_through = |p: &mut pipeline::Pipeline| {
-            seq += 1;
-            while !matches!(
-                src.next(&mut buf, Duration::from_millis(100))
-                    .expect("frame"),
-                Capture::Frame
-            ) {}
-            buf.seq = seq;
-            buf = slot.publish(std::mem::take(&mut buf));
-            let Take::Frame(frame) = slot.take(held.take(), Duration::from_millis(100)) else {
-                panic!("the frame just published is there")
-            };
-            let rec = pipeline::process(p, &frame, Duration::from_secs(1));
-            slot.finish(rec.outcome);
-            held = Some(frame);
-            rec
-        };
         for _ in 0..10 {
-            frame_through(&mut p);
+            feed.through(&mut p);
         }
         let mut kinds = Vec::with_capacity(200);
         let info = allocation_counter::measure(|| {
             for _ in 0..200 {
-                let rec = frame_through(&mut p);
+                let rec = feed.through(&mut p);
                 kinds.push((rec.kind_name(), rec.top_len));
             }
         });
@@ -430,23 +454,10 @@ fn every_postprocess_kind_allocates_nothing_per_frame() {
         crate::detect::detect_pipeline(&m, &post, rtinfer::preprocess::ResizeMode::Letterbox);
     let ctl = pipeline::LoopControl::new(Duration::from_secs(1));
     let mut detect_frame = |p: &mut pipeline::Pipeline| {
-        seq += 1;
-        while !matches!(
-            src.next(&mut buf, Duration::from_millis(100))
-                .expect("frame"),
-            Capture::Frame
-        ) {}
-        buf.seq = seq;
-        buf = slot.publish(std::mem::take(&mut buf));
-        let Take::Frame(frame) = slot.take(held.take(), Duration::from_millis(100)) else {
-            panic!("the frame just published is there")
-        };
-        let rec = pipeline::process(p, &frame, Duration::from_secs(1));
-        slot.finish(rec.outcome);
+        let rec = feed.through(p);
         if rec.detections.is_some() {
             assert!(ctl.boxes.publish(p.generation, rec.seq, p.detections()));
         }
-        held = Some(frame);
         rec
     };
     for _ in 0..10 {
@@ -472,7 +483,7 @@ fn every_postprocess_kind_allocates_nothing_per_frame() {
         got[0]
     );
     let mut back = Vec::new();
-    assert!(ctl.boxes.read(p.generation, seq, &mut back));
+    assert!(ctl.boxes.read(p.generation, feed.seq, &mut back));
     assert_eq!(back, p.detections());
 }
 
