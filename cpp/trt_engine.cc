@@ -316,6 +316,7 @@ class TrtEngine::Impl {
 
   void load(rust::Slice<const uint8_t> plan, EngineOptions const& opts) {
     zero_copy_ = opts.zero_copy;
+    output_ = std::string(opts.output);
     runtime_.reset(nvinfer1::createInferRuntime(logger()));
     if (!runtime_) fail("createInferRuntime failed (TensorRT " + version_string() + ")");
     if (opts.dla_core >= 0) {
@@ -430,10 +431,16 @@ class TrtEngine::Impl {
         fail("setTensorAddress('" + b.name + "') failed");
       buffers_.push_back(std::move(b));
     }
+    std::string outputs;
     for (auto& b : buffers_) {
       if (b.input && in_ == nullptr) in_ = &b;
-      if (!b.input && out_ == nullptr) out_ = &b;
+      if (b.input) continue;
+      outputs += (outputs.empty() ? "" : ", ") + b.name + " " + dims_text(b.shape);
+      // The chosen output (postprocess.output), else the first; only it is copied back.
+      if (out_ == nullptr && (output_.empty() || b.name == output_)) out_ = &b;
     }
+    if (out_ == nullptr && !output_.empty() && !outputs.empty())
+      fail("postprocess.output '" + output_ + "' is not one of the engine's outputs: " + outputs);
     if (in_ == nullptr || out_ == nullptr) fail("the engine needs at least one input and one output");
     if (in_->type != nv::DataType::kFLOAT || out_->type != nv::DataType::kFLOAT)
       fail("input '" + in_->name + "' is " + type_name(in_->type) + " and output '" + out_->name +
@@ -452,6 +459,7 @@ class TrtEngine::Impl {
   cudaEvent_t stop_ = nullptr;
   MemoryFigures memory_{};
   bool zero_copy_ = false;
+  std::string output_;
   float gpu_ms_ = 0;
 };
 

@@ -267,6 +267,67 @@ fn a_known_computation_runs_through_the_bridge_with_and_without_zero_copy() {
     assert_eq!(double::calls("cudaMemcpyAsync"), 6);
 }
 
+/// `postprocess.output` reaches the C++ layer: the chosen output is the one copied back and
+/// read; the ONNX graph behind an `.onnx` tells that it ends in Softmax (probabilities, never
+/// softmaxed again) and how many weights it has; an unknown name is refused with the list.
+#[test]
+fn postprocess_output_picks_the_buffer_read_and_the_graph_names_its_final_op() {
+    double::reset();
+    let dir = util::tempdir();
+    let model = image_model(dir.path(), "two", false, [3, 8, 8], 5);
+    edit_model(&model, |g| {
+        g.output
+            .push(pb::ValueInfoProto::float_tensor("prob", &[1, 3]));
+        // The double runs I/O only; these nodes are what the backend reads of the graph.
+        g.node.push(node("MatMul", &["images", "W"], "scores"));
+        g.node.push(node("Softmax", &["scores"], "prob"));
+    });
+    let backend = TrtBackend::new(
+        opts(&dir.path().join("cache")),
+        PreprocessOptions::default(),
+    );
+    let load_output = |output: Option<&str>| {
+        backend.load(
+            &model,
+            &LoadOptions {
+                output: output.map(str::to_string),
+                ..LoadOptions::default()
+            },
+        )
+    };
+
+    let mut first = load_output(None).expect("loads");
+    let info = first.info().clone();
+    let names: Vec<&str> = info.outputs.iter().map(|o| o.name.as_str()).collect();
+    assert_eq!(names, ["scores", "prob"]);
+    assert_eq!((info.output, info.classes), (0, 5));
+    assert_eq!(info.output_shape, vec![1, 5]);
+    assert_eq!(info.output_op.as_deref(), Some("MatMul"));
+    assert_eq!(info.params, Some(5), "MatMul's initializer W counts");
+    fill(first.as_mut(), |_| 1.0);
+    first.run().expect("runs");
+    assert_eq!(first.output(), &[1.0, 2.0, 3.0, 4.0, 5.0]);
+
+    let mut prob = load_output(Some("prob")).expect("loads with postprocess.output");
+    let info = prob.info().clone();
+    assert_eq!((info.output, info.classes), (1, 3));
+    assert_eq!(info.output_shape, vec![1, 3]);
+    assert_eq!(info.output_op.as_deref(), Some("Softmax"));
+    fill(prob.as_mut(), |_| 2.0);
+    prob.run().expect("runs");
+    // The double's rule on the second output's own 3 elements: (k + 1) * 2.
+    assert_eq!(prob.output(), &[2.0, 4.0, 6.0]);
+
+    let err = load_output(Some("nope"))
+        .err()
+        .expect("an unknown output is refused");
+    let text = err.to_string();
+    assert!(
+        text.contains("postprocess.output 'nope'") && text.contains("scores [1, 5], prob [1, 3]"),
+        "{text}"
+    );
+}
+
 #[test]
 fn a_dynamic_batch_is_fixed_to_one_through_a_profile() {
     double::reset();

@@ -28,7 +28,7 @@ mod engine;
 pub mod precision;
 
 #[cfg(rtinfer_trt)]
-pub use engine::{TrtBackend, TrtEngine, build_engine, cached_plan, runtime_info};
+pub use engine::{Chosen, TrtBackend, TrtEngine, build_engine, cached_plan, runtime_info};
 
 /// Default engine cache (DESIGN.md's paths).
 pub const DEFAULT_ENGINE_CACHE: &str = "/var/cache/rtinfer";

@@ -142,6 +142,7 @@ impl Backend for VitisBackend {
             Arc::clone(&self.shim),
             path,
             &self.opts,
+            opts.output.as_deref(),
         )?))
     }
 }
@@ -153,7 +154,9 @@ pub struct VitisEngine {
     input: Vec<i8>,
     outputs: Vec<Vec<i8>>,
     scores: Vec<f32>,
-    /// `2^-fix_point` of the first output.
+    /// Which of `outputs` is read (`postprocess.output`, else the first).
+    chosen: usize,
+    /// `2^-fix_point` of that output.
     out_scale: f32,
     timeout_ms: i32,
 }
@@ -163,6 +166,7 @@ impl VitisEngine {
         shim: Arc<Shim>,
         path: &Path,
         opts: &VitisOptions,
+        output: Option<&str>,
     ) -> Result<VitisEngine, BackendError> {
         if !path.is_file() {
             return Err(BackendError::ModelMissing {
@@ -173,7 +177,9 @@ impl VitisEngine {
         let model = Model::open(shim, path).map_err(load_err)?;
         let inputs = model.tensors(Direction::Input).map_err(load_err)?;
         let outputs = model.tensors(Direction::Output).map_err(load_err)?;
-        let checked = check_tensors(path, &inputs, &outputs)?;
+        let chosen = choose_output(path, &outputs, output)?;
+        let checked = check_tensors(path, &inputs, &outputs, chosen)?;
+        let out = &outputs[chosen];
         let info = ModelInfo {
             name: super::onnx::model_name(path),
             path: path.to_path_buf(),
@@ -182,9 +188,11 @@ impl VitisEngine {
             inputs: inputs.iter().map(tensor_info).collect(),
             outputs: outputs.iter().map(tensor_info).collect(),
             input: checked.spec,
-            classes: outputs[0].batch_bytes,
-            output: 0,
-            output_shape: vec![1, outputs[0].batch_bytes as i64],
+            classes: out.batch_bytes,
+            output: chosen,
+            // Flattened: a DPU subgraph's NHWC output ([1, 1, 1, C] for a classifier) reads as
+            // the class vector it is; `postprocess.kind` decides anything else.
+            output_shape: vec![1, out.batch_bytes as i64],
             output_op: None,
             params: None,
             can_cancel: false,
@@ -194,7 +202,8 @@ impl VitisEngine {
             model,
             input: vec![0; inputs[0].batch_bytes],
             outputs: outputs.iter().map(|t| vec![0; t.batch_bytes]).collect(),
-            scores: vec![0.0; outputs[0].batch_bytes],
+            scores: vec![0.0; out.batch_bytes],
+            chosen,
             out_scale: checked.out_scale,
             timeout_ms: i32::try_from(opts.timeout.as_millis()).unwrap_or(i32::MAX),
         };
@@ -220,7 +229,7 @@ impl Engine for VitisEngine {
                 name: self.info.name.clone(),
                 reason: e.to_string(),
             })?;
-        dequantise(&self.outputs[0], self.out_scale, &mut self.scores);
+        dequantise(&self.outputs[self.chosen], self.out_scale, &mut self.scores);
         Ok(())
     }
 
@@ -247,11 +256,54 @@ struct Checked {
     out_scale: f32,
 }
 
-/// One NHWC int8 image input, int8 outputs, all with a usable fix point.
+/// The index of `postprocess.output` among `outputs` (the first when `None`), saying in the log
+/// which one is read when there are several and none was named.
+fn choose_output(
+    path: &Path,
+    outputs: &[TensorDesc],
+    output: Option<&str>,
+) -> Result<usize, BackendError> {
+    let names = || {
+        let n: Vec<String> = outputs
+            .iter()
+            .map(|t| format!("{} {:?}", t.name, t.dims))
+            .collect();
+        n.join(", ")
+    };
+    match output {
+        Some(want) => {
+            outputs
+                .iter()
+                .position(|t| t.name == want)
+                .ok_or_else(|| BackendError::Unsupported {
+                    path: path.to_path_buf(),
+                    reason: format!(
+                        "postprocess.output '{want}' is not one of its outputs: {}",
+                        names()
+                    ),
+                })
+        }
+        None => {
+            if let [first, _, ..] = outputs {
+                log::info!(
+                    "model {}: {} outputs ({}); reading the first, '{}' (postprocess.output picks another)",
+                    super::onnx::model_name(path),
+                    outputs.len(),
+                    names(),
+                    first.name
+                );
+            }
+            Ok(0)
+        }
+    }
+}
+
+/// One NHWC int8 image input, int8 outputs, all with a usable fix point; `chosen` is read.
 fn check_tensors(
     path: &Path,
     inputs: &[TensorDesc],
     outputs: &[TensorDesc],
+    chosen: usize,
 ) -> Result<Checked, BackendError> {
     let unsupported = |reason: String| BackendError::Unsupported {
         path: path.to_path_buf(),
@@ -317,7 +369,7 @@ fn check_tensors(
     }
     Ok(Checked {
         spec,
-        out_scale: pow2(-outputs[0].fix_point.unwrap_or(0)),
+        out_scale: pow2(-outputs[chosen].fix_point.unwrap_or(0)),
     })
 }
 

@@ -123,6 +123,51 @@ fn outputs_are_dequantised_exactly_and_saturate_at_the_int8_edges() {
     assert_eq!(engine.output(), &[6.0, -256.0, 254.0]);
 }
 
+/// `postprocess.output` picks which DPU output is dequantised and read, with that output's own
+/// fix point; an unknown name is refused with the outputs listed; without it, the first.
+#[test]
+fn postprocess_output_picks_the_output_read_with_its_own_fix_point() {
+    let dir = util::tempdir();
+    let m = fake::model(
+        dir.path(),
+        "heads",
+        "input data int8 1 1 1 3 fix 0\noutput boxes int8 1 4 fix 0\noutput prob int8 1 3 fix 2\n",
+    );
+    let with = |output: Option<&str>| {
+        backend(Variant::Full).load(
+            &m,
+            &LoadOptions {
+                output: output.map(str::to_string),
+                ..LoadOptions::default()
+            },
+        )
+    };
+    let mut first = with(None).expect("loads");
+    assert_eq!((first.info().output, first.info().classes), (0, 4));
+    write_input(first.as_mut(), &[4, 8, -12]);
+    first.run().expect("run");
+    // boxes: fix 0, in[i % 3] as is.
+    assert_eq!(first.output(), &[4.0, 8.0, -12.0, 4.0]);
+
+    let mut prob = with(Some("prob")).expect("loads with postprocess.output");
+    let info = prob.info().clone();
+    assert_eq!((info.output, info.classes), (1, 3));
+    assert_eq!(info.output_shape, vec![1, 3]);
+    write_input(prob.as_mut(), &[4, 8, -12]);
+    prob.run().expect("run");
+    // prob: fix 2, so q * 2^-2.
+    assert_eq!(prob.output(), &[1.0, 2.0, -3.0]);
+
+    let text = match with(Some("nope")) {
+        Ok(_) => panic!("an unknown output must be refused"),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        text.contains("postprocess.output 'nope'") && text.contains("boxes [1, 4], prob [1, 3]"),
+        "{text}"
+    );
+}
+
 #[test]
 fn preprocessing_writes_nhwc_int8_in_the_engine_buffer() {
     let dir = util::tempdir();

@@ -88,6 +88,8 @@ pub mod ffi {
         zero_copy: bool,
         /// DLA core for plans built for one, or -1.
         dla_core: i32,
+        /// The output to copy back and read (`postprocess.output`); empty: the first.
+        output: String,
     }
 
     /// How an engine is built from ONNX.

@@ -45,21 +45,23 @@ impl Backend for TrtBackend {
         BackendKind::TensorRt
     }
 
-    fn load(&self, path: &Path, _opts: &LoadOptions) -> Result<Box<dyn Engine>, BackendError> {
+    fn load(&self, path: &Path, load: &LoadOptions) -> Result<Box<dyn Engine>, BackendError> {
         if !path.is_file() {
             return Err(BackendError::ModelMissing {
                 path: path.to_path_buf(),
             });
         }
         let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
-        let (plan, precision) = match ext {
+        let (plan, precision, graph) = match ext {
             "onnx" => {
                 let (_, plan) = cached_plan(path, &self.opts, &self.pre)?;
-                (plan, precision_of(self.opts.precision))
+                // The graph tells what a plan cannot: the op behind the output, the weights.
+                let graph = crate::onnx::pb::read_model(path).map_err(|e| load_err(path, e))?;
+                (plan, precision_of(self.opts.precision), Some(graph))
             }
             "engine" | "plan" => {
                 let plan = std::fs::read(path).map_err(|e| load_err(path, e))?;
-                (plan, precision_from_name(path))
+                (plan, precision_from_name(path), None)
             }
             _ => {
                 return Err(BackendError::Unsupported {
@@ -68,8 +70,12 @@ impl Backend for TrtBackend {
                 });
             }
         };
-        Ok(Box::new(TrtEngine::from_plan(
-            path, &plan, &self.opts, precision,
+        let chosen = Chosen {
+            output: load.output.as_deref(),
+            graph: graph.as_ref(),
+        };
+        Ok(Box::new(TrtEngine::from_plan_choosing(
+            path, &plan, &self.opts, precision, &chosen,
         )?))
     }
 }
@@ -360,6 +366,15 @@ fn element_type(d: ffi::DataType) -> ElementType {
     }
 }
 
+/// What a load knows beside the plan: the output to read and, for an `.onnx`, its graph.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Chosen<'a> {
+    /// `postprocess.output` (`None`: the first output).
+    pub output: Option<&'a str>,
+    /// The ONNX model the plan was built from (`None` for `.engine`/`.plan` files).
+    pub graph: Option<&'a crate::onnx::pb::ModelProto>,
+}
+
 /// A loaded TensorRT engine with its execution context, stream and I/O buffers.
 pub struct TrtEngine {
     info: ModelInfo,
@@ -369,16 +384,30 @@ pub struct TrtEngine {
 }
 
 impl TrtEngine {
-    /// Deserializes `plan` (read from or built for `path`) and binds its buffers.
+    /// Deserializes `plan` (read from or built for `path`) and binds its buffers, reading the
+    /// first output.
     pub fn from_plan(
         path: &Path,
         plan: &[u8],
         opts: &TensorRtOptions,
         precision: Precision,
     ) -> Result<TrtEngine, BackendError> {
+        Self::from_plan_choosing(path, plan, opts, precision, &Chosen::default())
+    }
+
+    /// [`TrtEngine::from_plan`] reading `chosen.output`; with `chosen.graph`, the engine also
+    /// knows the op behind that output (a final Softmax: probabilities) and its weight count.
+    pub fn from_plan_choosing(
+        path: &Path,
+        plan: &[u8],
+        opts: &TensorRtOptions,
+        precision: Precision,
+        chosen: &Chosen<'_>,
+    ) -> Result<TrtEngine, BackendError> {
         let eo = ffi::EngineOptions {
             zero_copy: opts.zero_copy,
             dla_core: opts.dla_core.map_or(-1, |d| d as i32),
+            output: chosen.output.unwrap_or_default().to_string(),
         };
         let inner = ffi::new_engine(plan, &eo).map_err(|e| load_err(path, e.what()))?;
         let tensors = inner.tensors();
@@ -400,12 +429,30 @@ impl TrtEngine {
             )));
         }
         let first_in = tensors.iter().find(|t| t.input).expect("one input");
-        let first_out = tensors
+        // The C++ layer bound the same choice (and refused an unknown name, listing the outputs).
+        let output = match chosen.output {
+            Some(n) => outputs.iter().position(|o| o.name == n),
+            None => (!outputs.is_empty()).then_some(0),
+        }
+        .ok_or_else(|| unsupported("the engine has no such output".into()))?;
+        let out = tensors
             .iter()
-            .find(|t| !t.input)
-            .ok_or_else(|| unsupported("the engine has no output".into()))?;
+            .filter(|t| !t.input)
+            .nth(output)
+            .expect("outputs come from tensors");
+        if outputs.len() > 1 && chosen.output.is_none() {
+            let names: Vec<&str> = outputs.iter().map(|o| o.name.as_str()).collect();
+            log::info!(
+                target: LOG,
+                "model {}: {} outputs ({}); reading the first, '{}' (postprocess.output picks another)",
+                model_name(path),
+                outputs.len(),
+                names.join(", "),
+                out.name
+            );
+        }
         let spec = image_input_spec(path, &first_in.shape, Layout::Nchw, InputElement::F32)?;
-        let classes = first_out.shape.iter().skip(1).product::<i64>().max(1) as usize;
+        let classes = out.shape.iter().skip(1).product::<i64>().max(1) as usize;
         let memory = inner.memory();
         let info = ModelInfo {
             name: model_name(path),
@@ -416,10 +463,13 @@ impl TrtEngine {
             outputs,
             input: spec,
             classes,
-            output: 0,
-            output_shape: first_out.shape.clone(),
-            output_op: None,
-            params: None,
+            output,
+            output_shape: out.shape.clone(),
+            output_op: chosen
+                .graph
+                .and_then(|m| crate::onnx::graph::final_op(m, &out.name))
+                .map(str::to_string),
+            params: chosen.graph.map(crate::onnx::graph::model_params),
             can_cancel: false,
         };
         log::info!(
