@@ -41,6 +41,8 @@ pub struct SourceHealth {
     stalled: AtomicBool,
     /// Whether the device is there (a camera reconnecting after an unplug is not).
     connected: AtomicBool,
+    /// Frames the source could not decode, as it counts them ([`Source::skipped_frames`]).
+    skipped: AtomicU64,
     /// |interval - period| in microseconds, since start.
     jitter_us: Mutex<Histogram<u64>>,
 }
@@ -57,6 +59,7 @@ impl SourceHealth {
             last_frame_ns: AtomicU64::new(0),
             stalled: AtomicBool::new(false),
             connected: AtomicBool::new(true),
+            skipped: AtomicU64::new(0),
             jitter_us: Mutex::new(Histogram::new_with_bounds(1, 60_000_000, 3).unwrap_or_else(
                 |_| Histogram::new(3).unwrap_or_else(|_| unreachable!("3 significant figures")),
             )),
@@ -90,6 +93,11 @@ impl SourceHealth {
     /// Whether the source's device is there now (`/status` `source.connected`).
     pub fn connected(&self) -> bool {
         self.connected.load(Ordering::Relaxed)
+    }
+
+    /// Frames the source read but could not decode (`/status` `source.skipped_frames`).
+    pub fn skipped_frames(&self) -> u64 {
+        self.skipped.load(Ordering::Relaxed)
     }
 
     /// The frame period in force.
@@ -227,6 +235,9 @@ pub fn run(src: &mut dyn Source, ctx: &CaptureContext) {
         // The source logs its own losses and returns; the state change is logged below.
         let connected = src.connected();
         ctx.health.connected.store(connected, Ordering::Relaxed);
+        ctx.health
+            .skipped
+            .store(src.skipped_frames(), Ordering::Relaxed);
         match result {
             Ok(Capture::Frame) => {
                 seq += 1;
@@ -292,6 +303,8 @@ mod tests {
         /// A timeout with the device unplugged.
         Unplugged,
         Fail,
+        /// A frame read but undecodable: counted by the source, a timeout for the caller.
+        Corrupt,
     }
 
     /// A source that plays a script, then ends the stream; no pixels are touched.
@@ -299,6 +312,7 @@ mod tests {
         steps: VecDeque<Step>,
         connected: bool,
         fps_set: Arc<Mutex<Option<f64>>>,
+        skipped: u64,
     }
 
     impl Script {
@@ -307,6 +321,7 @@ mod tests {
                 steps: steps.iter().copied().collect(),
                 connected: true,
                 fps_set: Arc::default(),
+                skipped: 0,
             }
         }
     }
@@ -333,6 +348,10 @@ mod tests {
                     self.connected = false;
                     Ok(Capture::Timeout)
                 }
+                Some(Step::Corrupt) => {
+                    self.skipped += 1;
+                    Ok(Capture::Timeout)
+                }
                 Some(Step::Fail) => Err(SourceError::Io {
                     uri: "script://".into(),
                     source: std::io::Error::other("device gone"),
@@ -348,6 +367,10 @@ mod tests {
         fn set_fps(&mut self, fps: f64) -> bool {
             *self.fps_set.lock().unwrap_or_else(|p| p.into_inner()) = Some(fps);
             true
+        }
+
+        fn skipped_frames(&self) -> u64 {
+            self.skipped
         }
     }
 
@@ -421,6 +444,15 @@ mod tests {
         assert_eq!(ctx.state.get(), State::Running);
         assert!(ctx.health.connected());
         assert!(!ctx.health.stalled.load(Ordering::Relaxed));
+    }
+
+    #[test]
+    fn frames_the_source_could_not_decode_are_counted_for_status() {
+        let ctx = context(State::Running);
+        let steps = [Step::Frame, Step::Corrupt, Step::Corrupt, Step::Frame];
+        run(&mut Script::new(&steps), &ctx);
+        assert_eq!(ctx.health.skipped_frames(), 2);
+        assert_eq!(ctx.slot.counters().captured, 2);
     }
 
     #[test]

@@ -128,6 +128,7 @@ fn synthetic_run_serves_every_status_key_and_counters_add_up() {
                 "height",
                 "fps",
                 "interval_jitter_ms_p99",
+                "skipped_frames",
             ],
         ),
         ("realtime", &["priority", "cpus", "memory_locked"]),

@@ -55,6 +55,12 @@ pub fn render(s: &Shared) -> String {
         "Frames captured by the source.",
         c.captured as f64,
     );
+    counter(
+        &mut out,
+        "rtinfer_source_skipped_frames_total",
+        "Frames the source read but could not decode (a camera's corrupt MJPEG).",
+        s.source_health.skipped_frames() as f64,
+    );
     gauge(
         &mut out,
         "rtinfer_frames_in_flight",

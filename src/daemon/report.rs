@@ -224,6 +224,7 @@ pub fn status_json(s: &Shared) -> Value {
         "source": {
             "uri": s.source_health.uri(),
             "connected": s.source_health.connected(),
+            "skipped_frames": s.source_health.skipped_frames(),
             "width": s.source.width,
             "height": s.source.height,
             "fps": s.source_health.fps(),

@@ -85,6 +85,11 @@ pub trait Source: Send {
     /// capture thread; `None`: full size). A source that can deliver smaller frames for less
     /// work (an MJPEG camera, by DCT scaling) may go down to it, never below; others ignore it.
     fn set_min_size(&mut self, _size: Option<(u32, u32)>) {}
+    /// Frames read but not delivered because they could not be decoded (a camera's corrupt or
+    /// truncated MJPEG), since the source was opened: `/status` `source.skipped_frames`.
+    fn skipped_frames(&self) -> u64 {
+        0
+    }
 }
 
 /// Errors of opening and reading sources. Every variant names the URI or path it concerns.

@@ -204,11 +204,6 @@ impl V4l2Source {
         self.disconnects
     }
 
-    /// How many frames were skipped because they could not be decoded (corrupt, truncated).
-    pub fn skipped_frames(&self) -> u64 {
-        self.skipped
-    }
-
     /// Counts a skipped frame; logs the first at once, then at most one line per
     /// [`SKIP_LOG_EVERY`] with the count since the last line.
     fn skip(&mut self, reason: &str) {
@@ -354,6 +349,11 @@ impl Source for V4l2Source {
 
     fn connected(&self) -> bool {
         self.device.is_some()
+    }
+
+    /// How many frames were skipped because they could not be decoded (corrupt, truncated).
+    fn skipped_frames(&self) -> u64 {
+        self.skipped
     }
 
     fn set_min_size(&mut self, size: Option<(u32, u32)>) {
