@@ -4,8 +4,8 @@
 #
 #   main → daemon → {pipeline, capture, models, governor, status, power, systemd, signals, system,
 #                    mqtt}
-#        → {backend, source, preprocess, slot, stats, tensor, time, rt, watchdog, misslog,
-#           state, invalid_key} → onnx
+#        → {backend, source, preprocess, postprocess, slot, stats, tensor, time, rt, watchdog,
+#           misslog, state, invalid_key, units, causes} → onnx
 #   study → {backend, preprocess, source, config, onnx, power, tensor, time}; nothing imports study
 #   config → option types (and their Raw sections) only
 set -euo pipefail
