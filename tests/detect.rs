@@ -415,6 +415,42 @@ fn the_daemon_carries_boxes_in_source_pixels_to_status_and_results() {
     }
 }
 
+/// A detector's class names (Ultralytics' `names` metadata) label its boxes in `/status` and the
+/// results, and `/status` `model.labels` says how many and from where.
+#[test]
+fn a_detectors_class_names_label_its_boxes() {
+    let dir = util::tempdir();
+    let cands = vec![
+        vec![160.0, 160.0, 100.0, 60.0, 0.9, 0.0],
+        vec![160.0, 40.0, 40.0, 20.0, 0.0, 0.8],
+    ];
+    let h = head(&cands, 6, 8, true);
+    let mut m = head_model(320, 320, &h.0, &h.1);
+    m.metadata_props
+        .push(rtinfer::onnx::pb::StringStringEntryProto {
+            key: "names".into(),
+            value: "{0: 'person', 1: 'bicycle'}".into(),
+        });
+    let path = write(dir.path(), "named.onnx", &m);
+    let config = "[preprocess]\nresize = \"letterbox\"\n[postprocess]\nkind = \"detect\"\n";
+    let d = run_daemon(dir.path(), &path, config, 2);
+    assert_eq!(d.code, 0, "{}", d.err);
+    let labels = &d.status["model"]["labels"];
+    assert_eq!(labels["count"], 2, "{labels}");
+    assert_eq!(labels["source"], "the model's metadata 'names'", "{labels}");
+    let want = serde_json::json!(["person", "bicycle"]);
+    let of = |boxes: &Value| -> Value {
+        boxes.as_array().map_or(Value::Null, |b| {
+            b.iter().map(|x| x["label"].clone()).collect()
+        })
+    };
+    assert_eq!(of(&d.status["last_result"]["boxes"]), want, "{}", d.status);
+    assert!(!d.records.is_empty(), "{}", d.err);
+    for r in &d.records {
+        assert_eq!(of(&r["boxes"]), want, "{r}");
+    }
+}
+
 #[test]
 fn bad_detect_keys_and_unreadable_heads_are_refused_by_name() {
     let dir = util::tempdir();

@@ -283,6 +283,57 @@ fn a_model_ending_in_softmax_reports_its_own_probability_not_a_second_softmax() 
     assert!((p - twice).abs() < 1e-5, "{p} vs {twice}");
 }
 
+/// Class names reach the results: from the model's metadata (`names`, Ultralytics' dict), and from
+/// a label file beside the model, which wins; an unreadable label file does not stop the model.
+#[test]
+fn class_names_from_metadata_or_a_label_file_name_the_results() {
+    let dir = util::tempdir();
+    let mut m = classifier([8.0, 0.0], true);
+    m.metadata_props
+        .push(rtinfer::onnx::pb::StringStringEntryProto {
+            key: "names".into(),
+            value: "{0: 'cat', 1: 'dog'}".into(),
+        });
+    let path = write(dir.path(), "pets.onnx", &m);
+    let (out, recs) = run(dir.path(), &path, &["--input-shape", "1x3x8x8"], None);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(
+        err.contains("2 class names from the model's metadata 'names'"),
+        "{err}"
+    );
+    let last = recs.last().expect("a result");
+    assert_eq!(last["top"][0][0], 0, "{last}");
+    assert_eq!(last["labels"], serde_json::json!(["cat", "dog"]), "{last}");
+
+    // A label file beside it wins; a class without a name is null.
+    std::fs::write(dir.path().join("pets.labels.txt"), "tabby\n").expect("labels");
+    let (out, recs) = run(dir.path(), &path, &["--input-shape", "1x3x8x8"], None);
+    let err = stderr(&out);
+    assert!(err.contains("1 class names from"), "{err}");
+    assert!(err.contains("1 class names for 2 classes"), "warned: {err}");
+    let last = recs.last().expect("a result");
+    assert_eq!(last["labels"], serde_json::json!(["tabby", null]), "{last}");
+
+    // An unreadable label file is said and skipped: the metadata names it again.
+    std::fs::write(dir.path().join("pets.labels.txt"), [0xffu8, 0xfe]).expect("labels");
+    let (out, recs) = run(dir.path(), &path, &["--input-shape", "1x3x8x8"], None);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains("not UTF-8"), "{err}");
+    assert_eq!(
+        recs.last().expect("a result")["labels"],
+        serde_json::json!(["cat", "dog"])
+    );
+
+    // Without names, `labels` is null and `top` unchanged.
+    let plain = write(dir.path(), "plain.onnx", &classifier([8.0, 0.0], true));
+    let (_, recs) = run(dir.path(), &plain, &["--input-shape", "1x3x8x8"], None);
+    let last = recs.last().expect("a result");
+    assert_eq!(last["labels"], Value::Null, "{last}");
+    assert_eq!(last["top"][0][0], 0, "{last}");
+}
+
 #[test]
 fn a_probability_map_is_raw_with_its_shape_never_classes() {
     let dir = util::tempdir();

@@ -282,6 +282,12 @@ fn postprocess_output_picks_the_buffer_read_and_the_graph_names_its_final_op() {
         g.node.push(node("MatMul", &["images", "W"], "scores"));
         g.node.push(node("Softmax", &["scores"], "prob"));
     });
+    let mut m = pb::read_model(&model).expect("read model");
+    m.metadata_props.push(pb::StringStringEntryProto {
+        key: "names".into(),
+        value: "{0: 'a', 1: 'b', 2: 'c'}".into(),
+    });
+    pb::write_model(&model, &m).expect("write model");
     let backend = TrtBackend::new(
         opts(&dir.path().join("cache")),
         PreprocessOptions::default(),
@@ -313,6 +319,8 @@ fn postprocess_output_picks_the_buffer_read_and_the_graph_names_its_final_op() {
     assert_eq!((info.output, info.classes), (1, 3));
     assert_eq!(info.output_shape, vec![1, 3]);
     assert_eq!(info.output_op.as_deref(), Some("Softmax"));
+    let labels = info.labels.as_ref().expect("names from the .onnx metadata");
+    assert_eq!(&*labels.names, ["a", "b", "c"]);
     fill(prob.as_mut(), |_| 2.0);
     prob.run().expect("runs");
     // The double's rule on the second output's own 3 elements: (k + 1) * 2.

@@ -22,6 +22,7 @@ use crate::postprocess::PostprocessOptions;
 use crate::preprocess::PreprocessOptions;
 use crate::tensor::{InputBufMut, InputSpec};
 
+pub mod labels;
 pub mod onnx;
 pub mod onnx_cancel;
 pub mod ort_library;
@@ -323,6 +324,8 @@ pub struct ModelInfo {
     pub output_op: Option<String>,
     /// Weight/bias elements, when the backend can count them.
     pub params: Option<u64>,
+    /// Class names (a label file beside the model, or its metadata; see [`labels`]).
+    pub labels: Option<labels::Labels>,
     /// Whether an inference can be aborted from another thread (see [`Engine::canceller`]).
     pub can_cancel: bool,
 }

@@ -195,6 +195,7 @@ impl VitisEngine {
             output_shape: vec![1, out.batch_bytes as i64],
             output_op: None,
             params: None,
+            labels: super::labels::find(path, []),
             can_cancel: false,
         };
         let mut engine = VitisEngine {

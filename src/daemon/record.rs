@@ -4,16 +4,19 @@
 //!
 //! Keys: `seq`, `model` (the generation's name), `captured_ms` and `done_ms` (CLOCK_MONOTONIC,
 //! ms), `latency_ms` (end to end), `inference_ms`, `late`, and the result itself: `top`, the
-//! best classes as `[class, probability]` pairs (empty for a raw output), `kind` (`classify` or
+//! best classes as `[class, probability]` pairs (empty for a raw output), `labels` (their names
+//! in the same order when the model has names, else `null`), `kind` (`classify` or
 //! `raw` or `detect`), `raw` (`null`, or a raw output's `{shape, min, max, mean, argmax}`),
 //! `detections` (`null`, or how many boxes a detector kept) and `boxes` (`null`, or those boxes
-//! as `{class, score, box: [x1, y1, x2, y2]}` in source pixels, best first; `null` with a count
+//! as `{class, score, box: [x1, y1, x2, y2]}` (plus `label` when the model has names) in source
+//! pixels, best first; `null` with a count
 //! when the stats thread fell so far behind that the frame's boxes were overwritten). A result
 //! kind puts its own key beside `top`, so readers that know only `top` keep working.
 
 use serde_json::{Value, json};
 
-use crate::models::serving::Serving;
+use crate::backend::labels::Labels;
+use crate::models::serving::{Generation, Serving};
 use crate::pipeline::FrameRecord;
 use crate::postprocess::{BoxRing, Detection};
 use crate::slot::Outcome;
@@ -24,9 +27,9 @@ pub fn is_result(rec: &FrameRecord) -> bool {
     matches!(rec.outcome, Outcome::OnTime | Outcome::Late)
 }
 
-/// The model's name for a record (the generation that produced it).
-pub fn model_name(serving: &Serving, rec: &FrameRecord) -> Option<String> {
-    serving.generation_name(rec.model_gen)
+/// The model of a record (the generation that produced it): its name and class names.
+pub fn model_of(serving: &Serving, rec: &FrameRecord) -> Option<Generation> {
+    serving.generation_of(rec.model_gen)
 }
 
 /// The boxes of a batch of records, read back from the pipeline's ring once for every reader
@@ -70,33 +73,65 @@ impl BatchBoxes {
     }
 }
 
-/// The record as one JSON object; `model` is [`model_name`]'s answer, looked up once by the caller;
+/// The record as one JSON object; `model` is [`model_of`]'s answer, looked up once by the caller;
 /// `boxes` a detector's boxes (see [`BatchBoxes`]).
-pub fn to_json(rec: &FrameRecord, model: Option<&str>, boxes: Option<&[Detection]>) -> Value {
+pub fn to_json(
+    rec: &FrameRecord,
+    model: Option<&Generation>,
+    boxes: Option<&[Detection]>,
+) -> Value {
     let top: Vec<Value> = rec.top[..rec.top_len as usize]
         .iter()
         .map(|(c, p)| json!([c, p]))
         .collect();
+    let labels = model.and_then(|m| m.labels.as_ref());
     json!({
         "seq": rec.seq,
-        "model": model,
+        "model": model.map(|m| m.name.as_str()),
         "captured_ms": rec.captured_at.as_nanos() as f64 / 1e6,
         "done_ms": rec.done_at.as_nanos() as f64 / 1e6,
         "latency_ms": ms(rec.times.end_to_end),
         "inference_ms": ms(rec.times.inference),
         "late": rec.outcome == Outcome::Late,
         "top": top,
+        "labels": top_labels(rec, labels),
         "kind": rec.kind_name(),
         "raw": rec.raw.as_ref().map(crate::postprocess::RawSummary::to_json),
         "detections": rec.detections,
-        "boxes": boxes_json(rec, boxes),
+        "boxes": boxes_json(rec, boxes, labels),
     })
 }
 
-/// `boxes` of a result: the array for a detector whose boxes arrived, `null` otherwise.
-pub fn boxes_json(rec: &FrameRecord, boxes: Option<&[Detection]>) -> Value {
+/// The names of `top`'s classes, in its order (`null` for a class without one), or `null` when
+/// the model has no names.
+pub fn top_labels(rec: &FrameRecord, labels: Option<&Labels>) -> Value {
+    let Some(l) = labels else {
+        return Value::Null;
+    };
+    rec.top[..rec.top_len as usize]
+        .iter()
+        .map(|(c, _)| json!(l.get(*c)))
+        .collect()
+}
+
+/// `boxes` of a result: the array for a detector whose boxes arrived, `null` otherwise; each box
+/// gains `label` when the model has names.
+pub fn boxes_json(
+    rec: &FrameRecord,
+    boxes: Option<&[Detection]>,
+    labels: Option<&Labels>,
+) -> Value {
     match (rec.detections, boxes) {
-        (Some(_), Some(b)) => b.iter().map(Detection::to_json).collect(),
+        (Some(_), Some(b)) => b
+            .iter()
+            .map(|d| {
+                let mut j = d.to_json();
+                if let (Some(l), Value::Object(o)) = (labels, &mut j) {
+                    o.insert("label".into(), json!(l.get(d.class)));
+                }
+                j
+            })
+            .collect(),
         _ => Value::Null,
     }
 }
@@ -156,7 +191,11 @@ mod tests {
         assert_eq!(boxes.of(2), None);
         assert_eq!(boxes.of(3), Some(&[b(9.0)][..]));
         assert_eq!(boxes.of(4), None);
-        let j = |i: usize| to_json(&batch[i], Some("m"), boxes.of(i));
+        let m = Generation {
+            name: "m".into(),
+            labels: None,
+        };
+        let j = |i: usize| to_json(&batch[i], Some(&m), boxes.of(i));
         assert_eq!(j(0)["kind"], "detect");
         assert_eq!(j(0)["detections"], 2);
         assert_eq!(

@@ -172,12 +172,21 @@ pub fn status_json(s: &Shared) -> Value {
         json!({"seq": l.seq, "latency_ms": ms(l.latency), "overshoot_ms": ms(l.overshoot), "at": crate::time::rfc3339(l.at)})
     });
     let last_result = st.last_result.as_ref().map(|r| {
+        let model = s.serving.generation_of(r.model_gen);
+        let labels = model.as_ref().and_then(|m| m.labels.as_ref());
         let top: Vec<Value> = r.top[..r.top_len as usize]
             .iter()
-            .map(|(c, p)| json!({"class": c, "score": p}))
+            .map(|(c, p)| match labels {
+                Some(l) => json!({"class": c, "label": l.get(*c), "score": p}),
+                None => json!({"class": c, "score": p}),
+            })
             .collect();
-        let boxes = super::record::boxes_json(r, st.last_boxes_arrived.then_some(&st.last_boxes[..]));
-        json!({"seq": r.seq, "model": s.serving.generation_name(r.model_gen), "top": top,
+        let boxes = super::record::boxes_json(
+            r,
+            st.last_boxes_arrived.then_some(&st.last_boxes[..]),
+            labels,
+        );
+        json!({"seq": r.seq, "model": model.map(|m| m.name), "top": top,
             "kind": r.kind_name(), "raw": r.raw.as_ref().map(crate::postprocess::RawSummary::to_json),
             "detections": r.detections, "boxes": boxes})
     });
@@ -198,6 +207,8 @@ pub fn status_json(s: &Shared) -> Value {
                 crate::tensor::Layout::Nhwc => [1, m.input.height, m.input.width, m.input.channels],
             },
             "params": m.params,
+            "labels": m.labels.as_ref().map(|l| json!({
+                "count": l.names.len(), "source": l.source.to_string()})),
             "outputs": m.outputs.iter().enumerate().map(|(i, o)| json!({
                 "name": o.name, "shape": o.shape, "dtype": o.element.name(),
                 "used": i == m.output})).collect::<Vec<_>>(),

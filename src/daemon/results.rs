@@ -103,8 +103,8 @@ impl<'h> ResultsLog<'h> {
             self.health.lost.fetch_add(1, Ordering::Relaxed);
             return;
         }
-        let model = record::model_name(serving, rec);
-        let line = record::to_json(rec, model.as_deref(), boxes);
+        let model = record::model_of(serving, rec);
+        let line = record::to_json(rec, model.as_ref(), boxes);
         // Writing a Value into a Vec cannot fail.
         let _ = serde_json::to_writer(&mut self.buf, &line);
         self.buf.push(b'\n');

@@ -164,9 +164,9 @@ pub fn run(shared: &Shared, rx: &Receiver<FrameRecord>) {
                 if !record::is_result(rec) {
                     continue;
                 }
-                let model = record::model_name(&shared.serving, rec);
+                let model = record::model_of(&shared.serving, rec);
                 m.offer(
-                    record::to_json(rec, model.as_deref(), boxes.of(i))
+                    record::to_json(rec, model.as_ref(), boxes.of(i))
                         .to_string()
                         .into_bytes(),
                 );

@@ -130,8 +130,8 @@ impl Subscribers {
             if !record::is_result(rec) {
                 continue;
             }
-            let model = record::model_name(serving, rec);
-            let json = record::to_json(rec, model.as_deref(), boxes.of(i)).to_string();
+            let model = record::model_of(serving, rec);
+            let json = record::to_json(rec, model.as_ref(), boxes.of(i)).to_string();
             ndjson.clear();
             sse.clear();
             for sub in &mut inner.subs {
@@ -139,7 +139,7 @@ impl Subscribers {
                     .filter
                     .model
                     .as_ref()
-                    .is_some_and(|m| model.as_deref() != Some(m.as_str()))
+                    .is_some_and(|m| model.as_ref().map(|g| g.name.as_str()) != Some(m.as_str()))
                 {
                     continue;
                 }

@@ -150,6 +150,7 @@ mod tests {
             output_shape: vec![1, classes],
             output_op: None,
             params: None,
+            labels: None,
             can_cancel: true,
         }
     }

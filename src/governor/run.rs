@@ -753,6 +753,7 @@ mod tests {
                 output_shape: vec![1, classes as i64],
                 output_op: None,
                 params: None,
+                labels: None,
                 can_cancel: false,
             };
             let engine = Fake::new(info.clone(), classes);

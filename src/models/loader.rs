@@ -680,6 +680,7 @@ mod tests {
             output_shape: vec![1, 2],
             output_op: None,
             params: None,
+            labels: None,
             can_cancel: false,
         };
         let engine = Fake::new(info.clone(), 2);

@@ -157,6 +157,9 @@ pub fn classify(path: &Path) -> Kind {
     if name.ends_with(".tmp") || name.ends_with(".part") {
         return Kind::Ignored("temporary file");
     }
+    if crate::backend::labels::is_label_file(path) {
+        return Kind::Ignored("class names, read when their model loads");
+    }
     match BackendKind::for_path(path) {
         Some(k) => Kind::Model(k),
         None => Kind::Ignored("not a model extension (.onnx, .engine, .plan, .xmodel)"),
@@ -443,6 +446,7 @@ mod tests {
             "/m/a.onnx.tmp",
             "/m/a.onnx.part",
             "/m/readme.txt",
+            "/m/a.labels.txt",
         ] {
             assert!(matches!(classify(Path::new(p)), Kind::Ignored(_)), "{p}");
         }

@@ -153,6 +153,22 @@ pub fn prepare(
         info.output_shape,
         post.describe()
     );
+    if let Some(l) = &info.labels {
+        log::info!(
+            "model {}: {} class names from {}",
+            info.name,
+            l.names.len(),
+            l.source
+        );
+        if matches!(post, Plan::Classify(_)) && l.names.len() != info.classes {
+            log::warn!(
+                "model {}: {} class names for {} classes; a class without a name is reported by id",
+                info.name,
+                l.names.len(),
+                info.classes
+            );
+        }
+    }
     if info.classes == 0 {
         return Err(PrepareError::NoScores {
             path: path.to_path_buf(),

@@ -28,6 +28,13 @@ pub struct SwapError {
     pub waited: Duration,
 }
 
+/// What a frame record's engine generation was: its model's name and class names.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Generation {
+    pub name: String,
+    pub labels: Option<crate::backend::labels::Labels>,
+}
+
 /// The model serving now and the hand-over to the pipeline thread.
 #[derive(Default)]
 pub struct Serving {
@@ -44,7 +51,7 @@ struct Current {
     /// Names of the newest engines numbered, oldest first: the one at index `i` is generation
     /// `numbered - len + 1 + i`. Bounded ([`GENERATIONS_KEPT`]): a governor that steps every few
     /// seconds for months numbers many engines, and only recent frames ask for a name.
-    generations: VecDeque<String>,
+    generations: VecDeque<Generation>,
     /// Engines numbered so far (the newest generation).
     numbered: u32,
     /// The generation serving now (0 before the first).
@@ -74,6 +81,11 @@ impl Serving {
 
     /// The model name of an engine generation.
     pub fn generation_name(&self, generation: u32) -> Option<String> {
+        self.generation_of(generation).map(|g| g.name)
+    }
+
+    /// The model (name and class names) of an engine generation, while it is kept.
+    pub fn generation_of(&self, generation: u32) -> Option<Generation> {
         let c = self.lock();
         let oldest = c.numbered + 1 - c.generations.len() as u32;
         c.generations
@@ -92,7 +104,11 @@ impl Serving {
         if c.generations.len() == GENERATIONS_KEPT {
             c.generations.pop_front();
         }
-        c.generations.push_back(p.engine.info().name.clone());
+        let info = p.engine.info();
+        c.generations.push_back(Generation {
+            name: info.name.clone(),
+            labels: info.labels.clone(),
+        });
         c.numbered += 1;
         p.generation = c.numbered;
     }
@@ -179,6 +195,7 @@ mod tests {
             output_shape: vec![1, 1],
             output_op: None,
             params: None,
+            labels: None,
             can_cancel: false,
         };
         let pre = Preprocessor::new(SPEC, PreprocessOptions::default()).expect("preprocessor");

@@ -144,6 +144,16 @@ fn postprocess_output_picks_the_output_read_with_its_own_fix_point() {
     };
     let mut first = with(None).expect("loads");
     assert_eq!((first.info().output, first.info().classes), (0, 4));
+    assert_eq!(first.info().labels, None);
+    // A label file beside the .xmodel names the classes (the DPU file has no metadata).
+    std::fs::write(dir.path().join("heads.labels.txt"), "x\ny\nz\n").expect("labels");
+    let named = with(None).expect("loads");
+    let labels = named
+        .info()
+        .labels
+        .as_ref()
+        .expect("names from the label file");
+    assert_eq!(&*labels.names, ["x", "y", "z"]);
     write_input(first.as_mut(), &[4, 8, -12]);
     first.run().expect("run");
     // boxes: fix 0, in[i % 3] as is.
