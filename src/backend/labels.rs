@@ -39,7 +39,7 @@ impl std::fmt::Display for LabelSource {
 /// The names of a model's classes, index = class id (an id without a name has `""`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Labels {
-    pub names: Arc<[String]>,
+    pub names: Vec<String>,
     pub source: LabelSource,
 }
 
@@ -76,21 +76,22 @@ pub fn is_label_file(path: &Path) -> bool {
 }
 
 /// The names for the model at `model`: its label file, else its metadata (`(key, value)` pairs),
-/// else `None`. A label file that exists but cannot be used is logged (warn) and skipped.
+/// else `None`. A label file that exists but cannot be used is logged (warn) and skipped. Shared:
+/// every result of the model names its classes through it.
 pub fn find<'a>(
     model: &Path,
     metadata: impl IntoIterator<Item = (&'a str, &'a str)>,
-) -> Option<Labels> {
+) -> Option<Arc<Labels>> {
     for file in candidates(model) {
         if !file.exists() {
             continue;
         }
         match read_file(&file) {
             Ok(names) => {
-                return Some(Labels {
+                return Some(Arc::new(Labels {
                     names,
                     source: LabelSource::File(file),
-                });
+                }));
             }
             Err(why) => log::warn!(
                 "label file {}: {why}; model {} serves without it",
@@ -106,10 +107,10 @@ pub fn find<'a>(
         };
         match parse_names(value) {
             Some(names) => {
-                return Some(Labels {
+                return Some(Arc::new(Labels {
                     names,
                     source: LabelSource::Metadata(key),
-                });
+                }));
             }
             None => log::warn!(
                 "model {}: metadata '{key}' is not a list of names; results carry class ids only",
@@ -122,7 +123,7 @@ pub fn find<'a>(
 
 /// One name per line (trimmed; `\r\n` or `\n`; a blank line is a class without a name; trailing
 /// blank lines are dropped).
-fn read_file(path: &Path) -> Result<Arc<[String]>, String> {
+fn read_file(path: &Path) -> Result<Vec<String>, String> {
     let meta = std::fs::metadata(path).map_err(|e| e.to_string())?;
     if !meta.is_file() {
         return Err("not a regular file".into());
@@ -148,20 +149,20 @@ fn read_file(path: &Path) -> Result<Arc<[String]>, String> {
             names.len()
         ));
     }
-    Ok(names.into())
+    Ok(names)
 }
 
 /// Names from a metadata value: a JSON list (`["a", "b"]`), a JSON object or a Python dict with
 /// integer keys (`{"0": "a"}`, `{0: 'a', 1: "b"}`: what Ultralytics writes). `None` when it is
 /// none of these or holds no name.
-pub fn parse_names(value: &str) -> Option<Arc<[String]>> {
+pub fn parse_names(value: &str) -> Option<Vec<String>> {
     let v = value.trim();
     if let Ok(serde_json::Value::Array(items)) = serde_json::from_str(v) {
         let names: Vec<String> = items
             .iter()
             .map(|i| i.as_str().map(clean))
             .collect::<Option<_>>()?;
-        return (!names.is_empty() && names.len() <= MAX_LABELS).then(|| names.into());
+        return (!names.is_empty() && names.len() <= MAX_LABELS).then_some(names);
     }
     let body = v.strip_prefix('{')?.strip_suffix('}')?;
     let mut pairs = Vec::new();
@@ -179,7 +180,7 @@ pub fn parse_names(value: &str) -> Option<Arc<[String]>> {
     for (id, name) in pairs {
         names[id] = name;
     }
-    Some(names.into())
+    Some(names)
 }
 
 /// The items of a dict body split at commas outside quotes; `None` on an unclosed quote.
@@ -229,7 +230,7 @@ mod tests {
     use super::*;
 
     fn names(v: &str) -> Option<Vec<String>> {
-        parse_names(v).map(|n| n.to_vec())
+        parse_names(v)
     }
 
     #[test]

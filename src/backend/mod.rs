@@ -325,7 +325,7 @@ pub struct ModelInfo {
     /// Weight/bias elements, when the backend can count them.
     pub params: Option<u64>,
     /// Class names (a label file beside the model, or its metadata; see [`labels`]).
-    pub labels: Option<labels::Labels>,
+    pub labels: Option<Arc<labels::Labels>>,
     /// Whether an inference can be aborted from another thread (see [`Engine::canceller`]).
     pub can_cancel: bool,
 }

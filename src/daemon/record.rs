@@ -84,7 +84,7 @@ pub fn to_json(
         .iter()
         .map(|(c, p)| json!([c, p]))
         .collect();
-    let labels = model.and_then(|m| m.labels.as_ref());
+    let labels = model.and_then(|m| m.labels.as_deref());
     json!({
         "seq": rec.seq,
         "model": model.map(|m| m.name.as_str()),

@@ -173,7 +173,7 @@ pub fn status_json(s: &Shared) -> Value {
     });
     let last_result = st.last_result.as_ref().map(|r| {
         let model = s.serving.generation_of(r.model_gen);
-        let labels = model.as_ref().and_then(|m| m.labels.as_ref());
+        let labels = model.as_ref().and_then(|m| m.labels.as_deref());
         let top: Vec<Value> = r.top[..r.top_len as usize]
             .iter()
             .map(|(c, p)| match labels {

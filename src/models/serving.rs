@@ -32,7 +32,7 @@ pub struct SwapError {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Generation {
     pub name: String,
-    pub labels: Option<crate::backend::labels::Labels>,
+    pub labels: Option<std::sync::Arc<crate::backend::labels::Labels>>,
 }
 
 /// The model serving now and the hand-over to the pipeline thread.
