@@ -55,9 +55,19 @@ impl Backend for TrtBackend {
         let (plan, precision, graph) = match ext {
             "onnx" => {
                 let (_, plan) = cached_plan(path, &self.opts, &self.pre)?;
-                // The graph tells what a plan cannot: the op behind the output, the weights.
-                let graph = crate::onnx::pb::read_model(path).map_err(|e| load_err(path, e))?;
-                (plan, precision_of(self.opts.precision), Some(graph))
+                // The graph tells what a plan cannot: the op behind the output, the weights, the
+                // class names. TensorRT built the plan, so a graph our reader cannot decode costs
+                // only those.
+                let graph = crate::onnx::pb::read_model(path)
+                    .inspect_err(|e| {
+                        log::warn!(
+                            target: LOG,
+                            "{}: graph not readable ({e}): no final-op, weight count or class names from it",
+                            path.display()
+                        )
+                    })
+                    .ok();
+                (plan, precision_of(self.opts.precision), graph)
             }
             "engine" | "plan" => {
                 let plan = std::fs::read(path).map_err(|e| load_err(path, e))?;
