@@ -457,6 +457,53 @@ impl BackendError {
     }
 }
 
+/// The index of the output to read: `want` (`postprocess.output`) among `outputs`, else the first,
+/// saying in the log which one is read when there are several and none was named. An unknown
+/// name is refused with every output and its shape, the same on every backend.
+pub fn choose_output(
+    path: &Path,
+    outputs: &[TensorInfo],
+    want: Option<&str>,
+) -> Result<usize, BackendError> {
+    let listed = || {
+        outputs
+            .iter()
+            .map(|t| format!("{} {:?}", t.name, t.shape))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    match want {
+        Some(n) => {
+            outputs
+                .iter()
+                .position(|o| o.name == n)
+                .ok_or_else(|| BackendError::Unsupported {
+                    path: path.to_path_buf(),
+                    reason: format!(
+                        "postprocess.output '{n}' is not one of its outputs: {}",
+                        listed()
+                    ),
+                })
+        }
+        None => {
+            let first = outputs.first().ok_or_else(|| BackendError::Unsupported {
+                path: path.to_path_buf(),
+                reason: "the model has no output".into(),
+            })?;
+            if outputs.len() > 1 {
+                log::info!(
+                    "model {}: {} outputs ({}); reading the first, '{}' (postprocess.output picks another)",
+                    onnx::model_name(path),
+                    outputs.len(),
+                    listed(),
+                    first.name
+                );
+            }
+            Ok(0)
+        }
+    }
+}
+
 /// Turns an engine's first-input shape (NCHW or NHWC, batch 1) into an [`InputSpec`], or explains
 /// why it is not an image input.
 pub fn image_input_spec(

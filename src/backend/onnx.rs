@@ -254,28 +254,8 @@ impl OnnxEngine {
             )));
         }
         let spec = image_input_spec(path, &first_in.shape, Layout::Nchw, InputElement::F32)?;
-        if outputs.is_empty() {
-            return Err(unsupported("the model has no output".into()));
-        }
-        let chosen = match &opts.output {
-            Some(n) => outputs.iter().position(|o| o.name == *n).ok_or_else(|| {
-                unsupported(format!(
-                    "postprocess.output '{n}' is not one of its outputs: {}",
-                    names(&outputs)
-                ))
-            })?,
-            None => 0,
-        };
+        let chosen = super::choose_output(path, &outputs, opts.output.as_deref())?;
         let first_out = &outputs[chosen];
-        if outputs.len() > 1 && opts.output.is_none() {
-            log::info!(
-                "model {}: {} outputs ({}); reading the first, '{}' (postprocess.output picks another)",
-                model_name(path),
-                outputs.len(),
-                names(&outputs),
-                first_out.name
-            );
-        }
         if first_out.element != ElementType::Float32 {
             return Err(unsupported(format!(
                 "output '{}' is {}, expected float32",

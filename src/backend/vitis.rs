@@ -177,7 +177,8 @@ impl VitisEngine {
         let model = Model::open(shim, path).map_err(load_err)?;
         let inputs = model.tensors(Direction::Input).map_err(load_err)?;
         let outputs = model.tensors(Direction::Output).map_err(load_err)?;
-        let chosen = choose_output(path, &outputs, output)?;
+        let infos: Vec<TensorInfo> = outputs.iter().map(tensor_info).collect();
+        let chosen = super::choose_output(path, &infos, output)?;
         let checked = check_tensors(path, &inputs, &outputs, chosen)?;
         let out = &outputs[chosen];
         let info = ModelInfo {
@@ -186,7 +187,7 @@ impl VitisEngine {
             backend: BackendKind::Vitis,
             precision: Precision::Int8,
             inputs: inputs.iter().map(tensor_info).collect(),
-            outputs: outputs.iter().map(tensor_info).collect(),
+            outputs: infos,
             input: checked.spec,
             classes: out.batch_bytes,
             output: chosen,
@@ -255,48 +256,6 @@ pub fn pow2(exp: i32) -> f32 {
 struct Checked {
     spec: crate::tensor::InputSpec,
     out_scale: f32,
-}
-
-/// The index of `postprocess.output` among `outputs` (the first when `None`), saying in the log
-/// which one is read when there are several and none was named.
-fn choose_output(
-    path: &Path,
-    outputs: &[TensorDesc],
-    output: Option<&str>,
-) -> Result<usize, BackendError> {
-    let names = || {
-        let n: Vec<String> = outputs
-            .iter()
-            .map(|t| format!("{} {:?}", t.name, t.dims))
-            .collect();
-        n.join(", ")
-    };
-    match output {
-        Some(want) => {
-            outputs
-                .iter()
-                .position(|t| t.name == want)
-                .ok_or_else(|| BackendError::Unsupported {
-                    path: path.to_path_buf(),
-                    reason: format!(
-                        "postprocess.output '{want}' is not one of its outputs: {}",
-                        names()
-                    ),
-                })
-        }
-        None => {
-            if let [first, _, ..] = outputs {
-                log::info!(
-                    "model {}: {} outputs ({}); reading the first, '{}' (postprocess.output picks another)",
-                    super::onnx::model_name(path),
-                    outputs.len(),
-                    names(),
-                    first.name
-                );
-            }
-            Ok(0)
-        }
-    }
 }
 
 /// One NHWC int8 image input, int8 outputs, all with a usable fix point; `chosen` is read.

@@ -439,28 +439,13 @@ impl TrtEngine {
             )));
         }
         let first_in = tensors.iter().find(|t| t.input).expect("one input");
-        // The C++ layer bound the same choice (and refused an unknown name, listing the outputs).
-        let output = match chosen.output {
-            Some(n) => outputs.iter().position(|o| o.name == n),
-            None => (!outputs.is_empty()).then_some(0),
-        }
-        .ok_or_else(|| unsupported("the engine has no such output".into()))?;
+        // The C++ layer bound the same choice (and refused an unknown name).
+        let output = super::super::choose_output(path, &outputs, chosen.output)?;
         let out = tensors
             .iter()
             .filter(|t| !t.input)
             .nth(output)
             .expect("outputs come from tensors");
-        if outputs.len() > 1 && chosen.output.is_none() {
-            let names: Vec<&str> = outputs.iter().map(|o| o.name.as_str()).collect();
-            log::info!(
-                target: LOG,
-                "model {}: {} outputs ({}); reading the first, '{}' (postprocess.output picks another)",
-                model_name(path),
-                outputs.len(),
-                names.join(", "),
-                out.name
-            );
-        }
         let spec = image_input_spec(path, &first_in.shape, Layout::Nchw, InputElement::F32)?;
         let classes = out.shape.iter().skip(1).product::<i64>().max(1) as usize;
         let memory = inner.memory();
