@@ -121,6 +121,17 @@ pub fn find<'a>(
     None
 }
 
+/// [`find`] for an ONNX model: its label file, else its `metadata_props`.
+pub fn for_onnx(model: &Path, proto: Option<&crate::onnx::pb::ModelProto>) -> Option<Arc<Labels>> {
+    find(
+        model,
+        proto
+            .into_iter()
+            .flat_map(|m| &m.metadata_props)
+            .map(|e| (e.key.as_str(), e.value.as_str())),
+    )
+}
+
 /// One name per line (trimmed; `\r\n` or `\n`; a blank line is a class without a name; trailing
 /// blank lines are dropped).
 fn read_file(path: &Path) -> Result<Vec<String>, String> {

@@ -329,13 +329,7 @@ impl OnnxEngine {
             output: chosen,
             output_shape: out_shape,
             params,
-            labels: super::labels::find(
-                path,
-                proto
-                    .iter()
-                    .flat_map(|m| &m.metadata_props)
-                    .map(|e| (e.key.as_str(), e.value.as_str())),
-            ),
+            labels: super::labels::for_onnx(path, proto.as_ref()),
             // The terminate flag is reached from the watchdog through `onnx_cancel`.
             can_cancel: true,
         };

@@ -465,14 +465,7 @@ impl TrtEngine {
                 .and_then(|m| crate::onnx::graph::final_op(m, &out.name))
                 .map(str::to_string),
             params: chosen.graph.map(crate::onnx::graph::model_params),
-            labels: crate::backend::labels::find(
-                path,
-                chosen
-                    .graph
-                    .iter()
-                    .flat_map(|m| &m.metadata_props)
-                    .map(|e| (e.key.as_str(), e.value.as_str())),
-            ),
+            labels: crate::backend::labels::for_onnx(path, chosen.graph),
             can_cancel: false,
         };
         log::info!(
