@@ -240,21 +240,17 @@ fn clean(s: &str) -> String {
 mod tests {
     use super::*;
 
-    fn names(v: &str) -> Option<Vec<String>> {
-        parse_names(v)
-    }
-
     #[test]
     fn ultralytics_python_dicts_json_lists_and_objects_parse() {
         assert_eq!(
-            names("{0: 'person', 1: 'bicycle', 2: \"traffic light\"}").unwrap(),
+            parse_names("{0: 'person', 1: 'bicycle', 2: \"traffic light\"}").unwrap(),
             ["person", "bicycle", "traffic light"]
         );
-        assert_eq!(names(r#"["cat", "dog"]"#).unwrap(), ["cat", "dog"]);
-        assert_eq!(names(r#"{"1": "b", "0": "a"}"#).unwrap(), ["a", "b"]);
+        assert_eq!(parse_names(r#"["cat", "dog"]"#).unwrap(), ["cat", "dog"]);
+        assert_eq!(parse_names(r#"{"1": "b", "0": "a"}"#).unwrap(), ["a", "b"]);
         // Commas and escaped quotes inside a name; a gap is a class without a name.
         assert_eq!(
-            names(r"{0: 'a, b', 2: 'it\'s'}").unwrap(),
+            parse_names(r"{0: 'a, b', 2: 'it\'s'}").unwrap(),
             ["a, b", "", r"it\'s"]
         );
     }
@@ -272,7 +268,7 @@ mod tests {
             "{}",
             "{100000: 'a'}",
         ] {
-            assert_eq!(names(v), None, "{v:?}");
+            assert_eq!(parse_names(v), None, "{v:?}");
         }
     }
 
