@@ -118,6 +118,16 @@ fn boxes_of(p: &mut Pipeline, w: u32, h: u32) -> Vec<Detection> {
     p.detections().to_vec()
 }
 
+/// A channels-first head of 8 candidates, 2 classes, planting two boxes in a 320x320 model:
+/// class 0 at (110, 130)-(210, 190) with 0.9, class 1 at (140, 30)-(180, 50) with 0.8.
+fn two_boxes_head() -> (Vec<i64>, Vec<f32>) {
+    let cands = vec![
+        vec![160.0, 160.0, 100.0, 60.0, 0.9, 0.0],
+        vec![160.0, 40.0, 40.0, 20.0, 0.0, 0.8],
+    ];
+    head(&cands, 6, 8, true)
+}
+
 fn model_file(dir: &Path, name: &str, h: i64, w: i64, head: &(Vec<i64>, Vec<f32>)) -> PathBuf {
     write(dir, name, &head_model(h, w, &head.0, &head.1))
 }
@@ -236,11 +246,7 @@ fn boxes_map_back_to_source_pixels_through_every_resize_mode() {
     // A 640x480 frame into a 320x320 model. Box 0 at model (110, 130)-(210, 190); box 1 at
     // (140, 30)-(180, 50), in the letterbox's top padding for its upper part.
     let dir = util::tempdir();
-    let cands = vec![
-        vec![160.0, 160.0, 100.0, 60.0, 0.9, 0.0],
-        vec![160.0, 40.0, 40.0, 20.0, 0.0, 0.8],
-    ];
-    let h = head(&cands, 6, 8, true);
+    let h = two_boxes_head();
     let m = model_file(dir.path(), "map.onnx", 320, 320, &h);
     for (mode, b0, b1) in [
         // Stretch: x2, y1.5.
@@ -420,11 +426,7 @@ fn the_daemon_carries_boxes_in_source_pixels_to_status_and_results() {
 #[test]
 fn a_detectors_class_names_label_its_boxes() {
     let dir = util::tempdir();
-    let cands = vec![
-        vec![160.0, 160.0, 100.0, 60.0, 0.9, 0.0],
-        vec![160.0, 40.0, 40.0, 20.0, 0.0, 0.8],
-    ];
-    let h = head(&cands, 6, 8, true);
+    let h = two_boxes_head();
     let mut m = head_model(320, 320, &h.0, &h.1);
     m.metadata_props
         .push(rtinfer::onnx::pb::StringStringEntryProto {
